@@ -1,0 +1,26 @@
+# All set-up on a fresh machine. `make test` and `make demo` create .venv on first use (idempotent).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test demo bench clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 first: on this machine it is a local CPU wheel; a looser spec would pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: venv
+	OMP_NUM_THREADS=2 $(PY) -m pytest -x -q
+
+demo: venv
+	$(VENV)/bin/sparsefw demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

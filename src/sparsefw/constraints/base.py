@@ -1,0 +1,111 @@
+"""The feasible-region interface every constraint implements.
+
+A region C ⊂ R^shape is convex, compact and contains 0. It is described by a gauge ("norm")
+with C = {x : norm(x) ≤ radius}, and is used only through its linear minimisation oracle
+
+    lmo(d) = argmin_{v ∈ C} <d, v>,   with value  <d, lmo(d)> = −radius · dual_norm(d).
+
+Regions are kept as plain data (`to_spec`) so optimizer state dicts never pickle objects.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+
+_REGISTRY: dict[str, type["Constraint"]] = {}
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}")
+    return float(value)
+
+
+def resolve_k(k: Any, n: int, what: str = "entries") -> int:
+    """k as a fraction (float in (0, 1]) → max(1, ⌊k·n⌋); as a count (int in [1, n]) → k."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise ValueError(f"k must be a float fraction in (0, 1] or an int count, got k={k!r}")
+    if isinstance(k, float):
+        if not (0.0 < k <= 1.0):
+            raise ValueError(f"k as a fraction must lie in (0, 1], got k={k!r}")
+        return max(1, math.floor(k * n))
+    if not (1 <= k <= n):
+        raise ValueError(f"k as a count must lie in [1, {n}] (number of {what}), got k={k!r}")
+    return int(k)
+
+
+class Constraint(ABC):
+    """A convex feasible region for one parameter tensor of shape `shape`."""
+
+    #: the resolved k (int) for regions that have one, else None
+    k: int | None = None
+
+    def __init__(self, shape: Sequence[int] | torch.Size, radius: float):
+        try:
+            shape = torch.Size(int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"shape must be a sequence of positive ints, got shape={shape!r}") from None
+        if len(shape) == 0 or any(s <= 0 for s in shape):
+            raise ValueError(f"shape must be a non-empty sequence of positive ints, got shape={tuple(shape)!r}")
+        self.shape = shape
+        self.n = math.prod(shape)
+        self.radius = _check_positive("radius", radius)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    # --- the oracle and the gauge -------------------------------------------------------
+    @abstractmethod
+    def lmo(self, d: torch.Tensor) -> torch.Tensor:
+        """argmin_{v ∈ C} <d, v>, a tensor of `shape` with d's dtype and device."""
+
+    @abstractmethod
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The gauge whose ball of radius `radius` is C (a 0-dim tensor)."""
+
+    @abstractmethod
+    def dual_norm(self, d: torch.Tensor) -> torch.Tensor:
+        """The dual of `norm`: max_{norm(v) ≤ 1} <d, v> (a 0-dim tensor)."""
+
+    @property
+    @abstractmethod
+    def diameter(self) -> float:
+        """L2 diameter of C: max_{x,y ∈ C} ‖x − y‖₂."""
+
+    def shift_inside(self, x: torch.Tensor) -> torch.Tensor:
+        """x if x ∈ C, else x scaled radially onto the boundary of C."""
+        nrm = float(self.norm(x))
+        if nrm <= self.radius:
+            return x
+        return x * (self.radius / nrm)
+
+    # --- plain-data round trip ---------------------------------------------------------
+    def _spec_extra(self) -> dict:
+        """Constructor arguments besides shape and radius (plain data)."""
+        return {}
+
+    def to_spec(self) -> dict:
+        """A dict of str/int/float/list only: rebuild with `constraint_from_spec`."""
+        return {"type": type(self).__name__, "shape": list(self.shape), "radius": self.radius, **self._spec_extra()}
+
+    def _check_input(self, d: torch.Tensor, name: str = "d") -> None:
+        if not isinstance(d, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(d).__name__}")
+        if d.shape != self.shape:
+            raise ValueError(f"{name} has shape {tuple(d.shape)}, expected {tuple(self.shape)} for {self!r}")
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self._spec_extra().items())
+        return f"{type(self).__name__}(shape={tuple(self.shape)}{extra}, radius={self.radius:g})"
+
+
+def constraint_from_spec(spec: dict) -> Constraint:
+    """Inverse of `Constraint.to_spec`."""
+    if not isinstance(spec, dict) or spec.get("type") not in _REGISTRY:
+        raise ValueError(f"not a constraint spec (unknown 'type'): {spec!r}")
+    args = {k: v for k, v in spec.items() if k != "type"}
+    return _REGISTRY[spec["type"]](**args)
