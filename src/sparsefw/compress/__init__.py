@@ -1,0 +1,17 @@
+"""One-shot compression without retraining (needs torch.nn only).
+
+prune            unstructured magnitude pruning (global or per layer), zeros in the weights
+remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model
+factorize        truncated-SVD factor pairs for Conv2d and Linear (rank, energy or budget rule)
+summarize        parameters, FLOPs and latency of original vs compressed, with ratios
+rebuild          recreate a compressed architecture from the original one and a recipe
+"""
+from .factorize import factorize
+from .filters import filter_keep_mask, remove_filters
+from .metrics import CompressionSummary, count_flops, count_parameters, measure_latency, summarize
+from .prune import prune
+from .recipe import rebuild
+
+__all__ = ["CompressionSummary", "count_flops", "count_parameters", "factorize",
+           "filter_keep_mask", "measure_latency", "prune", "rebuild", "remove_filters",
+           "summarize"]

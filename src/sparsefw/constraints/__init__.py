@@ -1,4 +1,13 @@
 """Feasible regions, their norms and linear minimisation oracles (pure maths, no nn)."""
 from .base import Constraint, constraint_from_spec, resolve_k
+from .ksparse import KSparsePolytope
+from .ksupport import GroupKSupportBall, KSupportBall
+from .lp_balls import L1Ball, L2Ball, LinfBall, LpBall
+from .spectral import NuclearBall, SpectralKSupportBall
+from .topk_svd import best_rank_k, top_k_svd
 
-__all__ = ["Constraint", "constraint_from_spec", "resolve_k"]
+__all__ = [
+    "Constraint", "constraint_from_spec", "resolve_k",
+    "L1Ball", "L2Ball", "LinfBall", "LpBall", "KSparsePolytope", "KSupportBall", "GroupKSupportBall",
+    "NuclearBall", "SpectralKSupportBall", "best_rank_k", "top_k_svd",
+]

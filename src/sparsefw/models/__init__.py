@@ -1,0 +1,14 @@
+"""Model zoo: plain nn.Modules, traceable by torch.fx, with PyTorch's default initialisation.
+
+    model = build_model("resnet20", num_classes=10, in_channels=3, image_size=32)
+"""
+from .cnn import SmallCNN
+from .fcn import FCN
+from .mlp import MLP
+from .registry import available_models, build_model
+from .resnet import BasicBlock, ResNet
+from .vgg import VGG
+from .wide_resnet import PreActBlock, WideResNet
+
+__all__ = ["available_models", "build_model", "MLP", "SmallCNN", "ResNet", "BasicBlock", "VGG",
+           "WideResNet", "PreActBlock", "FCN"]

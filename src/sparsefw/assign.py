@@ -1,0 +1,100 @@
+"""`constrain(model, mode)`: the paper's assignment of a feasible region to every parameter.
+
+Radius of every region: τ = width · E‖θ^init‖₂ (`radii.expected_init_norms`, never changing the
+model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (its vertices have L2 norm τ√k).
+
+    mode                   conv weights (Conv1d/2d/3d)      every other trainable parameter
+    "k_support"            KSupportBall(k)                  KSupportBall(k)
+    "k_sparse"             KSparsePolytope(k)               KSparsePolytope(k)
+    "l2"                   L2Ball                           L2Ball
+    "group_k_support"      GroupKSupportBall(k) (filters)   L2Ball
+    "spectral_k_support"   SpectralKSupportBall(k)          L2Ball
+    "nuclear"              NuclearBall                      L2Ball
+
+(Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) k: a float in
+(0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
+at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
+"spectral_k_support"; ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
+
+Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
+onto it in place (`shift_inside`); parameters already inside are not touched.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
+                          SpectralKSupportBall, resolve_k)
+from .radii import expected_init_norms
+
+DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
+             "spectral_k_support": 0.3, "nuclear": None}
+MODES = tuple(DEFAULT_K)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise ValueError(f"k must be a float fraction in (0, 1] or an int count ≥ 1, got k={k!r}")
+    if isinstance(k, float) and not 0.0 < k <= 1.0:
+        raise ValueError(f"k as a fraction must lie in (0, 1], got k={k!r}")
+    if isinstance(k, int) and k < 1:
+        raise ValueError(f"k as a count must be ≥ 1, got k={k!r}")
+
+
+def _capped(k: int | float, structures: int) -> int | float:
+    """An int count is capped at the number of structures; a fraction is kept."""
+    return min(k, structures) if isinstance(k, int) else k
+
+
+def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
+    """The region of one parameter; `scale` = width · E‖θ^init‖₂."""
+    n = math.prod(shape)
+    if mode == "k_support":
+        return KSupportBall(shape, k=_capped(k, n), radius=scale)
+    if mode == "k_sparse":
+        k = _capped(k, n)
+        return KSparsePolytope(shape, k=k, radius=scale / math.sqrt(resolve_k(k, n)))
+    if is_conv_weight and mode == "group_k_support":
+        return GroupKSupportBall(shape, k=_capped(k, shape[0]), radius=scale)
+    if is_conv_weight and mode == "spectral_k_support":
+        return SpectralKSupportBall(shape, k=_capped(k, min(shape[0], n // shape[0])), radius=scale)
+    if is_conv_weight and mode == "nuclear":
+        return NuclearBall(shape, radius=scale)
+    return L2Ball(shape, radius=scale)
+
+
+def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0) -> list[dict]:
+    """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
+    one per trainable parameter of `model` (shared parameters once), following the table above.
+    Makes the starting point feasible, changing only parameters that lie outside their region."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if mode not in DEFAULT_K:
+        raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"width must be a positive finite number, got width={width!r}")
+    if k is None:
+        k = DEFAULT_K[mode]
+    else:
+        _check_k(k)
+
+    norms = expected_init_norms(model)
+    groups = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        module_name, _, attr = name.rpartition(".")
+        is_conv_weight = attr == "weight" and isinstance(model.get_submodule(module_name), _CONV)
+        region = _region(mode, is_conv_weight, p.shape, k, width * norms[name])
+        with torch.no_grad():
+            current = p.detach()
+            inside = region.shift_inside(current)
+            if inside is not current:
+                p.copy_(inside)
+        groups.append({"params": [p], "constraint": region, "name": name})
+    return groups

@@ -1,0 +1,139 @@
+"""The `sparsefw` command line.
+
+    sparsefw train --config cifar10_resnet56 [--set optimizer.lr=0.05 ...] [--method NAME] [--out DIR] [--resume]
+    sparsefw sweep --run RUN_DIR [--set sweep.unstructured=[0.5,0.9]] [--out DIR]
+    sparsefw compress --run RUN_DIR --kind filters --level 0.5 [--out DIR]
+    sparsefw report RUN_DIR ... --out DIR
+    sparsefw demo [--out runs/demo]
+
+Configuration errors exit with status 2 and a message naming the key; nothing is written then.
+Data-parallel training: `torchrun --nproc_per_node=N -m sparsefw.cli train ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .experiments.config import ConfigError, packaged_configs, parse_override
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparsefw", description="Compression-aware training with Stochastic Frank-Wolfe.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    overrides = dict(action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, dotted key, YAML value (repeatable)")
+
+    t = sub.add_parser("train", help="train one config (every method it lists)",
+                       description=f"Packaged configs (pass the bare name): {', '.join(packaged_configs())}.")
+    t.add_argument("--config", help="YAML file or packaged config name")
+    t.add_argument("--set", dest="overrides", **overrides)
+    t.add_argument("--method", action="append", default=None, help="train only this method (repeatable)")
+    t.add_argument("--out", help="run directory (default runs/<name>; a subdirectory per method)")
+    t.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
+
+    s = sub.add_parser("sweep", help="compress a trained run at every level, evaluate, write sweep.{csv,json,png}")
+    s.add_argument("--run", action="append", required=True, help="run directory or checkpoint file (repeatable)")
+    s.add_argument("--set", dest="overrides", **overrides)
+    s.add_argument("--out", help="output directory (default: next to the checkpoint)")
+    s.add_argument("--device", default="cpu")
+
+    c = sub.add_parser("compress", help="compress a trained run once and save the result")
+    c.add_argument("--run", required=True, help="run directory or checkpoint file")
+    c.add_argument("--kind", required=True, choices=("unstructured", "filters", "lowrank"))
+    c.add_argument("--level", required=True, type=float, help="fraction removed (sparsity, filters, rank)")
+    c.add_argument("--out", help="output directory (default RUN/compressed/KIND_LEVEL)")
+    c.add_argument("--device", default="cpu")
+
+    r = sub.add_parser("report", help="merge sweeps into a markdown table and a plot")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", required=True)
+
+    d = sub.add_parser("demo", help="SparseFW vs SGD on built-in MNIST digits, compressed at every level")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--set", dest="overrides", **overrides)
+    return p
+
+
+def _train(args) -> None:
+    from .experiments.runs import plan_runs
+    from .experiments.train import train
+
+    plans = plan_runs(args.config, args.overrides, args.method, args.out, args.resume)
+    for plan in plans:
+        train(plan.config, plan.out_dir, resume=plan.resume)
+        _say(f"run '{plan.config.name}' in {plan.out_dir}")
+
+
+def _sweep_overrides(texts: list[str]) -> dict:
+    values = {}
+    for text in texts:
+        path, value = parse_override(text)
+        if path[0] != "sweep" or len(path) != 2:
+            raise ConfigError(f"override {text!r}: sweep takes only sweep.KEY=VALUE overrides")
+        values[path[1]] = value
+    return values
+
+
+def _sweep(args) -> None:
+    from .experiments.report import markdown_table
+    from .experiments.sweep import sweep_run
+
+    overrides = _sweep_overrides(args.overrides)
+    for run in args.run:
+        out = Path(args.out) / Path(run).name if args.out and len(args.run) > 1 else args.out
+        rows, files = sweep_run(run, out, overrides, args.device)
+        metric = json.loads(files["json"].read_text())["metric"]
+        print(markdown_table(rows, metric))
+        _say(f"wrote {', '.join(str(f) for f in files.values())}")
+
+
+def _compress(args) -> None:
+    from .experiments.compression import compress_and_save
+
+    summary, out = compress_and_save(args.run, args.kind, args.level, args.out, args.device)
+    for key, value in summary.items():
+        print(f"{key:>16}: {value:.4g}" if isinstance(value, float) else f"{key:>16}: {value}")
+    _say(f"wrote {out}")
+
+
+def _report(args) -> None:
+    from .experiments.report import write_report
+
+    table, files = write_report(args.runs, args.out)
+    print(table)
+    _say(f"wrote {', '.join(str(f) for f in files.values())}")
+
+
+def _demo(args) -> None:
+    from .experiments.demo import run_demo
+
+    result = run_demo(args.out, args.overrides)
+    print("\nAccuracy after one-shot compression, no retraining (mnist5k test set, 1000 digits):\n")
+    print(result["table"])
+    print(f"\nDemo took {result['seconds']:.0f} s. Table, plot, CSV and JSON: "
+          f"{', '.join(str(f) for f in result['files'].values())}; runs in {', '.join(map(str, result['runs']))}")
+
+
+def _say(text: str) -> None:
+    import os
+    if os.environ.get("RANK", "0") == "0":
+        print(text, file=sys.stderr)
+
+
+COMMANDS = {"train": _train, "sweep": _sweep, "compress": _compress, "report": _report, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"sparsefw {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Helpers shared by the compression functions."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def as_input_tuple(example_inputs, name: str) -> tuple:
+    """A tensor or a tuple/list of tensors → tuple of tensors."""
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    if not isinstance(inputs, (tuple, list)) or not inputs or not all(
+            isinstance(x, torch.Tensor) for x in inputs):
+        raise ValueError(f"{name} must be a tensor or a non-empty tuple of tensors, "
+                         f"got {type(example_inputs).__name__}")
+    return tuple(inputs)
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` at the dotted path `name` of `root` (the parent must exist)."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, module)

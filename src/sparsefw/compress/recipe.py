@@ -1,0 +1,32 @@
+"""Rebuild a compressed architecture from the original one, to load a compressed checkpoint.
+
+    compressed, recipe = remove_filters(model, 0.5, x, return_recipe=True)
+    torch.save(compressed.state_dict(), "c.pt"); json.dump(recipe, open("c.json", "w"))
+    ...
+    fresh = rebuild(build_original(), json.load(open("c.json")))
+    fresh.load_state_dict(torch.load("c.pt", weights_only=True))
+
+A recipe is a JSON-able dict: its "kind" names the function that made it ("prune",
+"remove_filters", "factorize") and it holds the structural choices (kept filter indices, border
+corrections, ranks); the values come from the state_dict.
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .factorize import rebuild_factorized
+from .filters import rebuild_removed_filters
+
+_KINDS = {"prune": lambda model, recipe: copy.deepcopy(model),
+          "remove_filters": rebuild_removed_filters,
+          "factorize": rebuild_factorized}
+
+
+def rebuild(model: nn.Module, recipe: dict) -> nn.Module:
+    """A new module with the compressed architecture described by `recipe` (model untouched)."""
+    if not isinstance(recipe, dict) or recipe.get("kind") not in _KINDS:
+        kind = recipe.get("kind") if isinstance(recipe, dict) else recipe
+        raise ValueError(f"recipe must be a dict with kind in {sorted(_KINDS)}, got {kind!r}")
+    return _KINDS[recipe["kind"]](model, recipe)

@@ -1,0 +1,343 @@
+"""Experiment configuration: a typed schema, YAML loading, dotted overrides and full validation.
+
+A config file is YAML with the sections below (every key optional, defaults shown by the dataclasses).
+It may also hold `methods: {name: {section: {key: value}}}`: named variants, each deep-merged onto
+the rest of the file, so one file can describe several training runs (e.g. SFW variants and SGD).
+Command-line overrides `section.key=value` (value parsed as YAML) apply to every method; an override
+`methods.NAME.section.key=value` to one method only.
+
+Every problem raises ConfigError naming the key, before anything is written.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .schedules import SCHEDULES
+
+SFW_MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear")
+RESCALES = ("gradient", "diameter", "fast_gradient")
+PENALTIES = ("group_lasso", "nuclear", "prox_svd", "prox_group_lasso")
+COMPRESSION_KINDS = ("unstructured", "filters", "lowrank")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key."""
+
+
+def _positive(v):
+    return v > 0 or "must be positive"
+
+
+def _non_negative(v):
+    return v >= 0 or "must be ≥ 0"
+
+
+def _subset(v):
+    return (len(v) == 2 and all(n >= 1 for n in v)) or "must be a pair [n_train, n_test] of positive ints"
+
+
+def _momentum(v):
+    return 0 <= v < 1 or "must lie in [0, 1)"
+
+
+def _k(v):
+    if isinstance(v, float):
+        return 0 < v <= 1 or "as a fraction (float) must lie in (0, 1]"
+    return v >= 1 or "as a count (int) must be ≥ 1"
+
+
+def _widths(v):
+    return (len(v) == 4 and all(w >= 1 for w in v)) or "must be four positive ints"
+
+
+def _levels(v):
+    return all(0 < x < 1 for x in v) or "levels must lie in (0, 1)"
+
+
+def _choice(*options):
+    def check(v):
+        return v in options or f"must be one of {', '.join(repr(o) for o in options)}"
+    return check
+
+
+def _opt(default, check=None, doc=""):
+    return field(default_factory=lambda: copy.deepcopy(default), metadata={"check": check, "doc": doc})
+
+
+@dataclass
+class DataConfig:
+    name: str = _opt("mnist5k", doc="dataset name for sparsefw.data.get_datasets")
+    data_dir: Optional[str] = _opt(None, doc="where torchvision datasets live")
+    subset: Optional[list[int]] = _opt(None, _subset, "[n_train, n_test]: a stratified subset of each split")
+    augment: Optional[bool] = _opt(None, doc="random crop/flip (default: the dataset's usual choice)")
+    batch_size: int = _opt(128, _positive)
+    eval_batch_size: int = _opt(256, _positive)
+    num_workers: int = _opt(0, _non_negative)
+
+
+@dataclass
+class ModelConfig:
+    name: str = _opt("cnn", doc="model name for sparsefw.models.build_model")
+    widths: Optional[list[int]] = _opt(None, _widths, "channels of the four convs of the 'cnn' model")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = _opt("sfw", _choice("sfw", "sgd"))
+    lr: float = _opt(0.1, _positive)
+    momentum: float = _opt(0.9, _momentum)
+    # SFW
+    mode: str = _opt("k_support", _choice(*SFW_MODES), "feasible-region assignment (sparsefw.constrain)")
+    k: Union[int, float] = _opt(0.1, _k, "fraction (float) or count (int) for k-regions")
+    width: float = _opt(10.0, _positive, "radius = width · expected initial norm")
+    rescale: Optional[str] = _opt("gradient", _choice(None, *RESCALES))
+    # SGD
+    weight_decay: float = _opt(0.0, _non_negative)
+    nesterov: bool = _opt(False)
+    penalty: Optional[str] = _opt(None, _choice(None, *PENALTIES), "SGD penalty or proximal step")
+    penalty_lambda: float = _opt(0.0, _non_negative)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = _opt("linear", _choice(*SCHEDULES))
+    warmup_epochs: float = _opt(0.0, _non_negative)
+    step_size: float = _opt(30.0, _positive, "epochs between decays (step)")
+    milestones: list[float] = _opt([], doc="epochs at which to decay (multistep)")
+    gamma: float = _opt(0.1, _positive, "decay factor (step, multistep; per epoch for exponential)")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = _opt(5, _positive)
+    seed: int = _opt(0, _non_negative)
+    device: str = _opt("auto", doc="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    amp: bool = _opt(True, doc="mixed precision (used only on CUDA)")
+    progress: bool = _opt(True, doc="tqdm bars (shown only on a terminal)")
+    check_rank_consistency: bool = _opt(False, doc="under DDP, compare a parameter digest across ranks at the end")
+
+
+@dataclass
+class SweepConfig:
+    unstructured: list[float] = _opt([0.5, 0.7, 0.9, 0.95], _levels, "sparsity levels (global magnitude pruning)")
+    filters: list[float] = _opt([0.1, 0.3, 0.5, 0.7], _levels, "fraction of filters removed per conv")
+    lowrank: list[float] = _opt([0.25, 0.5, 0.75, 0.9], _levels, "fraction of rank removed per layer")
+    scope: str = _opt("global", _choice("global", "layer"), "pruning scope")
+    criterion: str = _opt("l1", _choice("l1", "l2"), "filter-removal criterion")
+    latency: bool = _opt(False, doc="also measure wall-clock latency (slow)")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = _opt("experiment")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+# --- validation -------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is float or (origin is Union and set(args) == {int, float}):
+        return "a number"
+    if origin is Union and type(None) in args:
+        return _type_name(next(a for a in args if a is not type(None))) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {int: "an integer", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads 5e-4 (no dot) as a string: accept strings that are plain numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if tp is float or origin is Union and set(args) == {int, float}:
+        value = _number(value)
+    if origin is Union and type(None) in args:
+        return None if value is None else _coerce(value, next(a for a in args if a is not type(None)), key)
+    if isinstance(value, bool) and tp is not bool:
+        raise bad
+    if origin is Union:  # int | float: keep which one it is (k: count vs fraction)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, tp):
+        raise bad
+    return value
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"config key '{prefix}{key}': unknown key (known: {', '.join(sorted(names))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        key, tp = prefix + f.name, hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            values[f.name] = _build(tp, raw[f.name], key + ".")
+            continue
+        value = _coerce(raw[f.name], tp, key)
+        check = f.metadata.get("check")
+        verdict = check(value) if check and value is not None else True
+        if verdict is not True:
+            raise ConfigError(f"config key '{key}': {verdict}, got {value!r}")
+        values[f.name] = value
+    return cls(**values)
+
+
+def _cross_checks(cfg: ExperimentConfig) -> None:
+    opt = cfg.optimizer
+    if opt.name == "sfw":
+        if opt.weight_decay:
+            raise ConfigError("config key 'optimizer.weight_decay': SFW takes no weight decay (the constraint "
+                              f"regularises), got {opt.weight_decay!r}")
+        if opt.penalty is not None:
+            raise ConfigError(f"config key 'optimizer.penalty': penalties apply to SGD only, got {opt.penalty!r}")
+    if opt.penalty is not None and opt.penalty_lambda <= 0:
+        raise ConfigError(f"config key 'optimizer.penalty_lambda': must be positive with penalty "
+                          f"{opt.penalty!r}, got {opt.penalty_lambda!r}")
+    if cfg.schedule.warmup_epochs >= cfg.training.epochs:
+        raise ConfigError(f"config key 'schedule.warmup_epochs': must be shorter than training.epochs="
+                          f"{cfg.training.epochs}, got {cfg.schedule.warmup_epochs!r}")
+    if any(m <= 0 for m in cfg.schedule.milestones):
+        raise ConfigError(f"config key 'schedule.milestones': must be positive, got {cfg.schedule.milestones!r}")
+
+
+def validate(raw: dict) -> ExperimentConfig:
+    """A plain dict (one method) → ExperimentConfig, or ConfigError naming the bad key."""
+    cfg = _build(ExperimentConfig, raw, "")
+    _cross_checks(cfg)
+    return cfg
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# --- files, overrides, methods ----------------------------------------------------------------
+def _configs_dir():
+    return resources.files("sparsefw").joinpath("configs")
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped in sparsefw/configs/."""
+    return sorted(p.name.removesuffix(".yaml") for p in _configs_dir().iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """YAML file → dict. A bare name (no such file) refers to a packaged config."""
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and str(path) in packaged_configs():
+        text = _configs_dir().joinpath(f"{path}.yaml").read_text()
+    elif not p.is_file():
+        raise ConfigError(f"config file '{path}' not found (packaged configs: {', '.join(packaged_configs())})")
+    else:
+        text = p.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}': invalid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'optimizer.lr=0.05' → (['optimizer', 'lr'], 0.05); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=0.05")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def _set(raw: dict, path: list[str], value: Any) -> None:
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{'.'.join(path[:i + 1])}': expected a mapping, got {child!r}")
+        node = child
+    node[path[-1]] = value
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def resolve(raw: dict, overrides: list[str] = (), methods: list[str] | None = None) -> dict[str | None, ExperimentConfig]:
+    """Apply overrides, expand `methods`, validate each. Returns {method name: config}; the single key
+    None when the file lists no methods. `methods` selects a subset by name."""
+    raw = copy.deepcopy(raw)
+    parsed = [parse_override(o) for o in overrides]
+    for path, value in parsed:
+        _set(raw, path, value)
+    variants = raw.pop("methods", None)
+    if variants is None:
+        if methods:
+            raise ConfigError(f"--method {','.join(methods)}: the config lists no methods")
+        return {None: validate(raw)}
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"config key 'methods': expected a non-empty mapping of name → overrides, got {variants!r}")
+    unknown = [m for m in methods or [] if m not in variants]
+    if unknown:
+        raise ConfigError(f"--method: unknown method(s) {unknown}; the config lists {list(variants)}")
+    resolved = {}
+    for name in methods or list(variants):
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"config key 'methods.{name}': method names must be alphanumeric (with _ or -)")
+        merged = _merge(raw, variants[name] if variants[name] is not None else {})
+        for path, value in parsed:
+            if path[0] != "methods":
+                _set(merged, path, value)
+        try:
+            resolved[name] = validate(merged)
+        except ConfigError as e:
+            raise ConfigError(f"method '{name}': {e}") from None
+    return resolved

@@ -1,0 +1,76 @@
+"""Data-parallel training under torchrun: process-group set-up, sums across ranks, a parameter digest.
+
+torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; with WORLD_SIZE > 1 we join the process group (gloo on
+CPU, nccl on CUDA). Everything else runs unchanged on a single process.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Rank and world size as torchrun sets them (one process when unset)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init(info: DistInfo, device: torch.device) -> None:
+    """Join the process group (gloo on CPU, nccl on CUDA) when there is more than one process."""
+    if info.enabled and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise sum over ranks (identity on one process)."""
+    if info.enabled:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def parameter_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over the bytes of every parameter and buffer, in state-dict order: equal iff bitwise equal."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_digests(module: torch.nn.Module, info: DistInfo) -> list[str]:
+    """Every rank's parameter digest (a one-element list on one process)."""
+    digest = parameter_digest(module)
+    if not info.enabled:
+        return [digest]
+    out: list[str | None] = [None] * info.world_size
+    dist.all_gather_object(out, digest)
+    return [str(d) for d in out]

@@ -1,0 +1,36 @@
+"""Optimizer from the config: SFW over the paper's regions, or SGD with an optional penalty or
+proximal step (the paper's baselines)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..assign import constrain
+from ..optim import SFW
+from ..optim.baselines import PENALTIES, ProxStep, prox_group_lasso_, prox_nuclear_
+from .config import ConfigError, OptimizerConfig
+
+PROX = {"prox_svd": prox_nuclear_, "prox_group_lasso": prox_group_lasso_}
+
+
+def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> tuple[
+        torch.optim.Optimizer, Callable[[nn.Module], torch.Tensor] | None, Callable[[], None] | None]:
+    """(optimizer, penalty(model) added to the loss or None, proximal step run after each
+    optimizer step or None). SFW makes the model's start feasible (scales weights outside their
+    region onto it), as `sparsefw.constrain` does."""
+    try:
+        if cfg.name == "sfw":
+            groups = constrain(model, cfg.mode, k=cfg.k, width=cfg.width)
+            return SFW(groups, lr=cfg.lr, momentum=cfg.momentum, rescale=cfg.rescale), None, None
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    except ValueError as e:
+        raise ConfigError(f"config key 'optimizer': {e}") from None
+    if cfg.penalty in PENALTIES:
+        penalty, lam = PENALTIES[cfg.penalty], cfg.penalty_lambda
+        return optimizer, lambda m: penalty(m, lam), None
+    if cfg.penalty in PROX:
+        return optimizer, None, ProxStep(optimizer, PROX[cfg.penalty], cfg.penalty_lambda).step
+    return optimizer, None, None

@@ -1,0 +1,127 @@
+"""One trained model → one-shot compression at every level of every kind, no retraining.
+
+Kinds and levels (a level is always the fraction REMOVED):
+
+    unstructured   level = sparsity: global (or per-layer) magnitude pruning of conv/linear weights
+    filters        level = fraction of output filters removed from every Conv2d (L1 or L2 norm)
+    lowrank        level = fraction of rank removed; every layer keeps rank_kept = 1 − level
+
+Each row: run, kind, level (and rank_kept for lowrank), the metrics of `evaluate` (accuracy, top5 or
+mIoU), relative_drop = (dense − compressed)/dense of the primary metric, stored parameters, nonzero
+parameters (what unstructured pruning reduces), FLOPs as counted by torch's FlopCounterMode (dense
+arithmetic: zeros still cost) and their ratios to the dense model; latency only if asked for.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .. import compress
+from ..data import get_datasets
+from .checkpoint import load_checkpoint
+from .config import COMPRESSION_KINDS, SweepConfig, validate
+from .evaluation import evaluate, primary_metric
+from .io import write_csv, write_json
+from .models import build_experiment_model
+from .report import SWEEP_JSON, plot_sweeps
+
+SWEEP_CSV, SWEEP_PNG = "sweep.csv", "sweep.png"
+
+
+def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(model in eval mode, config, test loader, dataset info) of a run directory or checkpoint file."""
+    state = load_checkpoint(run, map_location=device)
+    cfg = validate(state["config"])
+    _, test_ds, info = get_datasets(cfg.data.name, cfg.data.data_dir,
+                                    tuple(cfg.data.subset) if cfg.data.subset else None, augment=False)
+    model = build_experiment_model(cfg.model, info, cfg.training.seed)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    loader = DataLoader(test_ds, cfg.data.eval_batch_size, shuffle=False)
+    return model, cfg, loader, info
+
+
+def compress_model(model: nn.Module, kind: str, level: float, example_inputs: torch.Tensor,
+                   scope: str = "global", criterion: str = "l1") -> nn.Module:
+    """A new compressed module; `model` is left untouched."""
+    if kind == "unstructured":
+        return compress.prune(model, sparsity=level, scope=scope)
+    if kind == "filters":
+        return compress.remove_filters(model, amount=level, example_inputs=example_inputs, criterion=criterion)
+    if kind == "lowrank":
+        return compress.factorize(model, rank=1.0 - level)
+    raise ValueError(f"kind must be one of {COMPRESSION_KINDS}, got kind={kind!r}")
+
+
+def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tensor, latency: bool) -> dict:
+    """Stored parameters, nonzero parameters, FLOPs (dense count) and their ratios to `dense`;
+    with `latency`, interleaved median latencies and the speed-up."""
+    p, p_dense = compress.count_parameters(small), compress.count_parameters(dense)
+    nz, nz_dense = _nonzeros(small), _nonzeros(dense)
+    f, f_dense = compress.count_flops(small, example_inputs), compress.count_flops(dense, example_inputs)
+    cols = {"params": p, "params_ratio": p / p_dense, "nonzero_params": nz, "nonzero_ratio": nz / nz_dense,
+            "flops": f, "flops_ratio": f / f_dense if f_dense else float("nan")}
+    if latency:
+        ms_dense, ms = compress.measure_latency([dense, small], example_inputs)
+        cols.update(latency_ms=ms, speedup=ms_dense / ms)
+    return cols
+
+
+def _nonzeros(model: nn.Module) -> int:
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
+def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int, cfg: SweepConfig,
+              label: str, device: str | torch.device = "cpu", progress: bool = False) -> list[dict]:
+    """Rows for the dense model and every (kind, level) of `cfg`, in that order."""
+    model = model.eval()
+    example = next(iter(loader))[0][:1].to(device)
+    metric = primary_metric(task)
+    dense_eval = evaluate(model, loader, task, num_classes, device)
+    rows = [{"run": label, "kind": "dense", "level": 0.0, **dense_eval, "relative_drop": 0.0,
+             **_size_columns(model, model, example, cfg.latency)}]
+    jobs = [(kind, level) for kind in COMPRESSION_KINDS for level in getattr(cfg, kind)]
+    for kind, level in tqdm(jobs, desc=f"sweep {label}", leave=False, disable=not progress):
+        small = compress_model(model, kind, level, example, cfg.scope, cfg.criterion).eval()
+        scores = evaluate(small, loader, task, num_classes, device)
+        row = {"run": label, "kind": kind, "level": level}
+        if kind == "lowrank":
+            row["rank_kept"] = round(1.0 - level, 10)
+        drop = (dense_eval[metric] - scores[metric]) / dense_eval[metric] if dense_eval[metric] else float("nan")
+        rows.append({**row, **scores, "relative_drop": drop, **_size_columns(model, small, example, cfg.latency)})
+    return rows
+
+
+def write_sweep(rows: list[dict], out_dir: str | os.PathLike, metric: str) -> dict[str, Path]:
+    """sweep.json, sweep.csv and sweep.png (accuracy vs level, one panel per kind) into `out_dir`."""
+    out_dir = Path(out_dir)
+    paths = {"json": write_json(out_dir / SWEEP_JSON, {"metric": metric, "level": "fraction removed",
+                                                       "rows": rows}),
+             "csv": write_csv(out_dir / SWEEP_CSV, rows)}
+    paths["png"] = plot_sweeps(rows, metric, out_dir / SWEEP_PNG)
+    return paths
+
+
+def sweep_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None, overrides: dict | None = None,
+              device: str = "cpu", progress: bool = True) -> tuple[list[dict], dict[str, Path]]:
+    """Load a trained run, sweep it (its config's `sweep` section updated by `overrides`), write the
+    files next to the checkpoint (or into `out_dir`)."""
+    model, cfg, loader, info = load_trained(run, device)
+    sweep_cfg = cfg.sweep
+    if overrides:
+        merged = validate({"sweep": {**_plain(cfg.sweep), **overrides}})
+        sweep_cfg = merged.sweep
+    rows = run_sweep(model, loader, info.task, info.num_classes, sweep_cfg, cfg.name, device, progress)
+    run = Path(run)
+    target = Path(out_dir) if out_dir is not None else (run if run.is_dir() else run.parent)
+    return rows, write_sweep(rows, target, primary_metric(info.task))
+
+
+def _plain(section) -> dict:
+    return copy.deepcopy(vars(section))

@@ -1,0 +1,250 @@
+"""The training loop: one plain loop, no framework.
+
+    setup = build_setup(cfg)                 # data, model, optimizer: everything a bad config breaks
+    metrics = train(cfg, out_dir)            # epochs → metrics.json/.csv + checkpoint.pt every epoch
+    metrics = train(cfg, out_dir, resume=True)   # continue exactly where the checkpoint stopped
+
+Per iteration: forward (autocast on CUDA), loss (+ penalty), backward (GradScaler on CUDA),
+optimizer step (+ proximal step), scheduler step. Per epoch: evaluation, metrics, checkpoint.
+Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, every rank sees
+its DistributedSampler shard, sums are all-reduced, and only rank 0 writes or prints.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from ..data import get_datasets
+from ..data.base import DatasetInfo
+from . import distributed
+from .checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
+from .config import ConfigError, ExperimentConfig, to_dict
+from .evaluation import evaluate, primary_metric
+from .io import write_csv, write_json, write_text
+from .models import build_experiment_model
+from .optimizers import build_optimizer
+from .reproducibility import rng_state, seed_everything, set_rng_state
+from .schedules import LRFactor
+
+METRICS_JSON, METRICS_CSV, CONFIG_YAML = "metrics.json", "metrics.csv", "config.yaml"
+
+
+@dataclass
+class Setup:
+    """Everything a run needs, built before any file is written."""
+    cfg: ExperimentConfig
+    device: torch.device
+    dist: distributed.DistInfo
+    info: DatasetInfo
+    model: nn.Module                 # the plain module (what checkpoints hold)
+    train_loader: DataLoader
+    test_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    penalty: Callable[[nn.Module], torch.Tensor] | None
+    after_step: Callable[[], None] | None
+    scheduler: LambdaLR
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    use_amp: bool
+
+
+def resolve_device(name: str, dist_info: distributed.DistInfo | None = None) -> torch.device:
+    """'auto' → cuda (this rank's GPU under torchrun) if available, else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key 'training.device': not a device name, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config key 'training.device': CUDA is not available here, got {name!r}")
+        if device.index is None:
+            device = torch.device("cuda", dist_info.local_rank if dist_info else 0)
+    return device
+
+
+def _loaders(cfg: ExperimentConfig, train_ds, test_ds, dist_info, generator, device):
+    pin = device.type == "cuda"
+    common = dict(num_workers=cfg.data.num_workers, pin_memory=pin, persistent_workers=False)
+    if dist_info.enabled:
+        sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True,
+                                     seed=cfg.training.seed)
+        train_loader = DataLoader(train_ds, cfg.data.batch_size, sampler=sampler, generator=generator, **common)
+        test_ds = Subset(test_ds, range(dist_info.rank, len(test_ds), dist_info.world_size))  # exact shards
+    else:
+        train_loader = DataLoader(train_ds, cfg.data.batch_size, shuffle=True, generator=generator, **common)
+    test_loader = DataLoader(test_ds, cfg.data.eval_batch_size, shuffle=False, **common)
+    return train_loader, test_loader
+
+
+def build_setup(cfg: ExperimentConfig) -> Setup:
+    """Data, model, optimizer, schedule. Raises ConfigError for anything the config got wrong."""
+    dist_info = distributed.env_info()
+    device = resolve_device(cfg.training.device, dist_info)
+    generator = seed_everything(cfg.training.seed)
+    try:
+        train_ds, test_ds, info = get_datasets(cfg.data.name, cfg.data.data_dir,
+                                               tuple(cfg.data.subset) if cfg.data.subset else None,
+                                               augment=cfg.data.augment, seed=cfg.training.seed)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise ConfigError(f"config key 'data': {e}") from None
+    model = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
+    optimizer, penalty, after_step = build_optimizer(cfg.optimizer, model)
+    train_loader, test_loader = _loaders(cfg, train_ds, test_ds, dist_info, generator, device)
+    iters = len(train_loader)
+    if iters == 0:
+        raise ConfigError(f"config key 'data.batch_size': no training batches (dataset of {len(train_ds)})")
+    s = cfg.schedule
+    try:
+        factor = LRFactor(s.name, cfg.training.epochs * iters, iters, warmup_epochs=s.warmup_epochs,
+                          step_size=s.step_size, milestones=s.milestones, gamma=s.gamma)
+    except ValueError as e:
+        raise ConfigError(f"config key 'schedule': {e}") from None
+    use_amp = cfg.training.amp and device.type == "cuda"
+    return Setup(cfg, device, dist_info, info, model, train_loader, test_loader, optimizer, penalty, after_step,
+                 LambdaLR(optimizer, factor), torch.amp.GradScaler(device.type, enabled=use_amp), generator, use_amp)
+
+
+def _train_one_epoch(s: Setup, net: nn.Module, epoch: int) -> dict[str, float]:
+    """One pass over the training data; returns train loss/accuracy (all ranks) and FW-gap statistics."""
+    net.train()
+    sampler = s.train_loader.sampler
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
+    if hasattr(s.train_loader.dataset, "set_epoch"):
+        s.train_loader.dataset.set_epoch(epoch)
+    sums = torch.zeros(3, dtype=torch.float64, device=s.device)      # loss·n, n, correct
+    gap_means, gap_maxes = [], []
+    show = s.cfg.training.progress and s.dist.is_main and sys.stderr.isatty()
+    bar = tqdm(s.train_loader, desc=f"epoch {epoch + 1}/{s.cfg.training.epochs}", leave=False, disable=not show)
+    for x, y in bar:
+        x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+        with torch.autocast(device_type=s.device.type, dtype=torch.float16, enabled=s.use_amp):
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+        objective = loss if s.penalty is None else loss + s.penalty(s.model)
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scaler.scale(objective).backward()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        if s.after_step is not None:
+            s.after_step()
+        s.scheduler.step()
+        with torch.no_grad():
+            sums += torch.stack([loss.detach().double() * y.numel(), torch.tensor(y.numel(), dtype=torch.float64,
+                                 device=s.device), (logits.argmax(1) == y).sum().double()])
+        if hasattr(s.optimizer, "fw_gaps"):
+            gaps = [g for g in s.optimizer.fw_gaps() if not math.isnan(g)]
+            if gaps:
+                gap_means.append(sum(gaps) / len(gaps))
+                gap_maxes.append(max(gaps))
+        if show:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    sums = distributed.all_reduce_sum(sums, s.dist).cpu()
+    out = {"train_loss": float(sums[0] / sums[1]), "train_accuracy": float(sums[2] / sums[1])}
+    if gap_means:
+        out["fw_gap_mean"] = sum(gap_means) / len(gap_means)
+        out["fw_gap_max"] = sum(gap_maxes) / len(gap_maxes)
+    return out
+
+
+def _broadcast_buffers(model: nn.Module, dist_info: distributed.DistInfo) -> None:
+    """Rank 0's BN statistics to every rank (DDP syncs them only at the start of each forward)."""
+    if dist_info.enabled:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+def _write_metrics(out_dir: Path, cfg: ExperimentConfig, history: list[dict], extra: dict | None = None) -> None:
+    write_json(out_dir / METRICS_JSON, {"name": cfg.name, "epochs": history, **(extra or {})})
+    write_csv(out_dir / METRICS_CSV, history)
+
+
+def check_run_dir(out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run unless resuming; resuming needs a checkpoint."""
+    exists = checkpoint_path(out_dir).exists()
+    if exists and not resume:
+        raise ConfigError(f"--out '{out_dir}' already holds a run ({CHECKPOINT_NAME}); pass --resume to continue "
+                          "it or choose another output directory")
+    if resume and not exists:
+        raise ConfigError(f"--resume: no {CHECKPOINT_NAME} in '{out_dir}'")
+
+
+def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
+          stop_after_epochs: int | None = None) -> list[dict]:
+    """Train `cfg` into `out_dir`; with `resume`, continue from its checkpoint (the saved config must
+    equal `cfg`). `stop_after_epochs` ends this call early (the schedule still spans training.epochs).
+    Returns the per-epoch metrics of the whole run."""
+    out_dir = Path(out_dir)
+    check_run_dir(out_dir, resume)
+    s = build_setup(cfg)
+    distributed.init(s.dist, s.device)
+    history: list[dict] = []
+    start = 0
+    if resume:
+        state = load_checkpoint(out_dir, map_location=s.device)
+        if state["config"] != to_dict(cfg):
+            diff = sorted(_diff_keys(state["config"], to_dict(cfg)))
+            raise ConfigError(f"--resume: the config differs from the checkpoint's at {', '.join(diff)}")
+        s.model.load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        s.scheduler.load_state_dict(state["scheduler"])
+        s.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], s.generator)
+        history, start = list(state["metrics"]), int(state["epoch"])
+    elif s.dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / CONFIG_YAML, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    net = (DistributedDataParallel(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
+           if s.dist.enabled else s.model)
+    metric = primary_metric(s.info.task)
+    end = cfg.training.epochs if stop_after_epochs is None else min(cfg.training.epochs, start + stop_after_epochs)
+    try:
+        for epoch in range(start, end):
+            t0 = time.perf_counter()
+            lr = s.optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch + 1, "lr": lr, **_train_one_epoch(s, net, epoch)}
+            _broadcast_buffers(s.model, s.dist)
+            test = evaluate(s.model, s.test_loader, s.info.task, s.info.num_classes, s.device, s.dist, s.use_amp)
+            row.update({f"test_{k}": v for k, v in test.items()})
+            row["epoch_time"] = time.perf_counter() - t0
+            history.append(row)
+            if s.dist.is_main:
+                save_checkpoint(out_dir, {
+                    "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                    "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
+                    "rng": rng_state(s.generator), "epoch": epoch + 1, "metrics": history, "config": to_dict(cfg)})
+                _write_metrics(out_dir, cfg, history)
+                gap = f"  fw gap {row['fw_gap_mean']:.3g}" if "fw_gap_mean" in row else ""
+                print(f"[{cfg.name}] epoch {epoch + 1}/{cfg.training.epochs}  loss {row['train_loss']:.4f}  "
+                      f"train acc {row['train_accuracy']:.4f}  test {metric} {row[f'test_{metric}']:.4f}  "
+                      f"lr {lr:.4g}{gap}  {row['epoch_time']:.1f}s", flush=True)
+        if cfg.training.check_rank_consistency:
+            digests = distributed.gather_digests(s.model, s.dist)
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"ranks diverged: parameter digests {digests}")
+            if s.dist.is_main:
+                _write_metrics(out_dir, cfg, history, {"rank_param_digests": digests})
+    finally:
+        distributed.teardown(s.dist)
+    return history
+
+
+def _diff_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in a.keys() | b.keys() for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]

@@ -1,0 +1,79 @@
+"""Config schema: defaults, types, values, overrides, methods — every error names its key."""
+import pytest
+
+from sparsefw.experiments.config import (ConfigError, packaged_configs, parse_override, read_config_file,
+                                         resolve, to_dict, validate)
+
+
+def test_empty_config_gives_the_defaults():
+    cfg = validate({})
+    assert cfg.optimizer.name == "sfw" and cfg.data.name == "mnist5k" and cfg.training.epochs == 5
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"optimizer": {"lr": "abc"}}, "optimizer.lr", "expected a number, got 'abc'"),
+    ({"optimizer": {"lrr": 0.1}}, "optimizer.lrr", "unknown key"),
+    ({"bogus": 1}, "bogus", "unknown key"),
+    ({"training": {"epochs": 2.5}}, "training.epochs", "expected an integer"),
+    ({"training": {"epochs": 0}}, "training.epochs", "must be positive"),
+    ({"training": {"amp": "yes please"}}, "training.amp", "expected true or false"),
+    ({"optimizer": {"momentum": 1.0}}, "optimizer.momentum", "[0, 1)"),
+    ({"optimizer": {"mode": "k_supprt"}}, "optimizer.mode", "must be one of"),
+    ({"optimizer": {"k": 1.5}}, "optimizer.k", "(0, 1]"),
+    ({"optimizer": {"k": True}}, "optimizer.k", "expected a number"),
+    ({"optimizer": {"name": "sfw", "weight_decay": 1e-4}}, "optimizer.weight_decay", "no weight decay"),
+    ({"optimizer": {"name": "sgd", "penalty": "nuclear"}}, "optimizer.penalty_lambda", "positive"),
+    ({"sweep": {"unstructured": [0.5, 1.0]}}, "sweep.unstructured", "(0, 1)"),
+    ({"sweep": {"filters": 0.5}}, "sweep.filters", "expected a list of numbers"),
+    ({"data": {"subset": [100]}}, "data.subset", "pair"),
+    ({"schedule": {"warmup_epochs": 5}, "training": {"epochs": 5}}, "schedule.warmup_epochs", "shorter"),
+    ({"model": "cnn"}, "model", "expected a mapping"),
+])
+def test_bad_values_raise_with_the_key(raw, key, words):
+    with pytest.raises(ConfigError) as err:
+        validate(raw)
+    assert f"'{key}'" in str(err.value) and words in str(err.value)
+
+
+def test_types_are_normalised():
+    cfg = validate({"optimizer": {"lr": 1, "k": 10, "width": "5e-1"}, "training": {"epochs": 3.0}})
+    assert cfg.optimizer.lr == 1.0 and isinstance(cfg.optimizer.lr, float)
+    assert cfg.optimizer.k == 10 and isinstance(cfg.optimizer.k, int)      # a count stays a count
+    assert cfg.optimizer.width == 0.5                                       # YAML 1.1 reads 5e-1 as text
+    assert cfg.training.epochs == 3 and isinstance(cfg.training.epochs, int)
+    assert validate(to_dict(cfg)) == cfg
+
+
+def test_overrides_are_yaml_and_apply_to_every_method():
+    raw = {"name": "x", "optimizer": {"lr": 0.1},
+           "methods": {"a": {"optimizer": {"lr": 0.3}}, "b": {"optimizer": {"name": "sgd"}}}}
+    out = resolve(raw, ["optimizer.lr=0.05", "methods.b.training.epochs=7", "sweep.filters=[0.2, 0.4]"])
+    assert list(out) == ["a", "b"]
+    assert out["a"].optimizer.lr == out["b"].optimizer.lr == 0.05
+    assert out["b"].training.epochs == 7 and out["a"].training.epochs == 5
+    assert out["a"].sweep.filters == [0.2, 0.4]
+    assert list(resolve(raw, methods=["b"])) == ["b"]
+    assert parse_override("a.b=") == (["a", "b"], None)
+
+
+def test_method_errors_name_the_method_and_key():
+    raw = {"methods": {"good": {}, "bad": {"optimizer": {"lr": "fast"}}}}
+    with pytest.raises(ConfigError, match=r"method 'bad': config key 'optimizer.lr'"):
+        resolve(raw)
+    with pytest.raises(ConfigError, match="unknown method"):
+        resolve(raw, methods=["nope"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        resolve({}, ["optimizer.lr"])
+
+
+def test_missing_file_and_packaged_names(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        read_config_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimizer: [unclosed")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        read_config_file(bad)
+    names = packaged_configs()
+    assert {"demo", "cifar10_resnet56", "cifar10_vgg16", "cifar100_wrn28_10", "imagenet_resnet50"} <= set(names)
+    for name in names:          # every shipped config validates, method by method
+        assert resolve(read_config_file(name))

