@@ -1,7 +1,6 @@
 """RandomCropFlip: every output is a crop (maybe mirrored) of the fill-padded input; seeded by epoch."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sparsefw.data import RandomCropFlip, get_datasets
 
@@ -46,6 +45,16 @@ def test_seeded_per_epoch(base):
     assert not torch.equal(first, torch.stack([a[i][0] for i in range(20)]))
     a.set_epoch(0)
     assert torch.equal(first, torch.stack([a[i][0] for i in range(20)]))
+
+
+def test_batch_indexing_equals_items(base):
+    train, info = base
+    aug = RandomCropFlip(train, padding=4, fill=info.raw_zero, seed=2)
+    idx = [5, 0, 17, 5, 39]
+    images, targets = aug[idx]
+    assert torch.equal(images, torch.stack([aug[i][0] for i in idx]))
+    assert torch.equal(targets, torch.stack([aug[i][1] for i in idx]))
+    assert torch.equal(aug[torch.tensor(idx)][0], images)
 
 
 def test_no_flip_and_no_padding_is_identity(base):

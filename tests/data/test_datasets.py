@@ -61,6 +61,16 @@ def test_subset_is_stratified_and_taken_from_the_split():
     assert match.any(1).all() and torch.equal(full_test.targets[rows], test.targets)
 
 
+def test_batch_indexing_and_channel_view():
+    train, _, _ = get_datasets("mnist5k", subset=(30, 10))
+    rgb = InMemoryDataset(train.images, train.targets, channels=3)
+    idx = [4, 1, 4, 29]
+    images, targets = rgb[idx]
+    assert images.shape == (4, 3, 28, 28) and targets.dtype == torch.int64
+    assert torch.equal(images, torch.stack([rgb[i][0] for i in idx]))
+    assert torch.equal(images[:, 2], train.images[idx, 0]) and torch.equal(targets, train.targets[idx])
+
+
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_and_padded_variant():
     train, test, info = get_datasets("fashion_mnist")

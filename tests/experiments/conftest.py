@@ -1,25 +1,18 @@
-"""Tiny experiment configs shared by the experiment and CLI tests."""
+"""Fixtures of the experiment tests: one tiny trained run shared by the tests that only read it."""
 import pytest
 
 from sparsefw.experiments.config import validate
-
-TINY = {
-    "name": "tiny",
-    "data": {"name": "mnist5k", "subset": [256, 200], "batch_size": 64, "eval_batch_size": 100},
-    "model": {"name": "cnn", "widths": [4, 4, 8, 8]},
-    "optimizer": {"name": "sfw", "mode": "k_support", "k": 0.3, "width": 5.0, "lr": 0.1},
-    "schedule": {"name": "cosine", "warmup_epochs": 0.5},
-    "training": {"epochs": 2, "seed": 3, "progress": False},
-    "sweep": {"unstructured": [0.5, 0.9], "filters": [0.25, 0.5], "lowrank": [0.5, 0.75]},
-}
-
-
-def tiny(**sections) -> dict:
-    """TINY with some sections updated: tiny(optimizer={"name": "sgd"})."""
-    return {k: ({**v, **sections[k]} if isinstance(v, dict) and k in sections else sections.get(k, v))
-            for k, v in {**TINY, **sections}.items()}
+from sparsefw.experiments.train import train
+from tiny_setup import tiny
 
 
 @pytest.fixture
 def tiny_config():
     return validate(tiny())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(run directory, per-epoch metrics) of the tiny SFW k-support CNN; read it, don't write into it."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    return out, train(validate(tiny()), out)

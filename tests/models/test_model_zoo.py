@@ -10,16 +10,16 @@ from torch import nn
 
 from sparsefw.models import available_models, build_model
 
-# name → (num_classes, in_channels, image_size, expected output shape for a batch of 2)
+# name → (num_classes, in_channels, image_size, expected output shape for a batch of 1)
 CASES = {
-    "mlp": (10, 1, 28, (2, 10)),
-    "cnn": (10, 1, 28, (2, 10)),
-    "resnet20": (10, 3, 32, (2, 10)),
-    "resnet56": (10, 3, 32, (2, 10)),
-    "resnet18": (10, 3, 32, (2, 10)),
-    "vgg16_bn": (100, 3, 32, (2, 100)),
-    "wrn28_10": (100, 3, 32, (2, 100)),
-    "fcn": (11, 1, 64, (2, 11, 64, 64)),
+    "mlp": (10, 1, 28, (1, 10)),
+    "cnn": (10, 1, 28, (1, 10)),
+    "resnet20": (10, 3, 32, (1, 10)),
+    "resnet56": (10, 3, 32, (1, 10)),
+    "resnet18": (10, 3, 32, (1, 10)),
+    "vgg16_bn": (100, 3, 32, (1, 100)),
+    "wrn28_10": (100, 3, 32, (1, 100)),
+    "fcn": (11, 1, 64, (1, 11, 64, 64)),
 }
 
 
@@ -35,7 +35,7 @@ def test_every_listed_model_is_covered():
 def test_forward_shape_and_fx_trace(name):
     classes, channels, size, out_shape = CASES[name]
     model = build_model(name, classes, channels, size, seed=0).eval()
-    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(1))
     traced = torch.fx.symbolic_trace(model)
     with torch.no_grad():
         y = model(x)
@@ -78,8 +78,8 @@ def test_parameter_counts():
     assert [tuple(p.weight.shape) for p in projections] == [(32, 16, 1, 1), (64, 32, 1, 1)]
     assert n_params(build_model("resnet18", 10, 3)) == pytest.approx(11.17e6, rel=2e-3)
     assert n_params(build_model("wrn28_10", 100, 3)) == pytest.approx(36.5e6, rel=3e-3)
-    convs_vgg = sum(a * b * 9 for a, b in [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256),
-                                           (256, 256), (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)])
+    widths = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    convs_vgg = sum(a * b * 9 for a, b in zip(widths[:-1], widths[1:]))
     bn_vgg = 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)
     assert n_params(build_model("vgg16_bn", 10, 3)) == convs_vgg + bn_vgg + 512 * 10 + 10
 

@@ -1,28 +1,35 @@
 """Top-k singular triplets of a matrix without a full SVD, deterministic.
 
-Method (chosen by measurement, see BENCHMARKS.md section "topk_svd"): eigendecomposition of the
-Gram matrix on the short side. For M of shape m × p with m ≤ p (else work on Mᵀ):
+Method (chosen by measurement, benchmarks/bench_topk_svd.py → BENCHMARKS.md "topk_svd"):
+eigendecomposition of the Gram matrix on the short side. For M (m × p, m ≤ p, else work on Mᵀ):
 
     G = M Mᵀ (m × m),  U_k = eigenvectors of G for its k largest eigenvalues,
-    B = U_kᵀ M = Σ_k V_kᵀ,  σ_i = ‖B_i‖₂,  best rank-k approximation [M]_k = U_k B.
+    B = U_kᵀ M = Σ_k V_kᵀ,  best rank-k approximation [M]_k = U_k B,  ‖Σ_k‖₂ = ‖B‖_F.
 
-Every orthonormal U_k yields a rank-k matrix U_k B with ‖U_k B‖_F = ‖U_kᵀM‖_F ≤ ‖Σ_k‖₂, so errors
-in G (float32 squares the condition number) only touch directions that carry ~eps·σ₁² of energy;
-the LMO value ‖U_kᵀM‖_F stays accurate to working precision. Measured against
-torch.linalg.svd in float64 (512×4608 and 640×5760, Gaussian, 1/√i, geometric down to 1e-6,
-rank-40 + noise, near-tied flat spectra; k = 1, 10%, 30% of rank) in float32: relative error of
-‖Σ_k‖₂ ≤ 3e-7, relative shortfall of the LMO value ≤ 4e-8; in float64 both ≤ 1e-13. It is
-7–15× faster than torch.linalg.svd on 256×2304 … 640×5760 at 2 CPU threads (and, unlike
-randomized subspace iteration, equally exact on flat spectra, where 4 power iterations still
-miss 2–5 % of ‖Σ_k‖). Matrices whose short side is ≤ EXACT_MAX_SHORT_SIDE use torch.linalg.svd,
-which is as fast there. No randomness; on CPU the same input gives bitwise the same output.
+Any orthonormal U_k yields a rank-k matrix U_k B with ‖U_k B‖_F = ‖U_kᵀM‖_F ≤ ‖Σ_k‖₂, so the
+rounding of G (float32 squares the condition number) only misplaces directions that carry
+~eps·σ₁² of energy: the LMO value stays accurate to working precision.
+
+Measured error vs float64 torch.linalg.svd (shapes 64×576 … 640×5760 and 2048×512; Gaussian,
+1/√i, geometric-to-1e-6, rank-40 + noise and near-tied spectra; k = 1, 10 %, 30 % of the rank):
+float32 inputs: relative error of ‖Σ_k‖₂ ≤ 3e-7 and relative shortfall of the LMO value ≤ 4e-8;
+float64 inputs: both ≤ 1e-13. On 2 CPU threads it is 7–15× faster than torch.linalg.svd for
+256×2304 … 640×5760, and exact where seeded randomized subspace iteration (q = k + 10, 4 power
+iterations) still misses 1–5 % of ‖Σ_k‖ on flat spectra at equal or higher cost. Matrices whose
+short side is ≤ EXACT_MAX_SHORT_SIDE use torch.linalg.svd, which is as fast there.
+
+`best_rank_k` (the LMO's need) stops at U_k B; `top_k_svd` adds a small SVD of B (k × p) so that
+U_k and V_k are orthonormal even where σ ≈ 0. No randomness: on CPU the same input gives
+bitwise the same output.
 """
 from __future__ import annotations
 
 import torch
 
+from ._ops import working
+
 #: short side up to which a full torch.linalg.svd is used (it is as fast as Gram-eigh there)
-EXACT_MAX_SHORT_SIDE = 12
+EXACT_MAX_SHORT_SIDE = 8
 
 
 def _left_factors(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +52,8 @@ def _check(M: torch.Tensor, k: int) -> None:
 def best_rank_k(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """([M]_k, ‖Σ_k‖₂): the best rank-k approximation of M and its Frobenius norm."""
     _check(M, k)
+    if working(M, "M") is not M:  # half / bfloat16: compute in float32
+        return tuple(t.to(M.dtype) for t in best_rank_k(working(M, "M"), k))
     if M.shape[0] > M.shape[1]:
         approx_t, size = best_rank_k(M.mT, k)
         return approx_t.mT, size
@@ -53,14 +62,17 @@ def best_rank_k(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def top_k_svd(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U_k, σ_k, V_kᵀ): the k leading singular triplets, σ descending (zero σ gets a zero row)."""
+    """(U_k, σ_k, V_kᵀ): the k leading singular triplets, σ descending, U_k and V_k orthonormal.
+
+    A small SVD of B = U_kᵀM (k × p) rotates U_k and gives V_k orthonormal even where σ ≈ 0
+    (the LMO needs only `best_rank_k`, which skips it).
+    """
     _check(M, k)
+    if working(M, "M") is not M:  # half / bfloat16: compute in float32
+        return tuple(t.to(M.dtype) for t in top_k_svd(working(M, "M"), k))
     if M.shape[0] > M.shape[1]:
         V, S, Uh = top_k_svd(M.mT, k)
         return Uh.mT, S, V.mT
     U, B = _left_factors(M, k)
-    S = torch.linalg.vector_norm(B, dim=1)
-    order = torch.argsort(S, descending=True, stable=True)
-    S, U, B = S[order], U[:, order], B[order]
-    Vh = B / torch.where(S == 0, 1.0, S)[:, None]
-    return U, S, Vh
+    rotation, S, Vh = torch.linalg.svd(B, full_matrices=False)
+    return U @ rotation, S, Vh

@@ -41,15 +41,20 @@ class RandomCropFlip(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index):
+        """One item, or a batch when `index` is a list/tensor of indices (vectorised)."""
         image, target = self.dataset[index]
-        p = self.padding
-        if p:
-            h, w = image.shape[-2:]
-            fill = self.fill.to(image.dtype)
-            padded = F.pad(image - fill, (p, p, p, p)) + fill   # pad with `fill`, per channel
-            dy, dx = self.offsets[index].tolist()
-            image = padded[..., dy:dy + h, dx:dx + w]
-        if self.flips[index]:
-            image = image.flip(-1)
-        return image, target
+        idx = torch.as_tensor(index).reshape(-1)
+        batch = image.reshape(-1, *image.shape[-3:])                           # (B, C, H, W)
+        h, w, p = batch.shape[-2], batch.shape[-1], self.padding
+        fill = self.fill.to(batch.device, batch.dtype)
+        padded = F.pad(batch - fill, (p, p, p, p)) + fill                      # pad with `fill`, per channel
+        dev = batch.device
+        dy, dx = self.offsets[idx, 0].to(dev), self.offsets[idx, 1].to(dev)
+        cols = torch.arange(w, device=dev)
+        cols = torch.where(self.flips[idx, None].to(dev), w - 1 - cols, cols) + dx[:, None]  # (B, W); mirrored
+        rows = dy[:, None] + torch.arange(h, device=dev)                        # (B, H)
+        b = torch.arange(len(idx), device=dev)[:, None, None, None]
+        c = torch.arange(batch.shape[1], device=dev)[None, :, None, None]
+        out = padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+        return out.reshape(image.shape), target

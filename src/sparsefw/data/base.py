@@ -33,8 +33,9 @@ class DatasetInfo:
 class InMemoryDataset(Dataset):
     """Images (N, C, H, W) float32 and targets (N,) or (N, H, W) held as whole tensors.
 
-    Items are (image, target.long()). With `channels` set, single-channel images are returned
-    repeated to that many channels as a view (`expand`), so a 3-channel variant costs no memory.
+    Items are (image, target.long()); a list/tensor index returns a whole batch at once. With
+    `channels` set, single-channel images are returned repeated to that many channels as a view
+    (`expand`), so a 3-channel variant costs no memory.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, channels: int | None = None):

@@ -40,6 +40,7 @@ from .reproducibility import rng_state, seed_everything, set_rng_state
 from .schedules import LRFactor
 
 METRICS_JSON, METRICS_CSV, CONFIG_YAML = "metrics.json", "metrics.csv", "config.yaml"
+FW_GAP_EVERY = 10   # Frank-Wolfe gaps (mean and max over param groups) averaged over every 10th step
 
 
 @dataclass
@@ -131,7 +132,7 @@ def _train_one_epoch(s: Setup, net: nn.Module, epoch: int) -> dict[str, float]:
     gap_means, gap_maxes = [], []
     show = s.cfg.training.progress and s.dist.is_main and sys.stderr.isatty()
     bar = tqdm(s.train_loader, desc=f"epoch {epoch + 1}/{s.cfg.training.epochs}", leave=False, disable=not show)
-    for x, y in bar:
+    for step, (x, y) in enumerate(bar):
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
         with torch.autocast(device_type=s.device.type, dtype=torch.float16, enabled=s.use_amp):
             logits = net(x)
@@ -147,7 +148,7 @@ def _train_one_epoch(s: Setup, net: nn.Module, epoch: int) -> dict[str, float]:
         with torch.no_grad():
             sums += torch.stack([loss.detach().double() * y.numel(), torch.tensor(y.numel(), dtype=torch.float64,
                                  device=s.device), (logits.argmax(1) == y).sum().double()])
-        if hasattr(s.optimizer, "fw_gaps"):
+        if hasattr(s.optimizer, "fw_gaps") and step % FW_GAP_EVERY == 0:   # reading syncs with the device
             gaps = [g for g in s.optimizer.fw_gaps() if not math.isnan(g)]
             if gaps:
                 gap_means.append(sum(gaps) / len(gaps))

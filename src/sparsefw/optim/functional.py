@@ -9,12 +9,13 @@ For every parameter θ with direction g (its gradient) and region C (or None):
     θ ← (1−η)·θ + η·v                 Frank-Wolfe gap G = <m, θ−v> ≥ 0
 
 and for θ without a region the SGD-with-momentum step θ ← θ − α·m (the step length α‖m‖₂ that a
-gradient-rescaled Frank-Wolfe step has). Everything except the LMO (one call per region; the
-regions differ) runs as `torch._foreach_*` ops over all tensors at once; η stays on the device,
-so a step never synchronises with it.
+gradient-rescaled Frank-Wolfe step has). The LMOs run batched over regions of the same kind
+(`batched_lmo.lmos`), everything else as `torch._foreach_*` ops over all tensors at once; η stays
+on the device, so a step never synchronises with it.
 """
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Sequence
 
@@ -22,8 +23,14 @@ import torch
 from torch import Tensor
 
 from ..constraints import Constraint
+from .batched_lmo import lmos
 
 RESCALES = (None, "diameter", "gradient", "fast_gradient")
+
+
+@functools.lru_cache(maxsize=None)
+def smallest_normal(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).tiny
 
 
 def _update_momentum(grads: list[Tensor], buffers: list[Tensor | None], momentums: Sequence[float],
@@ -49,24 +56,61 @@ def _update_momentum(grads: list[Tensor], buffers: list[Tensor | None], momentum
     return directions
 
 
-def _step_sizes(rescale: str | None, lrs: list[float], constraints: list[Constraint], directions: list[Tensor],
-                differences: list[Tensor]) -> list[float] | list[Tensor]:
-    """η = clip(α·s, 0, 1) for tensors sharing one rescale mode (floats, or 0-dim tensors on the device)."""
-    if rescale is None:
-        return [min(max(lr, 0.0), 1.0) for lr in lrs]
-    if rescale == "diameter":
-        return [min(max(lr / c.diameter, 0.0), 1.0) for lr, c in zip(lrs, constraints)]
-    eta = list(torch._foreach_norm(directions))
-    if rescale == "fast_gradient":
-        torch._foreach_mul_(eta, [2.0 * lr / c.diameter for lr, c in zip(lrs, constraints)])
-    else:  # "gradient": α‖m‖ / ‖θ−v‖, and 0/0 → 0 (θ = v then, any η leaves θ as it is)
-        torch._foreach_mul_(eta, lrs)
-        distance = torch._foreach_norm(differences)
-        torch._foreach_clamp_min_(distance, [torch.finfo(d.dtype).tiny for d in distance])
-        eta = torch._foreach_div(eta, distance)
-    torch._foreach_clamp_min_(eta, 0.0)
-    torch._foreach_clamp_max_(eta, 1.0)
-    return eta
+def _vector(values: list[float], like: Tensor) -> Tensor:
+    """A 1-D tensor of python floats on like's device, copied without waiting for the device."""
+    return torch.tensor(values, dtype=like.dtype).to(like.device, non_blocking=True)
+
+
+def _step_sizes(rescales: list[str | None], lrs: list[float], constraints: list[Constraint],
+                directions: list[Tensor], differences: list[Tensor]) -> Tensor:
+    """η = clip(α·s, 0, 1) for every entry (one device and dtype), as a vector on the device.
+
+    α·s = coefficient · numerator / denominator with coefficient α, α/D, 2α/D, α and numerator
+    1, 1, ‖m‖, ‖m‖ and denominator 1, 1, 1, ‖θ−v‖ for None, "diameter", "fast_gradient", "gradient";
+    a zero ‖θ−v‖ (θ = v, where any η leaves θ as it is) is raised to the smallest normal number.
+    """
+    scale = {None: lambda c: 1.0, "diameter": lambda c: 1.0 / c.diameter,
+             "fast_gradient": lambda c: 2.0 / c.diameter, "gradient": lambda c: 1.0}
+    like = directions[0]
+    eta = _vector([lr * scale[mode](c) for lr, mode, c in zip(lrs, rescales, constraints)], like)
+    if any(mode in ("gradient", "fast_gradient") for mode in rescales):
+        uses = _vector([mode in ("gradient", "fast_gradient") for mode in rescales], like) > 0
+        eta = eta * torch.where(uses, torch.stack(torch._foreach_norm(directions)), 1.0)
+    if "gradient" in rescales:
+        uses = _vector([mode == "gradient" for mode in rescales], like) > 0
+        distance = torch.stack(torch._foreach_norm(differences)).clamp_min(smallest_normal(like.dtype))
+        eta = eta / torch.where(uses, distance, 1.0)
+    return eta.clamp(0.0, 1.0)
+
+
+def _sfw_one_device(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
+                    constraints: Sequence[Constraint | None], lrs: Sequence[float], momentums: Sequence[float],
+                    dampenings: Sequence[float], rescales: Sequence[str | None]) -> list[Tensor | None]:
+    """`sfw` for tensors that share one device and dtype."""
+    directions = _update_momentum(grads, momentum_buffers, momentums, dampenings)
+
+    free: dict[float, list[int]] = defaultdict(list)
+    for i, c in enumerate(constraints):
+        if c is None:
+            free[lrs[i]].append(i)
+    for lr, idx in free.items():
+        torch._foreach_add_([params[i] for i in idx], [directions[i] for i in idx], alpha=-lr)
+
+    gaps: list[Tensor | None] = [None] * len(params)
+    constrained = [i for i, c in enumerate(constraints) if c is not None]
+    if not constrained:
+        return gaps
+    theta, d = [params[i] for i in constrained], [directions[i] for i in constrained]
+    cs = [constraints[i] for i in constrained]
+    vertices = lmos(cs, d)
+    differences = torch._foreach_sub(theta, vertices)
+    # no foreach dot product exists: one pass each
+    gap_vector = torch.stack([torch.vdot(m.reshape(-1), diff.reshape(-1)) for m, diff in zip(d, differences)])
+    for i, gap in zip(constrained, gap_vector.unbind()):
+        gaps[i] = gap
+    eta = _step_sizes([rescales[i] for i in constrained], [lrs[i] for i in constrained], cs, d, differences)
+    torch._foreach_lerp_(theta, vertices, list(eta.unbind()))
+    return gaps
 
 
 def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor | None],
@@ -78,26 +122,15 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
     momentum is non-zero). Returns the Frank-Wolfe gap <m, θ−v> as a 0-dim tensor for every
     constrained entry and None for the others.
     """
-    directions = _update_momentum(grads, momentum_buffers, momentums, dampenings)
-
-    free: dict[float, list[int]] = defaultdict(list)
-    for i, c in enumerate(constraints):
-        if c is None:
-            free[lrs[i]].append(i)
-    for lr, idx in free.items():
-        torch._foreach_add_([params[i] for i in idx], [directions[i] for i in idx], alpha=-lr)
-
+    by_device: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        by_device[(p.device, p.dtype)].append(i)
     gaps: list[Tensor | None] = [None] * len(params)
-    by_mode: dict[str | None, list[int]] = defaultdict(list)
-    for i, c in enumerate(constraints):
-        if c is not None:
-            by_mode[rescales[i]].append(i)
-    for mode, idx in by_mode.items():
-        theta, d, cs = [params[i] for i in idx], [directions[i] for i in idx], [constraints[i] for i in idx]
-        vertices = [c.lmo(m) for c, m in zip(cs, d)]
-        differences = torch._foreach_sub(theta, vertices)
-        for i, m, diff in zip(idx, d, differences):  # no foreach dot product exists: one pass each
-            gaps[i] = torch.vdot(m.reshape(-1), diff.reshape(-1))
-        eta = _step_sizes(mode, [lrs[i] for i in idx], cs, d, differences)
-        torch._foreach_lerp_(theta, vertices, eta)
+    for idx in by_device.values():
+        buffers = [momentum_buffers[i] for i in idx]
+        part = _sfw_one_device([params[i] for i in idx], [grads[i] for i in idx], buffers,
+                               [constraints[i] for i in idx], [lrs[i] for i in idx], [momentums[i] for i in idx],
+                               [dampenings[i] for i in idx], [rescales[i] for i in idx])
+        for i, buffer, gap in zip(idx, buffers, part):
+            momentum_buffers[i], gaps[i] = buffer, gap
     return gaps

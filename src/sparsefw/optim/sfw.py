@@ -63,7 +63,8 @@ def _check_constraint(group: dict, where: str) -> None:
                          f"got {len(params)}")
     p = params[0]
     if p.shape != constraint.shape:
-        raise ValueError(f"Invalid constraint{where}: {constraint!r} does not fit a parameter of shape {tuple(p.shape)}")
+        raise ValueError(f"Invalid constraint{where}: {constraint!r} does not fit a parameter of shape "
+                         f"{tuple(p.shape)}")
     with torch.no_grad():
         norm = float(constraint.norm(p.detach()))
     if norm > constraint.radius * (1 + _feasibility_tolerance(p.dtype)):
@@ -91,6 +92,10 @@ class SFW(Optimizer):
         _check_hyper_parameters(defaults, "")
         self._fw_gaps: dict[int, torch.Tensor] = {}
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._fw_gaps = {}
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)

@@ -1,0 +1,1 @@
+"""Helpers of `benchmarks/bench_cost.py`: the compared methods, the layer shapes, interleaved timing."""

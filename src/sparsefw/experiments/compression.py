@@ -1,0 +1,62 @@
+"""`sparsefw compress`: one compression of a trained run, saved so it can be loaded again.
+
+    RUN/compressed/<kind>_<level>/  model.pt (state_dict), recipe.json, config.yaml, summary.json
+
+`load_compressed(dir)` rebuilds the compressed architecture from the original one
+(`sparsefw.compress.rebuild`) and loads the weights (weights_only=True).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .. import compress
+from ..data import DatasetInfo
+from .config import read_config_file, to_dict, validate
+from .evaluation import evaluate, primary_metric
+from .io import save_torch, write_json, write_text
+from .models import build_experiment_model
+from .sweep import compress_model, load_trained
+
+
+def compress_and_save(run: str | os.PathLike, kind: str, level: float, out: str | os.PathLike | None = None,
+                      device: str = "cpu", scope: str = "global", criterion: str = "l1") -> tuple[dict, Path]:
+    """Compress the run's model once at `level` (fraction removed); evaluate both; save. Returns
+    (summary, output directory)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1) (fraction removed), got level={level!r}")
+    model, cfg, loader, info = load_trained(run, device)
+    example = next(iter(loader))[0][:1].to(device)
+    small, recipe = compress_model(model, kind, level, example, scope, criterion, return_recipe=True)
+    small.eval()
+    metric = primary_metric(info.task)
+    dense_score = evaluate(model, loader, info.task, info.num_classes, device)[metric]
+    score = evaluate(small, loader, info.task, info.num_classes, device)[metric]
+    sizes = compress.summarize(model, small, example).as_dict()
+    summary = {"kind": kind, "level": level, f"dense_{metric}": dense_score, metric: score,
+               "relative_drop": (dense_score - score) / dense_score if dense_score else float("nan"), **sizes,
+               "dataset": dataclasses.asdict(info)}
+    run = Path(run)
+    out = Path(out) if out is not None else (run if run.is_dir() else run.parent) / "compressed" / f"{kind}_{level:g}"
+    save_torch(out / "model.pt", small.state_dict())
+    write_json(out / "recipe.json", recipe)
+    write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(out / "summary.json", summary)
+    return summary, out
+
+
+def load_compressed(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """The compressed model saved by `compress_and_save`, in eval mode."""
+    path = Path(path)
+    cfg = validate(read_config_file(path / "config.yaml"))
+    info = DatasetInfo(**json.loads((path / "summary.json").read_text())["dataset"])
+    original = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
+    model = compress.rebuild(original, json.loads((path / "recipe.json").read_text()))
+    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    return model.eval()

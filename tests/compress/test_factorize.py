@@ -1,0 +1,99 @@
+"""Truncated-SVD factorization: exact at full rank, rank rules, break-even, hand-counted cost."""
+import pytest
+import torch
+from torch import nn
+
+from nets import CifarResNet, DepthwiseNet, randomize
+from sparsefw.compress import count_flops, count_parameters, factorize, rebuild
+
+
+class Small(nn.Module):
+    """conv 3→8 3×3 pad 1 (m=8, n=27), conv 8→16 3×3 stride 2 (m=16, n=72), Linear 16·4·4 → 10."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
+@pytest.mark.parametrize("make", [CifarResNet, DepthwiseNet, Small])
+def test_full_rank_equals_original(make):
+    model = randomize(make())
+    model.get_submodule(next(n for n, m in model.named_modules()
+                             if isinstance(m, nn.Conv2d))).padding_mode = "reflect"
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    full = factorize(model, rank=1.0, skip_no_saving=False)
+    assert any(isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d)
+               for m in full.modules())
+    torch.testing.assert_close(full(x), model(x), rtol=1e-10, atol=1e-10)
+
+
+def test_params_and_flops_match_hand_computation():
+    model = Small().eval()
+    x = torch.randn(1, 3, 8, 8)
+    compressed, recipe = factorize(model, rank=0.25, return_recipe=True)
+    # rank_max: c1 min(8,27)=8 → r=2; c2 min(16,72)=16 → r=4; fc min(10,256)=10 → r=2
+    assert recipe["ranks"] == {"c1": 2, "c2": 4, "fc": 2}
+    params = (2 * 27 + 8 * 2 + 8) + (4 * 72 + 16 * 4) + (2 * 256 + 10 * 2 + 10)
+    assert count_parameters(compressed) == params
+    # FLOPs: 2 per multiply-add; c1 at 8×8 outputs, c2 at 4×4, fc once
+    flops = 2 * (64 * (2 * 27 + 8 * 2) + 16 * (4 * 72 + 16 * 4) + (2 * 256 + 10 * 2))
+    assert count_flops(compressed, x) == flops
+    assert count_flops(model, x) == 2 * (64 * 8 * 27 + 16 * 16 * 72 + 10 * 256)
+
+
+def test_break_even_skips_and_reports():
+    model = Small()
+    _, recipe = factorize(model, rank=0.9, return_recipe=True)
+    # c1: r=7, 7·35=245 ≥ 216 → skipped; c2: r=14, 14·88=1232 ≥ 1152 → skipped; fc r=9 saves
+    assert set(recipe["skipped"]) == {"c1", "c2"} and recipe["ranks"] == {"fc": 9}
+    _, recipe = factorize(DepthwiseNet(), rank=1.0, return_recipe=True)
+    assert {"dw1.0", "dw2.0"} <= set(recipe["skipped"])  # depthwise: m = 1 never saves
+
+
+def test_energy_rule_against_brute_force():
+    model = randomize(Small())
+    _, recipe = factorize(model, energy=0.8, skip_no_saving=False, return_recipe=True)
+    for name, r in recipe["ranks"].items():
+        w = model.get_submodule(name).weight.detach()
+        s2 = torch.linalg.svdvals(w.reshape(w.shape[0], -1)) ** 2
+        kept = [int(s2[:k].sum() >= 0.8 * s2.sum()) for k in range(1, len(s2) + 1)]
+        assert r == kept.index(1) + 1, name
+
+
+@pytest.mark.parametrize("kind", ["params", "flops"])
+def test_budget_is_respected_and_spent(kind):
+    model = randomize(CifarResNet(blocks=1))
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    measure = count_parameters if kind == "params" else (lambda m: count_flops(m, x))
+    for budget in (0.35, 0.6):
+        compressed = factorize(model, budget=budget, budget_kind=kind, example_inputs=x)
+        ratio = measure(compressed) / measure(model)
+        assert budget - 0.1 < ratio <= budget
+    with pytest.raises(ValueError, match="below the smallest"):
+        factorize(model, budget=0.01)
+
+
+def test_recipe_rebuild_and_weights_only_load(tmp_path):
+    model = randomize(CifarResNet(blocks=1))
+    compressed, recipe = factorize(model, rank=0.5, return_recipe=True)
+    torch.save(compressed.state_dict(), tmp_path / "f.pt")
+    rebuilt = rebuild(CifarResNet(blocks=1).double().eval(), recipe)
+    rebuilt.load_state_dict(torch.load(tmp_path / "f.pt", weights_only=True))
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(rebuilt(x), compressed(x), rtol=0, atol=0)
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="exactly one"):
+        factorize(Small(), rank=0.5, energy=0.9)
+    with pytest.raises(ValueError, match="rank"):
+        factorize(Small(), rank=1.5)
+    with pytest.raises(ValueError, match="energy"):
+        factorize(Small(), energy=0.0)
+    with pytest.raises(ValueError, match="budget_kind"):
+        factorize(Small(), budget=0.5, budget_kind="bytes")

@@ -1,0 +1,107 @@
+"""Compression sweeps and reports on a tiny trained CNN, checked against independent computations:
+the dense row against `evaluate`, the compressed rows against torch.nn.utils.prune masks."""
+import copy
+import json
+
+import pytest
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from sparsefw.experiments.evaluation import evaluate
+from sparsefw.experiments.report import find_sweeps, markdown_table, write_report
+from sparsefw.experiments.sweep import load_trained, run_sweep, write_sweep
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_run):
+    model, cfg, loader, info = load_trained(tiny_run[0])
+    rows = run_sweep(model, loader, info.task, info.num_classes, cfg.sweep, "tiny")
+    return model, loader, info, cfg, rows
+
+
+def _accuracy(model, loader, info):
+    return evaluate(model, loader, info.task, info.num_classes)["accuracy"]
+
+
+def _masked_copy(model, mask_fn):
+    masked = copy.deepcopy(model)
+    mask_fn(masked)
+    return masked.eval()
+
+
+def test_rows_cover_every_level_and_dense_matches_evaluate(swept):
+    model, loader, info, cfg, rows = swept
+    assert [(r["kind"], r["level"]) for r in rows] == [("dense", 0.0)] + [
+        (k, lvl) for k in ("unstructured", "filters", "lowrank") for lvl in getattr(cfg.sweep, k)]
+    dense = rows[0]
+    assert dense["accuracy"] == _accuracy(model, loader, info)
+    assert dense["params_ratio"] == dense["flops_ratio"] == 1.0
+    assert dense["params"] == sum(p.numel() for p in model.parameters())
+    for r in rows:
+        assert r["relative_drop"] == pytest.approx((dense["accuracy"] - r["accuracy"]) / dense["accuracy"])
+        assert 0 <= r["accuracy"] <= r["top5"] <= 1
+    for r in rows:
+        if r["kind"] == "lowrank":
+            assert r["rank_kept"] == pytest.approx(1 - r["level"])
+
+
+def test_sizes_shrink_with_the_level(swept):
+    *_, rows = swept
+    dense = rows[0]
+    for kind, size in (("unstructured", "nonzero_params"), ("filters", "params"), ("lowrank", "params")):
+        sizes = [dense[size]] + [r[size] for r in rows if r["kind"] == kind]
+        assert all(a > b for a, b in zip(sizes, sizes[1:])), (kind, sizes)
+    for r in rows:
+        if r["kind"] == "unstructured":            # zeros stay in the tensors: same storage, same dense FLOPs
+            assert r["params"] == dense["params"] and r["flops"] == dense["flops"]
+        elif r["kind"] != "dense":
+            assert r["flops"] < dense["flops"]
+
+
+def test_compressed_accuracy_equals_torch_masked_models(swept):
+    """Unstructured rows = global L1 masking of conv/linear weights; filter rows = ln_structured per conv."""
+    model, loader, info, cfg, rows = swept
+    compared = 0
+    for r in rows:
+        if r["kind"] == "unstructured":
+            def mask(m, s=r["level"]):
+                params = [(mod, "weight") for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+                torch_prune.global_unstructured(params, torch_prune.L1Unstructured, amount=s)
+        elif r["kind"] == "filters":
+            def mask(m, s=r["level"]):
+                for mod in m.modules():
+                    if isinstance(mod, nn.Conv2d):
+                        torch_prune.ln_structured(mod, "weight", amount=s, n=1, dim=0)
+        else:
+            continue
+        masked = _masked_copy(model, mask)
+        assert abs(_accuracy(masked, loader, info) - r["accuracy"]) <= 1 / len(loader.dataset), r
+        compared += 1
+    assert compared == len(cfg.sweep.unstructured) + len(cfg.sweep.filters)
+
+
+def test_write_sweep_files(swept, tmp_path):
+    *_, rows = swept
+    files = write_sweep(rows, tmp_path, "accuracy")
+    assert json.loads(files["json"].read_text())["rows"] == rows
+    lines = files["csv"].read_text().splitlines()
+    assert len(lines) == len(rows) + 1 and lines[0].startswith("run,kind,level")
+    assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert find_sweeps([tmp_path]) == [tmp_path / "sweep.json"]
+    with pytest.raises(FileNotFoundError, match="sweep"):
+        find_sweeps([tmp_path / "nothing_here"])
+
+
+def test_report_merges_runs_into_one_table(swept, tmp_path):
+    *_, rows = swept
+    other = [{**r, "run": "other", "accuracy": r["accuracy"] / 2} for r in rows if r["kind"] != "lowrank"]
+    write_sweep(rows, tmp_path / "a", "accuracy")
+    write_sweep(other, tmp_path / "b", "accuracy")
+    table, files = write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "report")
+    lines = table.splitlines()
+    assert lines[0] == ("| run (accuracy) | dense | 50% sparse | 90% sparse | 25% filters removed | "
+                        "50% filters removed | 50% rank removed | 75% rank removed |")
+    assert lines[2] == "| tiny | " + " | ".join(f"{r['accuracy']:.3f}" for r in rows) + " |"
+    assert lines[3].startswith(f"| other | {rows[0]['accuracy'] / 2:.3f} |") and lines[3].endswith("| – | – |")
+    assert files["md"].read_text().count("| tiny |") == 1
+    assert markdown_table(rows, "top5").splitlines()[2].startswith(f"| tiny | {rows[0]['top5']:.3f}")
