@@ -58,8 +58,9 @@ WRN_STACK_METHODS = ["SGD", "SFW spectral k=10%", "SFW spectral k=30%", "SFW nuc
 # ---------------------------------------------------------------------------------------------
 def optimizer_step_costs(model: torch.nn.Module, names: list[str], repeats: int, seed: int = 0,
                          min_sample_s: float = 0.01) -> dict[str, dict[str, float]]:
-    """Per method: "step" (penalty fwd+bwd + step + prox, s), "own" (its LMOs/penalty/prox alone, s;
-    nan for SGD), "overhead" (step − SGD's step) and "setup" (constrain + optimizer construction, s)."""
+    """Per method: "step" (penalty fwd+bwd + step + prox, s), "overhead" (step − SGD's step),
+    "own" (an SFW method's LMOs alone, s; nan for the others, whose overhead is their own work)
+    and "setup" (constrain + optimizer construction, s)."""
     trainers, setup = {}, {}
     for name in names:
         start = time.perf_counter()
@@ -68,7 +69,7 @@ def optimizer_step_costs(model: torch.nn.Module, names: list[str], repeats: int,
         trainers[name].set_gradients(seed, GRAD_SCALE)
         trainers[name].optimizer_step()  # creates momentum buffers
     fns = {name: t.optimizer_step for name, t in trainers.items()}
-    fns.update({f"{name} (own)": own for name, t in trainers.items() if (own := t.own_work()) is not None})
+    fns.update({f"{name} (own)": t.own_work() for name, t in trainers.items() if t.method.kind == "sfw"})
     med = interleaved_medians(fns, repeats, min_sample_s)
     base = med["SGD"] if "SGD" in med else math.nan
     return {name: {"step": med[name], "own": med.get(f"{name} (own)", math.nan), "overhead": med[name] - base,
@@ -214,11 +215,13 @@ def _header(title: str, command: str) -> list[str]:
 def plan(quick: bool) -> dict:
     """Shapes, models and repeats of a full run, or tiny ones for --quick."""
     if quick:
-        return dict(layers=square_family([4, 8]) + [(16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
+        return dict(layers=square_family([8]) + [(16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
                     models={"tiny bank": ConvBank([(8, 4, 3, 3), (8, 8, 3, 3)], head=(3, 8))},
                     k_shapes=[(8, 8, 3, 3)], k_fractions=[0.25, 1.0],
-                    resnet20=(4, 8), wrn_stack=(WideResNet(10, 1, 3, 10), 2, 8),
-                    repeats=1, model_repeats=1, step_repeats=1, min_sample_s=0.0)
+                    whole_steps=[("tiny CNN", build_model("cnn", num_classes=10, in_channels=3, seed=0), 2, 8,
+                                  WHOLE_STEP_METHODS, 1, True),
+                                 ("WRN-10-1", WideResNet(10, 1, 3, 10), 2, 8, WRN_STACK_METHODS, 1, False)],
+                    repeats=1, model_repeats=1, min_sample_s=0.0)
     torch.manual_seed(0)
     return dict(layers=square_family([16, 32, 64, 128, 160, 256, 320, 512, 640]) +
                 [(512, 2048, 1, 1), (2048, 512, 1, 1), (2048, 1024, 1, 1)],
@@ -227,8 +230,11 @@ def plan(quick: bool) -> dict:
                         "ResNet-50 convs + fc (25.5M)": ConvBank(resnet50_conv_shapes(), head=(1000, 2048)),
                         "ResNet-20 (0.27M)": build_model("resnet20", num_classes=10, in_channels=3, seed=0)},
                 k_shapes=[(512, 512, 3, 3), (640, 640, 3, 3)], k_fractions=[0.002, 0.01, 0.05, 0.1, 0.3, 0.5, 1.0],
-                resnet20=(128, 32), wrn_stack=(WideResNet(10, 10, 3, 100), 32, 32),
-                repeats=5, model_repeats=3, step_repeats=15, min_sample_s=0.02)
+                whole_steps=[("ResNet-20 (0.27M params)", build_model("resnet20", num_classes=10, in_channels=3, seed=0),
+                              128, 32, WHOLE_STEP_METHODS, 15, True),
+                             ("WRN-10-10 block stack (widths 160-320-640, one pre-activation block per stage, 7.5M params)",
+                              WideResNet(10, 10, 3, 100), 32, 32, WRN_STACK_METHODS, 3, False)],
+                repeats=5, model_repeats=3, min_sample_s=0.02)
 
 
 def run(quick: bool, out: Path, results_dir: Path, command: str) -> dict:
@@ -245,23 +251,22 @@ def run(quick: bool, out: Path, results_dir: Path, command: str) -> dict:
     k_results = {s: k_scaling(s, p["k_fractions"], p["repeats"], p["min_sample_s"]) for s in p["k_shapes"]}
     print("whole steps", flush=True)
     gen = torch.Generator().manual_seed(0)
-    batch, size = p["resnet20"]
-    x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
-    r20 = whole_step_costs(build_model("resnet20", num_classes=10, in_channels=3, seed=0), x, y,
-                           WHOLE_STEP_METHODS, p["step_repeats"])
-    stack, batch, size = p["wrn_stack"]
-    xs, ys = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
-    wrn = whole_step_costs(stack, xs, ys, WRN_STACK_METHODS, max(1, p["step_repeats"] // 3))
+    whole = {}
+    for label, model, batch, size, names, repeats, _ in p["whole_steps"]:
+        x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+        whole[label] = whole_step_costs(model, x, y, names, repeats)
+        print(f"  {label}: " + ", ".join(f"{n} {r['step'] / whole[label]['SGD']['step']:.3f}"
+                                         for n, r in whole[label].items()), flush=True)
 
     plot_path = results_dir / "cost_scaling.png"
     plot_scaling({s: layers[s] for s in p["layers"] if s[2] == 3}, k_results, plot_path)
-    sections = render(p, layers, errors, models, k_results, r20, wrn, plot_path, out, command)
+    sections = render(p, layers, errors, models, k_results, whole, plot_path, out, command)
     for name, text in sections.items():
         _report.write_section(name, text, path=out)
-    return dict(layers=layers, errors=errors, models=models, k_scaling=k_results, resnet20=r20, wrn_stack=wrn)
+    return dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
 
 
-def render(p, layers, errors, models, k_results, r20, wrn, plot_path: Path, out: Path, command: str) -> dict[str, str]:
+def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, out: Path, command: str) -> dict[str, str]:
     """The markdown of the three sections."""
     names = LAYER_METHODS
     layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
@@ -283,7 +288,7 @@ def render(p, layers, errors, models, k_results, r20, wrn, plot_path: Path, out:
         *_header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
         "Overhead = median time of [penalty forward+backward] + optimizer step + [prox] minus SGD-with-momentum's "
         "step on the same parameters, random gradients N(0, 1e-3²), no forward/backward of a network; in "
-        "parentheses the method's own work alone (its LMOs, its penalty's forward+backward, its prox). "
+        "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). "
         "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10; penalty/prox λ = 1e-4. "
         "'tall SVD' = the same nuclear penalty with each SVD taken of W̃ᵀ (benchmark-only, not in src): "
         "MKL's SVD is several times faster in that orientation, so it is the fairer baseline. "
@@ -333,12 +338,9 @@ def render(p, layers, errors, models, k_results, r20, wrn, plot_path: Path, out:
         *k_rows,
     ]
     whole = [*_header("Whole training steps (`benchmarks/bench_cost.py`)", command)]
-    for title, res, per_epoch in (
-            (f"ResNet-20, batch {p['resnet20'][0]}, {p['resnet20'][1]}×{p['resnet20'][1]}×3 random inputs, "
-             f"{p['step_repeats']} interleaved repeats", r20, True),
-            (f"WRN-10-10 block stack (widths 160-320-640, one block per stage, 7.5M params), batch "
-             f"{p['wrn_stack'][1]}, {p['wrn_stack'][2]}×{p['wrn_stack'][2]}×3, "
-             f"{max(1, p['step_repeats'] // 3)} interleaved repeats", wrn, False)):
+    for label, _, batch, size, _, repeats, per_epoch in p["whole_steps"]:
+        res = whole_steps[label]
+        title = f"{label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats"
         sgd = res["SGD"]["step"]
         spectral_over = res[SPECTRAL]["step"] - sgd
         whole += [f"### {title}", "",

@@ -5,9 +5,9 @@ from .assign import constrain
 from .optim import SFW
 
 __version__ = "0.1.0"
-__all__ = ["SFW", "constrain", "constraints", "optim", "compress", "models", "data", "experiments"]
+__all__ = ["SFW", "constrain"]
 
-_SUBPACKAGES = {"constraints", "optim", "compress", "models", "data", "experiments", "radii", "assign"}
+_SUBPACKAGES = {"constraints", "optim", "compress", "models", "data", "experiments", "cli", "radii", "assign"}
 
 
 def __getattr__(name: str):

@@ -32,7 +32,16 @@ def _train_and_evaluate(make_optimizer):
         return (model(x_test).argmax(1) == y_test).float().mean().item(), opt
 
 
-def test_sfw_k_support_matches_sgd_accuracy():
+@pytest.fixture
+def one_thread():
+    """A 784-128-64-10 MLP gains nothing from a second thread; on shared cores it loses a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sfw_k_support_matches_sgd_accuracy(one_thread):
     sgd_accuracy, _ = _train_and_evaluate(lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9))
     sfw_accuracy, sfw = _train_and_evaluate(
         lambda m: sparsefw.SFW(sparsefw.constrain(m, "k_support", k=0.3, width=10.0), lr=0.1, momentum=0.9,

@@ -194,46 +194,25 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     check_run_dir(out_dir, resume)
     s = build_setup(cfg)
     distributed.init(s.dist, s.device)
-    history: list[dict] = []
-    start = 0
-    if resume:
-        state = load_checkpoint(out_dir, map_location=s.device)
-        if state["config"] != to_dict(cfg):
-            diff = sorted(_diff_keys(state["config"], to_dict(cfg)))
-            raise ConfigError(f"--resume: the config differs from the checkpoint's at {', '.join(diff)}")
-        s.model.load_state_dict(state["model"])
-        s.optimizer.load_state_dict(state["optimizer"])
-        s.scheduler.load_state_dict(state["scheduler"])
-        s.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"], s.generator)
-        history, start = list(state["metrics"]), int(state["epoch"])
-    elif s.dist.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text(out_dir / CONFIG_YAML, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    net = (DistributedDataParallel(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
-           if s.dist.enabled else s.model)
-    metric = primary_metric(s.info.task)
-    end = cfg.training.epochs if stop_after_epochs is None else min(cfg.training.epochs, start + stop_after_epochs)
     try:
+        history, start = _restore(s, out_dir, cfg) if resume else ([], 0)
+        if not resume and s.dist.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text(out_dir / CONFIG_YAML, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        net = (DistributedDataParallel(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
+               if s.dist.enabled else s.model)
+        metric = primary_metric(s.info.task)
+        end = cfg.training.epochs if stop_after_epochs is None else min(cfg.training.epochs, start + stop_after_epochs)
         for epoch in range(start, end):
             t0 = time.perf_counter()
-            lr = s.optimizer.param_groups[0]["lr"]
-            row = {"epoch": epoch + 1, "lr": lr, **_train_one_epoch(s, net, epoch)}
+            row = {"epoch": epoch + 1, "lr": s.optimizer.param_groups[0]["lr"], **_train_one_epoch(s, net, epoch)}
             _broadcast_buffers(s.model, s.dist)
             test = evaluate(s.model, s.test_loader, s.info.task, s.info.num_classes, s.device, s.dist, s.use_amp)
             row.update({f"test_{k}": v for k, v in test.items()})
             row["epoch_time"] = time.perf_counter() - t0
             history.append(row)
             if s.dist.is_main:
-                save_checkpoint(out_dir, {
-                    "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                    "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
-                    "rng": rng_state(s.generator), "epoch": epoch + 1, "metrics": history, "config": to_dict(cfg)})
-                _write_metrics(out_dir, cfg, history)
-                gap = f"  fw gap {row['fw_gap_mean']:.3g}" if "fw_gap_mean" in row else ""
-                print(f"[{cfg.name}] epoch {epoch + 1}/{cfg.training.epochs}  loss {row['train_loss']:.4f}  "
-                      f"train acc {row['train_accuracy']:.4f}  test {metric} {row[f'test_{metric}']:.4f}  "
-                      f"lr {lr:.4g}{gap}  {row['epoch_time']:.1f}s", flush=True)
+                _end_of_epoch(s, out_dir, history, metric)
         if cfg.training.check_rank_consistency:
             digests = distributed.gather_digests(s.model, s.dist)
             if len(set(digests)) != 1:
@@ -243,6 +222,34 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     finally:
         distributed.teardown(s.dist)
     return history
+
+
+def _end_of_epoch(s: Setup, out_dir: Path, history: list[dict], metric: str) -> None:
+    """Checkpoint, metrics files and one printed line (rank 0 only)."""
+    cfg, row = s.cfg, history[-1]
+    save_checkpoint(out_dir, {
+        "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
+        "rng": rng_state(s.generator), "epoch": row["epoch"], "metrics": history, "config": to_dict(cfg)})
+    _write_metrics(out_dir, cfg, history)
+    gap = f"  fw gap {row['fw_gap_mean']:.3g}" if "fw_gap_mean" in row else ""
+    print(f"[{cfg.name}] epoch {row['epoch']}/{cfg.training.epochs}  loss {row['train_loss']:.4f}  "
+          f"train acc {row['train_accuracy']:.4f}  test {metric} {row[f'test_{metric}']:.4f}  "
+          f"lr {row['lr']:.4g}{gap}  {row['epoch_time']:.1f}s", flush=True)
+
+
+def _restore(s: Setup, out_dir: Path, cfg: ExperimentConfig) -> tuple[list[dict], int]:
+    """Load the checkpoint of `out_dir` into the set-up; (metrics so far, epochs done)."""
+    state = load_checkpoint(out_dir, map_location=s.device)
+    if state["config"] != to_dict(cfg):
+        diff = sorted(_diff_keys(state["config"], to_dict(cfg)))
+        raise ConfigError(f"--resume: the config differs from the checkpoint's at {', '.join(diff)}")
+    s.model.load_state_dict(state["model"])
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    s.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"], s.generator)
+    return list(state["metrics"]), int(state["epoch"])
 
 
 def _diff_keys(a, b, prefix: str = "") -> list[str]:
