@@ -4,8 +4,9 @@
    the part of it spent in the LMOs alone.
 2. A whole training step (forward + backward + step, batch 128, 32×32×3) on ResNet-20.
 
-All optimizers run side by side in one process, interleaved, torch.set_num_threads(2); medians.
-    python benchmarks/bench_sfw_step.py [--repeats 15]
+All optimizers run side by side in one process, interleaved, torch.set_num_threads(2) (--threads);
+medians and minima.
+    python benchmarks/bench_sfw_step.py [--repeats 15] [--threads 2]
 """
 from __future__ import annotations
 
@@ -106,8 +107,9 @@ def bench_training_step(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     step_rows = []
     for name, model in [("cnn (65.8k params)", build_model("cnn", num_classes=10, in_channels=1, seed=0)),
                         ("resnet20 (272k params)", build_model("resnet20", num_classes=10, in_channels=3, seed=0))]:
@@ -119,7 +121,8 @@ def main() -> None:
     text = "\n".join([
         "## SFW step cost (`benchmarks/bench_sfw_step.py`)",
         "",
-        f"Command: `python benchmarks/bench_sfw_step.py --repeats {args.repeats}`. {machine_line()} "
+        f"Command: `python benchmarks/bench_sfw_step.py --repeats {args.repeats} --threads {args.threads}`. "
+        f"{machine_line()} "
         f"Load average (5 min) at the end of the run: {load:.1f} — with other jobs on the cores, "
         "wall-clock ratios are noisy; rerun on an idle machine for firm numbers.",
         "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10, k = 0.1 (k-support, K-sparse) or 0.3 "

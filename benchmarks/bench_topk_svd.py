@@ -9,12 +9,18 @@ Writes the "topk_svd" section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a shared CPU, spinning makes the
+# multi-threaded LAPACK SVD 10-20x slower (measured 13.6 s vs 0.84 s for 512x4608) and the
+# comparison meaningless. Must be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
@@ -135,6 +141,8 @@ def main():
         "",
         "Command: `python benchmarks/bench_topk_svd.py`  ",
         _report.machine_line(),
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; 1-min load average at the end of the run: "
+        f"{os.getloadavg()[0]:.1f} (the CPUs are shared with other jobs, so absolute times are noisy).",
         "",
         "float32 matrices; k = 1, 10 % and 30 % of the rank. Medians of 3 "
         "interleaved repeats; times include forming the rank-k matrix. "
