@@ -97,20 +97,21 @@ def _test_matrix(m: int, p: int, spectrum: str, gen: torch.Generator) -> torch.T
     return (GRAD_SCALE * math.sqrt(p) * (u * sigma) @ v.mT).float()
 
 
-def spectral_lmo_error(shape: Shape, k: float, spectrum: str, seed: int = 0) -> tuple[float, float]:
-    """(value error, vertex error) of SpectralKSupportBall(shape, k, radius 1).lmo(M) in float32
-    against the exact LMO from a float64 SVD: 1 − ⟨M, v⟩/⟨M, v*⟩ and ‖v − v*‖_F/‖v*‖_F, where
-    v* = −U_kΣ_kV_kᵀ/‖Σ_k‖₂."""
+def spectral_lmo_error(shape: Shape, k: float, spectrum: str, seed: int = 0) -> tuple[float, float, float]:
+    """Errors of SpectralKSupportBall(shape, k, radius 1).lmo(M) in float32 against the exact LMO
+    v* = −U_kΣ_kV_kᵀ/‖Σ_k‖₂ from a float64 SVD: (direction shortfall 1 − ⟨M, v⟩/(‖v‖_F·‖Σ_k‖₂),
+    ≥ 0 up to rounding; norm excess ‖v‖_F/τ − 1, > 0 puts v outside the region; vertex distance
+    ‖v − v*‖_F/‖v*‖_F)."""
     m, p = matrix_shape(shape)
     M = _test_matrix(m, p, spectrum, torch.Generator().manual_seed(seed))
     region = SpectralKSupportBall(shape, k=k, radius=1.0)
     v = region.lmo(M.reshape(shape)).reshape(m, p).double()
     u, s, vh = torch.linalg.svd(M.double(), full_matrices=False)
-    kk = region.k
-    exact = -(u[:, :kk] * s[:kk]) @ vh[:kk] / torch.linalg.vector_norm(s[:kk])
-    value = 1 - float((M.double() * v).sum() / (M.double() * exact).sum())
-    vertex = float(torch.linalg.vector_norm(v - exact) / torch.linalg.vector_norm(exact))
-    return value, vertex
+    top = torch.linalg.vector_norm(s[:region.k])
+    exact = -(u[:, :region.k] * s[:region.k]) @ vh[:region.k] / top
+    size = torch.linalg.vector_norm(v)
+    direction = 1 + float((M.double() * v).sum() / (size * top))
+    return direction, float(size) - 1, float(torch.linalg.vector_norm(v - exact))
 
 
 def k_scaling(shape: Shape, fractions: list[float], repeats: int, min_sample_s: float = 0.01) -> dict[str, float]:
@@ -202,11 +203,20 @@ def plot_scaling(layers: dict, k_results: dict[Shape, dict[str, float]], path: P
     os.replace(tmp, path)
 
 
+_LOAD_AT_START = os.getloadavg()
+
+
 def _header(title: str, command: str) -> list[str]:
     load = os.getloadavg()
-    return [f"## {title}", "", f"Command: `{command}`  ", _report.machine_line() + "  ",
-            f"Load average at the end of the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-            f"(1/5/15 min; {os.cpu_count()} cores, shared with other work).", ""]
+    lines = [f"## {title}", "", f"Command: `{command}`  ", _report.machine_line() + "  ",
+             f"Load average (1/5/15 min) at the start of the run {_LOAD_AT_START[0]:.1f} / {_LOAD_AT_START[1]:.1f} / "
+             f"{_LOAD_AT_START[2]:.1f}, at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+             f"({os.cpu_count()} cores, shared with other work)."]
+    if torch.get_num_threads() == 1:
+        lines[-1] += ("  \nOne torch thread: on this loaded machine MKL's 2-thread SVD is erratic (512×4608 "
+                      "`svdvals`: 8–16 s at 2 threads vs 1.3 s at 1), which would flatter SFW against the SVD "
+                      "baselines; on an idle machine rerun with `--threads 2`.")
+    return lines + [""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +285,8 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
         r = layers[s]
         ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
         tall = r[PENALTY_TALL]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
-        err = ", ".join(f"{spec}: value {errors[(s, spec)][0]:.0e}, vertex {errors[(s, spec)][1]:.0e}"
-                        for spec in ("gaussian", "1/√i"))
+        err = "; ".join(f"{spec}: {e[0]:.0e} / {e[1]:.0e} / {e[2]:.0e}"
+                        for spec in ("gaussian", "1/√i") for e in [errors[(s, spec)]])
         verdict = "met" if ratio >= 5 else "missed"
         goal_rows.append(f"| {'×'.join(map(str, matrix_shape(s)))} | {ratio:.1f}× | {tall:.1f}× | {verdict} | {err} |")
     for label, r in models.items():
@@ -296,9 +306,10 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
         "",
         "### Goal: spectral-k-support (k = 30 %) overhead ≥ 5× smaller than the nuclear-norm penalty's",
         "",
-        "Error columns: spectral LMO (k = 30 %, float32, `topk_svd`) against the exact LMO from a float64 SVD "
-        "on a Gaussian and on a 1/√i-spectrum matrix of that shape: value = 1 − ⟨M,v⟩/⟨M,v*⟩, "
-        "vertex = ‖v − v*‖_F/‖v*‖_F.",
+        "Top-k SVD error: the float32 spectral LMO (k = 30 %, `sparsefw.constraints.topk_svd`, radius τ = 1) "
+        "against the exact vertex v* from a float64 SVD, on a Gaussian and on a 1/√i-spectrum matrix of that "
+        "shape, as direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside "
+        "the ball) / vertex distance ‖v − v*‖_F.",
         "",
         "| shape / model | penalty ÷ spectral 30 % | tall-SVD penalty ÷ spectral 30 % | goal ≥ 5× | top-k SVD error |",
         "|---|---|---|---|---|",
@@ -344,16 +355,17 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
         sgd = res["SGD"]["step"]
         spectral_over = res[SPECTRAL]["step"] - sgd
         whole += [f"### {title}", "",
-                  "| method | step ms | ratio to SGD | goal ≤ 1.10 (SFW) | own work ms (share of step) |"
-                  + (" per-epoch equiv. s (391 steps) |" if per_epoch else "") + " overhead ÷ spectral-30 % overhead |",
-                  "|---|---|---|---|---|---|" + ("---|" if per_epoch else "")]
+                  "| method | step ms | ratio to SGD |" + (" goal ≤ 1.10 (SFW) |" if per_epoch else "")
+                  + " own work ms (share of step) |" + (" per-epoch equiv. s (391 steps) |" if per_epoch else "")
+                  + " overhead ÷ spectral-30 % overhead |",
+                  "|---|---|---|---|---|" + ("---|---|" if per_epoch else "")]
         for name, r in res.items():
             ratio = r["step"] / sgd
-            goal = ("met" if ratio <= 1.10 else "missed") if name.startswith("SFW") else ""
+            goal = (f" {'met' if ratio <= 1.10 else 'missed'} |" if name.startswith("SFW") else " |") if per_epoch else ""
             share = "" if math.isnan(r["own"]) else f"{_ms(r['own'])} ({100 * r['own'] / r['step']:.0f} %)"
             epoch = f" {r['step'] * CIFAR_STEPS_PER_EPOCH:.1f} |" if per_epoch else ""
             over = _ratio(r["step"] - sgd, spectral_over) if name != "SGD" else ""
-            whole.append(f"| {name} | {_ms(r['step'])} | {ratio:.3f} | {goal} | {share} |{epoch} {over} |")
+            whole.append(f"| {name} | {_ms(r['step'])} | {ratio:.3f} |{goal} {share} |{epoch} {over} |")
         whole.append("")
     return {"cost": "\n".join(cost), "cost_scaling": "\n".join(scaling), "cost_whole_step": "\n".join(whole)}
 

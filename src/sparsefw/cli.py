@@ -7,6 +7,7 @@
     sparsefw demo [--out runs/demo]
 
 Configuration errors exit with status 2 and a message naming the key; nothing is written then.
+A missing, truncated or corrupt checkpoint also exits with status 2 and a message naming the file.
 Data-parallel training: `torchrun --nproc_per_node=N -m sparsefw.cli train ...`.
 """
 from __future__ import annotations
@@ -16,7 +17,19 @@ import json
 import sys
 from pathlib import Path
 
+from .experiments.checkpoint import CheckpointError
 from .experiments.config import ConfigError, packaged_configs, parse_override
+
+
+def _fraction(text: str) -> float:
+    """A number in (0, 1), else an argparse error (exit status 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (fraction removed), got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a trained run once and save the result")
     c.add_argument("--run", required=True, help="run directory or checkpoint file")
     c.add_argument("--kind", required=True, choices=("unstructured", "filters", "lowrank"))
-    c.add_argument("--level", required=True, type=float, help="fraction removed (sparsity, filters, rank)")
+    c.add_argument("--level", required=True, type=_fraction, help="fraction removed (sparsity, filters, rank)")
     c.add_argument("--out", help="output directory (default RUN/compressed/KIND_LEVEL)")
     c.add_argument("--device", default="cpu")
 
@@ -129,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
         print(f"sparsefw {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

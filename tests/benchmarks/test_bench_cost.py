@@ -69,11 +69,20 @@ def test_sgd_has_no_own_work_and_steps_like_sgd():
         torch.testing.assert_close(p.detach().double(), w - LR * g)
 
 
-def test_spectral_lmo_error_is_at_float32_level():
+@pytest.mark.parametrize("shape", [(16, 4, 3, 3), (40, 8, 1, 1)])  # Gram-eigh path, wide and tall
+def test_spectral_lmo_error_is_at_float32_level(shape):
     for spectrum in ("gaussian", "1/√i"):
-        value, vertex = bench_cost.spectral_lmo_error((12, 4, 3, 3), 0.3, spectrum)
-        assert -1e-6 <= value <= 1e-5  # the exact vertex maximises −⟨M, v⟩: no float32 answer beats it
-        assert 0 <= vertex <= 1e-4
+        direction, norm_excess, distance = bench_cost.spectral_lmo_error(shape, 0.3, spectrum)
+        assert -1e-6 <= direction <= 1e-5  # no rank-k unit matrix beats the exact vertex
+        assert abs(norm_excess) <= 1e-4 and 0 <= distance <= 1e-3
+
+
+def test_spectral_lmo_error_detects_a_wrong_vertex(monkeypatch):
+    from sparsefw.constraints import SpectralKSupportBall
+    monkeypatch.setattr(SpectralKSupportBall, "lmo", lambda self, d: -self.radius * d / torch.linalg.vector_norm(d))
+    direction, norm_excess, distance = bench_cost.spectral_lmo_error((16, 4, 3, 3), 0.3, "1/√i")
+    # the L2 ball's vertex: right norm, full rank, so it "beats" ‖Σ_k‖ — a large negative shortfall
+    assert direction < -1e-2 and distance > 1e-2 and abs(norm_excess) < 1e-6
 
 
 def test_interleaved_medians_call_counts():

@@ -202,3 +202,15 @@ def test_ties_go_to_the_lowest_index():
     assert L1Ball((6, 1), radius=1.0).lmo(d).reshape(-1)[0] == 1
     g = GroupKSupportBall((4, 2), k=1, radius=1.0).lmo(torch.ones(4, 2))
     assert torch.equal(g.abs().sum(1) != 0, torch.tensor([True, False, False, False]))
+
+
+@pytest.mark.parametrize("make", [lambda s: L2Ball(s, radius=3.0), lambda s: KSupportBall(s, k=0.3, radius=3.0),
+                                  lambda s: GroupKSupportBall(s, k=0.3, radius=3.0), lambda s: LpBall(s, p=1.5, radius=3.0),
+                                  lambda s: SpectralKSupportBall(s, k=0.3, radius=3.0)])
+def test_large_float32_lmo_outputs_stay_feasible(make):
+    """Float32 reductions over ~10⁶ entries must be accurate enough that v stays in C."""
+    shape = (384, 128, 3, 3)
+    d = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * torch.linspace(2, 0.01, 384)[:, None, None, None]
+    c = make(shape)
+    exact_norm = c.norm(c.lmo(d).double())
+    assert abs(float(exact_norm) / c.radius - 1) <= 1e-6

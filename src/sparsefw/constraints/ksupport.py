@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import k_support_norm, safe_scale, top_k_l2, top_k_mask, working
+from ._ops import k_support_norm, l2, safe_scale, top_k_l2, top_k_mask, working
 from ._with_k import ConstraintWithK
 
 
@@ -26,7 +26,7 @@ class KSupportBall(ConstraintWithK):
         self._check_input(d)
         m = working(d).reshape(-1)
         m_k = torch.where(top_k_mask(m.abs(), self.k), m, 0.0)
-        return safe_scale(m_k, -self.radius, torch.linalg.vector_norm(m_k)).reshape(self.shape).to(d.dtype)
+        return safe_scale(m_k, -self.radius, l2(m_k)).reshape(self.shape).to(d.dtype)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")
@@ -51,15 +51,15 @@ class GroupKSupportBall(ConstraintWithK):
         return self.shape[0]
 
     def _filter_norms(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.vector_norm(t.reshape(self.shape[0], -1), dim=1)
+        return l2(t.reshape(self.shape[0], -1), dim=1)
 
     def lmo(self, d: torch.Tensor) -> torch.Tensor:
         self._check_input(d)
         m = working(d).reshape(self.shape[0], -1)
-        norms = torch.linalg.vector_norm(m, dim=1)
+        norms = l2(m, dim=1)
         keep = top_k_mask(norms, self.k)
         m_s = torch.where(keep[:, None], m, 0.0)
-        return safe_scale(m_s, -self.radius, torch.linalg.vector_norm(m_s)).reshape(self.shape).to(d.dtype)
+        return safe_scale(m_s, -self.radius, l2(m_s)).reshape(self.shape).to(d.dtype)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")

@@ -12,8 +12,14 @@ from typing import Sequence
 
 import torch
 
-from ._ops import safe_scale, working
+from ._ops import l2, safe_scale, working
 from .base import Constraint
+
+
+def _p_norm(x: torch.Tensor, p: float) -> torch.Tensor:
+    """(Σ|x_i|^p)^{1/p}, scaled by max|x| against overflow, cascade-summed (see `_ops.l2`)."""
+    top = x.abs().max()
+    return top * (safe_scale(x.abs(), 1.0, top) ** p).sum() ** (1 / p)
 
 
 class _FlatBall(Constraint):
@@ -45,10 +51,10 @@ class L2Ball(_FlatBall):
     """‖x‖₂ ≤ τ; self-dual; diameter 2τ."""
 
     def _flat_lmo(self, m):
-        return safe_scale(m, -self.radius, torch.linalg.vector_norm(m))
+        return safe_scale(m, -self.radius, l2(m))
 
     def _flat_norm(self, x):
-        return torch.linalg.vector_norm(x)
+        return l2(x)
 
     _flat_dual = _flat_norm
 
@@ -111,13 +117,13 @@ class LpBall(_FlatBall):
     def _flat_lmo(self, m):
         scaled = safe_scale(m, 1.0, m.abs().max())
         powered = torch.sign(scaled) * scaled.abs() ** (self.q - 1)
-        return safe_scale(powered, -self.radius, torch.linalg.vector_norm(scaled, self.q) ** (self.q - 1))
+        return safe_scale(powered, -self.radius, _p_norm(scaled, self.q) ** (self.q - 1))
 
     def _flat_norm(self, x):
-        return torch.linalg.vector_norm(x, self.p)
+        return _p_norm(x, self.p)
 
     def _flat_dual(self, m):
-        return torch.linalg.vector_norm(m, self.q)
+        return _p_norm(m, self.q)
 
     def _spec_extra(self) -> dict:
         return {"p": self.p}

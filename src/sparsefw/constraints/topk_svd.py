@@ -10,13 +10,14 @@ Any orthonormal U_k yields a rank-k matrix U_k B with ‖U_k B‖_F = ‖U_kᵀM
 rounding of G (float32 squares the condition number) only misplaces directions that carry
 ~eps·σ₁² of energy: the LMO value stays accurate to working precision.
 
-Measured error vs float64 torch.linalg.svd (shapes 64×576 … 640×5760 and 2048×512; Gaussian,
-1/√i, geometric-to-1e-6, rank-40 + noise and near-tied spectra; k = 1, 10 %, 30 % of the rank):
-float32 inputs: relative error of ‖Σ_k‖₂ ≤ 3e-7 and relative shortfall of the LMO value ≤ 4e-8;
-float64 inputs: both ≤ 1e-13. On 2 CPU threads it is 7–15× faster than torch.linalg.svd for
-256×2304 … 640×5760, and exact where seeded randomized subspace iteration (q = k + 10, 4 power
-iterations) still misses 1–5 % of ‖Σ_k‖ on flat spectra at equal or higher cost. Matrices whose
-short side is ≤ EXACT_MAX_SHORT_SIDE use torch.linalg.svd, which is as fast there.
+Measured (BENCHMARKS.md "topk_svd"; shapes 64×576 … 640×5760 and 2048×512, Gaussian and 1/√i
+spectra, k = 1, 10 %, 30 % of the rank; tests add geometric-to-1e-6, rank-deficient, near-tied):
+float32 inputs: relative shortfall of the LMO value vs float64 torch.linalg.svd ≤ 1e-9, relative
+error of ‖Σ_k‖₂ ≤ 4e-7 (tests allow 1e-6 / 2e-6); float64 inputs: both ≤ 1e-12. Typically 7–16× faster
+than torch.linalg.svd at 2 CPU threads. Seeded randomized methods (subspace iteration with
+q = k + 10 and 4 power iterations, torch.svd_lowrank) miss 2–8 % of ‖Σ_k‖ on flat spectra and
+are slower for k ≥ 10 % of the rank. Gram-eigh is as fast as the full SVD even on 4×36, so
+only matrices whose short side is ≤ EXACT_MAX_SHORT_SIDE use torch.linalg.svd (exact σ there).
 
 `best_rank_k` (the LMO's need) stops at U_k B; `top_k_svd` adds a small SVD of B (k × p) so that
 U_k and V_k are orthonormal even where σ ≈ 0. No randomness: on CPU the same input gives
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import working
+from ._ops import l2, working
 
 #: short side up to which a full torch.linalg.svd is used (it is as fast as Gram-eigh there)
 EXACT_MAX_SHORT_SIDE = 8
@@ -58,7 +59,7 @@ def best_rank_k(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         approx_t, size = best_rank_k(M.mT, k)
         return approx_t.mT, size
     U, B = _left_factors(M, k)
-    return U @ B, torch.linalg.vector_norm(B)
+    return U @ B, l2(B)
 
 
 def top_k_svd(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

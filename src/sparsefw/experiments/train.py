@@ -101,7 +101,7 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
         train_ds, test_ds, info = get_datasets(cfg.data.name, cfg.data.data_dir,
                                                tuple(cfg.data.subset) if cfg.data.subset else None,
                                                augment=cfg.data.augment, seed=cfg.training.seed)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, OSError, ImportError) as e:    # OSError: missing or unreadable files
         raise ConfigError(f"config key 'data': {e}") from None
     model = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
     optimizer, penalty, after_step = build_optimizer(cfg.optimizer, model)

@@ -33,6 +33,18 @@ def smallest_normal(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).tiny
 
 
+def all_finite(tensors: Sequence[Tensor]) -> bool:
+    """True iff no entry of any tensor is nan or ±inf.
+
+    One read-only pass per (device, dtype): max|x| per tensor (`torch._foreach_norm` with ord=inf,
+    which propagates nan and cannot overflow), then one host–device synchronisation to read the flag.
+    """
+    by_device: dict[tuple, list[Tensor]] = defaultdict(list)
+    for t in tensors:
+        by_device[(t.device, t.dtype)].append(t)
+    return all(bool(torch.stack(torch._foreach_norm(ts, float("inf"))).isfinite().all()) for ts in by_device.values())
+
+
 def _update_momentum(grads: list[Tensor], buffers: list[Tensor | None], momentums: Sequence[float],
                      dampenings: Sequence[float]) -> list[Tensor]:
     """m = ρ·m + (1−δ)·g in place (buffers created as m = g), grouped by (ρ, δ); returns the directions."""

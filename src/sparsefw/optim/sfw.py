@@ -15,6 +15,9 @@ Choices (REFERENCE.md §1):
   so an infeasible start raises ValueError (use `sparsefw.constrain`, or `constraint.shift_inside`).
 * The Frank-Wolfe gap of each constrained group is kept on the device after every step and read
   with `fw_gaps()` (which synchronises only then).
+* A gradient holding nan or ±inf never reaches the weights: by default (nonfinite="skip") the whole
+  step is skipped — every weight and momentum buffer stays as it is, as under GradScaler — and
+  counted in `nonfinite_steps`; nonfinite="raise" raises FloatingPointError instead.
 * `state_dict()` stores each region as `constraint.to_spec()` (plain data), so
   `torch.load(..., weights_only=True)` works; `load_state_dict` rebuilds the regions.
 """
@@ -27,7 +30,9 @@ import torch
 from torch.optim import Optimizer
 
 from ..constraints import Constraint, constraint_from_spec
-from .functional import RESCALES, sfw
+from .functional import RESCALES, all_finite, sfw
+
+NONFINITE = ("skip", "raise")
 
 
 def _is_number(x: Any) -> bool:
@@ -82,14 +87,23 @@ class SFW(Optimizer):
         momentum: ρ ∈ [0, 1).
         dampening: δ ∈ [0, 1]; 0 = running sum (SGD-like step lengths), ρ = exponential average.
         rescale: None, "diameter", "gradient" (default; step length α‖m‖₂) or "fast_gradient".
+        nonfinite: what a step does when any gradient holds nan or ±inf. "skip" (default): nothing
+            moves — no weight, no momentum buffer — and `nonfinite_steps` (saved in the state dict)
+            grows by one, as GradScaler skips an overflowing step; "raise": FloatingPointError naming
+            the first such parameter, with nothing moved. The check is one read-only pass over the
+            gradients and, on CUDA, one host–device synchronisation per step (as GradScaler's step).
 
-    Every hyper-parameter can be overridden per param group.
+    Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
 
     def __init__(self, params: Iterable, lr: float = 0.1, momentum: float = 0.9, dampening: float = 0.0,
-                 rescale: str | None = "gradient"):
+                 rescale: str | None = "gradient", nonfinite: str = "skip"):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None)
         _check_hyper_parameters(defaults, "")
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"Invalid nonfinite: nonfinite={nonfinite!r}; expected one of {NONFINITE}")
+        self.nonfinite = nonfinite
+        self.nonfinite_steps = 0
         self._fw_gaps: dict[int, torch.Tensor] = {}
         super().__init__(params, defaults)
 
@@ -130,6 +144,13 @@ class SFW(Optimizer):
                 dampenings.append(group["dampening"])
                 rescales.append(group["rescale"])
                 owners.append(index)
+        if grads and not all_finite(grads):
+            if self.nonfinite == "raise":
+                raise FloatingPointError(f"SFW.step: non-finite gradient (nan or inf) for "
+                                         f"{self._describe(params, grads)}; no parameter was changed")
+            self.nonfinite_steps += 1
+            self._fw_gaps = {}
+            return loss
         gaps = sfw(params, grads, buffers, constraints, lrs=lrs, momentums=momentums, dampenings=dampenings,
                    rescales=rescales)
         for p, buf in zip(params, buffers):
@@ -137,6 +158,13 @@ class SFW(Optimizer):
                 self.state[p]["momentum_buffer"] = buf
         self._fw_gaps = {index: gap for index, gap in zip(owners, gaps) if gap is not None}
         return loss
+
+    def _describe(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> str:
+        """'parameter NAME (param group i)' for the first parameter whose gradient is not finite."""
+        bad = next(p for p, g in zip(params, grads) if not bool(torch.isfinite(g).all()))
+        index = next(i for i, group in enumerate(self.param_groups) if any(q is bad for q in group["params"]))
+        name = self.param_groups[index].get("name")
+        return f"parameter {name!r} (param group {index})" if name else f"a parameter of param group {index}"
 
     def fw_gaps(self) -> list[float]:
         """The Frank-Wolfe gap <m_t, θ_t − v_t> ≥ 0 of each param group at the last step (nan where
@@ -149,6 +177,7 @@ class SFW(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict with every region replaced by its plain-data spec."""
         state = super().state_dict()
+        state["nonfinite_steps"] = self.nonfinite_steps
         for group in state["param_groups"]:
             if group.get("constraint") is not None:
                 group["constraint"] = group["constraint"].to_spec()
@@ -164,6 +193,7 @@ class SFW(Optimizer):
             groups.append({**group, "constraint": spec})
         super().load_state_dict({**state_dict, "param_groups": groups})
         self._fw_gaps = {}
+        self.nonfinite_steps = int(state_dict.get("nonfinite_steps", 0))
         for index, group in enumerate(self.param_groups):
             where = f" in loaded param group {index}"
             _check_hyper_parameters(group, where)
