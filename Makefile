@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo clean
 
 venv: $(STAMP)
 
@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	OMP_NUM_THREADS=2 $(PY) -m pytest -x -q
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -x -q
 
 demo: venv
-	$(VENV)/bin/sparsefw demo
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/sparsefw demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -87,7 +87,8 @@ def train_one(data, region: str, rescale: str | None, lr: float, epochs: int, da
                 losses.append((step, sum(window) / len(window)))
                 window = []
             step += 1
-    final_loss = sum(l for _, l in losses[-max(1, steps_per_epoch // LOG_EVERY):]) / max(1, min(len(losses), steps_per_epoch // LOG_EVERY))
+    last_epoch = [loss for _, loss in losses[-max(1, steps_per_epoch // LOG_EVERY):]]
+    final_loss = sum(last_epoch) / len(last_epoch)   # mean training loss over (about) the last epoch
     result = {"region": region, "rescale": mode_name(rescale), "lr": lr, "dampening": dampening,
               "losses": losses, "gaps": gaps, "final_loss": final_loss if math.isfinite(final_loss) else None,
               "dense": accuracy(model, x_test, y_test)}
