@@ -6,7 +6,7 @@ Run: python benchmarks/bench_rescale_ablation.py            (writes the "rescale
 Setup: Fashion-MNIST subset, the small CNN (widths 16-16-32-32, BN), batch 128, linear decay of
 the learning rate to 0, momentum 0.9 (running sum, the default), width 10, seed 0; regions
 k-support (k = 0.1), group-k-support (k = 0.3, filters), spectral-k-support (k = 0.3, rank).
-Each rescale mode gets a 3-point learning-rate grid (the same number of runs and iterations per
+Each rescale mode gets a 4-point learning-rate grid (the same number of runs and iterations per
 mode: equal budgets), centred where its step size η is in the range the gradient-rescaled runs
 actually use (measured: see the section). After training: dense test accuracy and one-shot
 compression at the robustness benchmark's high levels (90% unstructured, 50% filters removed,
@@ -33,13 +33,16 @@ from sparsefw.models import SmallCNN
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REGIONS = {"k_support": 0.1, "group_k_support": 0.3, "spectral_k_support": 0.3}
-# Learning-rate grids: ×3 steps around a centre, the same shape for every mode. η = clip(α·s):
+# Learning-rate grids: ≈×3 steps from centre/3 to 10×centre, the same shape for every mode. η = clip(α·s):
 # gradient/fast_gradient α is an SGD-like learning rate (step length α‖m‖; at α = 0.1 this CNN's
 # layers take η ≈ 1e-4 … 1e-2, median ≈ 1e-3); None takes η = α, centred at that median;
-# "diameter" takes η = α/D with D = 2τ ≈ 20-113 here (median ≈ 50), so centre α = 0.05.
-GRIDS = {"gradient": (0.03, 0.1, 0.3), "fast_gradient": (0.03, 0.1, 0.3),
-         None: (0.0003, 0.001, 0.003), "diameter": (0.015, 0.05, 0.15)}
-EMA_GRID = (0.3, 1.0, 3.0)        # = GRIDS["gradient"] / (1 − ρ): comparable to the running sum
+# "diameter" takes η = α/D with D = 2τ ≈ 6-113 here (median ≈ 50), so centre α = 0.05.
+# A fourth point, ×10 the centre, was added after None and diameter peaked at the top of their
+# first 3-point grids; every mode gets it, so budgets stay equal (4 runs per mode and region).
+GRIDS = {"gradient": (0.03, 0.1, 0.3, 1.0), "fast_gradient": (0.03, 0.1, 0.3, 1.0),
+         None: (0.0003, 0.001, 0.003, 0.01), "diameter": (0.015, 0.05, 0.15, 0.5)}
+GRID_POSITIONS = ("centre / 3", "centre", "centre × 3", "centre × 10")
+EMA_GRID = (0.3, 1.0, 3.0)        # = GRIDS["gradient"][:3] / (1 − ρ): comparable to the running sum
 MOMENTUM, WIDTH, BATCH, SEED = 0.9, 10.0, 128, 0
 LOG_EVERY = 5
 LEVELS = {"unstructured 90%": lambda m, x: prune(m, 0.9),
@@ -147,10 +150,10 @@ def plot_sensitivity(results: list[dict], path: Path) -> None:
         for rescale, grid in GRIDS.items():
             runs = {r["lr"]: r for r in results if r["region"] == region and r["rescale"] == mode_name(rescale)
                     and r["dampening"] == 0}
-            pts = [(i - 1, runs[lr]["dense"]) for i, lr in enumerate(grid) if lr in runs]
+            pts = [(i, runs[lr]["dense"]) for i, lr in enumerate(grid) if lr in runs]
             if pts:
                 axes[0, j].plot(*zip(*pts), marker="o", label=mode_name(rescale))
-        axes[0, j].set_xticks([-1, 0, 1], ["centre / 3", "grid centre", "centre × 3"])
+        axes[0, j].set_xticks(range(len(GRID_POSITIONS)), GRID_POSITIONS)
         axes[0, j].set_title(f"{region}: dense test accuracy across the α grid")
         axes[0, j].legend(fontsize=8)
     fig.tight_layout()
@@ -174,11 +177,13 @@ def report(results: list[dict], args, seconds: float, n_train: int, n_test: int)
         "one run per cell. Compression is one-shot without retraining: global magnitude pruning of conv "
         "and linear weights, per-conv L1 filter removal, per-layer truncated SVD.",
         "",
-        "Grids (equal budgets: 3 runs per mode and region, same iterations, the same ×3 spacing): "
-        "gradient and fast_gradient α ∈ {0.03, 0.1, 0.3} (SGD-like, step length α‖m‖); at α = 0.1 the "
-        "gradient-rescaled steps of this CNN are η ≈ 1e-4 … 1e-2 per layer (median ≈ 1e-3, measured over "
-        "the first 30 steps), so None (η = α) is centred at 1e-3: {3e-4, 1e-3, 3e-3}, and diameter "
-        "(η = α/D, D = 2τ ≈ 20–113 per layer, median ≈ 50) at α = 0.05: {0.015, 0.05, 0.15}.",
+        "Grids (equal budgets: 4 runs per mode and region, same iterations, the same spacing centre/3, "
+        "centre, 3×, 10×): gradient and fast_gradient α ∈ {0.03, 0.1, 0.3, 1} (SGD-like, step length "
+        "α‖m‖); at α = 0.1 the gradient-rescaled steps of this CNN are η ≈ 1e-4 … 1e-2 per layer (median "
+        "≈ 1e-3, measured over the first 30 steps), so None (η = α) is centred at 1e-3: {3e-4, 1e-3, 3e-3, "
+        "1e-2}, and diameter (η = α/D, D = 2τ ≈ 6–113 per layer, median ≈ 50) at α = 0.05: "
+        "{0.015, 0.05, 0.15, 0.5}. The 10× point was added after None and diameter peaked at the top of "
+        "the first 3-point grids.",
         "",
         "### Best α per mode (by dense accuracy) and accuracy after one-shot compression",
         "",
@@ -194,7 +199,8 @@ def report(results: list[dict], args, seconds: float, n_train: int, n_test: int)
                 lines.append(f"| {region} | {mode_name(rescale)} | {b['lr']:g} | {fmt(b['final_loss'])} | "
                              f"{b['dense']:.3f} | " + " | ".join(f"{b[l]:.3f}" for l in levels) + " |")
     lines += ["", "### Sensitivity to the learning rate: dense accuracy (and train loss) across each grid", "",
-              "| region | rescale | low α | middle α | high α | spread (max − min) |", "|---|---|---|---|---|---|"]
+              "| region | rescale | " + " | ".join(GRID_POSITIONS) + " | spread (max − min) |",
+              "|---|---|" + "---|" * len(GRID_POSITIONS) + "---|"]
     for region in REGIONS:
         for rescale, grid in GRIDS.items():
             runs = {r["lr"]: r for r in results if r["region"] == region and r["rescale"] == mode_name(rescale)
@@ -252,7 +258,7 @@ def main() -> None:
     jobs = [(region, rescale, lr, 0.0) for region in REGIONS for rescale, grid in GRIDS.items() for lr in grid]
     jobs += [("k_support", "gradient", lr, MOMENTUM) for lr in EMA_GRID]
     if args.quick:
-        middles = {lr for grid in (*GRIDS.values(), EMA_GRID) for lr in grid[1:2]}
+        middles = {grid[1] for grid in (*GRIDS.values(), EMA_GRID)}
         jobs = [j for j in jobs if j[2] in middles]
     results = []
     for i, (region, rescale, lr, damp) in enumerate(jobs):

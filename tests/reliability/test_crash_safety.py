@@ -12,26 +12,15 @@ import pytest
 import torch
 import yaml
 
-from reliability_helpers import one_thread_env, script
+from reliability_helpers import STEPS_PER_EPOCH, TINY_RUN, one_thread_env, script
 from sparsefw.cli import main
 from sparsefw.experiments.checkpoint import CheckpointError, load_checkpoint
-
-STEPS_PER_EPOCH = 4                     # 256 training digits, batches of 64
-CONFIG = {
-    "name": "crash",
-    "data": {"name": "mnist5k", "subset": [256, 100], "batch_size": 64, "eval_batch_size": 100,
-             "augment": True},          # augmentation draws random numbers every epoch: resume must restore them
-    "model": {"name": "cnn", "widths": [4, 4, 8, 8]},
-    "optimizer": {"name": "sfw", "mode": "spectral_k_support", "k": 0.5, "width": 5.0, "lr": 0.1},
-    "schedule": {"name": "linear"},
-    "training": {"epochs": 3, "seed": 5, "progress": False, "device": "cpu"},
-}
 
 
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("crash") / "crash.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
+    path.write_text(yaml.safe_dump(TINY_RUN))
     return path
 
 

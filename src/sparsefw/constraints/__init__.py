@@ -1,5 +1,6 @@
 """Feasible regions, their norms and linear minimisation oracles (pure maths, no nn)."""
 from .base import Constraint, constraint_from_spec, resolve_k
+from .batched import lmos
 from .ksparse import KSparsePolytope
 from .ksupport import GroupKSupportBall, KSupportBall
 from .lp_balls import L1Ball, L2Ball, LinfBall, LpBall
@@ -9,5 +10,5 @@ from .topk_svd import best_rank_k, top_k_svd
 __all__ = [
     "Constraint", "constraint_from_spec", "resolve_k",
     "L1Ball", "L2Ball", "LinfBall", "LpBall", "KSparsePolytope", "KSupportBall", "GroupKSupportBall",
-    "NuclearBall", "SpectralKSupportBall", "best_rank_k", "top_k_svd",
+    "NuclearBall", "SpectralKSupportBall", "best_rank_k", "top_k_svd", "lmos",
 ]

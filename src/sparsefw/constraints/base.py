@@ -5,15 +5,21 @@ with C = {x : norm(x) ≤ radius}, and is used only through its linear minimisat
 
     lmo(d) = argmin_{v ∈ C} <d, v>,   with value  <d, lmo(d)> = −radius · dual_norm(d).
 
+Every LMO has one kernel, batched: `lmo_many` solves B regions that share a `batch_key` (same
+type, shape and parameters; radii may differ) at once, by default as one (B, *shape) stack through
+`_lmo_rows`; `lmo(d)` is its B = 1 case and `sparsefw.constraints.batched.lmos` its many-region use.
+
 Regions are kept as plain data (`to_spec`) so optimizer state dicts never pickle objects.
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import torch
+
+from ._ops import working
 
 _REGISTRY: dict[str, type["Constraint"]] = {}
 
@@ -59,9 +65,30 @@ class Constraint(ABC):
         _REGISTRY[cls.__name__] = cls
 
     # --- the oracle and the gauge -------------------------------------------------------
-    @abstractmethod
     def lmo(self, d: torch.Tensor) -> torch.Tensor:
         """argmin_{v ∈ C} <d, v>, a tensor of `shape` with d's dtype and device."""
+        self._check_input(d)
+        return type(self).lmo_many([self], [d])[0]
+
+    def batch_key(self) -> Hashable:
+        """Regions with equal keys (type, shape, parameters other than the radius) share `lmo_many`."""
+        return type(self), self.shape, tuple(sorted(self._spec_extra().items()))
+
+    @classmethod
+    def lmo_many(cls, regions: Sequence["Constraint"], directions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[r.lmo(d) for r, d in zip(regions, directions)] for regions with one `batch_key` and
+        directions of one dtype and device (shapes are not checked here).
+
+        The B directions are stacked to (B, *shape) in working precision and solved by `_lmo_rows`
+        of the first region with the per-row radii; subclasses may override this instead.
+        """
+        stack = working(directions[0].unsqueeze(0) if len(directions) == 1 else torch.stack(directions))
+        radii = torch.tensor([r.radius for r in regions], dtype=stack.dtype).to(stack.device, non_blocking=True)
+        return list(regions[0]._lmo_rows(stack, radii).to(directions[0].dtype).unbind(0))
+
+    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """The LMOs of B copies of this region with radii (B,), for directions stack (B, *shape)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _lmo_rows nor lmo_many")
 
     @abstractmethod
     def norm(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,18 +11,17 @@ import math
 
 import torch
 
-from ._ops import top_k_mask, working
+from ._ops import top_k_mask_rows, working
 from ._with_k import ConstraintWithK
 
 
 class KSparsePolytope(ConstraintWithK):
     """Vertices: k entries equal to ±radius, the rest 0."""
 
-    def lmo(self, d: torch.Tensor) -> torch.Tensor:
-        self._check_input(d)
-        m = working(d).reshape(-1)
-        v = torch.where(top_k_mask(m.abs(), self.k), -self.radius * torch.sign(m), 0.0)
-        return v.reshape(self.shape).to(d.dtype)
+    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        rows = stack.reshape(stack.shape[0], -1)
+        signs = torch.where(top_k_mask_rows(rows.abs(), self.k), torch.sign(rows), 0.0)
+        return (signs * -radii[:, None]).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")

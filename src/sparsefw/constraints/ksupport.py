@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import k_support_norm, l2, safe_scale, top_k_l2, top_k_mask, working
+from ._ops import k_support_norm, l2, safe_scale, top_k_l2, top_k_mask_rows, working
 from ._with_k import ConstraintWithK
 
 
 class KSupportBall(ConstraintWithK):
     """The k-support norm ball on the flattened tensor."""
 
-    def lmo(self, d: torch.Tensor) -> torch.Tensor:
-        self._check_input(d)
-        m = working(d).reshape(-1)
-        m_k = torch.where(top_k_mask(m.abs(), self.k), m, 0.0)
-        return safe_scale(m_k, -self.radius, l2(m_k)).reshape(self.shape).to(d.dtype)
+    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        rows = stack.reshape(stack.shape[0], -1)
+        m_k = torch.where(top_k_mask_rows(rows.abs(), self.k), rows, 0.0)
+        return safe_scale(m_k, -radii, l2(m_k, dim=1)).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")
@@ -53,13 +52,15 @@ class GroupKSupportBall(ConstraintWithK):
     def _filter_norms(self, t: torch.Tensor) -> torch.Tensor:
         return l2(t.reshape(self.shape[0], -1), dim=1)
 
-    def lmo(self, d: torch.Tensor) -> torch.Tensor:
-        self._check_input(d)
-        m = working(d).reshape(self.shape[0], -1)
-        norms = l2(m, dim=1)
-        keep = top_k_mask(norms, self.k)
-        m_s = torch.where(keep[:, None], m, 0.0)
-        return safe_scale(m_s, -self.radius, l2(m_s)).reshape(self.shape).to(d.dtype)
+    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """Filters ranked by ‖M_f‖₂² (same order as ‖M_f‖₂); ‖M_S‖_F² = Σ_{f∈S} ‖M_f‖₂², so v is
+        one pass: M_f · (−τ/‖M_S‖_F) on S, 0 elsewhere."""
+        filters = stack.reshape(stack.shape[0], self.shape[0], -1)
+        squares = (filters * filters).sum(2)
+        keep = top_k_mask_rows(squares, self.k)
+        kept = torch.where(keep, squares, 0.0)
+        factors = safe_scale(keep.to(stack.dtype), -radii, kept.sum(1).sqrt())
+        return (filters * factors[:, :, None]).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")

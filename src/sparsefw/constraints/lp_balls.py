@@ -4,11 +4,14 @@ LMOs (M = input, τ = radius, 1/p + 1/q = 1), zero input gives v = 0:
 
     L2:  v = −τ·M/‖M‖₂                     L1:  v = −τ·sign(M_i)·e_i,  i = first argmax |M_i|
     L∞:  v = −τ·sign(M)                    Lp:  v = −τ·sign(M)·|M|^{q−1} / ‖M‖_q^{q−1}
+
+The LMO kernels act on B flattened directions at once (rows of a (B, n) stack); L2 balls of any
+shapes share one kernel over the list (`torch._foreach_*`, norms accumulated in float64).
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import torch
 
@@ -17,17 +20,18 @@ from .base import Constraint
 
 
 def _p_norm(x: torch.Tensor, p: float) -> torch.Tensor:
-    """(Σ|x_i|^p)^{1/p}, scaled by max|x| against overflow, cascade-summed (see `_ops.l2`)."""
-    top = x.abs().max()
-    return top * (safe_scale(x.abs(), 1.0, top) ** p).sum() ** (1 / p)
+    """(Σ|x_i|^p)^{1/p} of every row of x (B, n) → (B,), scaled by max|x| against overflow,
+    cascade-summed (see `_ops.l2`)."""
+    top = x.abs().amax(1)
+    return top * (safe_scale(x.abs(), 1.0, top) ** p).sum(1) ** (1 / p)
 
 
 class _FlatBall(Constraint):
-    """A ball of a norm on the flattened tensor; subclasses give the LMO on a flat working copy."""
+    """A ball of a norm on the flattened tensor; subclasses give the LMO on rows (B, n) and the
+    norm and dual norm on one flat working copy."""
 
-    def lmo(self, d: torch.Tensor) -> torch.Tensor:
-        self._check_input(d)
-        return self._flat_lmo(working(d).reshape(-1)).reshape(self.shape).to(d.dtype)
+    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        return self._flat_lmo_rows(stack.reshape(stack.shape[0], -1), radii).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")
@@ -37,7 +41,7 @@ class _FlatBall(Constraint):
         self._check_input(d)
         return self._flat_dual(working(d).reshape(-1))
 
-    def _flat_lmo(self, m: torch.Tensor) -> torch.Tensor:
+    def _flat_lmo_rows(self, rows: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _flat_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,10 +52,20 @@ class _FlatBall(Constraint):
 
 
 class L2Ball(_FlatBall):
-    """‖x‖₂ ≤ τ; self-dual; diameter 2τ."""
+    """‖x‖₂ ≤ τ; self-dual; diameter 2τ. All L2 balls (any shape) share one `lmo_many` call."""
 
-    def _flat_lmo(self, m):
-        return safe_scale(m, -self.radius, l2(m))
+    def batch_key(self) -> Hashable:
+        return L2Ball
+
+    @classmethod
+    def lmo_many(cls, regions, directions):
+        """v_i = −τ_i·M_i/‖M_i‖₂ for a list of any shapes: ‖M_i‖₂ by `_foreach_norm` accumulated in
+        float64 (float32 accumulation is off by 1e-5 on 1M entries), one `_foreach_mul`."""
+        work = [working(d) for d in directions]
+        norms = torch.stack(torch._foreach_norm(work, 2, dtype=torch.float64))
+        radii = torch.tensor([r.radius for r in regions], dtype=torch.float64).to(norms.device, non_blocking=True)
+        factors = torch.where(norms > 0, -radii / torch.where(norms > 0, norms, 1.0), 0.0).to(work[0].dtype)
+        return [v.to(d.dtype) for v, d in zip(torch._foreach_mul(work, list(factors.unbind())), directions)]
 
     def _flat_norm(self, x):
         return l2(x)
@@ -66,11 +80,9 @@ class L2Ball(_FlatBall):
 class L1Ball(_FlatBall):
     """‖x‖₁ ≤ τ; dual ‖·‖∞; vertices ±τ·e_i; diameter 2τ."""
 
-    def _flat_lmo(self, m):
-        i = torch.argmax(m.abs())  # first maximal index: deterministic ties
-        v = torch.zeros_like(m)
-        v[i] = -self.radius * torch.sign(m[i])
-        return v
+    def _flat_lmo_rows(self, rows, radii):
+        i = torch.argmax(rows.abs(), dim=1, keepdim=True)  # first maximal index: deterministic ties
+        return torch.zeros_like(rows).scatter_(1, i, -radii[:, None] * torch.sign(rows.gather(1, i)))
 
     def _flat_norm(self, x):
         return x.abs().sum()
@@ -86,8 +98,8 @@ class L1Ball(_FlatBall):
 class LinfBall(_FlatBall):
     """‖x‖∞ ≤ τ; dual ‖·‖₁; diameter 2τ√n."""
 
-    def _flat_lmo(self, m):
-        return -self.radius * torch.sign(m)
+    def _flat_lmo_rows(self, rows, radii):
+        return -radii[:, None] * torch.sign(rows)
 
     def _flat_norm(self, x):
         return x.abs().max()
@@ -114,16 +126,16 @@ class LpBall(_FlatBall):
         self.p = float(p)
         self.q = self.p / (self.p - 1)
 
-    def _flat_lmo(self, m):
-        scaled = safe_scale(m, 1.0, m.abs().max())
+    def _flat_lmo_rows(self, rows, radii):
+        scaled = safe_scale(rows, 1.0, rows.abs().amax(1))
         powered = torch.sign(scaled) * scaled.abs() ** (self.q - 1)
-        return safe_scale(powered, -self.radius, _p_norm(scaled, self.q) ** (self.q - 1))
+        return safe_scale(powered, -radii, _p_norm(scaled, self.q) ** (self.q - 1))
 
     def _flat_norm(self, x):
-        return _p_norm(x, self.p)
+        return _p_norm(x.unsqueeze(0), self.p)[0]
 
     def _flat_dual(self, m):
-        return _p_norm(m, self.q)
+        return _p_norm(m.unsqueeze(0), self.q)[0]
 
     def _spec_extra(self) -> dict:
         return {"p": self.p}

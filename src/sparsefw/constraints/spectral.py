@@ -4,7 +4,8 @@ SpectralKSupportBall: C = conv{V : rank V ≤ k, ‖V‖_F ≤ τ}.
     LMO     v = −τ·[M]_k/‖[M]_k‖_F = −τ·U_kΣ_kV_kᵀ/‖Σ_k‖₂ (best rank-k approximation, `topk_svd`)
     gauge   k-support norm of the singular values;  dual ‖σ_1..k(M)‖₂;  diameter 2τ
 NuclearBall: the case k = 1, ‖W‖_* ≤ τ; LMO −τ·u₁v₁ᵀ, dual = spectral norm σ₁.
-A zero input gives v = 0.
+A zero input gives v = 0. Regions of one shape and k share one batched `best_rank_k` (one batched
+eigh for B matrices, e.g. the identical convs of a ResNet stage).
 """
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ class SpectralKSupportBall(ConstraintWithK):
         self._check_input(t, name)
         return working(t, name).reshape(self.shape[0], -1)
 
-    def lmo(self, d: torch.Tensor) -> torch.Tensor:
-        approx, size = best_rank_k(self._matrix(d, "d"), self.k)
-        return safe_scale(approx, -self.radius, size).reshape(self.shape).to(d.dtype)
+    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        approx, size = best_rank_k(stack.reshape(stack.shape[0], self.shape[0], -1), self.k)
+        return safe_scale(approx, -radii, size).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return k_support_norm(torch.linalg.svdvals(self._matrix(x, "x")), self.k)

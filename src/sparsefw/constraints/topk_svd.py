@@ -19,6 +19,7 @@ q = k + 10 and 4 power iterations, torch.svd_lowrank) miss 2–8 % of ‖Σ_k‖
 are slower for k ≥ 10 % of the rank. Gram-eigh is as fast as the full SVD even on 4×36, so
 only matrices whose short side is ≤ EXACT_MAX_SHORT_SIDE use torch.linalg.svd (exact σ there).
 
+Both functions take a matrix (m × p) or a stack of them (…, m × p; batched eigh/svd/matmul).
 `best_rank_k` (the LMO's need) stops at U_k B; `top_k_svd` adds a small SVD of B (k × p) so that
 U_k and V_k are orthonormal even where σ ≈ 0. No randomness: on CPU the same input gives
 bitwise the same output.
@@ -34,32 +35,35 @@ EXACT_MAX_SHORT_SIDE = 8
 
 
 def _left_factors(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U_k, B) with orthonormal U_k (m × k) and B = U_kᵀM = Σ_k V_kᵀ (k × p), for m ≤ p."""
-    if M.shape[0] <= EXACT_MAX_SHORT_SIDE:
+    """(U_k, B) with orthonormal U_k (…, m × k) spanning the top-k left singular subspace and
+    B = U_kᵀM (…, k × p), for m ≤ p; columns in no particular order."""
+    if M.shape[-2] <= EXACT_MAX_SHORT_SIDE:
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-        return U[:, :k], S[:k, None] * Vh[:k]
+        return U[..., :k], S[..., :k, None] * Vh[..., :k, :]
     _, eigvecs = torch.linalg.eigh(M @ M.mT)
-    U = eigvecs[:, -k:].flip(1)
+    U = eigvecs[..., -k:]  # ascending order: U_k B and ‖B‖_F do not depend on it; `top_k_svd` sorts
     return U, U.mT @ M
 
 
 def _check(M: torch.Tensor, k: int) -> None:
-    if not isinstance(M, torch.Tensor) or M.ndim != 2:
-        raise ValueError(f"M must be a 2-D tensor, got {getattr(M, 'shape', type(M).__name__)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(M.shape):
-        raise ValueError(f"k must be an int in [1, {min(M.shape)}] for a {tuple(M.shape)} matrix, got k={k!r}")
+    if not isinstance(M, torch.Tensor) or M.ndim < 2:
+        raise ValueError(f"M must be a matrix or a stack of matrices (≥ 2-D tensor), got "
+                         f"{getattr(M, 'shape', type(M).__name__)}")
+    rank = min(M.shape[-2:])
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= rank:
+        raise ValueError(f"k must be an int in [1, {rank}] for {tuple(M.shape)} matrices, got k={k!r}")
 
 
 def best_rank_k(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """([M]_k, ‖Σ_k‖₂): the best rank-k approximation of M and its Frobenius norm."""
+    """([M]_k, ‖Σ_k‖₂): the best rank-k approximation of M and its Frobenius norm (per matrix of a stack)."""
     _check(M, k)
     if working(M, "M") is not M:  # half / bfloat16: compute in float32
         return tuple(t.to(M.dtype) for t in best_rank_k(working(M, "M"), k))
-    if M.shape[0] > M.shape[1]:
+    if M.shape[-2] > M.shape[-1]:
         approx_t, size = best_rank_k(M.mT, k)
         return approx_t.mT, size
     U, B = _left_factors(M, k)
-    return U @ B, l2(B)
+    return U @ B, l2(B, dim=(-2, -1))
 
 
 def top_k_svd(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,7 +75,7 @@ def top_k_svd(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torc
     _check(M, k)
     if working(M, "M") is not M:  # half / bfloat16: compute in float32
         return tuple(t.to(M.dtype) for t in top_k_svd(working(M, "M"), k))
-    if M.shape[0] > M.shape[1]:
+    if M.shape[-2] > M.shape[-1]:
         V, S, Uh = top_k_svd(M.mT, k)
         return Uh.mT, S, V.mT
     U, B = _left_factors(M, k)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..constraints import Constraint
-from .batched_lmo import lmos
+from ..constraints.batched import lmos
 
 RESCALES = (None, "diameter", "gradient", "fast_gradient")
 

@@ -1,0 +1,173 @@
+"""Bad inputs the other test files do not cover (docs/bad_inputs.md lists them all): damaged
+checkpoints, unreadable dataset directories and out-of-range compression levels on the command line.
+Every one gives a clear error naming the file or argument, exit status 2 in the CLI, and writes nothing.
+"""
+import copy
+import gzip
+import io
+import os
+import pathlib
+import re
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from reliability_helpers import TINY_RUN
+from sparsefw.cli import main
+from sparsefw.experiments.checkpoint import CheckpointError, content_digest, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    """A real one-epoch run directory; tests copy its checkpoint, never write into it."""
+    out = tmp_path_factory.mktemp("good") / "run"
+    config = out.parent / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_RUN, "training": {**TINY_RUN["training"], "epochs": 1}}))
+    torch.set_num_threads(1)
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 0
+    return out
+
+
+def _damaged_copy(good_run, tmp_path, damage):
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in good_run.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    path = run / "checkpoint.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    return run
+
+
+def _flip(data: bytes, position: int) -> bytes:
+    out = bytearray(data)
+    out[position] ^= 0x55
+    return bytes(out)
+
+
+def _flip_inside_a_weight(data: bytes) -> bytes:
+    """One byte flipped in the middle of the largest weight's stored bytes (torch stores them uncompressed)."""
+    weights = torch.load(io.BytesIO(data), weights_only=True)["model"].values()
+    raw = max(weights, key=torch.Tensor.numel).numpy().tobytes()
+    start = data.find(raw)
+    assert start > 0
+    return _flip(data, start + len(raw) // 2)
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+DAMAGE = {
+    "empty": (lambda b: b"", "truncated or corrupt"),
+    "truncated_to_half": (lambda b: b[: len(b) // 2], "truncated or corrupt"),
+    "last_bytes_cut": (lambda b: b[:-10], "truncated or corrupt"),
+    "text_file": (lambda b: b"model: resnet\n" * 20, "truncated or corrupt"),
+    "byte_flipped_in_a_weight": (_flip_inside_a_weight, "do not match their SHA-256 digest"),
+    "not_a_dict": (lambda b: _torch_bytes([torch.zeros(3)]), "not a sparsefw training checkpoint"),
+    "state_dict_only": (lambda b: _torch_bytes({"weight": torch.zeros(3)}), "missing ['model'"),
+}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_checkpoint_raises_naming_the_file(good_run, tmp_path, kind):
+    damage, words = DAMAGE[kind]
+    run = _damaged_copy(good_run, tmp_path, damage)
+    with pytest.raises(CheckpointError, match=re.escape(words)) as error:
+        load_checkpoint(run)
+    assert str(run / "checkpoint.pt") in str(error.value)
+
+
+def test_every_byte_flip_is_detected_or_harmless(good_run):
+    """torch's zip reader checks no CRC; the digest makes every corruption loud: a flipped byte either
+    raises CheckpointError or (zip padding and metadata) loads the very same contents."""
+    data = (good_run / "checkpoint.pt").read_bytes()
+    reference = content_digest(load_checkpoint(good_run))
+    path = good_run.parent / "flipped.pt"
+    outcomes = set()
+    for position in range(0, len(data), max(1, len(data) // 60)):
+        path.write_bytes(_flip(data, position))
+        try:
+            outcomes.add("same" if content_digest(load_checkpoint(path)) == reference else "DIFFERENT")
+        except CheckpointError:
+            outcomes.add("error")
+    assert "DIFFERENT" not in outcomes and "error" in outcomes
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--resume", "--out", "{run}"],
+    ["sweep", "--run", "{run}"],
+    ["compress", "--run", "{run}", "--kind", "filters", "--level", "0.5"],
+])
+def test_cli_exits_2_on_a_truncated_checkpoint_and_writes_nothing(good_run, tmp_path, capsys, command):
+    run = _damaged_copy(good_run, tmp_path, lambda b: b[: len(b) // 3])
+    before = {f.name: f.read_bytes() for f in run.iterdir()}
+    assert main([arg.format(run=run) for arg in command]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint '{run / 'checkpoint.pt'}'" in err and "truncated or corrupt" in err
+    assert "Traceback" not in err
+    assert {f.name: f.read_bytes() for f in run.iterdir()} == before
+
+
+def _write_idx_gz(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def _dataset_dir(tmp_path, case, monkeypatch):
+    """A data_dir for Fashion-MNIST that fails in the way `case` names."""
+    data_dir = tmp_path / "fashion"
+    if case == "missing":
+        return data_dir
+    if case == "a_file":
+        data_dir.write_text("not a directory")
+        return data_dir
+    data_dir.mkdir()
+    if case == "empty":
+        return data_dir
+    images = data_dir / "train-images-idx3-ubyte.gz"
+    _write_idx_gz(images, np.zeros((10, 28, 28), dtype=np.uint8))
+    if case == "truncated_file":
+        images.write_bytes(images.read_bytes()[:-20])
+    elif case == "permission_denied":
+        images.chmod(0)
+        if os.geteuid() == 0:           # root reads anyway: make reading fail as it does for everyone else
+            real = pathlib.Path.read_bytes
+
+            def read_bytes(self):
+                if self == images:
+                    raise PermissionError(13, "Permission denied", str(self))
+                return real(self)
+
+            monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes)
+    return data_dir
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "does not exist"),
+    ("a_file", "does not exist"),
+    ("empty", "train-images-idx3-ubyte[.gz] not found"),
+    ("truncated_file", "corrupt or truncated gzip"),
+    ("permission_denied", "Permission denied"),
+])
+def test_unreadable_dataset_directory_exits_2(tmp_path, capsys, monkeypatch, case, words):
+    data_dir = _dataset_dir(tmp_path, case, monkeypatch)
+    config = copy.deepcopy(TINY_RUN)
+    config["data"].update(name="fashion_mnist", data_dir=str(data_dir))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'data'" in err and words in err and str(data_dir) in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("level", ["1.5", "0", "1", "nan", "half"])
+def test_compress_level_outside_0_1_is_an_argument_error(tmp_path, capsys, level):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compress", "--run", str(tmp_path), "--kind", "lowrank", "--level", level])
+    assert exit_.value.code == 2
+    assert "argument --level" in capsys.readouterr().err
