@@ -207,11 +207,12 @@ def report(cfg: dict, jsonl: Path, command: str, elapsed: str, png_path: Path) -
         lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
                      + " | ".join(_cell(accs[c]) for c in cols) + " |")
         plot_rows += [{"run": method, "kind": k, "level": lv, "accuracy": summary[method][(k, lv)]} for k, lv in cols]
-    all_lines = ["| method | setting | validation score | " + " | ".join(heads) + " |",
-                 "|---|---|---|" + "---|" * len(heads)]
+    all_lines = ["| method | setting | final train loss | validation score | " + " | ".join(heads) + " |",
+                 "|---|---|---|---|" + "---|" * len(heads)]
     for r in records:
         if r["seed"] == seeds[0]:
-            all_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | {selection_score(r['rows']):.3f} | "
+            all_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | {r['final_epoch_train_loss']:.3f} | "
+                             f"{selection_score(r['rows']):.3f} | "
                              + " | ".join(f"{_acc(r, *c):.3f}" for c in cols) + " |")
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     d, t = cfg["data"], cfg["training"]

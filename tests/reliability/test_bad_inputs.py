@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+import sparsefw
+from sparsefw import compress
 from reliability_helpers import TINY_RUN
 from sparsefw.cli import main
 from sparsefw.experiments.checkpoint import CheckpointError, content_digest, load_checkpoint
@@ -171,3 +173,45 @@ def test_compress_level_outside_0_1_is_an_argument_error(tmp_path, capsys, level
         main(["compress", "--run", str(tmp_path), "--kind", "lowrank", "--level", level])
     assert exit_.value.code == 2
     assert "argument --level" in capsys.readouterr().err
+
+
+def test_sparse_gradients_are_refused_before_anything_moves():
+    embedding = torch.nn.Embedding(5, 3, sparse=True)
+    opt = sparsefw.SFW(embedding.parameters())
+    before = embedding.weight.detach().clone()
+    embedding(torch.tensor([1, 3])).sum().backward()
+    with pytest.raises(RuntimeError, match="SFW does not support sparse gradients"):
+        opt.step()
+    assert torch.equal(embedding.weight, before)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--out", "{tmp}/out"], "--config is required"),
+    (["train", "--resume", "--out", "{tmp}/out"], "--resume: no checkpoint.pt in"),
+    (["train", "--config", "{cfg}", "--method", "sgd", "--out", "{tmp}/out"], "the config lists no methods"),
+    (["train", "--config", "{cfg}", "--set", "training.device=tpu0", "--out", "{tmp}/out"],
+     "config key 'training.device': not a device name"),
+    (["sweep", "--run", "{tmp}/out", "--set", "optimizer.lr=0.1"], "sweep takes only sweep.KEY=VALUE overrides"),
+    (["report", "{tmp}/out", "--out", "{tmp}/report"], "no sweep.json in"),
+    (["compress", "--run", "{tmp}/out", "--kind", "blocks", "--level", "0.5"], "argument --kind: invalid choice"),
+])
+def test_other_cli_mistakes_exit_2_and_write_nothing(tmp_path, capsys, args, words):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(TINY_RUN))
+    try:
+        code = main([a.format(tmp=tmp_path, cfg=cfg) for a in args])
+    except SystemExit as exit_:                      # argparse's own errors
+        code = exit_.code
+    assert code == 2
+    assert words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_rebuild_and_flops_budget_mistakes_name_the_argument():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 4))
+    for recipe, shown in [(None, "None"), ("prune", "'prune'"), ({"kind": "zip"}, "'zip'"), ({}, "None")]:
+        with pytest.raises(ValueError, match=re.escape(f"recipe must be a dict with kind in ['factorize', 'prune', "
+                                                       f"'remove_filters'], got {shown}")):
+            compress.rebuild(model, recipe)
+    with pytest.raises(ValueError, match="example_inputs is required for budget_kind='flops'"):
+        compress.factorize(model, budget=0.5, budget_kind="flops")

@@ -74,6 +74,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     with open(path, "rb") as f:        # an unreadable file raises its OSError here, not below
         try:
             state = torch.load(f, map_location=map_location, weights_only=True)
+        except MemoryError:
+            raise
         except Exception as e:          # torch.load raises many types for damaged files
             raise CheckpointError(f"checkpoint '{path}' cannot be loaded: it is truncated or corrupt, or holds "
                                   f"more than tensors and plain data ({_reason(e)})") from e
