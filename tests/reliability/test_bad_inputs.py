@@ -215,3 +215,13 @@ def test_rebuild_and_flops_budget_mistakes_name_the_argument():
             compress.rebuild(model, recipe)
     with pytest.raises(ValueError, match="example_inputs is required for budget_kind='flops'"):
         compress.factorize(model, budget=0.5, budget_kind="flops")
+
+
+@pytest.mark.parametrize("compress", [
+    lambda m: sparsefw.compress.prune(m, sparsity=0.5),
+    lambda m: sparsefw.compress.factorize(m, rank=0.5),
+    lambda m: sparsefw.compress.remove_filters(m, amount=0.5, example_inputs=torch.zeros(1, 1, 8, 8)),
+])
+def test_compressing_something_that_is_not_a_module_names_the_model(compress):
+    with pytest.raises(ValueError, match="model must be an nn.Module, got str"):
+        compress("model")

@@ -5,6 +5,12 @@ import torch
 from torch import nn
 
 
+def check_module(model) -> None:
+    """ValueError unless `model` is an nn.Module."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+
+
 def as_input_tuple(example_inputs, name: str) -> tuple:
     """A tensor or a tuple/list of tensors → tuple of tensors."""
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._util import as_input_tuple, set_submodule
+from ._util import as_input_tuple, check_module, set_submodule
 
 _BUDGET_KINDS = ("params", "flops")
 
@@ -75,6 +75,7 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         A copy of `model` with the layers replaced by `nn.Sequential(first, second)`; with
         `return_recipe` the pair (model, recipe).
     """
+    check_module(model)
     given = [k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of rank, energy, budget; got {given or 'none'}")

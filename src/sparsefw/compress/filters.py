@@ -40,7 +40,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import prune as torch_prune
 
 from ._modules import Assemble, BorderCorrection
-from ._util import as_input_tuple, set_submodule
+from ._util import as_input_tuple, check_module, set_submodule
 
 _CRITERIA = {"l1": 1, "l2": 2}
 
@@ -113,8 +113,7 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
         raise ValueError(f"amount must be a float in [0, 1), got {amount!r}")
     if criterion not in _CRITERIA:
         raise ValueError(f"criterion must be 'l1' or 'l2', got {criterion!r}")
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_module(model)
     inputs = as_input_tuple(example_inputs, "example_inputs")
     surgery = _FilterSurgery(model, inputs)
     keep = {name: filter_keep_mask(conv.weight, float(amount), criterion)

@@ -6,6 +6,8 @@ import copy
 import torch
 from torch import nn
 
+from ._util import check_module
+
 _SCOPES = ("global", "layer")
 
 
@@ -43,6 +45,7 @@ def prune(model: nn.Module, sparsity: float, scope: str = "global", include_bias
     Returns a new model (the input is untouched); with `return_recipe`, also a JSON-able recipe
     with the zero count per tensor.
     """
+    check_module(model)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity <= 1:
         raise ValueError(f"sparsity must be a float in [0, 1], got {sparsity!r}")
     if scope not in _SCOPES:
