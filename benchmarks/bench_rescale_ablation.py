@@ -285,9 +285,9 @@ def main() -> None:
         args.epochs = 1
     data = load_data(n_train, n_test)
     RESULTS.mkdir(exist_ok=True)
-    log_path = RESULTS / ("rescale_ablation_quick.jsonl" if args.quick else "rescale_ablation.jsonl")
+    log_path = None if args.quick else RESULTS / "rescale_ablation.jsonl"   # smoke runs keep no cache
     done = {}
-    if log_path.exists():  # resume: keep finished runs
+    if log_path is not None and log_path.exists():  # resume: keep finished runs
         for line in log_path.read_text().splitlines():
             r = json.loads(line)
             done[(r["region"], r["rescale"], r["lr"], r["dampening"])] = r
@@ -305,8 +305,9 @@ def main() -> None:
             t0 = time.perf_counter()
             done[key] = train_one(data, region, rescale, lr, args.epochs, damp)
             done[key]["seconds"] = time.perf_counter() - t0
-            with log_path.open("a") as f:
-                f.write(json.dumps(done[key]) + "\n")
+            if log_path is not None:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(done[key]) + "\n")
             r = done[key]
             print(f"[{i + 1}/{len(jobs)}] {region} {mode_name(rescale)} lr={lr:g} damp={damp:g}: "
                   f"dense {r['dense']:.3f} unstr {r['unstructured 90%']:.3f} filt {r['filters 50% removed']:.3f} "
