@@ -10,7 +10,7 @@ For every parameter θ with direction g (its gradient) and region C (or None):
 
 and for θ without a region the SGD-with-momentum step θ ← θ − α·m (the step length α‖m‖₂ that a
 gradient-rescaled Frank-Wolfe step has). The LMOs run batched over regions of the same kind
-(`batched_lmo.lmos`), everything else as `torch._foreach_*` ops over all tensors at once; η stays
+(`sparsefw.constraints.lmos`), everything else as `torch._foreach_*` ops over all tensors at once; η stays
 on the device, so a step never synchronises with it.
 """
 from __future__ import annotations
