@@ -44,13 +44,12 @@ from sparsefw.optim.baselines import nuclear_norm_penalty  # noqa: E402
 
 GRAD_SCALE = 1e-3            # random gradients: entries N(0, GRAD_SCALE²)
 CIFAR_STEPS_PER_EPOCH = 391  # ⌈50000 / 128⌉
-SPECTRAL, PENALTY, PENALTY_TALL = "SFW spectral k=30%", "SGD + nuclear penalty", "SGD + nuclear penalty, tall SVD"
+SPECTRAL, PENALTY = "SFW spectral k=30%", "SGD + nuclear penalty"
 WHOLE_STEP_METHODS = ["SGD", "SFW spectral k=10%", "SFW spectral k=30%", "SFW nuclear ball", "SFW k-support k=10%",
                       "SFW group-k-support k=30%", "SFW K-sparse k=10%", "SFW L2 ball", "SGD + nuclear penalty",
-                      "SGD + nuclear penalty, tall SVD", "SGD + group-lasso penalty", "prox-SGD (SVT)"]
+                      "SGD + group-lasso penalty", "prox-SGD (SVT)"]
 WRN_STACK_METHODS = ["SGD", "SFW spectral k=10%", "SFW spectral k=30%", "SFW nuclear ball", "SFW k-support k=10%",
-                     "SFW group-k-support k=30%", "SGD + nuclear penalty", "SGD + nuclear penalty, tall SVD",
-                     "prox-SGD (SVT)"]
+                     "SFW group-k-support k=30%", "SGD + nuclear penalty", "prox-SGD (SVT)"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,13 +156,13 @@ def _ratio(num: float, den: float) -> str:
 def overhead_table(rows: dict[str, dict[str, dict[str, float]]], names: list[str]) -> list[str]:
     """Rows: one per shape/model; columns: SGD step, then per method overhead (own work)."""
     head = ["| | SGD step ms | " + " | ".join(f"{n}: overhead (own) ms" for n in names[1:]) +
-            f" | penalty ÷ spectral 30% | tall penalty ÷ spectral 30% |",
-            "|" + "---|" * (len(names) + 3)]
+            " | penalty ÷ spectral 30% |",
+            "|" + "---|" * (len(names) + 2)]
     body = []
     for label, res in rows.items():
         cells = [f"{_ms(res[n]['overhead'])} ({_ms(res[n]['own'])})" for n in names[1:]]
         goal = [_ratio(res[p]["overhead"], res[SPECTRAL]["overhead"]) if p in res and SPECTRAL in res else "–"
-                for p in (PENALTY, PENALTY_TALL)]
+                for p in (PENALTY,)]
         body.append(f"| {label} | {_ms(res['SGD']['step'])} | " + " | ".join(cells) + " | " + " | ".join(goal) + " |")
     return head + body
 
@@ -284,15 +283,13 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
     for s in p["goal_shapes"]:
         r = layers[s]
         ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
-        tall = r[PENALTY_TALL]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
         err = "; ".join(f"{spec}: {e[0]:.0e} / {e[1]:.0e} / {e[2]:.0e}"
                         for spec in ("gaussian", "1/√i") for e in [errors[(s, spec)]])
         verdict = "met" if ratio >= 5 else "missed"
-        goal_rows.append(f"| {'×'.join(map(str, matrix_shape(s)))} | {ratio:.1f}× | {tall:.1f}× | {verdict} | {err} |")
+        goal_rows.append(f"| {'×'.join(map(str, matrix_shape(s)))} | {ratio:.1f}× | {verdict} | {err} |")
     for label, r in models.items():
         ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
-        tall = r[PENALTY_TALL]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
-        goal_rows.append(f"| {label}, all parameters | {ratio:.1f}× | {tall:.1f}× | {'met' if ratio >= 5 else 'missed'} | |")
+        goal_rows.append(f"| {label}, all parameters | {ratio:.1f}× | {'met' if ratio >= 5 else 'missed'} | |")
     setup_rows = [f"| {label} | " + " | ".join(f"{r[n]['setup']:.2f}" for n in names) + " |" for label, r in models.items()]
     cost = [
         *_header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
@@ -300,8 +297,8 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
         "step on the same parameters, random gradients N(0, 1e-3²), no forward/backward of a network; in "
         "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). "
         "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10; penalty/prox λ = 1e-4. "
-        "'tall SVD' = the same nuclear penalty with each SVD taken of W̃ᵀ (benchmark-only, not in src): "
-        "MKL's SVD is several times faster in that orientation, so it is the fairer baseline. "
+        "The penalty takes each SVD of the tall orientation W̃ᵀ when W̃ is wide (MKL's SVD is several times "
+        "faster that way; same singular values). "
         f"{p['repeats']} interleaved repeats per layer, {p['model_repeats']} per model.",
         "",
         "### Goal: spectral-k-support (k = 30 %) overhead ≥ 5× smaller than the nuclear-norm penalty's",
@@ -311,8 +308,8 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
         "shape, as direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside "
         "the ball) / vertex distance ‖v − v*‖_F.",
         "",
-        "| shape / model | penalty ÷ spectral 30 % | tall-SVD penalty ÷ spectral 30 % | goal ≥ 5× | top-k SVD error |",
-        "|---|---|---|---|---|",
+        "| shape / model | penalty ÷ spectral 30 % | goal ≥ 5× | top-k SVD error |",
+        "|---|---|---|---|",
         *goal_rows,
         "",
         "### Whole models (all parameters; BN, biases and fc get L2 balls in the low-rank and filter modes)",

@@ -4,10 +4,7 @@
     SFW <region>                 sparsefw.SFW(constrain(model, mode, k, width 10), lr 0.1, momentum 0.9,
                                  rescale "gradient")
     SGD + nuclear penalty        loss + λ·Σ_conv ‖W̃‖_* (`nuclear_norm_penalty`: full SVDs, forward and
-                                 backward), λ = 1e-4
-    SGD + nuclear penalty, tall  the same value, the SVD taken of W̃ᵀ (c_in·kh·kw × c_out) — an
-                                 orientation MKL's SVD handles several times faster (benchmark-only,
-                                 not in src; a fairer baseline)
+                                 backward, each SVD of the tall orientation), λ = 1e-4
     SGD + group-lasso penalty    loss + λ·Σ_conv Σ_f ‖W̃_f‖₂
     prox-SGD (SVT)               SGD step, then singular-value soft-thresholding of every conv matrix
 """
@@ -26,12 +23,6 @@ from sparsefw.optim.baselines import ProxStep, conv_weights, group_lasso_penalty
 from sparsefw.constraints.batched import lmos
 
 LR, MOMENTUM, WIDTH, LAM = 0.1, 0.9, 10.0, 1e-4
-
-
-def nuclear_penalty_tall(model: nn.Module, lam: float) -> torch.Tensor:
-    """λ·Σ_conv ‖W̃‖_*, each SVD taken of the tall orientation (max(m, p) × min(m, p))."""
-    mats = [w.flatten(1) for w in conv_weights(model)]
-    return lam * sum(torch.linalg.svdvals(m if m.shape[0] >= m.shape[1] else m.mT).sum() for m in mats)
 
 
 @dataclass(frozen=True)
@@ -53,14 +44,13 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("SFW K-sparse k=10%", "sfw", "k_sparse", 0.1),
     Method("SFW L2 ball", "sfw", "l2"),
     Method("SGD + nuclear penalty", "penalty", penalty=nuclear_norm_penalty),
-    Method("SGD + nuclear penalty, tall SVD", "penalty", penalty=nuclear_penalty_tall),
     Method("SGD + group-lasso penalty", "penalty", penalty=group_lasso_penalty),
     Method("prox-SGD (SVT)", "prox"),
 ]}
 
 #: the methods of issue 9 (layer and model tables)
 LAYER_METHODS = ["SGD", "SFW spectral k=10%", "SFW spectral k=30%", "SFW nuclear ball", "SFW k-support k=10%",
-                 "SFW group-k-support k=30%", "SGD + nuclear penalty", "SGD + nuclear penalty, tall SVD",
+                 "SFW group-k-support k=30%", "SGD + nuclear penalty",
                  "prox-SGD (SVT)"]
 
 
