@@ -46,8 +46,7 @@ from sparsefw.models import SmallCNN
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-CONFIG = HERE / "configs" / "quality.yaml"
-JSONL = RESULTS / "quality_runs.jsonl"
+CONFIG = HERE / "configs" / "quality.yaml"     # configs/NAME.yaml → results/NAME_runs.jsonl, section NAME
 KINDS = ("unstructured", "filters", "lowrank")
 SPLIT_SEED = 0
 BASELINES = ("sgd_wd", "sgd_group_lasso", "sgd_nuclear", "prox_sgd_svt", "sfw_l2", "sfw_k_sparse")
@@ -187,8 +186,10 @@ def _describe(opt: dict) -> str:
     return ", ".join(f"{k}={opt[k]}" for k in keys if k in opt)
 
 
-def report(cfg: dict, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
+def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
+    """The markdown section of the runs recorded in `jsonl` (config `name`)."""
     records = read_jsonl(jsonl)
+    n_settings = {len(m["grid"]) for m in cfg["methods"].values()}.pop()   # the same budget for every method
     seeds, levels = cfg["training"]["seeds"], cfg["levels"]
     cols = [("dense", 0.0)] + [(k, lv) for k in KINDS for lv in levels[k]]
     heads = (["dense"] + [f"{100 * lv:g}% unstr." for lv in levels["unstructured"]]
@@ -217,7 +218,7 @@ def report(cfg: dict, jsonl: Path, command: str, elapsed: str, png_path: Path) -
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     d, t = cfg["data"], cfg["training"]
     text = [
-        "## Quality: SparseFW against the baselines (Fashion-MNIST, small CNN, one-shot compression)", "",
+        f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
         f"Command: `{command}` ({elapsed}). {machine_line()}", "",
         f"Fashion-MNIST: {d['n_train']} training images (stratified subset of the training split), "
         f"{d['n_val']} validation images (disjoint, same split), {d['n_test']} test images (test split). "
@@ -226,17 +227,19 @@ def report(cfg: dict, jsonl: Path, command: str, elapsed: str, png_path: Path) -
         "SFW: lr 0.1, momentum 0.9, gradient rescaling, radii = width · expected initial norm. "
         "Compression one-shot, no retraining, no BN recalibration: global magnitude pruning of conv/linear "
         "weights; L1 filter removal in every conv; truncated SVD of every conv/linear.", "",
-        f"Grid (benchmarks/configs/quality.yaml): two settings per method, seed {seeds[0]}; the setting with the "
-        "higher validation score (mean validation accuracy of the dense model and at 90% unstructured, 50% "
-        f"filters removed, 25% rank kept) is rerun with seed(s) {seeds[1:]}. Cells: test accuracy, mean ± half "
-        "the range over seeds.", "",
+        f"Grid (benchmarks/configs/{name}.yaml): {n_settings} setting(s) per method, seed {seeds[0]}; the setting "
+        "with the highest validation score (mean validation accuracy of the dense model and at 90% unstructured, 50% "
+        "filters removed, 25% rank kept) "
+        + (f"is rerun with seed(s) {seeds[1:]}. " if seeds[1:] else "is reported (one seed only). ")
+        + "Cells: test accuracy, mean ± half the range over seeds.", "",
         "### Selected setting per method", "", *lines, "",
         "### Every setting (first seed)", "", *all_lines, "",
     ]
     if png:
         text += [f"![accuracy against compression level](benchmarks/results/{png.name})", ""]
     text += goals(summary)
-    text += ["", "Not run here: ResNet-20 on fashion_mnist32 (out of this session's CPU budget)."]
+    if cfg.get("notes"):
+        text += ["", "### Reading", "", *cfg["notes"]]
     return "\n".join(text)
 
 
@@ -272,7 +275,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = yaml.safe_load(args.config.read_text())
+    name = args.config.stem
     command = "python benchmarks/bench_quality.py" + (" --quick" if args.quick else "")
+    if args.config.resolve() != CONFIG:
+        command += f" --config benchmarks/configs/{args.config.name}"
     RESULTS.mkdir(exist_ok=True)
     if args.quick:
         cfg["data"].update(n_train=256, n_val=128, n_test=128)
@@ -281,16 +287,18 @@ def main() -> None:
             jsonl = Path(tmp) / "quick.jsonl"
             t0 = time.perf_counter()
             run_all(cfg, jsonl)
-            print(report(cfg, jsonl, command, f"{time.perf_counter() - t0:.0f} s", Path(tmp) / "quality.png"))
+            print(report(cfg, name, jsonl, command, f"{time.perf_counter() - t0:.0f} s",
+                         Path(tmp) / "quality.png"))
         return
+    jsonl = RESULTS / f"{name}_runs.jsonl"
     t0 = time.perf_counter()
     if not args.report:
-        run_all(cfg, JSONL)
-    total = sum(r["train_seconds"] for r in read_jsonl(JSONL))
-    elapsed = f"{total / 60:.0f} min of training in all" if args.report else f"{(time.perf_counter() - t0) / 60:.0f} min"
-    write_section("quality", report(cfg, JSONL, "python benchmarks/bench_quality.py", elapsed,
-                                     RESULTS / "quality_accuracy.png"))
-    print("wrote the 'quality' section of BENCHMARKS.md", file=sys.stderr)
+        run_all(cfg, jsonl)
+    total = sum(r["train_seconds"] for r in read_jsonl(jsonl))
+    elapsed = (f"{total / 60:.0f} min of training in all" if args.report
+               else f"{(time.perf_counter() - t0) / 60:.0f} min")
+    write_section(name, report(cfg, name, jsonl, command, elapsed, RESULTS / f"{name}_accuracy.png"))
+    print(f"wrote the '{name}' section of BENCHMARKS.md", file=sys.stderr)
 
 
 if __name__ == "__main__":
