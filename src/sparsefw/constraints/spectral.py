@@ -15,7 +15,7 @@ import torch
 
 from ._ops import k_support_norm, safe_scale, top_k_l2, working
 from ._with_k import ConstraintWithK
-from .topk_svd import best_rank_k
+from .topk_svd import best_rank_k, tall
 
 
 class SpectralKSupportBall(ConstraintWithK):
@@ -36,10 +36,10 @@ class SpectralKSupportBall(ConstraintWithK):
         return safe_scale(approx, -radii, size).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        return k_support_norm(torch.linalg.svdvals(self._matrix(x, "x")), self.k)
+        return k_support_norm(torch.linalg.svdvals(tall(self._matrix(x, "x"))), self.k)
 
     def dual_norm(self, d: torch.Tensor) -> torch.Tensor:
-        return top_k_l2(torch.linalg.svdvals(self._matrix(d, "d")), self.k)
+        return top_k_l2(torch.linalg.svdvals(tall(self._matrix(d, "d"))), self.k)
 
     @property
     def diameter(self) -> float:

@@ -28,6 +28,13 @@ from __future__ import annotations
 
 import torch
 
+
+def tall(mats: torch.Tensor) -> torch.Tensor:
+    """(…, m, p) matrices as tall ones (rows ≥ columns): transposed where m < p. Same singular
+    values; LAPACK's SVD of a wide c_out × c_in·kh·kw matrix is several times slower than of its
+    transpose (benchmarks/bench_cost.py)."""
+    return mats.mT if mats.shape[-2] < mats.shape[-1] else mats
+
 from ._ops import l2, working
 
 #: short side up to which a full torch.linalg.svd is used (it is as fast as Gram-eigh there)

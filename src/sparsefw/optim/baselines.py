@@ -24,6 +24,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from ..constraints.topk_svd import tall
+
 ParamSource = nn.Module | Iterable[torch.Tensor]
 
 
@@ -45,12 +47,6 @@ def conv_weights(source: ParamSource) -> list[torch.Tensor]:
             raise ValueError(f"params[{i}] must be a tensor with at least 2 dims (c_out, ...), got "
                              f"{type(t).__name__}{tuple(t.shape) if isinstance(t, torch.Tensor) else ''}")
     return tensors
-
-
-def _tall(mats: torch.Tensor) -> torch.Tensor:
-    """The (…, m, n) matrices transposed to tall form (m ≥ n): LAPACK's SVD of a wide c_out × c_in·kh·kw
-    matrix is several times slower than of its transpose, and the singular values are the same."""
-    return mats.mT if mats.shape[-2] < mats.shape[-1] else mats
 
 
 def _by_matrix_shape(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -76,7 +72,7 @@ def nuclear_norm_penalty(source: ParamSource, lam: float) -> torch.Tensor:
     weights = conv_weights(source)
     if not weights:
         return torch.zeros(())
-    total = sum(torch.linalg.svdvals(_tall(torch.stack([w.flatten(1) for w in group]))).sum()
+    total = sum(torch.linalg.svdvals(tall(torch.stack([w.flatten(1) for w in group]))).sum()
                 for group in _by_matrix_shape(weights))
     return lam * total
 
@@ -87,7 +83,7 @@ def prox_nuclear_(params: ParamSource, lr: float, lam: float) -> None:
     t = _check_nonnegative("lr", lr) * _check_nonnegative("lam", lam)
     for group in _by_matrix_shape(conv_weights(params)):
         mats = torch.stack([w.flatten(1) for w in group])
-        u, s, vh = torch.linalg.svd(_tall(mats), full_matrices=False)
+        u, s, vh = torch.linalg.svd(tall(mats), full_matrices=False)
         shrunk = (u * (s - t).clamp_min(0).unsqueeze(-2)) @ vh
         if shrunk.shape != mats.shape:
             shrunk = shrunk.mT
