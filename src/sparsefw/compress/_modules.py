@@ -16,6 +16,8 @@ class Assemble(nn.Module):
     out[:, j] = x[:, index[j]]      where the target channel j is physically present,
     out[:, j] = fill[j]             where it was removed (a channel-wise constant).
     Built with `has_fill=False` it is a plain `index_select` (target ⊂ present channels).
+    With fills, the output is written once: the present channels scattered to their targets
+    (`index_copy`), the removed ones set to their constants — no full-width gather and select.
     """
 
     def __init__(self, index: torch.Tensor, is_fill: torch.Tensor | None = None,
@@ -24,13 +26,23 @@ class Assemble(nn.Module):
         self.register_buffer("index", index)
         self.register_buffer("is_fill", is_fill)
         self.register_buffer("fill", fill)
+        if is_fill is not None:
+            targets, sources = torch.arange(index.numel(), device=index.device), index[~is_fill]
+            self.register_buffer("_present_targets", targets[~is_fill], persistent=False)
+            self.register_buffer("_present_sources", sources, persistent=False)
+            self.register_buffer("_fill_targets", targets[is_fill], persistent=False)
+            self._sources_in_order = bool((sources == torch.arange(sources.numel(), device=index.device)).all())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.index_select(1, self.index)
         if self.fill is None:
-            return y
+            return x.index_select(1, self.index)
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return torch.where(self.is_fill.view(shape), self.fill.view(shape).to(y.dtype), y)
+        in_order = self._sources_in_order and self._present_sources.numel() == x.shape[1]
+        present = x if in_order else x.index_select(1, self._present_sources)
+        out = x.new_empty((x.shape[0], self.index.numel()) + tuple(x.shape[2:]))
+        out.index_copy_(1, self._present_targets, present)
+        return out.index_copy_(1, self._fill_targets, self.fill[self._fill_targets].view(shape).to(x.dtype)
+                               .expand((x.shape[0], -1) + tuple(x.shape[2:])))
 
 
 class BorderCorrection(nn.Module):
