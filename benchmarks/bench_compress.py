@@ -50,8 +50,6 @@ def main() -> None:
         ratios = []
         for batch, repeats in REPEATS.items():
             x = torch.randn(batch, 3, 32, 32)
-            with torch.no_grad():
-                err = (compressed(x) - model(x)).abs().max().item() if "filters" in label else 0
             dense_ms, comp_ms = measure_latency([model, compressed], x, warmup=5, repeats=repeats)
             ratios.append(f"{dense_ms:.2f} → {comp_ms:.2f} ms ({dense_ms / comp_ms:.2f}×)")
         params = count_parameters(compressed)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sparsefw
-from sparsefw.optim.baselines import ProxStep, conv_weights, group_lasso_penalty, nuclear_norm_penalty, prox_nuclear_
+from sparsefw.optim.baselines import ProxStep, group_lasso_penalty, nuclear_norm_penalty, prox_nuclear_
 from sparsefw.constraints.batched import lmos
 
 LR, MOMENTUM, WIDTH, LAM = 0.1, 0.9, 10.0, 1e-4

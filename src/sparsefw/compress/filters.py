@@ -261,12 +261,6 @@ class _FilterSurgery:
         return None
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _phys(self, arg):
-        """Physical node and layout of an argument (layout None = all channels present)."""
-        if isinstance(arg, fx.Node):
-            return self.env[arg]
-        return arg, None
-
     def _full_args(self, args):
         """Map args to physical nodes, putting removed channels back where a layout is reduced."""
         def full(n: fx.Node):
