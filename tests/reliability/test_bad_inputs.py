@@ -225,3 +225,14 @@ def test_rebuild_and_flops_budget_mistakes_name_the_argument():
 def test_compressing_something_that_is_not_a_module_names_the_model(compress):
     with pytest.raises(ValueError, match="model must be an nn.Module, got str"):
         compress("model")
+
+
+def test_rebuild_with_a_recipe_missing_fields_names_them():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    _, recipe = sparsefw.compress.remove_filters(model, amount=0.5, example_inputs=torch.randn(1, 1, 8, 8),
+                                                 return_recipe=True)
+    del recipe["input_shapes"]
+    with pytest.raises(ValueError, match=r"'remove_filters' recipe lacks the field\(s\) \['input_shapes'\]"):
+        sparsefw.compress.rebuild(model, recipe)
+    with pytest.raises(ValueError, match=r"'factorize' recipe lacks the field\(s\) \['ranks'\]"):
+        sparsefw.compress.rebuild(model, {"kind": "factorize"})

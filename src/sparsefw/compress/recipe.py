@@ -22,6 +22,8 @@ from .filters import rebuild_removed_filters
 _KINDS = {"prune": lambda model, recipe: copy.deepcopy(model),
           "remove_filters": rebuild_removed_filters,
           "factorize": rebuild_factorized}
+_FIELDS = {"prune": (), "remove_filters": ("filters", "border", "input_shapes", "input_dtypes"),
+           "factorize": ("ranks",)}
 
 
 def rebuild(model: nn.Module, recipe: dict) -> nn.Module:
@@ -29,4 +31,8 @@ def rebuild(model: nn.Module, recipe: dict) -> nn.Module:
     if not isinstance(recipe, dict) or recipe.get("kind") not in _KINDS:
         kind = recipe.get("kind") if isinstance(recipe, dict) else recipe
         raise ValueError(f"recipe must be a dict with kind in {sorted(_KINDS)}, got {kind!r}")
+    missing = [f for f in _FIELDS[recipe["kind"]] if f not in recipe]
+    if missing:
+        raise ValueError(f"{recipe['kind']!r} recipe lacks the field(s) {missing}: not a recipe written by "
+                         f"sparsefw.compress.{recipe['kind']}(..., return_recipe=True)")
     return _KINDS[recipe["kind"]](model, recipe)
