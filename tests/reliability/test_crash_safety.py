@@ -82,3 +82,4 @@ def test_sigkill_while_writing_checkpoint_never_exposes_a_partial_file(config_fi
         load_checkpoint(partial[0])
     assert main(["train", "--resume", "--out", str(out)]) == 0
     _assert_same_run(uninterrupted, out)
+    assert not list(out.glob(".*.tmp"))                                        # --resume cleared them

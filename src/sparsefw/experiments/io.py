@@ -28,6 +28,14 @@ def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: s
     return path
 
 
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files an interrupted atomic write left in `directory`; returns them."""
+    stale = sorted(Path(directory).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return _write_atomic(path, lambda f: f.write(text), "w")
 

@@ -33,7 +33,7 @@ from . import distributed
 from .checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, to_dict
 from .evaluation import evaluate, primary_metric
-from .io import write_csv, write_json, write_text
+from .io import remove_stale_temporaries, write_csv, write_json, write_text
 from .models import build_experiment_model
 from .optimizers import build_optimizer
 from .reproducibility import rng_state, seed_everything, set_rng_state
@@ -196,6 +196,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     distributed.init(s.dist, s.device)
     try:
         history, start = _restore(s, out_dir, cfg) if resume else ([], 0)
+        if resume and s.dist.is_main:
+            remove_stale_temporaries(out_dir)  # half-written files of the interrupted run
         if not resume and s.dist.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text(out_dir / CONFIG_YAML, yaml.safe_dump(to_dict(cfg), sort_keys=False))
