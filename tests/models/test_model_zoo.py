@@ -118,3 +118,15 @@ def test_validation():
 def test_torchvision_models_need_the_extra():
     with pytest.raises(ImportError, match=r"pip install sparsefw\[vision\]"):
         build_model("tv:resnet50", 1000, 3)
+
+
+def test_cnn_widths_set_the_conv_channels_and_bad_widths_are_refused():
+    model = build_model("cnn", 10, 1, widths=[4, 5, 6, 7], seed=0)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 5, 6, 7] and model.classifier.in_features == 7
+    same = build_model("cnn", 10, 1, widths=[4, 5, 6, 7], seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
+    with pytest.raises(ValueError, match="only model 'cnn' takes widths, got name='mlp'"):
+        build_model("mlp", 10, 1, image_size=28, widths=[4, 4, 8, 8])
+    with pytest.raises(ValueError, match=r"widths must be four positive ints, got widths=\[4, 0, 8, 8\]"):
+        build_model("cnn", 10, 1, widths=[4, 0, 8, 8])

@@ -1,24 +1,20 @@
 """Model from the config: `sparsefw.models.build_model`, seeded, plus the widths of the small CNN."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..data.base import DatasetInfo
-from ..models import SmallCNN, build_model
+from ..models import build_model
 from .config import ConfigError, ModelConfig
 
 
 def build_experiment_model(cfg: ModelConfig, info: DatasetInfo, seed: int) -> nn.Module:
     """A freshly initialised model for dataset `info`; initialisation drawn from its own generator
     seeded with `seed` (the global RNG is left as it is)."""
-    if cfg.widths is not None:
-        if cfg.name != "cnn":
-            raise ConfigError(f"config key 'model.widths': only the 'cnn' model takes widths, got model.name={cfg.name!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return SmallCNN(info.in_channels, info.num_classes, tuple(cfg.widths))
+    if cfg.widths is not None and cfg.name != "cnn":
+        raise ConfigError(f"config key 'model.widths': only the 'cnn' model takes widths, got model.name={cfg.name!r}")
     try:
-        return build_model(cfg.name, info.num_classes, info.in_channels, info.image_size, seed=seed)
+        return build_model(cfg.name, info.num_classes, info.in_channels, info.image_size, seed=seed,
+                           widths=cfg.widths)
     except (ValueError, ImportError) as e:
         raise ConfigError(f"config key 'model.name': {e}") from None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -49,12 +49,13 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Modu
 
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int | None = None,
-                seed: int | None = None) -> nn.Module:
+                seed: int | None = None, widths: Sequence[int] | None = None) -> nn.Module:
     """A freshly initialised model (PyTorch default init; BN γ=1, β=0).
 
     Classifiers return logits (N, num_classes); "fcn" returns (N, num_classes, H, W). "mlp" needs
     `image_size` (square inputs); others accept any large enough size (global average pooling).
     With `seed`, initialisation uses its own seeded generator and leaves the global RNG untouched.
+    `widths` (four positive ints) sets the channel widths of "cnn"; other models take none.
     """
     num_classes = _positive_int("num_classes", num_classes)
     in_channels = _positive_int("in_channels", in_channels)
@@ -74,6 +75,12 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int |
             raise ValueError(f"model {name!r} needs image_size >= {min_size} and a multiple of {multiple}, "
                              f"got image_size={image_size!r}")
         build = lambda: builder(num_classes, in_channels, image_size)  # noqa: E731
+    if widths is not None:
+        if name != "cnn":
+            raise ValueError(f"only model 'cnn' takes widths, got name={name!r}")
+        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"widths must be four positive ints, got widths={widths!r}")
+        build = lambda: SmallCNN(in_channels, num_classes, tuple(widths))  # noqa: E731
     if seed is None:
         return build()
     with torch.random.fork_rng(devices=[]):
