@@ -1,6 +1,7 @@
 """Size, FLOPs and latency of a model, and their ratios between an original and a compressed one."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -37,24 +38,19 @@ def measure_latency(models: list[nn.Module], example_inputs, warmup: int = 3,
     inputs = as_input_tuple(example_inputs, "example_inputs")
     cuda = inputs[0].is_cuda
     times = [[] for _ in models]
-    contexts = [_eval(m) for m in models]
-    for context in contexts:
-        context.__enter__()
-    try:
-        with torch.no_grad():
-            for round_ in range(warmup + repeats):
-                for model, record in zip(models, times):
-                    if cuda:
-                        torch.cuda.synchronize()
-                    start = time.perf_counter()
-                    model(*inputs)
-                    if cuda:
-                        torch.cuda.synchronize()
-                    if round_ >= warmup:
-                        record.append((time.perf_counter() - start) * 1e3)
-    finally:
-        for context in contexts:
-            context.__exit__(None, None, None)
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for model in models:
+            stack.enter_context(_eval(model))
+        for round_ in range(warmup + repeats):
+            for model, record in zip(models, times):
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(*inputs)
+                if cuda:
+                    torch.cuda.synchronize()
+                if round_ >= warmup:
+                    record.append((time.perf_counter() - start) * 1e3)
     return [statistics.median(t) for t in times]
 
 
