@@ -45,7 +45,10 @@ def init(info: DistInfo, device: torch.device) -> None:
 
 
 def teardown(info: DistInfo) -> None:
+    """Leave the process group; all ranks first meet at a barrier, so no rank tears the group down
+    while another still has work queued on it (observed: an intermittent hang at exit otherwise)."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
