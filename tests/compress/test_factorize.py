@@ -46,6 +46,27 @@ def test_params_and_flops_match_hand_computation():
     assert count_flops(model, x) == 2 * (64 * 8 * 27 + 16 * 16 * 72 + 10 * 256)
 
 
+@pytest.mark.parametrize("layers, factorized", [("conv", {"c1", "c2"}), ("linear", {"fc"})])
+def test_layer_selection_leaves_the_other_layers_untouched(layers, factorized):
+    model = randomize(Small())
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    out, recipe = factorize(model, rank=0.25, layers=layers, return_recipe=True)
+    assert set(recipe["ranks"]) == factorized
+    for name, module in model.named_children():
+        new = out.get_submodule(name)
+        if name in factorized:
+            assert isinstance(new, nn.Sequential)
+        else:    # same type, bitwise the same weights
+            assert type(new) is type(module) and all(torch.equal(a, b) for a, b in
+                                                       zip(new.parameters(), module.parameters()))
+    # the same as factorizing everything, then putting the untouched layers back
+    both = factorize(model, rank=0.25)
+    for name in {"c1", "c2", "fc"} - factorized:
+        setattr(both, name, getattr(model, name))
+    torch.testing.assert_close(out(x), both(x), rtol=0, atol=0)
+    assert rebuild(model, recipe).c1.__class__ is out.c1.__class__
+
+
 def test_break_even_skips_and_reports():
     model = Small()
     _, recipe = factorize(model, rank=0.9, return_recipe=True)
@@ -95,5 +116,7 @@ def test_validation():
         factorize(Small(), rank=1.5)
     with pytest.raises(ValueError, match="energy"):
         factorize(Small(), energy=0.0)
+    with pytest.raises(ValueError, match="layers"):
+        factorize(Small(), rank=0.5, layers="bn")
     with pytest.raises(ValueError, match="budget_kind"):
         factorize(Small(), budget=0.5, budget_kind="bytes")

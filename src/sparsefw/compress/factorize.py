@@ -33,6 +33,7 @@ from torch import nn
 from ._util import as_input_tuple, check_module, set_submodule
 
 _BUDGET_KINDS = ("params", "flops")
+_LAYER_TYPES = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,), "linear": (nn.Linear,)}
 
 
 @dataclass
@@ -52,14 +53,17 @@ class _Layer:
         return r * (self.m + self.n) < self.m * self.n
 
 
-def factorizable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The Conv2d and Linear modules of `model` by name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+def factorizable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.Module]:
+    """The Conv2d and Linear modules of `model` by name (`layers`: "all", "conv" or "linear")."""
+    if layers not in _LAYER_TYPES:
+        raise ValueError(f"layers must be one of {tuple(_LAYER_TYPES)}, got layers={layers!r}")
+    types = _LAYER_TYPES[layers]
+    return {name: m for name, m in model.named_modules() if isinstance(m, types)}
 
 
 def factorize(model: nn.Module, rank: float | int | None = None, energy: float | None = None,
               budget: float | None = None, budget_kind: str = "params", example_inputs=None,
-              skip_no_saving: bool = True, return_recipe: bool = False):
+              skip_no_saving: bool = True, layers: str = "all", return_recipe: bool = False):
     """Replace Conv2d and Linear layers by truncated-SVD factor pairs (see the module docstring).
 
     Args:
@@ -68,6 +72,8 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         budget_kind: "params" or "flops" (needs example_inputs).
         skip_no_saving: keep layers dense where the factor pair would not be smaller; False
             factorizes every layer (at full rank this reproduces the original function).
+        layers: which layers to factorize: "all" (Conv2d and Linear), "conv" (Conv2d only, as in
+            the paper's code) or "linear"; the others stay as they are.
         return_recipe: also return {"kind": "factorize", "ranks": {layer: r},
             "skipped": {layer: reason}} (JSON-able, usable by `rebuild`).
 
@@ -93,7 +99,7 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         raise ValueError("example_inputs is required for budget_kind='flops', got None")
 
     result = copy.deepcopy(model)
-    layers = [_describe(name, module) for name, module in factorizable_layers(result).items()]
+    layers = [_describe(name, module) for name, module in factorizable_layers(result, layers).items()]
     if budget is not None:
         ranks = _budget_ranks(model, layers, budget, budget_kind, example_inputs)
     else:

@@ -133,6 +133,7 @@ class SweepConfig:
     lowrank: list[float] = _opt([0.25, 0.5, 0.75, 0.9], _levels, "fraction of rank removed per layer")
     scope: str = _opt("global", _choice("global", "layer"), "pruning scope")
     criterion: str = _opt("l1", _choice("l1", "l2"), "filter-removal criterion")
+    lowrank_layers: str = _opt("all", _choice("all", "conv"), "layers factorized: conv and linear, or conv only")
     latency: bool = _opt(False, doc="also measure wall-clock latency (slow)")
 
 

@@ -5,6 +5,7 @@ CPU, nccl on CUDA). Everything else runs unchanged on a single process.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -45,10 +46,16 @@ def init(info: DistInfo, device: torch.device) -> None:
 
 
 def teardown(info: DistInfo) -> None:
-    """Leave the process group; all ranks first meet at a barrier, so no rank tears the group down
-    while another still has work queued on it. (A rare hang of 2-rank CPU runs after the last epoch,
-    about 1 in 20 test runs, is not explained yet and was seen with and without this barrier.)"""
+    """Leave the process group: all ranks meet at a barrier, then the group is destroyed.
+
+    Call it only after every DistributedDataParallel wrapper is gone. A DDP reducer that holds the
+    last reference to a gloo group destroys it while holding the GIL; the destructor joins gloo's
+    worker threads, which may still be freeing the tensors of the last collective and need the GIL:
+    a deadlock (seen about once in 20 two-rank runs, caught with py-spy). Destroyed from here, the
+    group's Python binding releases the GIL first. Garbage cycles are collected so that no reducer
+    survives in one."""
     if info.enabled and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

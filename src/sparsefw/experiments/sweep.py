@@ -49,7 +49,8 @@ def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
 
 
 def compress_model(model: nn.Module, kind: str, level: float, example_inputs: torch.Tensor,
-                   scope: str = "global", criterion: str = "l1", return_recipe: bool = False):
+                   scope: str = "global", criterion: str = "l1", lowrank_layers: str = "all",
+                   return_recipe: bool = False):
     """A new compressed module (with `return_recipe`, the pair (module, recipe)); `model` is untouched."""
     if kind == "unstructured":
         return compress.prune(model, sparsity=level, scope=scope, return_recipe=return_recipe)
@@ -57,7 +58,7 @@ def compress_model(model: nn.Module, kind: str, level: float, example_inputs: to
         return compress.remove_filters(model, amount=level, example_inputs=example_inputs, criterion=criterion,
                                        return_recipe=return_recipe)
     if kind == "lowrank":
-        return compress.factorize(model, rank=1.0 - level, return_recipe=return_recipe)
+        return compress.factorize(model, rank=1.0 - level, layers=lowrank_layers, return_recipe=return_recipe)
     raise ValueError(f"kind must be one of {COMPRESSION_KINDS}, got kind={kind!r}")
 
 
@@ -90,7 +91,7 @@ def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int,
              **_size_columns(model, model, example, cfg.latency)}]
     jobs = [(kind, level) for kind in COMPRESSION_KINDS for level in getattr(cfg, kind)]
     for kind, level in tqdm(jobs, desc=f"sweep {label}", leave=False, disable=not (progress and sys.stderr.isatty())):
-        small = compress_model(model, kind, level, example, cfg.scope, cfg.criterion).eval()
+        small = compress_model(model, kind, level, example, cfg.scope, cfg.criterion, cfg.lowrank_layers).eval()
         scores = evaluate(small, loader, task, num_classes, device)
         row = {"run": label, "kind": kind, "level": level}
         if kind == "lowrank":

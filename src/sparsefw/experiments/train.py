@@ -194,6 +194,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     check_run_dir(out_dir, resume)
     s = build_setup(cfg)
     distributed.init(s.dist, s.device)
+    net = s.model
     try:
         history, start = _restore(s, out_dir, cfg) if resume else ([], 0)
         if resume and s.dist.is_main:
@@ -222,6 +223,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
             if s.dist.is_main:
                 _write_metrics(out_dir, cfg, history, {"rank_param_digests": digests})
     finally:
+        net = None              # DDP's reducer must not hold the last reference to the process group
         distributed.teardown(s.dist)
     return history
 
