@@ -42,7 +42,7 @@ from sparsefw.experiments.optimizers import build_optimizer
 from sparsefw.experiments.report import plot_sweeps
 from sparsefw.experiments.schedules import LRFactor
 from sparsefw.experiments.sweep import compress_model
-from sparsefw.models import SmallCNN
+from sparsefw.models import build_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -70,9 +70,8 @@ def batches(ds, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.nn.Module, dict]:
     """Train the small CNN with the optimizer described by `opt_raw`; (model, training stats)."""
     opt_cfg = validate({"optimizer": opt_raw}).optimizer
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SmallCNN(info.in_channels, info.num_classes, tuple(cfg["model"]["widths"]))
+    m = cfg["model"]
+    model = build_model(m.get("name", "cnn"), info.num_classes, info.in_channels, seed=seed, widths=m.get("widths"))
     optimizer, penalty, after_step = build_optimizer(opt_cfg, model)
     b, epochs = cfg["data"]["batch_size"], cfg["training"]["epochs"]
     iters = -(-len(train) // b)
@@ -115,7 +114,8 @@ def sweep_one(model, cfg: dict, val_batches, test_batches, info, with_val: bool)
     rows = [row("dense", 0.0, model)]
     for kind in KINDS:
         for level in cfg["levels"][kind]:
-            rows.append(row(kind, level, compress_model(model, kind, level, example).eval()))
+            small = compress_model(model, kind, level, example, lowrank_layers=cfg.get("lowrank_layers", "all"))
+            rows.append(row(kind, level, small.eval()))
     return rows
 
 
@@ -182,7 +182,7 @@ def _cell(values: list[float]) -> str:
 
 
 def _describe(opt: dict) -> str:
-    keys = ("mode", "k", "width", "weight_decay", "penalty", "penalty_lambda")
+    keys = ("lr", "mode", "k", "width", "weight_decay", "penalty", "penalty_lambda")
     return ", ".join(f"{k}={opt[k]}" for k in keys if k in opt)
 
 
@@ -220,13 +220,15 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     text = [
         f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
         f"Command: `{command}` ({elapsed}). {machine_line()}", "",
-        f"Fashion-MNIST: {d['n_train']} training images (stratified subset of the training split), "
+        f"{d['name']}: {d['n_train']} training images (stratified subset of the training split), "
         f"{d['n_val']} validation images (disjoint, same split), {d['n_test']} test images (test split). "
-        f"SmallCNN widths {cfg['model']['widths']} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
-        f"{t['schedule']} decay of the learning rate to 0, no augmentation. SGD: lr 0.1, momentum 0.9; "
-        "SFW: lr 0.1, momentum 0.9, gradient rescaling, radii = width · expected initial norm. "
-        "Compression one-shot, no retraining, no BN recalibration: global magnitude pruning of conv/linear "
-        "weights; L1 filter removal in every conv; truncated SVD of every conv/linear.", "",
+        f"Model {_describe_model(cfg['model'])} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
+        f"{t['schedule']} decay of the learning rate to 0, no augmentation, momentum 0.9 everywhere; SFW: "
+        "gradient rescaling, running-sum momentum, radii = width · expected initial norm (lr and the rest per "
+        "setting below). Compression one-shot, no retraining, no BN recalibration: global magnitude pruning of "
+        "conv/linear weights; L1 filter removal in every conv; truncated SVD of every "
+        + ("conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
+           else "conv/linear.") + "", "",
         f"Grid (benchmarks/configs/{name}.yaml): {n_settings} setting(s) per method, seed {seeds[0]}; the setting "
         "with the highest validation score (mean validation accuracy of the dense model and at 90% unstructured, 50% "
         "filters removed, 25% rank kept) "
@@ -241,6 +243,11 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     if cfg.get("notes"):
         text += ["", "### Reading", "", *cfg["notes"]]
     return "\n".join(text)
+
+
+def _describe_model(model: dict) -> str:
+    name = model.get("name", "cnn")
+    return f"{name} widths {model['widths']}" if model.get("widths") else name
 
 
 def goals(summary: dict) -> list[str]:

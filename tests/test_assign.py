@@ -125,6 +125,20 @@ def test_assignment_classes_and_radii(mode):
     sparsefw.SFW(groups)  # accepted: one parameter per region, feasible start
 
 
+@pytest.mark.parametrize("mode", ["k_support", "k_sparse", "group_k_support"])
+def test_bias_and_norm_l2_changes_only_the_1d_parameters(mode):
+    model = _cnn()
+    paper = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0)}
+    l2 = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0, bias_and_norm="l2")}
+    norms = expected_init_norms(model)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:     # biases and BN γ/β: an L2 ball of radius width · E‖θ‖
+            assert type(l2[name]) is L2Ball and l2[name].radius == pytest.approx(4.0 * norms[name], rel=1e-12)
+        else:                # weights: exactly the mode's region
+            assert type(l2[name]) is type(paper[name]) and l2[name].radius == paper[name].radius
+            assert getattr(l2[name], "k", None) == getattr(paper[name], "k", None)
+
+
 def test_k_resolution_per_layer():
     model = _cnn()
     by_name = lambda groups: {g["name"]: g["constraint"] for g in groups}  # noqa: E731
@@ -180,7 +194,7 @@ def test_constrain_keeps_global_rng_and_skips_frozen_and_shared():
     (dict(mode="sparse"), "mode"), (dict(mode="l2", width=0.0), "width"),
     (dict(mode="l2", width=float("nan")), "width"),
     (dict(mode="l2", width=True), "width"), (dict(mode="k_support", k=0), "k"), (dict(mode="k_support", k=1.5), "k"),
-    (dict(mode="k_support", k=True), "k"), (dict(mode="k_support", k="10%"), "k"), (dict(mode="nuclear", k=-1), "k"),
+    (dict(mode="k_support", bias_and_norm="L2"), "bias_and_norm"), (dict(mode="k_support", k=True), "k"), (dict(mode="k_support", k="10%"), "k"), (dict(mode="nuclear", k=-1), "k"),
 ])
 def test_bad_arguments_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -11,7 +11,10 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
     "spectral_k_support"   SpectralKSupportBall(k)          L2Ball
     "nuclear"              NuclearBall                      L2Ball
 
-(Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) k: a float in
+(Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
+`bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
+a departure from the paper for "k_support"/"k_sparse", whose k-sparse vertices otherwise switch
+off all but ⌊k·C⌋ BN channels per step; compression never prunes these tensors. k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support"; ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
@@ -68,9 +71,11 @@ def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float |
     return L2Ball(shape, radius=scale)
 
 
-def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0) -> list[dict]:
+def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
+              bias_and_norm: str = "mode") -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
-    one per trainable parameter of `model` (shared parameters once), following the table above.
+    one per trainable parameter of `model` (shared parameters once), following the table above;
+    `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter).
     Makes the starting point feasible, changing only parameters that lie outside their region."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -78,6 +83,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
         raise ValueError(f"width must be a positive finite number, got width={width!r}")
+    if bias_and_norm not in ("mode", "l2"):
+        raise ValueError(f"bias_and_norm must be 'mode' or 'l2', got bias_and_norm={bias_and_norm!r}")
     if k is None:
         k = DEFAULT_K[mode]
     else:
@@ -90,7 +97,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
             continue
         module_name, _, attr = name.rpartition(".")
         is_conv_weight = attr == "weight" and isinstance(model.get_submodule(module_name), _CONV)
-        region = _region(mode, is_conv_weight, p.shape, k, width * norms[name])
+        region_mode = "l2" if bias_and_norm == "l2" and p.dim() <= 1 else mode
+        region = _region(region_mode, is_conv_weight, p.shape, k, width * norms[name])
         with torch.no_grad():
             current = p.detach()
             inside = region.shift_inside(current)

@@ -100,6 +100,7 @@ class OptimizerConfig:
     k: Union[int, float] = _opt(0.1, _k, "fraction (float) or count (int) for k-regions")
     width: float = _opt(10.0, _positive, "radius = width · expected initial norm")
     rescale: Optional[str] = _opt("gradient", _choice(None, *RESCALES))
+    bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
