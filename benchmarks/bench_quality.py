@@ -135,7 +135,7 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def run_all(cfg: dict, jsonl: Path) -> None:
+def run_all(cfg: dict, jsonl: Path, methods: list[str] | None = None) -> None:
     train, val, test, info = load_data(cfg)
     eb = cfg["data"]["eval_batch_size"]
     val_batches, test_batches = batches(val, eb), batches(test, eb)
@@ -156,11 +156,12 @@ def run_all(cfg: dict, jsonl: Path) -> None:
         print(f"{time.strftime('%H:%M:%S')} {method}[{setting}] seed {seed}: dense {dense:.4f} "
               f"train {stats['train_seconds']:.0f}s", flush=True)
 
-    for method, spec in cfg["methods"].items():          # phase 1: every setting, first seed
-        for setting in range(len(spec["grid"])):
+    methods = methods or list(cfg["methods"])
+    for method in methods:                               # phase 1: every setting, first seed
+        for setting in range(len(cfg["methods"][method]["grid"])):
             do(method, setting, seeds[0])
     records = read_jsonl(jsonl)
-    for method in cfg["methods"]:                        # phase 2: the selected setting, other seeds
+    for method in methods:                               # phase 2: the selected setting, other seeds
         for seed in seeds[1:]:
             do(method, best_setting(records, method, seeds[0]), seed)
 
@@ -279,6 +280,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run into a temporary JSONL")
     ap.add_argument("--report", action="store_true", help="only write the section from the JSONL")
     ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--methods", help="comma-separated subset to train (run two processes with disjoint subsets "
+                                      "to use two cores; they append to the same JSONL); the section covers all")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = yaml.safe_load(args.config.read_text())
@@ -299,8 +302,12 @@ def main() -> None:
         return
     jsonl = RESULTS / f"{name}_runs.jsonl"
     t0 = time.perf_counter()
+    methods = args.methods.split(",") if args.methods else None
+    unknown = sorted(set(methods or []) - set(cfg["methods"]))
+    if unknown:
+        ap.error(f"--methods: not in {args.config.name}: {unknown}")
     if not args.report:
-        run_all(cfg, jsonl)
+        run_all(cfg, jsonl, methods)
     total = sum(r["train_seconds"] for r in read_jsonl(jsonl))
     elapsed = (f"{total / 60:.0f} min of training in all" if args.report
                else f"{(time.perf_counter() - t0) / 60:.0f} min")
