@@ -39,6 +39,7 @@ from sparsefw.data import get_datasets
 from sparsefw.experiments.config import validate
 from sparsefw.experiments.evaluation import evaluate
 from sparsefw.experiments.optimizers import build_optimizer
+from sparsefw.experiments.io import save_figure
 from sparsefw.experiments.report import plot_sweeps
 from sparsefw.experiments.schedules import LRFactor
 from sparsefw.experiments.sweep import compress_model
@@ -217,6 +218,7 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
                              f"{selection_score(r['rows']):.3f} | "
                              + " | ".join(f"{_acc(r, *c):.3f}" for c in cols) + " |")
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
+    tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
     d, t = cfg["data"], cfg["training"]
     text = [
         f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
@@ -240,10 +242,54 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     ]
     if png:
         text += [f"![accuracy against compression level](benchmarks/results/{png.name})", ""]
+    if tradeoff:
+        text += ["Trade-off of every setting (first seed): dense accuracy against accuracy at the headline levels "
+                 "(filled: SparseFW regions, hollow squares: baselines; the dashed diagonal is 'no loss').", "",
+                 f"![dense accuracy against compressed accuracy](benchmarks/results/{tradeoff.name})", ""]
     text += goals(summary)
     if cfg.get("notes"):
         text += ["", "### Reading", "", *cfg["notes"]]
     return "\n".join(text)
+
+
+def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
+    """Every setting (first seed): dense test accuracy (x) against test accuracy at each headline
+    level (y), one panel per kind, SparseFW filled, baselines hollow; the diagonal is 'no loss'."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seed0 = cfg["training"]["seeds"][0]
+    methods = list(cfg["methods"])
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(KINDS), figsize=(5 * len(KINDS), 4.2), squeeze=False)
+    for ax, kind in zip(axes[0], KINDS):
+        level = cfg["headline"][kind]
+        for i, method in enumerate(methods):
+            runs = [r for r in records if r["method"] == method and r["seed"] == seed0]
+            if not runs:
+                continue
+            xs = [_acc(r, "dense", 0.0) for r in runs]
+            ys = [_acc(r, kind, level) for r in runs]
+            filled = method not in BASELINES
+            ax.scatter(xs, ys, s=40, color=colours(i), label=method, marker="o" if filled else "s",
+                       facecolors=colours(i) if filled else "none")
+        lo = min(0.5, ax.get_xlim()[0])
+        ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
+        ax.set_xlim(left=max(lo, ax.get_xlim()[0]))
+        title = {"unstructured": f"{100 * level:g}% unstructured sparsity",
+                 "filters": f"{100 * level:g}% filters removed",
+                 "lowrank": f"{100 * (1 - level):g}% rank kept"}[kind]
+        ax.set_title(title)
+        ax.set_xlabel("dense test accuracy")
+        ax.set_ylabel("test accuracy after one-shot compression")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    try:
+        return save_figure(path, fig)
+    finally:
+        plt.close(fig)
 
 
 def _describe_model(model: dict) -> str:
