@@ -19,6 +19,7 @@ from sparsefw import compress
 from reliability_helpers import TINY_RUN
 from sparsefw.cli import main
 from sparsefw.experiments.checkpoint import CheckpointError, content_digest, load_checkpoint
+from sparsefw.experiments.compression import compress_and_save, load_compressed
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +237,19 @@ def test_rebuild_with_a_recipe_missing_fields_names_them():
         sparsefw.compress.rebuild(model, recipe)
     with pytest.raises(ValueError, match=r"'factorize' recipe lacks the field\(s\) \['ranks'\]"):
         sparsefw.compress.rebuild(model, {"kind": "factorize"})
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda data: data[: len(data) // 2], "cannot be loaded"),                       # truncated file
+    (lambda data: _torch_bytes({"features.0.weight": torch.zeros(1)}), "does not fit its recipe"),
+    (lambda data: _torch_bytes([1, 2, 3]), "does not fit its recipe"),             # not a state_dict
+])
+def test_damaged_compressed_model_raises_naming_the_file(good_run, tmp_path, damage, words):
+    run = _damaged_copy(good_run, tmp_path, lambda data: data)      # an undamaged copy to compress
+    _, saved = compress_and_save(run, "filters", 0.5)
+    load_compressed(saved)                                           # loads before the damage
+    model_pt = saved / "model.pt"
+    model_pt.write_bytes(damage(model_pt.read_bytes()))
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_compressed(saved)
+    assert str(model_pt) in str(info.value)

@@ -71,14 +71,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at '{path}'")
-    with open(path, "rb") as f:        # an unreadable file raises its OSError here, not below
-        try:
-            state = torch.load(f, map_location=map_location, weights_only=True)
-        except MemoryError:
-            raise
-        except Exception as e:          # torch.load raises many types for damaged files
-            raise CheckpointError(f"checkpoint '{path}' cannot be loaded: it is truncated or corrupt, or holds "
-                                  f"more than tensors and plain data ({_reason(e)})") from e
+    state = load_plain(path, map_location)
     missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else list(CHECKPOINT_KEYS)
     if missing:
         raise CheckpointError(f"checkpoint '{path}' is not a sparsefw training checkpoint (missing {missing})")
@@ -86,6 +79,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if digest is not None and digest != content_digest(state):
         raise CheckpointError(f"checkpoint '{path}' is corrupt: its contents do not match their SHA-256 digest")
     return state
+
+
+def load_plain(path: str | os.PathLike, map_location: str | torch.device = "cpu", what: str = "checkpoint"):
+    """torch.load(weights_only=True) of an existing file; a damaged one raises CheckpointError naming it."""
+    with open(path, "rb") as f:        # an unreadable file raises its OSError here, not below
+        try:
+            return torch.load(f, map_location=map_location, weights_only=True)
+        except MemoryError:
+            raise
+        except Exception as e:          # torch.load raises many types for damaged files
+            raise CheckpointError(f"{what} '{path}' cannot be loaded: it is truncated or corrupt, or holds "
+                                  f"more than tensors and plain data ({_reason(e)})") from e
 
 
 def _reason(error: Exception) -> str:

@@ -12,12 +12,12 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import yaml
 from torch import nn
 
 from .. import compress
 from ..data import DatasetInfo
+from .checkpoint import CheckpointError, load_plain
 from .config import read_config_file, to_dict, validate
 from .evaluation import evaluate, primary_metric
 from .io import save_torch, write_json, write_text
@@ -58,5 +58,10 @@ def load_compressed(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     info = DatasetInfo(**json.loads((path / "summary.json").read_text())["dataset"])
     original = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
     model = compress.rebuild(original, json.loads((path / "recipe.json").read_text()))
-    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    state = load_plain(path / "model.pt", device, what="compressed model")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:    # wrong keys or shapes, or not a state_dict
+        raise CheckpointError(f"compressed model '{path / 'model.pt'}' does not fit its recipe.json: "
+                              f"{str(e).splitlines()[0]}") from e
     return model.eval()
