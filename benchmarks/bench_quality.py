@@ -247,6 +247,8 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
                  "(filled: SparseFW regions, hollow squares: baselines; the dashed diagonal is 'no loss').", "",
                  f"![dense accuracy against compressed accuracy](benchmarks/results/{tradeoff.name})", ""]
     text += goals(summary)
+    if cfg.get("reference"):
+        text += ["", *reference_table(cfg["reference"], summary)]
     if cfg.get("notes"):
         text += ["", "### Reading", "", *cfg["notes"]]
     return "\n".join(text)
@@ -295,6 +297,26 @@ def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
 def _describe_model(model: dict) -> str:
     name = model.get("name", "cnn")
     return f"{name} widths {model['widths']}" if model.get("widths") else name
+
+
+def reference_table(reference: dict, summary: dict) -> list[str]:
+    """Our selected settings next to the reference numbers of the config (REFERENCE.md §4), on the
+    cells both have; the better of each pair in bold."""
+    cells = [("dense", 0.0)] + sorted({(k, float(lv)) for ref in reference.values()
+                                       for k in KINDS for lv in ref.get(k, {})}, key=lambda c: (KINDS.index(c[0]), c[1]))
+    name = {"dense": lambda lv: "dense", "unstructured": lambda lv: f"{100 * lv:g}% unstr.",
+            "filters": lambda lv: f"{100 * lv:g}% filters", "lowrank": lambda lv: f"{100 * lv:g}% rank removed"}
+    lines = ["### Against the paper's code in this setting (REFERENCE.md §4)", "",
+             "| method | code | " + " | ".join(name[k](lv) for k, lv in cells) + " |", "|---|---|" + "---|" * len(cells)]
+    for method, ref in reference.items():
+        if method not in summary:
+            continue
+        theirs = [ref["dense"] if k == "dense" else ref[k][lv] for k, lv in cells]
+        ours = [summary[method][(k, lv)] for k, lv in cells]
+        fmt = lambda a, b: f"**{a:.3f}**" if a > b else f"{a:.3f}"  # noqa: E731
+        lines.append(f"| {method} | paper's | " + " | ".join(fmt(t, o) for t, o in zip(theirs, ours)) + " |")
+        lines.append(f"| {method} | sparsefw | " + " | ".join(fmt(o, t) for t, o in zip(theirs, ours)) + " |")
+    return lines
 
 
 def goals(summary: dict) -> list[str]:

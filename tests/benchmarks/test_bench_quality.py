@@ -76,3 +76,12 @@ def test_report_has_both_tables_goals_and_plots(recorded, tmp_path):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     torch.testing.assert_close(bq.selection_score(records[0]["rows"]),
                                sum(r["val_accuracy"] for r in records[0]["rows"] if "val_accuracy" in r) / 4)
+
+
+def test_reference_table_pairs_cells_and_bolds_the_better_one():
+    reference = {"sgd_wd": {"dense": 0.9, "unstructured": {0.9: 0.1}, "lowrank": {0.5: 0.4}}}
+    summary = {"sgd_wd": {("dense", 0.0): 0.8, ("unstructured", 0.9): 0.3, ("lowrank", 0.5): 0.4}}
+    head, _, theirs, ours = bq.reference_table(reference, summary)[2:]
+    assert head == "| method | code | dense | 90% unstr. | 50% rank removed |"
+    assert theirs == "| sgd_wd | paper's | **0.900** | 0.100 | 0.400 |"
+    assert ours == "| sgd_wd | sparsefw | 0.800 | **0.300** | 0.400 |"
