@@ -184,7 +184,7 @@ def _cell(values: list[float]) -> str:
 
 
 def _describe(opt: dict) -> str:
-    keys = ("lr", "mode", "k", "width", "weight_decay", "penalty", "penalty_lambda")
+    keys = ("lr", "mode", "k", "width", "bias_and_norm", "weight_decay", "penalty", "penalty_lambda")
     return ", ".join(f"{k}={opt[k]}" for k in keys if k in opt)
 
 
@@ -212,7 +212,8 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
         plot_rows += [{"run": method, "kind": k, "level": lv, "accuracy": summary[method][(k, lv)]} for k, lv in cols]
     all_lines = ["| method | setting | final train loss | validation score | " + " | ".join(heads) + " |",
                  "|---|---|---|---|" + "---|" * len(heads)]
-    for r in records:
+    order = {m: i for i, m in enumerate(cfg["methods"])}
+    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"])):
         if r["seed"] == seeds[0]:
             all_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | {r['final_epoch_train_loss']:.3f} | "
                              f"{selection_score(r['rows']):.3f} | "

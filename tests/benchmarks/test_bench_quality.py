@@ -71,7 +71,7 @@ def test_report_has_both_tables_goals_and_plots(recorded, tmp_path):
     text = bq.report(TINY, "tiny", jsonl, "cmd", "1 s", tmp_path / "tiny_accuracy.png")
     assert "### Selected setting per method" in text and "### Every setting (first seed)" in text
     assert text.count("| sfw_k_support |") == 2 and text.count("| sgd_wd |") == 2
-    assert "### Goals of the issue" in text and "lr=0.3" in text and "bias_and_norm" not in text.split("###")[0]
+    assert "### Goals of the issue" in text and "| sfw_k_support | lr=0.1, mode=k_support, k=0.2, width=20, bias_and_norm=l2 |" in text
     for png in ("tiny_accuracy.png", "tiny_accuracy_tradeoff.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     torch.testing.assert_close(bq.selection_score(records[0]["rows"]),
