@@ -13,8 +13,8 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
 
 (Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
-a departure from the paper for "k_support"/"k_sparse", whose k-sparse vertices otherwise switch
-off all but ⌊k·C⌋ BN channels per step; compression never prunes these tensors. k: a float in
+a departure from the paper for "k_support"/"k_sparse", whose vertices keep only ⌊k·C⌋ of C BN
+channels, so every step shrinks all the others; compression never prunes these tensors. k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support"; ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
