@@ -4,9 +4,11 @@ Run:  python benchmarks/bench_quality.py             (trains, appends to results
                                                       writes the "quality" section + quality_*.png)
       python benchmarks/bench_quality.py --report    (section and plot from the JSONL as it stands)
       python benchmarks/bench_quality.py --quick     (smoke run into a temporary JSONL, no section)
+      --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml   (other sections)
+      --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
 
-Protocol (grid, sizes, levels in benchmarks/configs/quality.yaml): every method gets two settings
-trained with seed 0; the setting with the higher validation score — mean validation accuracy over
+Protocol (grid, sizes, levels in benchmarks/configs/quality.yaml): every method gets the same number of settings
+(three), trained with seed 0; the setting with the highest validation score — mean validation accuracy over
 the dense model and the headline levels (90% unstructured, 50% filters, 25% rank kept), the same rule
 for every method — is trained again with seed 1. Test numbers: mean ± half the range over the two
 seeds. The validation split is carved from Fashion-MNIST's training split (disjoint from the
@@ -232,7 +234,7 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
         "setting below). Compression one-shot, no retraining, no BN recalibration: global magnitude pruning of "
         "conv/linear weights; L1 filter removal in every conv; truncated SVD of every "
         + ("conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
-           else "conv/linear.") + "", "",
+           else "conv/linear."), "",
         f"Grid (benchmarks/configs/{name}.yaml): {n_settings} setting(s) per method, seed {seeds[0]}; the setting "
         "with the highest validation score (mean validation accuracy of the dense model and at 90% unstructured, 50% "
         "filters removed, 25% rank kept) "
