@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+
 def working(t: torch.Tensor, name: str = "d") -> torch.Tensor:
     """t in at least float32 (half/bfloat16 are promoted); float32/float64 are kept as they are."""
     if not t.is_floating_point():

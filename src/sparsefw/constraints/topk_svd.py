@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import torch
 
+from ._ops import l2, working
+
+#: short side up to which a full torch.linalg.svd is used (it is as fast as Gram-eigh there)
+EXACT_MAX_SHORT_SIDE = 8
+
 
 def tall(mats: torch.Tensor) -> torch.Tensor:
     """(…, m, p) matrices as tall ones (rows ≥ columns): transposed where m < p. Same singular
     values; LAPACK's SVD of a wide c_out × c_in·kh·kw matrix is several times slower than of its
     transpose (benchmarks/bench_cost.py)."""
     return mats.mT if mats.shape[-2] < mats.shape[-1] else mats
-
-from ._ops import l2, working
-
-#: short side up to which a full torch.linalg.svd is used (it is as fast as Gram-eigh there)
-EXACT_MAX_SHORT_SIDE = 8
 
 
 def _left_factors(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
