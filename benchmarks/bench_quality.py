@@ -23,7 +23,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import yaml
 from torch.optim.lr_scheduler import LambdaLR
 
 from _report import machine_line, write_section
+from _runlog import append_jsonl, read_jsonl
 from sparsefw.compress import count_parameters
 from sparsefw.data import get_datasets
 from sparsefw.experiments.config import validate
@@ -125,17 +125,6 @@ def sweep_one(model, cfg: dict, val_batches, test_batches, info, with_val: bool)
 def selection_score(rows: list[dict]) -> float:
     vals = [r["val_accuracy"] for r in rows if "val_accuracy" in r]
     return sum(vals) / len(vals)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def run_all(cfg: dict, jsonl: Path, methods: list[str] | None = None) -> None:

@@ -16,7 +16,6 @@ sum, for k-support with gradient rescaling, with α scaled by 1/(1−ρ) so the 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 import time
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from _report import machine_line, write_section
+from _runlog import append_jsonl, read_jsonl
 import sparsefw
 from sparsefw.compress import factorize, prune, remove_filters
 from sparsefw.data import get_datasets
@@ -287,10 +287,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     log_path = None if args.quick else RESULTS / "rescale_ablation.jsonl"   # smoke runs keep no cache
     done = {}
-    if log_path is not None and log_path.exists():  # resume: keep finished runs
-        for line in log_path.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["region"], r["rescale"], r["lr"], r["dampening"])] = r
+    for r in read_jsonl(log_path) if log_path is not None else []:   # resume: keep finished runs
+        done[(r["region"], r["rescale"], r["lr"], r["dampening"])] = r
     jobs = [(region, rescale, lr, 0.0) for region in REGIONS for rescale, grid in GRIDS.items() for lr in grid]
     jobs += [("k_support", "gradient", lr, MOMENTUM) for lr in EMA_GRID]
     if args.quick:
@@ -306,8 +304,7 @@ def main() -> None:
             done[key] = train_one(data, region, rescale, lr, args.epochs, damp)
             done[key]["seconds"] = time.perf_counter() - t0
             if log_path is not None:
-                with log_path.open("a") as f:
-                    f.write(json.dumps(done[key]) + "\n")
+                append_jsonl(log_path, done[key])
             r = done[key]
             print(f"[{i + 1}/{len(jobs)}] {region} {mode_name(rescale)} lr={lr:g} damp={damp:g}: "
                   f"dense {r['dense']:.3f} unstr {r['unstructured 90%']:.3f} filt {r['filters 50% removed']:.3f} "
