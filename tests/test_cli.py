@@ -95,6 +95,18 @@ def test_train_sweep_compress_report_round_trip(cfg_file, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), fresh.eval()(x), rtol=0, atol=0)
 
+    recal_dir = tmp_path / "recal"
+    assert main(["compress", "--run", str(out / "sfw"), "--kind", "filters", "--level", "0.5",
+                 "--bn-recalibration", "2", "--out", str(recal_dir)]) == 0
+    capsys.readouterr()
+    recal = json.loads((recal_dir / "summary.json").read_text())
+    assert recal["bn_recalibration"] == 2 and summary["bn_recalibration"] == 0
+    reloaded_recal = load_compressed(recal_dir)                        # the new statistics were saved
+    assert evaluate(reloaded_recal, loader, info.task, info.num_classes)["accuracy"] == recal["accuracy"]
+    bn = next(m for m in reloaded_recal.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn_plain = next(m for m in reloaded.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not torch.equal(bn.running_mean, bn_plain.running_mean)
+
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].startswith("| run (accuracy) | dense | 50% sparse | 90% sparse | 50% filters removed")

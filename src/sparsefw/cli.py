@@ -2,7 +2,7 @@
 
     sparsefw train --config cifar10_resnet56 [--set optimizer.lr=0.05 ...] [--method NAME] [--out DIR] [--resume]
     sparsefw sweep --run RUN_DIR [--set sweep.unstructured=[0.5,0.9]] [--out DIR]
-    sparsefw compress --run RUN_DIR --kind filters --level 0.5 [--out DIR]
+    sparsefw compress --run RUN_DIR --kind filters --level 0.5 [--bn-recalibration 20] [--out DIR]
     sparsefw report RUN_DIR ... --out DIR
     sparsefw demo [--out runs/demo]
 
@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run", required=True, help="run directory or checkpoint file")
     c.add_argument("--kind", required=True, choices=("unstructured", "filters", "lowrank"))
     c.add_argument("--level", required=True, type=_fraction, help="fraction removed (sparsity, filters, rank)")
+    c.add_argument("--bn-recalibration", type=int, default=None, metavar="BATCHES",
+                   help="re-estimate BatchNorm statistics on this many training batches (default: the run's "
+                        "sweep.bn_recalibration, 0 = none)")
     c.add_argument("--out", help="output directory (default RUN/compressed/KIND_LEVEL)")
     c.add_argument("--device", default="cpu")
 
@@ -105,7 +108,8 @@ def _sweep(args) -> None:
 def _compress(args) -> None:
     from .experiments.compression import compress_and_save
 
-    summary, out = compress_and_save(args.run, args.kind, args.level, args.out, args.device)
+    summary, out = compress_and_save(args.run, args.kind, args.level, args.out, args.device,
+                                     bn_recalibration=args.bn_recalibration)
     for key, value in summary.items():
         print(f"{key:>16}: {value:.4g}" if isinstance(value, float) else f"{key:>16}: {value}")
     _say(f"wrote {out}")

@@ -5,12 +5,15 @@ import dataclasses
 import json
 
 import pytest
+import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from sparsefw.experiments.evaluation import evaluate
 from sparsefw.experiments.report import find_sweeps, markdown_table, write_report
-from sparsefw.experiments.sweep import load_trained, run_sweep, write_sweep
+from sparsefw.compress import recalibrate_batchnorm
+from sparsefw.experiments.sweep import (calibration_batches, compress_model, load_trained, run_sweep,
+                                       write_sweep)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +123,22 @@ def test_conv_only_lowrank_keeps_the_classifier(swept):
     saved_by_fc = m * n - r * (m + n) if r * (m + n) < m * n else 0
     both = next(x for x in rows if x["kind"] == "lowrank" and x["level"] == 0.75)
     assert row["params"] - both["params"] == saved_by_fc > 0
+
+
+def test_bn_recalibration_evaluates_the_recalibrated_models(swept):
+    """sweep.bn_recalibration: B — every compressed row is the accuracy of the compressed model
+    after recalibrate_batchnorm on the same B training batches; the dense row is untouched."""
+    model, loader, info, cfg, rows = swept
+    recal = dataclasses.replace(cfg.sweep, unstructured=[0.9], filters=[0.5], lowrank=[], bn_recalibration=2)
+    with pytest.raises(ValueError, match="calibration batches"):
+        run_sweep(model, loader, info.task, info.num_classes, recal, "tiny")
+    batches = calibration_batches(cfg, 2)
+    assert len(batches) == 2 and batches[0][0].shape[0] == cfg.data.batch_size
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, calibration_batches(cfg, 2)))   # seeded
+    got = run_sweep(model, loader, info.task, info.num_classes, recal, "tiny", calibration=batches)
+    assert got[0]["accuracy"] == rows[0]["accuracy"] and "bn_recalibration" not in got[0]
+    example = next(iter(loader))[0][:1]
+    for row in got[1:]:
+        assert row["bn_recalibration"] == 2
+        small = recalibrate_batchnorm(compress_model(model, row["kind"], row["level"], example), batches)
+        assert row["accuracy"] == _accuracy(small, loader, info)

@@ -4,8 +4,10 @@ prune            unstructured magnitude pruning (global or per layer), zeros in 
 remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model
 factorize        truncated-SVD factor pairs for Conv2d and Linear (rank, energy or budget rule)
 summarize        parameters, FLOPs and latency of original vs compressed, with ratios
+recalibrate_batchnorm   re-estimate BatchNorm running statistics on a few input batches
 rebuild          recreate a compressed architecture from the original one and a recipe
 """
+from .batchnorm import recalibrate_batchnorm
 from .factorize import factorize
 from .filters import filter_keep_mask, remove_filters
 from .metrics import CompressionSummary, count_flops, count_parameters, measure_latency, summarize
@@ -13,5 +15,5 @@ from .prune import prune
 from .recipe import rebuild
 
 __all__ = ["CompressionSummary", "count_flops", "count_parameters", "factorize",
-           "filter_keep_mask", "measure_latency", "prune", "rebuild", "remove_filters",
-           "summarize"]
+           "filter_keep_mask", "measure_latency", "prune", "rebuild", "recalibrate_batchnorm",
+           "remove_filters", "summarize"]

@@ -22,25 +22,35 @@ from .config import read_config_file, to_dict, validate
 from .evaluation import evaluate, primary_metric
 from .io import save_torch, write_json, write_text
 from .models import build_experiment_model
-from .sweep import compress_model, load_trained
+from .sweep import calibration_batches, compress_model, load_trained
 
 
 def compress_and_save(run: str | os.PathLike, kind: str, level: float, out: str | os.PathLike | None = None,
-                      device: str = "cpu", scope: str = "global", criterion: str = "l1") -> tuple[dict, Path]:
+                      device: str = "cpu", scope: str = "global", criterion: str = "l1",
+                      bn_recalibration: int | None = None) -> tuple[dict, Path]:
     """Compress the run's model once at `level` (fraction removed); evaluate both; save. Returns
-    (summary, output directory)."""
+    (summary, output directory). Low-rank layers and `bn_recalibration` (training batches for
+    re-estimating BatchNorm statistics; None: the run's sweep setting) follow the run's sweep config."""
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1) (fraction removed), got level={level!r}")
     model, cfg, loader, info = load_trained(run, device)
+    if bn_recalibration is None:
+        bn_recalibration = cfg.sweep.bn_recalibration
+    if isinstance(bn_recalibration, bool) or not isinstance(bn_recalibration, int) or bn_recalibration < 0:
+        raise ValueError(f"bn_recalibration must be a non-negative integer, got {bn_recalibration!r}")
     example = next(iter(loader))[0][:1].to(device)
-    small, recipe = compress_model(model, kind, level, example, scope, criterion, return_recipe=True)
+    small, recipe = compress_model(model, kind, level, example, scope, criterion, cfg.sweep.lowrank_layers,
+                                   return_recipe=True)
+    if bn_recalibration:
+        small = compress.recalibrate_batchnorm(small, calibration_batches(cfg, bn_recalibration))
     small.eval()
     metric = primary_metric(info.task)
     dense_score = evaluate(model, loader, info.task, info.num_classes, device)[metric]
     score = evaluate(small, loader, info.task, info.num_classes, device)[metric]
     sizes = compress.summarize(model, small, example).as_dict()
     summary = {"kind": kind, "level": level, f"dense_{metric}": dense_score, metric: score,
-               "relative_drop": (dense_score - score) / dense_score if dense_score else float("nan"), **sizes,
+               "relative_drop": (dense_score - score) / dense_score if dense_score else float("nan"),
+               "bn_recalibration": bn_recalibration, **sizes,
                "dataset": dataclasses.asdict(info)}
     run = Path(run)
     out = Path(out) if out is not None else (run if run.is_dir() else run.parent) / "compressed" / f"{kind}_{level:g}"

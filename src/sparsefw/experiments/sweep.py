@@ -10,10 +10,14 @@ Each row: run, kind, level (and rank_kept for lowrank), the metrics of `evaluate
 mIoU), relative_drop = (dense − compressed)/dense of the primary metric, stored parameters, nonzero
 parameters (what unstructured pruning reduces), FLOPs as counted by torch's FlopCounterMode (dense
 arithmetic: zeros still cost) and their ratios to the dense model; latency only if asked for.
+With `sweep.bn_recalibration: B` every compressed model first re-estimates its BatchNorm statistics
+on the same B training batches (no augmentation, shuffled with the run's seed); rows then carry
+`bn_recalibration: B`.
 """
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -26,7 +30,7 @@ from tqdm.auto import tqdm
 from .. import compress
 from ..data import get_datasets
 from .checkpoint import load_checkpoint
-from .config import COMPRESSION_KINDS, SweepConfig, validate
+from .config import COMPRESSION_KINDS, ExperimentConfig, SweepConfig, validate
 from .evaluation import evaluate, primary_metric
 from .io import write_csv, write_json
 from .models import build_experiment_model
@@ -46,6 +50,16 @@ def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
     model.to(device).eval()
     loader = DataLoader(test_ds, cfg.data.eval_batch_size, shuffle=False)
     return model, cfg, loader, info
+
+
+def calibration_batches(cfg: ExperimentConfig, n_batches: int) -> list:
+    """The first `n_batches` batches of the run's training data (no augmentation, shuffled with the
+    run's seed, the run's batch size): what BatchNorm recalibration reads, the same for every level."""
+    train_ds, _, _ = get_datasets(cfg.data.name, cfg.data.data_dir,
+                                  tuple(cfg.data.subset) if cfg.data.subset else None, augment=False)
+    loader = DataLoader(train_ds, cfg.data.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.training.seed))
+    return list(itertools.islice(loader, n_batches))
 
 
 def compress_model(model: nn.Module, kind: str, level: float, example_inputs: torch.Tensor,
@@ -81,8 +95,12 @@ def _nonzeros(model: nn.Module) -> int:
 
 
 def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int, cfg: SweepConfig,
-              label: str, device: str | torch.device = "cpu", progress: bool = False) -> list[dict]:
-    """Rows for the dense model and every (kind, level) of `cfg`, in that order."""
+              label: str, device: str | torch.device = "cpu", progress: bool = False,
+              calibration: list | None = None) -> list[dict]:
+    """Rows for the dense model and every (kind, level) of `cfg`, in that order. `calibration`:
+    the input batches for `cfg.bn_recalibration` (required when it is positive)."""
+    if cfg.bn_recalibration and not calibration:
+        raise ValueError(f"sweep.bn_recalibration={cfg.bn_recalibration} needs calibration batches")
     model = model.eval()
     example = next(iter(loader))[0][:1].to(device)
     metric = primary_metric(task)
@@ -92,10 +110,14 @@ def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int,
     jobs = [(kind, level) for kind in COMPRESSION_KINDS for level in getattr(cfg, kind)]
     for kind, level in tqdm(jobs, desc=f"sweep {label}", leave=False, disable=not (progress and sys.stderr.isatty())):
         small = compress_model(model, kind, level, example, cfg.scope, cfg.criterion, cfg.lowrank_layers).eval()
+        if cfg.bn_recalibration:
+            small = compress.recalibrate_batchnorm(small, calibration, max_batches=cfg.bn_recalibration)
         scores = evaluate(small, loader, task, num_classes, device)
         row = {"run": label, "kind": kind, "level": level}
         if kind == "lowrank":
             row["rank_kept"] = round(1.0 - level, 10)
+        if cfg.bn_recalibration:
+            row["bn_recalibration"] = cfg.bn_recalibration
         drop = (dense_eval[metric] - scores[metric]) / dense_eval[metric] if dense_eval[metric] else float("nan")
         rows.append({**row, **scores, "relative_drop": drop, **_size_columns(model, small, example, cfg.latency)})
     return rows
@@ -120,7 +142,9 @@ def sweep_run(run: str | os.PathLike, out_dir: str | os.PathLike | None = None, 
     if overrides:
         merged = validate({"sweep": {**_plain(cfg.sweep), **overrides}})
         sweep_cfg = merged.sweep
-    rows = run_sweep(model, loader, info.task, info.num_classes, sweep_cfg, cfg.name, device, progress)
+    calibration = calibration_batches(cfg, sweep_cfg.bn_recalibration) if sweep_cfg.bn_recalibration else None
+    rows = run_sweep(model, loader, info.task, info.num_classes, sweep_cfg, cfg.name, device, progress,
+                     calibration)
     run = Path(run)
     target = Path(out_dir) if out_dir is not None else (run if run.is_dir() else run.parent)
     return rows, write_sweep(rows, target, primary_metric(info.task))
