@@ -36,7 +36,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from _report import machine_line, write_section
 from _runlog import append_jsonl, read_jsonl
-from sparsefw.compress import count_parameters
+from sparsefw.compress import count_parameters, recalibrate_batchnorm
 from sparsefw.data import get_datasets
 from sparsefw.experiments.config import validate
 from sparsefw.experiments.evaluation import evaluate
@@ -100,18 +100,30 @@ def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.n
     return model, {"train_seconds": time.perf_counter() - t0, "final_epoch_train_loss": total / n}
 
 
-def sweep_one(model, cfg: dict, val_batches, test_batches, info, with_val: bool) -> list[dict]:
+def calibration(cfg: dict, train) -> list[torch.Tensor]:
+    """Config `bn_recalibration: B`: the first B training batches of a fixed permutation (inputs
+    only), the same for every method, seed and level; [] when the key is absent or 0."""
+    n, b = cfg.get("bn_recalibration", 0), cfg["data"]["batch_size"]
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    return [train[order[i * b:(i + 1) * b]][0] for i in range(n)]
+
+
+def sweep_one(model, cfg: dict, val_batches, test_batches, info, with_val: bool,
+              calibration_batches: list | None = None) -> list[dict]:
     """Dense and every compression level: test accuracy, stored/nonzero params; validation accuracy
-    at the dense model and headline levels (when `with_val`)."""
+    at the dense model and headline levels (when `with_val`); with `calibration_batches`, also the
+    test accuracy after BatchNorm recalibration on them (`test_accuracy_bn`)."""
     example = test_batches[0][0][:1]
     headline = cfg["headline"]
+    acc = lambda net, data: evaluate(net, data, "classification", info.num_classes)["accuracy"]  # noqa: E731
 
     def row(kind, level, net):
-        r = {"kind": kind, "level": level,
-             "test_accuracy": evaluate(net, test_batches, "classification", info.num_classes)["accuracy"],
+        r = {"kind": kind, "level": level, "test_accuracy": acc(net, test_batches),
              "params": count_parameters(net), "nonzero": sum(int(p.count_nonzero()) for p in net.parameters())}
         if with_val and (kind == "dense" or headline.get(kind) == level):
-            r["val_accuracy"] = evaluate(net, val_batches, "classification", info.num_classes)["accuracy"]
+            r["val_accuracy"] = acc(net, val_batches)
+        if calibration_batches and kind != "dense":
+            r["test_accuracy_bn"] = acc(recalibrate_batchnorm(net, calibration_batches), test_batches)
         return r
 
     rows = [row("dense", 0.0, model)]
@@ -131,6 +143,7 @@ def run_all(cfg: dict, jsonl: Path, methods: list[str] | None = None) -> None:
     train, val, test, info = load_data(cfg)
     eb = cfg["data"]["eval_batch_size"]
     val_batches, test_batches = batches(val, eb), batches(test, eb)
+    calib = calibration(cfg, train)
     seeds = cfg["training"]["seeds"]
     done = {(r["method"], r["setting"], r["seed"]) for r in read_jsonl(jsonl)}
 
@@ -140,7 +153,8 @@ def run_all(cfg: dict, jsonl: Path, methods: list[str] | None = None) -> None:
         spec = cfg["methods"][method]
         opt_raw = {**cfg["base"][spec["base"]], **spec["grid"][setting]}
         model, stats = train_one(cfg, opt_raw, seed, train, info)
-        rows = sweep_one(model, cfg, val_batches, test_batches, info, with_val=seed == seeds[0])
+        rows = sweep_one(model, cfg, val_batches, test_batches, info, with_val=seed == seeds[0],
+                         calibration_batches=calib)
         record = {"method": method, "setting": setting, "seed": seed, "optimizer": opt_raw, **stats, "rows": rows}
         append_jsonl(jsonl, record)
         done.add((method, setting, seed))
@@ -164,8 +178,11 @@ def best_setting(records: list[dict], method: str, seed: int) -> int:
 
 
 # --- report -----------------------------------------------------------------------------------
-def _acc(record: dict, kind: str, level: float) -> float:
-    return next(r["test_accuracy"] for r in record["rows"] if r["kind"] == kind and abs(r["level"] - level) < 1e-9)
+def _acc(record: dict, kind: str, level: float, key: str = "test_accuracy") -> float:
+    """Test accuracy at (kind, level); key "test_accuracy_bn": after BN recalibration (the dense
+    model is never recalibrated)."""
+    row = next(r for r in record["rows"] if r["kind"] == kind and abs(r["level"] - level) < 1e-9)
+    return row["test_accuracy"] if kind == "dense" else row[key]
 
 
 def _cell(values: list[float]) -> str:
@@ -190,6 +207,8 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
              + [f"{100 * (1 - lv):g}% rank kept" for lv in levels["lowrank"]])
     lines = ["| method (selected setting) | seeds | " + " | ".join(heads) + " |",
              "|---|---|" + "---|" * len(heads)]
+    recal = cfg.get("bn_recalibration", 0) and all("test_accuracy_bn" in r["rows"][-1] for r in records)
+    bn_lines, summary_bn = list(lines), {}
     plot_rows, summary = [], {}
     for method in cfg["methods"]:
         if not any(r["method"] == method and r["seed"] == seeds[0] for r in records):
@@ -200,6 +219,11 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
         summary[method] = {c: statistics.mean(v) for c, v in accs.items()}
         lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
                      + " | ".join(_cell(accs[c]) for c in cols) + " |")
+        if recal:
+            accs_bn = {c: [_acc(r, *c, key="test_accuracy_bn") for r in runs] for c in cols}
+            summary_bn[method] = {c: statistics.mean(v) for c, v in accs_bn.items()}
+            bn_lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
+                            + " | ".join(_cell(accs_bn[c]) for c in cols) + " |")
         plot_rows += [{"run": method, "kind": k, "level": lv, "accuracy": summary[method][(k, lv)]} for k, lv in cols]
     all_lines = ["| method | setting | final train loss | validation score | " + " | ".join(heads) + " |",
                  "|---|---|---|---|" + "---|" * len(heads)]
@@ -220,7 +244,8 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
         f"Model {_describe_model(cfg['model'])} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
         f"{t['schedule']} decay of the learning rate to 0, no augmentation, momentum 0.9 everywhere; SFW: "
         "gradient rescaling, running-sum momentum, radii = width · expected initial norm (lr and the rest per "
-        "setting below). Compression one-shot, no retraining, no BN recalibration: global magnitude pruning of "
+        "setting below). Compression one-shot, no retraining, no BN recalibration"
+        + (" (but see the last table)" if recal else "") + ": global magnitude pruning of "
         "conv/linear weights; L1 filter removal in every conv; truncated SVD of every "
         + ("conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
            else "conv/linear."), "",
@@ -239,6 +264,13 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
                  "(filled: SparseFW regions, hollow squares: baselines; the dashed diagonal is 'no loss').", "",
                  f"![dense accuracy against compressed accuracy](benchmarks/results/{tradeoff.name})", ""]
     text += goals(summary)
+    if recal:
+        text += ["", f"### After BatchNorm recalibration ({cfg['bn_recalibration']} training batches, not the paper's "
+                 "protocol)", "",
+                 f"The same compressed models with their BN running statistics re-estimated on {cfg['bn_recalibration']} "
+                 f"batches of {d['batch_size']} training images (`sparsefw.compress.recalibrate_batchnorm`: forward "
+                 "passes only, no labels, no weight change); the dense column is the model before compression.", "",
+                 *bn_lines, "", *goals(summary_bn, heading="#### Goals of the issue after recalibration")]
     if cfg.get("reference"):
         text += ["", *reference_table(cfg["reference"], summary)]
     if cfg.get("notes"):
@@ -311,14 +343,14 @@ def reference_table(reference: dict, summary: dict) -> list[str]:
     return lines
 
 
-def goals(summary: dict) -> list[str]:
+def goals(summary: dict, heading: str = "### Goals of the issue (means of the selected settings)") -> list[str]:
     """The issue's goals, checked against the means of the selected settings."""
     if "sgd_wd" not in summary:
         return []
     sgd = summary["sgd_wd"][("dense", 0.0)]
     checks = {"sfw_k_support": ("unstructured", 0.9, 0.98), "sfw_group_k_support": ("filters", 0.5, 0.95),
               "sfw_spectral_k_support": ("lowrank", 0.75, 0.95)}
-    out = ["### Goals of the issue (means of the selected settings)", ""]
+    out = [heading, ""]
     for method, (kind, level, keep) in checks.items():
         if method not in summary:
             continue

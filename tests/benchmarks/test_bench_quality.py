@@ -17,6 +17,7 @@ TINY = {
     "model": {"name": "cnn", "widths": [4, 4, 8, 8]},
     "training": {"epochs": 1, "schedule": "linear", "seeds": [0, 1]},
     "lowrank_layers": "conv",
+    "bn_recalibration": 2,
     "levels": {"unstructured": [0.5, 0.9], "filters": [0.5], "lowrank": [0.5, 0.75]},
     "headline": {"unstructured": 0.9, "filters": 0.5, "lowrank": 0.75},
     "base": {"sgd": {"name": "sgd", "lr": 0.1, "momentum": 0.9}, "sfw": {"name": "sfw", "momentum": 0.9}},
@@ -64,6 +65,13 @@ def test_rows_match_an_independent_compression_of_the_same_model():
     conv_only = compress.factorize(model, rank=0.25, layers="conv").eval()
     assert by[("lowrank", 0.75)]["test_accuracy"] == acc(conv_only)
     assert by[("lowrank", 0.75)]["params"] == compress.count_parameters(conv_only)
+    calib = bq.calibration(TINY, train)
+    assert len(calib) == 2 and calib[0].shape[0] == TINY["data"]["batch_size"]
+    rows = bq.sweep_one(model, TINY, [], test_batches, info, with_val=False, calibration_batches=calib)
+    by = {(r["kind"], r["level"]): r for r in rows}
+    assert "test_accuracy_bn" not in by[("dense", 0.0)]
+    pruned = compress.prune(model, sparsity=0.9).eval()
+    assert by[("unstructured", 0.9)]["test_accuracy_bn"] == acc(compress.recalibrate_batchnorm(pruned, calib))
 
 
 def test_report_has_both_tables_goals_and_plots(recorded, tmp_path):
@@ -72,6 +80,8 @@ def test_report_has_both_tables_goals_and_plots(recorded, tmp_path):
     assert "### Selected setting per method" in text and "### Every setting (first seed)" in text
     assert text.count("| sfw_k_support |") == 2 and text.count("| sgd_wd |") == 2
     assert "### Goals of the issue" in text and "| sfw_k_support | lr=0.1, mode=k_support, k=0.2, width=20, bias_and_norm=l2 |" in text
+    assert "### After BatchNorm recalibration (2 training batches" in text
+    assert "#### Goals of the issue after recalibration" in text
     for png in ("tiny_accuracy.png", "tiny_accuracy_tradeoff.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     torch.testing.assert_close(bq.selection_score(records[0]["rows"]),
