@@ -192,14 +192,15 @@ def _cell(values: list[float]) -> str:
 
 
 def _describe(opt: dict) -> str:
-    keys = ("lr", "mode", "k", "width", "bias_and_norm", "weight_decay", "penalty", "penalty_lambda")
+    keys = ("lr", "mode", "k", "width", "bias_and_norm", "norm_radius", "weight_decay", "penalty", "penalty_lambda")
     return ", ".join(f"{k}={opt[k]}" for k in keys if k in opt)
 
 
 def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
     """The markdown section of the runs recorded in `jsonl` (config `name`)."""
     records = read_jsonl(jsonl)
-    n_settings = {len(m["grid"]) for m in cfg["methods"].values()}.pop()   # the same budget for every method
+    sizes = sorted({len(m["grid"]) for m in cfg["methods"].values()})
+    n_settings = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
     seeds, levels = cfg["training"]["seeds"], cfg["levels"]
     cols = [("dense", 0.0)] + [(k, lv) for k in KINDS for lv in levels[k]]
     heads = (["dense"] + [f"{100 * lv:g}% unstr." for lv in levels["unstructured"]]

@@ -139,6 +139,32 @@ def test_bias_and_norm_l2_changes_only_the_1d_parameters(mode):
             assert getattr(l2[name], "k", None) == getattr(paper[name], "k", None)
 
 
+@pytest.mark.parametrize("mode,bias_and_norm", [("k_support", "mode"), ("k_sparse", "mode"),
+                                                ("k_support", "l2"), ("spectral_k_support", "mode")])
+def test_norm_radius_sets_the_radius_of_every_1d_region_only(mode, bias_and_norm):
+    """norm_radius=r: every bias and BN γ/β region has radius r (K-sparse: vertex entries r/√k, so
+    vertices have L2 norm r), region types and everything else unchanged."""
+    model = _cnn()
+    default = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0, bias_and_norm=bias_and_norm)}
+    got = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0, bias_and_norm=bias_and_norm,
+                                                                  norm_radius=0.5)}
+    for name, p in model.named_parameters():
+        assert type(got[name]) is type(default[name]), name
+        if p.dim() == 1:
+            scale = math.sqrt(got[name].k) if isinstance(got[name], KSparsePolytope) else 1.0
+            assert got[name].radius * scale == pytest.approx(0.5, rel=1e-12), name
+        else:
+            assert got[name].radius == default[name].radius, name
+
+
+def test_norm_radius_below_the_gamma_norm_scales_gamma_onto_the_ball():
+    """BN γ = 1 (C = 10 channels) in a k-support ball with k = ⌊0.1·10⌋ = 1: the k-support norm of a
+    constant vector c·1 is C·c/√k, so a radius r < 10 scales γ to r/10 in every channel."""
+    model = _cnn()
+    sparsefw.constrain(model, "k_support", k=0.1, norm_radius=2.5)
+    torch.testing.assert_close(model[1].weight.detach(), torch.full((10,), 0.25))
+
+
 def test_k_resolution_per_layer():
     model = _cnn()
     by_name = lambda groups: {g["name"]: g["constraint"] for g in groups}  # noqa: E731
@@ -194,7 +220,8 @@ def test_constrain_keeps_global_rng_and_skips_frozen_and_shared():
     (dict(mode="sparse"), "mode"), (dict(mode="l2", width=0.0), "width"),
     (dict(mode="l2", width=float("nan")), "width"),
     (dict(mode="l2", width=True), "width"), (dict(mode="k_support", k=0), "k"), (dict(mode="k_support", k=1.5), "k"),
-    (dict(mode="k_support", bias_and_norm="L2"), "bias_and_norm"), (dict(mode="k_support", k=True), "k"), (dict(mode="k_support", k="10%"), "k"), (dict(mode="nuclear", k=-1), "k"),
+    (dict(mode="k_support", bias_and_norm="L2"), "bias_and_norm"), (dict(mode="l2", norm_radius=0.0), "norm_radius"),
+    (dict(mode="l2", norm_radius=True), "norm_radius"), (dict(mode="l2", norm_radius=float("inf")), "norm_radius"), (dict(mode="k_support", k=True), "k"), (dict(mode="k_support", k="10%"), "k"), (dict(mode="nuclear", k=-1), "k"),
 ])
 def test_bad_arguments_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):

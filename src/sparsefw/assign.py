@@ -14,7 +14,12 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
 (Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
 a departure from the paper for "k_support"/"k_sparse", whose vertices keep only ⌊k·C⌋ of C BN
-channels, so every step shrinks all the others; compression never prunes these tensors. k: a float in
+channels, so every step shrinks all the others; compression never prunes these tensors. With
+`norm_radius=r` every 1-D parameter's region has radius r (a number, not a multiple of its initial
+norm). The paper's code does this by accident with r = width: its table of initial norms is keyed by
+tensor shape, so BN β (zero init, counted as 1) overwrites γ's √C and both get radius width · 1. A
+k-support ball of radius ≪ √C around γ = 1 makes γ sparse — whole channels switched off — which is
+what makes the paper code's k-support models robust to pruning (BENCHMARKS.md, quality_paper). k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support"; ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
@@ -72,10 +77,11 @@ def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float |
 
 
 def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
-              bias_and_norm: str = "mode") -> list[dict]:
+              bias_and_norm: str = "mode", norm_radius: float | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
-    `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter).
+    `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
+    None (radius width · E‖θ_init‖) or the radius of every 1-D parameter's region.
     Makes the starting point feasible, changing only parameters that lie outside their region."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -85,6 +91,9 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         raise ValueError(f"width must be a positive finite number, got width={width!r}")
     if bias_and_norm not in ("mode", "l2"):
         raise ValueError(f"bias_and_norm must be 'mode' or 'l2', got bias_and_norm={bias_and_norm!r}")
+    if norm_radius is not None and (isinstance(norm_radius, bool) or not isinstance(norm_radius, (int, float))
+                                    or not math.isfinite(norm_radius) or norm_radius <= 0):
+        raise ValueError(f"norm_radius must be None or a positive finite number, got norm_radius={norm_radius!r}")
     if k is None:
         k = DEFAULT_K[mode]
     else:
@@ -98,7 +107,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         module_name, _, attr = name.rpartition(".")
         is_conv_weight = attr == "weight" and isinstance(model.get_submodule(module_name), _CONV)
         region_mode = "l2" if bias_and_norm == "l2" and p.dim() <= 1 else mode
-        region = _region(region_mode, is_conv_weight, p.shape, k, width * norms[name])
+        scale = norm_radius if norm_radius is not None and p.dim() <= 1 else width * norms[name]
+        region = _region(region_mode, is_conv_weight, p.shape, k, scale)
         with torch.no_grad():
             current = p.detach()
             inside = region.shift_inside(current)

@@ -28,6 +28,8 @@ def test_empty_config_gives_the_defaults():
     ({"data": {"subset": [100]}}, "data.subset", "pair"),
     ({"schedule": {"warmup_epochs": 5}, "training": {"epochs": 5}}, "schedule.warmup_epochs", "shorter"),
     ({"model": "cnn"}, "model", "expected a mapping"),
+    ({"optimizer": {"norm_radius": 0}}, "optimizer.norm_radius", "must be positive"),
+    ({"optimizer": {"name": "sgd", "norm_radius": 10}}, "optimizer.norm_radius", "SFW"),
 ])
 def test_bad_values_raise_with_the_key(raw, key, words):
     with pytest.raises(ConfigError) as err:
@@ -42,6 +44,18 @@ def test_types_are_normalised():
     assert cfg.optimizer.width == 0.5                                       # YAML 1.1 reads 5e-1 as text
     assert cfg.training.epochs == 3 and isinstance(cfg.training.epochs, int)
     assert validate(to_dict(cfg)) == cfg
+
+
+def test_norm_radius_reaches_the_regions_of_the_1d_parameters():
+    from torch import nn
+
+    from sparsefw.experiments.optimizers import build_optimizer
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    cfg = validate({"optimizer": {"mode": "k_support", "norm_radius": 3}}).optimizer
+    optimizer, _, _ = build_optimizer(cfg, model)
+    radii = {g["name"]: g["constraint"].radius for g in optimizer.param_groups}
+    assert radii["1.weight"] == radii["1.bias"] == radii["3.bias"] == 3.0
+    assert radii["0.weight"] != 3.0 and radii["3.weight"] != 3.0
 
 
 def test_overrides_are_yaml_and_apply_to_every_method():

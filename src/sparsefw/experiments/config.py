@@ -101,6 +101,8 @@ class OptimizerConfig:
     width: float = _opt(10.0, _positive, "radius = width · expected initial norm")
     rescale: Optional[str] = _opt("gradient", _choice(None, *RESCALES))
     bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
+    norm_radius: Optional[float] = _opt(None, _positive, "radius of the regions of biases and BN γ/β (null: "
+                                        "width · expected initial norm; the paper's code: width)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -234,6 +236,8 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
                               f"regularises), got {opt.weight_decay!r}")
         if opt.penalty is not None:
             raise ConfigError(f"config key 'optimizer.penalty': penalties apply to SGD only, got {opt.penalty!r}")
+    elif opt.norm_radius is not None:
+        raise ConfigError(f"config key 'optimizer.norm_radius': a radius of SFW's regions, not for {opt.name!r}")
     if opt.penalty is not None and opt.penalty_lambda <= 0:
         raise ConfigError(f"config key 'optimizer.penalty_lambda': must be positive with penalty "
                           f"{opt.penalty!r}, got {opt.penalty_lambda!r}")
