@@ -17,9 +17,10 @@ a departure from the paper for "k_support"/"k_sparse", whose vertices keep only 
 channels, so every step shrinks all the others; compression never prunes these tensors. With
 `norm_radius=r` every 1-D parameter's region has radius r (a number, not a multiple of its initial
 norm). The paper's code does this by accident with r = width: its table of initial norms is keyed by
-tensor shape, so BN β (zero init, counted as 1) overwrites γ's √C and both get radius width · 1. A
-k-support ball of radius ≪ √C around γ = 1 makes γ sparse — whole channels switched off — which is
-what makes the paper code's k-support models robust to pruning (BENCHMARKS.md, quality_paper). k: a float in
+tensor shape, so BN β (zero init, counted as 1) overwrites γ's √C and both get radius width · 1.
+γ = 1 then starts outside its k-support ball and is scaled down, and stays small; with these radii
+the paper's k-support setting keeps far more accuracy under pruning (BENCHMARKS.md, quality_paper).
+k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support"; ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
