@@ -32,6 +32,17 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _batches(text: str) -> int:
+    """A count of batches ≥ 0, else an argparse error (exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of batches (an integer ≥ 0), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0 (0 = no recalibration), got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsefw", description="Compression-aware training with Stochastic Frank-Wolfe.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -56,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--run", required=True, help="run directory or checkpoint file")
     c.add_argument("--kind", required=True, choices=("unstructured", "filters", "lowrank"))
     c.add_argument("--level", required=True, type=_fraction, help="fraction removed (sparsity, filters, rank)")
-    c.add_argument("--bn-recalibration", type=int, default=None, metavar="BATCHES",
+    c.add_argument("--bn-recalibration", type=_batches, default=None, metavar="BATCHES",
                    help="re-estimate BatchNorm statistics on this many training batches (default: the run's "
                         "sweep.bn_recalibration, 0 = none)")
     c.add_argument("--out", help="output directory (default RUN/compressed/KIND_LEVEL)")

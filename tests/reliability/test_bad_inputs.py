@@ -176,6 +176,14 @@ def test_compress_level_outside_0_1_is_an_argument_error(tmp_path, capsys, level
     assert "argument --level" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("batches", ["-1", "2.5", "many"])
+def test_compress_bn_recalibration_not_a_count_is_an_argument_error(tmp_path, capsys, batches):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compress", "--run", str(tmp_path), "--kind", "lowrank", "--level", "0.5", "--bn-recalibration", batches])
+    assert exit_.value.code == 2
+    assert "argument --bn-recalibration" in capsys.readouterr().err
+
+
 def test_sparse_gradients_are_refused_before_anything_moves():
     embedding = torch.nn.Embedding(5, 3, sparse=True)
     opt = sparsefw.SFW(embedding.parameters())
