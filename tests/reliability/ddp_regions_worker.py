@@ -9,6 +9,7 @@ JSON line per region: {"mode", "digests" (one per rank), "moved", "feasible", "g
 "batches_differ" (the ranks really saw different data)}; a final
 control line shows that a one-ulp difference on one rank changes its digest.
 """
+import gc
 import hashlib
 import json
 
@@ -76,6 +77,8 @@ def main() -> None:
     digests = gathered(digest(control))
     if rank == 0:
         print(json.dumps({"mode": "control", "digests": digests}), flush=True)
+    gc.collect()           # no DDP reducer left in a cycle; meet, then leave (see distributed.teardown)
+    dist.barrier()
     dist.destroy_process_group()
 
 
