@@ -4,17 +4,19 @@ Run:  python benchmarks/bench_quality.py             (trains, appends to results
                                                       writes the "quality" section + quality_*.png)
       python benchmarks/bench_quality.py --report    (section and plot from the JSONL as it stands)
       python benchmarks/bench_quality.py --quick     (smoke run into a temporary JSONL, no section)
-      --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml   (other sections)
+      --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml | quality_paper.yaml
       --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
 
 Protocol (grid, sizes, levels in benchmarks/configs/quality.yaml): every method gets the same number of settings
-(three), trained with seed 0; the setting with the highest validation score — mean validation accuracy over
+(three; the other configs say how many), trained with seed 0; the setting with the highest validation score — mean validation accuracy over
 the dense model and the headline levels (90% unstructured, 50% filters, 25% rank kept), the same rule
 for every method — is trained again with seed 1. Test numbers: mean ± half the range over the two
 seeds. The validation split is carved from Fashion-MNIST's training split (disjoint from the
 training subset); test numbers come from the test split. Training is a plain loop over in-memory
 batches with the library's optimizer builder, LR schedule, compression functions and evaluation.
-Runs already in the JSONL are skipped, so an interrupted run resumes where it stopped.
+Runs already in the JSONL are skipped, so an interrupted run resumes where it stopped. A config key
+`bn_recalibration: B` also evaluates every compressed model after BatchNorm recalibration on B fixed
+training batches (an extra table; not the paper's protocol).
 """
 from __future__ import annotations
 
