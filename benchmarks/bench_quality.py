@@ -230,12 +230,16 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
         plot_rows += [{"run": method, "kind": k, "level": lv, "accuracy": summary[method][(k, lv)]} for k, lv in cols]
     all_lines = ["| method | setting | final train loss | validation score | " + " | ".join(heads) + " |",
                  "|---|---|---|---|" + "---|" * len(heads)]
+    all_bn_lines = ["| method | setting | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
     order = {m: i for i, m in enumerate(cfg["methods"])}
     for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"])):
         if r["seed"] == seeds[0]:
             all_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | {r['final_epoch_train_loss']:.3f} | "
                              f"{selection_score(r['rows']):.3f} | "
                              + " | ".join(f"{_acc(r, *c):.3f}" for c in cols) + " |")
+            if recal:
+                all_bn_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | "
+                                    + " | ".join(f"{_acc(r, *c, key='test_accuracy_bn'):.3f}" for c in cols) + " |")
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
     d, t = cfg["data"], cfg["training"]
@@ -273,7 +277,9 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
                  f"The same compressed models with their BN running statistics re-estimated on {cfg['bn_recalibration']} "
                  f"batches of {d['batch_size']} training images (`sparsefw.compress.recalibrate_batchnorm`: forward "
                  "passes only, no labels, no weight change); the dense column is the model before compression.", "",
-                 *bn_lines, "", *goals(summary_bn, heading="#### Goals of the issue after recalibration")]
+                 *bn_lines, "", *goals(summary_bn, heading="#### Goals of the issue after recalibration"), "",
+                 "#### Every setting after recalibration (first seed; the selection above used no recalibration)", "",
+                 *all_bn_lines]
     if cfg.get("reference"):
         text += ["", *reference_table(cfg["reference"], summary)]
     if cfg.get("notes"):
