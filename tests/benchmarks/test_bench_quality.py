@@ -78,7 +78,13 @@ def test_report_has_both_tables_goals_and_plots(recorded, tmp_path):
     jsonl, records = recorded
     text = bq.report(TINY, "tiny", jsonl, "cmd", "1 s", tmp_path / "tiny_accuracy.png")
     assert "### Selected setting per method" in text and "### Every setting (first seed)" in text
-    assert text.count("| sfw_k_support |") == 2 and text.count("| sgd_wd |") == 2
+    # every setting of the first seed: once without and once after recalibration
+    assert text.count("| sfw_k_support |") == 4 and text.count("| sgd_wd |") == 4
+    after = text.split("#### Every setting after recalibration")[1]
+    first = next(r for r in records if r["seed"] == 0 and r["method"] == "sgd_wd")
+    bn90 = next(x["test_accuracy_bn"] for x in first["rows"] if x["kind"] == "unstructured" and x["level"] == 0.9)
+    row = next(line for line in after.splitlines() if line.startswith(f"| sgd_wd | {bq._describe(first['optimizer'])} |"))
+    assert row.split(" | ")[4] == f"{bn90:.3f}"          # columns: method, setting, dense, 50%, 90% unstr.
     assert "### Goals of the issue" in text and "| sfw_k_support | lr=0.1, mode=k_support, k=0.2, width=20, bias_and_norm=l2 |" in text
     assert "### After BatchNorm recalibration (2 training batches" in text
     assert "#### Goals of the issue after recalibration" in text
