@@ -44,16 +44,16 @@ def conv_bn_pairs(model: torch.nn.Module) -> list[tuple[torch.nn.Conv2d, torch.n
             if isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d)]
 
 
-def shrunken_filters(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[int, float, float]:
-    """(number of shrunken filters, their mean |γ|, the other filters' mean |γ|)."""
+def shrunken_filters(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[int, float | None, float | None]:
+    """(number of shrunken filters, their mean |γ|, the other filters' mean |γ|); None for an empty group."""
     norms = conv.weight.detach().flatten(1).norm(dim=1)
     small, gamma = norms < SHRUNKEN * norms.max(), bn.weight.detach().abs()
-    mean = lambda t: float(t.mean()) if t.numel() else float("nan")  # noqa: E731
+    mean = lambda t: float(t.mean()) if t.numel() else None  # noqa: E731
     return int(small.sum()), mean(gamma[small]), mean(gamma[~small])
 
 
-def _gamma(value: float) -> str:
-    return "—" if value != value else f"{value:.3f}"
+def _gamma(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -80,7 +80,8 @@ def main() -> None:
     text = [
         "## BatchNorm hides shrunken filters (`benchmarks/bench_bn_hidden.py`)", "",
         f"Command: `python benchmarks/bench_bn_hidden.py` ({(time.perf_counter() - t0) / 60:.0f} min). {machine_line()}", "",
-        f"Small CNN {widths} of benchmarks/configs/quality.yaml (its data, 8 epochs, seed 0), k-support at the paper's "
+        f"Small CNN {widths} of benchmarks/configs/quality.yaml (its data, {cfg['training']['epochs']} epochs, seed 0), "
+        "k-support at the paper's "
         f"settings (lr 0.1, k 0.1, width 10). Per conv layer: shrunken filters (L2 norm below {SHRUNKEN:.0%} of the "
         "layer's largest) / filters, and the mean |γ| of their BN channels vs the other channels'. Test accuracy after "
         f"one-shot compression; in brackets after BN recalibration on {len(calib)} training batches.", "",
