@@ -56,6 +56,15 @@ def _gamma(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def _shrunken_cell(model: torch.nn.Module) -> str:
+    """Per conv layer: "shrunken/filters: mean |γ| shrunken vs others"."""
+    parts = []
+    for conv, bn in conv_bn_pairs(model):
+        n, g_small, g_rest = shrunken_filters(conv, bn)
+        parts.append(f"{n}/{conv.out_channels}: {_gamma(g_small)} vs {_gamma(g_rest)}")
+    return ", ".join(parts)
+
+
 def main() -> None:
     torch.set_num_threads(1)
     cfg = yaml.safe_load(CONFIG.read_text())
@@ -68,14 +77,11 @@ def main() -> None:
     rows = []
     for label, opt in RUNS.items():
         model, _ = train_one(cfg, opt, 0, train, info)
-        layers = [shrunken_filters(c, b) for c, b in conv_bn_pairs(model)]
         cells = []
         for kind, level in (("unstructured", 0.9), ("filters", 0.5)):
             small = compress_model(model, kind, level, example, lowrank_layers="conv").eval()
             cells.append(f"{acc(small):.3f} ({acc(recalibrate_batchnorm(small, calib)):.3f})")
-        shrunk = ", ".join(f"{n}/{c.out_channels}: {_gamma(g_small)} vs {_gamma(g_rest)}"
-                           for (n, g_small, g_rest), (c, _) in zip(layers, conv_bn_pairs(model)))
-        rows.append(f"| {label} | {acc(model):.3f} | {shrunk} | {cells[0]} | {cells[1]} |")
+        rows.append(f"| {label} | {acc(model):.3f} | {_shrunken_cell(model)} | {cells[0]} | {cells[1]} |")
     widths = "-".join(str(w) for w in cfg["model"]["widths"])
     text = [
         "## BatchNorm hides shrunken filters (`benchmarks/bench_bn_hidden.py`)", "",

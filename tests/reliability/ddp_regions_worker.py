@@ -9,7 +9,6 @@ JSON line per region: {"mode", "digests" (one per rank), "moved", "feasible", "g
 "batches_differ" (the ranks really saw different data)}; a final
 control line shows that a one-ulp difference on one rank changes its digest.
 """
-import gc
 import hashlib
 import json
 
@@ -19,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import sparsefw
+from sparsefw.experiments.distributed import env_info, init, teardown
 
 MODES = ["k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear"]
 STEPS = 50
@@ -62,8 +62,9 @@ def run_region(mode: str, rank: int) -> dict:
 
 def main() -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
+    info = env_info()
+    init(info, torch.device("cpu"))
+    rank = info.rank
     for mode in MODES:
         result = run_region(mode, rank)
         if rank == 0:
@@ -77,9 +78,7 @@ def main() -> None:
     digests = gathered(digest(control))
     if rank == 0:
         print(json.dumps({"mode": "control", "digests": digests}), flush=True)
-    gc.collect()           # no DDP reducer left in a cycle; meet, then leave (see distributed.teardown)
-    dist.barrier()
-    dist.destroy_process_group()
+    teardown(info)
 
 
 if __name__ == "__main__":
