@@ -1,0 +1,293 @@
+"""The registry of per-op rules of the per-layer pass (`coupled=False`).
+
+Each rule maps one fx node of the original graph to (new node, Layout | None) in the graph being
+built (`FilterSurgery`), keeping the channels along dim 1 that are physically present and the
+constants the removed ones carry. `find_rule` looks a node up in three small tables — modules by
+type, functions and tensor methods by target — each entry a predicate and a rule; a node found
+in none falls back to the full tensor (`FilterSurgery.fallback`).
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .._modules import BorderCorrection
+from .._util import set_submodule
+from .layout import (Layout, avg_pool_keeps_constants, flatten_from_1, is_batch_flatten, meta_shape,
+                     no_nodes, present_mask, spatial_reduction, zero_padded)
+
+if TYPE_CHECKING:
+    from .per_layer import FilterSurgery
+
+_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+                        nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
+                        nn.Softplus, nn.Identity)
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                    nn.FeatureAlphaDropout)
+_ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.leaky_relu, F.elu,
+                          F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
+                          F.hardtanh, F.softplus, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
+                          torch.clamp, torch.clip, torch.abs, torch.neg, torch.exp}
+_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                      F.feature_alpha_dropout}
+_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_",
+                        "clip", "clip_", "abs", "neg", "exp"}
+_BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
+                     operator.isub, operator.imul, operator.itruediv, torch.add, torch.sub,
+                     torch.mul, torch.div}
+_BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+_CHANNEL_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveAvgPool1d,
+                         nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_CHANNEL_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_avg_pool1d,
+                           F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+                           F.adaptive_max_pool2d, F.adaptive_max_pool3d}
+
+
+# ---- rules -----------------------------------------------------------------------------------
+def metadata(s: FilterSurgery, node: fx.Node):
+    return s.emit(node, s.env[node.args[0]][0]), None
+
+def passthrough(s: FilterSurgery, node: fx.Node):
+    """Ops that map each channel on its own and keep a constant channel constant."""
+    if not no_nodes((node.args[1:], node.kwargs)):
+        return s.fallback(node)
+    first, layout = s.env[node.args[0]]
+    return s.emit(node, first), layout
+
+def elementwise(s: FilterSurgery, node: fx.Node):
+    if not no_nodes((node.args[1:], node.kwargs)):
+        return s.fallback(node)
+    first, layout = s.env[node.args[0]]
+    new = s.emit(node, first)
+    if layout is None:
+        return new, None
+    kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
+    const = s.apply_to_constants(node, s.constant_of(node.args[0], layout),
+                                     *node.args[1:], **kwargs)
+    return new, Layout(layout.kept, const.masked_fill(present_mask(layout), 0))
+
+def binary(s: FilterSurgery, node: fx.Node):
+    """a ∘ b element-wise: runs on the union of present channels; constants combine."""
+    tensors = list(dict.fromkeys(x for x in (*node.args, *node.kwargs.values())
+                                 if isinstance(x, fx.Node)))
+    out_shape = meta_shape(node)
+    if out_shape is None or len(out_shape) < 2 or any(
+            meta_shape(x) is None or len(meta_shape(x)) != len(out_shape)
+            or meta_shape(x)[1] != out_shape[1] for x in tensors):
+        return s.fallback(node)
+    layouts = [s.env[x][1] for x in tensors]
+    if any(layout is None for layout in layouts):
+        return s.fallback(node)
+    channels = out_shape[1]
+    union = torch.zeros(channels, dtype=torch.bool)
+    for layout in layouts:
+        union[layout.kept] = True
+    target = torch.nonzero(union).flatten()
+    physical = {x: s.assemble(x, target) for x in tensors}
+    args = fx.node.map_arg(node.args, physical.__getitem__)
+    kwargs = fx.node.map_arg(node.kwargs, physical.__getitem__)
+    new = s.graph.create_node(node.op, node.target, args, kwargs, node.name)
+    if target.numel() == channels:
+        return new, None
+    constants = {x: s.constant_of(x, layout) for x, layout in zip(tensors, layouts)}
+    const = s.apply_to_constants(
+        node, *fx.node.map_arg(node.args, lambda x: constants[x].clone()),
+        **fx.node.map_arg(node.kwargs, lambda x: constants[x].clone()))
+    present = union.to(const.device)
+    return new, Layout(target, const.masked_fill(present, 0))
+
+def cat(s: FilterSurgery, node: fx.Node):
+    tensors = node.args[0] if node.args else node.kwargs["tensors"]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, fx.Node) for t in tensors):
+        return s.fallback(node)
+    ndim = len(meta_shape(node))
+    if dim % ndim != 1:
+        return s.fallback(node)
+    entries = [s.env[t] for t in tensors]
+    new = s.graph.create_node(node.op, node.target, ([e[0] for e in entries],),
+                                 {"dim": dim}, node.name)
+    if all(layout is None for _, layout in entries):
+        return new, None
+    reference = next(layout for _, layout in entries if layout is not None)
+    kept, const, offset = [], [], 0
+    for t, (_, layout) in zip(tensors, entries):
+        size = meta_shape(t)[1]
+        if layout is None:
+            kept.append(torch.arange(size, device=reference.kept.device) + offset)
+            const.append(reference.const.new_zeros(size))
+        else:
+            kept.append(layout.kept + offset)
+            const.append(layout.const)
+        offset += size
+    return new, Layout(torch.cat(kept), torch.cat(const))
+
+def flatten(s: FilterSurgery, node: fx.Node):
+    first, layout = s.env[node.args[0]]
+    in_shape = meta_shape(node.args[0])
+    inner = math.prod(in_shape[2:])
+    consumers_are_linear = all(
+        u.op == "call_module" and isinstance(s.module(u), nn.Linear) for u in node.users)
+    if layout is None:
+        return s.emit(node, first), None
+    if inner != 1 and not consumers_are_linear:
+        # a flattened channel layout is tied to the traced spatial size: keep it only where a
+        # Linear (which fixes that size anyway) folds it right away
+        return s.fallback(node)
+    if not no_nodes(node.kwargs) or not all(
+            not isinstance(a, fx.Node) or s.env[a][1] is None for a in node.args[1:]):
+        return s.fallback(node)
+    offsets = torch.arange(inner, device=layout.kept.device)
+    kept = (layout.kept[:, None] * inner + offsets).flatten()
+    return s.emit(node, first), Layout(kept, layout.const.repeat_interleave(inner))
+
+def batchnorm(s: FilterSurgery, node: fx.Node):
+    first, layout = s.env[node.args[0]]
+    bn = s.module(node)
+    if layout is None:
+        return s.emit(node, first), None
+    kept = layout.kept
+    new_bn = type(bn)(kept.numel(), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                      track_running_stats=True, device=bn.running_mean.device,
+                      dtype=bn.running_mean.dtype)
+    state = {k: (v[kept] if v.dim() == 1 and v.numel() == layout.size else v)
+             for k, v in bn.state_dict().items()}
+    new_bn.load_state_dict(state)
+    new_bn.train(bn.training)
+    const = s.apply_to_constants(node, s.constant_of(node.args[0], layout))
+    set_submodule(s.root, node.target, new_bn)
+    return s.emit(node, first), Layout(kept, const.masked_fill(present_mask(layout), 0))
+
+def linear(s: FilterSurgery, node: fx.Node):
+    first, layout = s.env[node.args[0]]
+    if layout is None:
+        return s.emit(node, first), None
+    if len(meta_shape(node.args[0])) != 2:
+        return s.fallback(node)
+    linear = s.module(node)
+    with torch.no_grad():
+        weight = linear.weight
+        shift = weight @ layout.const.to(weight.dtype)
+        bias = shift if linear.bias is None else linear.bias + shift
+        new = nn.Linear(layout.kept.numel(), linear.out_features, bias=True,
+                        device=weight.device, dtype=weight.dtype)
+        new.weight.copy_(weight[:, layout.kept])
+        new.bias.copy_(bias)
+    set_submodule(s.root, node.target, new)
+    return s.emit(node, first), None
+
+def conv(s: FilterSurgery, node: fx.Node):
+    conv: nn.Conv2d = s.module(node)
+    name, x_node = node.target, node.args[0]
+    layout = s.env[x_node][1]
+    keep = s.keep[name].cpu()
+    g = conv.groups
+    c_out, cin_g, kh, kw = conv.weight.shape
+    cout_g = c_out // g
+    # output side: groups with an unmasked filter stay, each with k_max filters (masked
+    # extras get zero weights, so they emit their bias exactly as in the masked model)
+    keep_g = keep.view(g, cout_g)
+    active = keep_g.any(1)
+    n_active, k_max = int(active.sum()), int(keep_g.sum(1).max())
+    order = torch.argsort((~keep_g).to(torch.int8), dim=1, stable=True)[:, :k_max]
+    chosen = order.sort(dim=1).values + torch.arange(g)[:, None] * cout_g
+    out_idx = chosen[active].flatten()
+    # input side: absent channels of the active groups are folded (equal count per group)
+    # or put back by an Assemble
+    present = (torch.ones(g * cin_g, dtype=torch.bool) if layout is None
+               else present_mask(layout)).view(g, cin_g)[active]
+    counts = present.sum(1)
+    fold = bool((counts == counts[0]).all()) and int(counts[0]) > 0
+    local = (torch.nonzero(present)[:, 1].view(n_active, -1) if fold
+             else torch.arange(cin_g).expand(n_active, cin_g))
+    in_idx = (torch.arange(g)[active][:, None] * cin_g + local).flatten()
+    x_phys = s.assemble(x_node, in_idx)
+
+    device, dtype = conv.weight.device, conv.weight.dtype
+    with torch.no_grad():
+        weight = conv.weight * keep.to(device, dtype).view(-1, 1, 1, 1)
+        group_pos = torch.arange(n_active).repeat_interleave(k_max)
+        gather = local[group_pos][:, :, None, None].expand(-1, -1, kh, kw).to(device)
+        new_weight = weight[out_idx.to(device)].gather(1, gather)
+        bias = conv.bias[out_idx.to(device)].clone() if conv.bias is not None else None
+        kernel = None
+        if fold and not bool(present.all()):
+            # kernel[o] = Σ_{absent c} a_c·W[o, c], group by group
+            absent = layout.const.to(device, dtype).view(g, cin_g)
+            kernel = torch.einsum("goihw,gi->gohw", weight.view(g, cout_g, cin_g, kh, kw),
+                                  absent).reshape(c_out, 1, kh, kw)[out_idx.to(device)]
+        use_border = kernel is not None and zero_padded(conv) and (
+            name in s.border_given if s.border_given is not None
+            else bool(kernel.any()))
+        if kernel is not None and not use_border:
+            bias = kernel.sum((1, 2, 3)) + (bias if bias is not None else 0)
+        elif use_border and bias is None:
+            bias = weight.new_zeros(out_idx.numel())
+        new_conv = nn.Conv2d(in_idx.numel(), out_idx.numel(), (kh, kw), conv.stride,
+                             conv.padding, conv.dilation, groups=n_active,
+                             bias=bias is not None, padding_mode=conv.padding_mode,
+                             device=device, dtype=dtype)
+        new_conv.weight.copy_(new_weight)
+        if bias is not None:
+            new_conv.bias.copy_(bias)
+    new_conv.train(conv.training)
+    set_submodule(s.root, name, new_conv)
+    out = s.emit(node, x_phys)
+    if use_border:
+        border_name = f"{name}_border"
+        set_submodule(s.root, border_name,
+                      BorderCorrection(kernel, conv.stride, conv.padding, conv.dilation))
+        out = s.graph.call_module(border_name, (x_phys, out))
+        s.border_used.add(name)
+    if out_idx.numel() == c_out:
+        return out, None
+    const = conv.bias.detach().clone() if conv.bias is not None else weight.new_zeros(c_out)
+    const[out_idx.to(device)] = 0
+    return out, Layout(out_idx, const)
+
+
+# ---- the registry ----------------------------------------------------------------------------
+
+MODULE_RULES = [  # (predicate on the module, rule)
+    (lambda m: isinstance(m, nn.Conv2d), conv),
+    (lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats, batchnorm),
+    (lambda m: isinstance(m, nn.Linear), linear),
+    (lambda m: isinstance(m, _ELEMENTWISE_MODULES)
+     or (isinstance(m, nn.PReLU) and m.num_parameters == 1), elementwise),
+    (lambda m: isinstance(m, _DROPOUT_MODULES + _CHANNEL_POOL_MODULES)
+     or (isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d))
+         and avg_pool_keeps_constants(m)), passthrough),
+    (lambda m: isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1, flatten),
+]
+FUNCTION_RULES = [  # (predicate on the node, rule) for call_function nodes
+    (lambda n: n.target in _ELEMENTWISE_FUNCTIONS, elementwise),
+    (lambda n: n.target in _DROPOUT_FUNCTIONS or n.target in _CHANNEL_POOL_FUNCTIONS, passthrough),
+    (lambda n: n.target in _BINARY_FUNCTIONS, binary),
+    (lambda n: n.target is torch.cat or n.target is torch.concat, cat),
+    (lambda n: n.target is torch.flatten and flatten_from_1(n.args[1:], n.kwargs), flatten),
+    (lambda n: n.target is torch.mean and spatial_reduction(n), passthrough),
+]
+METHOD_RULES = [  # (predicate on the node, rule) for call_method nodes
+    (lambda n: n.target in _ELEMENTWISE_METHODS, elementwise),
+    (lambda n: n.target in _BINARY_METHODS, binary),
+    (lambda n: n.target == "flatten" and flatten_from_1(n.args[1:], n.kwargs), flatten),
+    (lambda n: n.target in ("view", "reshape") and is_batch_flatten(n), flatten),
+    (lambda n: n.target in ("mean", "amax") and spatial_reduction(n), passthrough),
+    (lambda n: n.target == "size" and (n.args[1:] == (0,) or n.kwargs == {"dim": 0}), metadata),
+    (lambda n: n.target == "dim", metadata),
+]
+
+
+def find_rule(s: FilterSurgery, node: fx.Node):
+    """The rule for `node`, or None (the node then sees full tensors)."""
+    if node.op == "call_module":
+        module = s.module(node)
+        return next((rule for matches, rule in MODULE_RULES if matches(module)), None)
+    table = {"call_function": FUNCTION_RULES, "call_method": METHOD_RULES}.get(node.op, ())
+    return next((rule for matches, rule in table if matches(node)), None)
