@@ -2,9 +2,13 @@
 
 `remove_filters(model, amount, example_inputs)` removes, from every Conv2d, the output filters that
 `torch.nn.utils.prune.ln_structured(conv, "weight", amount, n, dim=0)` would mask, and returns a
-module that computes the same function as that masked model (eval mode). The work is done in
-`channels/`: graph capture (`capture`), the per-layer pass and its per-op rules (`per_layer`,
-`per_layer_rules`, `layout`).
+module that computes the same function as that masked model (eval mode). With `coupled=True` it
+removes ⌊amount·C⌋ channels from every coupled channel space instead (`channels.groups`), so
+residual streams and MLP hidden layers shrink too, exactly the model with those channels masked.
+
+The work is done in `channels/`: graph capture (`capture`), the dependency analysis (`groups`, with
+its per-op rules `group_rules`) and coupled surgery (`slicing`); the per-layer pass (`per_layer`,
+its per-op rules `per_layer_rules`, `layout`) and its in-place fallback (`per_layer_inplace`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ._util import as_input_tuple, check_module
+from .channels.groups import channel_groups
 from .channels.per_layer import FilterSurgery
+from .channels.per_layer_inplace import prunable_convs, replace_convs
+from .channels.slicing import apply_plan, plan_removal
 
 _CRITERIA = {"l1": 1, "l2": 2}
 
@@ -30,54 +37,99 @@ def filter_keep_mask(weight: torch.Tensor, amount: float, criterion: str = "l1")
 
 
 def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: str = "l1",
-                   return_recipe: bool = False):
-    """Remove from every Conv2d the filters `ln_structured(amount, n=1|2, dim=0)` would mask.
+                   return_recipe: bool = False, coupled: bool = False):
+    """Remove filters (per layer, the paper's protocol) or coupled channels, physically.
 
     Args:
-        model: a torch.fx-traceable module; left untouched.
-        amount: fraction in [0, 1) of each conv's output filters to remove (torch's rounding).
-        example_inputs: a tensor or tuple of tensors to trace shapes with (any spatial size works
-            afterwards, unless the model flattens spatial maps into a Linear).
-        criterion: "l1" or "l2" filter norm.
+        model: any module torch.export (per layer: preferably torch.fx) can capture on
+            `example_inputs`; left untouched.
+        amount: fraction in [0, 1). Per layer: of each conv's output filters, round(amount·c_out)
+            (torch's rounding). Coupled: ⌊amount·C⌋ of every channel space of C channels.
+        example_inputs: a tensor or tuple of tensors to capture the graph with (any spatial size
+            works afterwards, unless the model flattens spatial maps into a Linear).
+        criterion: "l1" or "l2" norm (per layer: of each filter; coupled: joint norm of all member
+            slices of a channel).
         return_recipe: also return a JSON-able recipe for `rebuild`.
+        coupled: False = every Conv2d loses the filters `ln_structured(amount, n=1|2, dim=0)` would
+            mask, exactly that masked model: a `torch.fx.GraphModule` with the constants of removed
+            filters folded into their consumers, or, for a model torch.fx cannot trace, a copy whose
+            convs compute only their kept filters. True = a copy of the model (same class and
+            forward) with every channel space of `channel_groups` shrunk, exactly the model with
+            those channels' member slices zeroed.
 
     Returns:
-        A `torch.fx.GraphModule` equal, in eval mode, to the masked model; with `return_recipe`
-        the pair (module, recipe).
+        The compressed module; with `return_recipe` the pair (module, recipe).
     """
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
         raise ValueError(f"amount must be a float in [0, 1), got {amount!r}")
     if criterion not in _CRITERIA:
         raise ValueError(f"criterion must be 'l1' or 'l2', got {criterion!r}")
+    if not isinstance(coupled, bool):
+        raise ValueError(f"coupled must be True or False, got {coupled!r}")
     check_module(model)
     inputs = as_input_tuple(example_inputs, "example_inputs")
-    surgery = FilterSurgery(model, inputs)
-    keep = {name: filter_keep_mask(conv.weight, float(amount), criterion)
-            for name, conv in surgery.convs.items()}
-    compressed, border = surgery.run(keep, border=None)
-    if not return_recipe:
-        return compressed
     recipe = {"kind": "remove_filters", "amount": float(amount), "criterion": criterion,
-              "filters": {name: torch.nonzero(k).flatten().tolist() for name, k in keep.items()},
-              "border": sorted(border),
               "input_shapes": [list(x.shape) for x in inputs],
               "input_dtypes": [str(x.dtype).removeprefix("torch.") for x in inputs]}
-    return compressed, recipe
+    if coupled:
+        plan = plan_removal(model, channel_groups(model, inputs), float(amount), criterion)
+        compressed = apply_plan(model, plan)
+        recipe.update(coupled=True, slices=plan)
+    else:
+        surgery = _per_layer_surgery(model, inputs)
+        convs = surgery.convs if surgery is not None else prunable_convs(model, inputs)
+        keep = {name: filter_keep_mask(conv.weight, float(amount), criterion)
+                for name, conv in convs.items()}
+        _check_not_emptied(keep)
+        if surgery is not None:
+            compressed, border = surgery.run(keep, border=None)
+        else:
+            compressed, border = replace_convs(model, keep), set()
+        recipe.update(filters={name: torch.nonzero(k).flatten().tolist() for name, k in keep.items()},
+                      border=sorted(border), in_place=surgery is None)
+    return (compressed, recipe) if return_recipe else compressed
+
+
+def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
+    """The fx pass, or None where torch.fx cannot trace the model but torch.export can capture
+    it (then the in-place fallback runs); ValueError naming both reasons if neither works."""
+    try:
+        return FilterSurgery(model, inputs)
+    except ValueError as fx_error:
+        if "torch.fx" not in str(fx_error):
+            raise
+        try:
+            prunable_convs(model, inputs)
+        except ValueError as export_error:
+            raise ValueError(f"{fx_error}; and {export_error}") from export_error
+        return None
+
+
+def _check_not_emptied(keep: dict[str, torch.Tensor]) -> None:
+    for name, mask in keep.items():
+        if not bool(mask.any()):
+            raise ValueError(f"removing filters empties conv {name!r} (all "
+                             f"{mask.numel()} filters masked); use a smaller amount")
 
 
 def rebuild_removed_filters(model: nn.Module, recipe: dict) -> nn.Module:
     """Recreate the architecture `remove_filters` produced, from the original architecture."""
+    if recipe.get("coupled"):
+        return apply_plan(model, recipe["slices"])
     device = next(model.parameters()).device
     inputs = tuple(torch.zeros(shape, dtype=getattr(torch, dt), device=device)
                    for shape, dt in zip(recipe["input_shapes"], recipe["input_dtypes"]))
-    surgery = FilterSurgery(model, inputs)
-    if set(surgery.convs) != set(recipe["filters"]):
+    surgery = None if recipe.get("in_place") else FilterSurgery(model, inputs)
+    convs = surgery.convs if surgery is not None else prunable_convs(model, inputs)
+    if set(convs) != set(recipe["filters"]):
         raise ValueError(f"recipe lists convs {sorted(recipe['filters'])}, the model has "
-                         f"{sorted(surgery.convs)}")
+                         f"{sorted(convs)}")
     keep = {}
-    for name, conv in surgery.convs.items():
+    for name, conv in convs.items():
         mask = torch.zeros(conv.out_channels, dtype=torch.bool, device=device)
         mask[torch.tensor(recipe["filters"][name], dtype=torch.long, device=device)] = True
         keep[name] = mask
+    if surgery is None:
+        return replace_convs(model, keep)
     compressed, _ = surgery.run(keep, border=set(recipe["border"]))
     return compressed

@@ -8,7 +8,8 @@
 
 A recipe is a JSON-able dict: its "kind" names the function that made it ("prune",
 "remove_filters", "factorize") and it holds the structural choices (kept filter indices, border
-corrections, ranks); the values come from the state_dict.
+corrections, ranks; for coupled removal the kept indices of every sliced tensor); the values come
+from the state_dict.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ _KINDS = {"prune": lambda model, recipe: copy.deepcopy(model),
           "remove_filters": rebuild_removed_filters,
           "factorize": rebuild_factorized}
 _FIELDS = {"prune": (), "remove_filters": ("filters", "border", "input_shapes", "input_dtypes"),
-           "factorize": ("ranks",)}
+           "factorize": ("ranks",), "remove_filters coupled": ("slices",)}
 
 
 def rebuild(model: nn.Module, recipe: dict) -> nn.Module:
@@ -31,7 +32,8 @@ def rebuild(model: nn.Module, recipe: dict) -> nn.Module:
     if not isinstance(recipe, dict) or recipe.get("kind") not in _KINDS:
         kind = recipe.get("kind") if isinstance(recipe, dict) else recipe
         raise ValueError(f"recipe must be a dict with kind in {sorted(_KINDS)}, got {kind!r}")
-    missing = [f for f in _FIELDS[recipe["kind"]] if f not in recipe]
+    fields = _FIELDS[recipe["kind"] + (" coupled" if recipe.get("coupled") else "")]
+    missing = [f for f in fields if f not in recipe]
     if missing:
         raise ValueError(f"{recipe['kind']!r} recipe lacks the field(s) {missing}: not a recipe written by "
                          f"sparsefw.compress.{recipe['kind']}(..., return_recipe=True)")

@@ -10,6 +10,8 @@ such structure. The graph is read only; the compressed model keeps the user's ow
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
@@ -28,3 +30,65 @@ def trace_fx(model: nn.Module, inputs: tuple) -> tuple[nn.Module, fx.GraphModule
     with torch.no_grad():
         ShapeProp(gm).propagate(*inputs)
     return root, gm
+
+
+@dataclass
+class ExportedGraph:
+    """An aten-level graph of the model on the example inputs.
+
+    `graph`: the fx graph of the ExportedProgram (tensor values as FakeTensors in node.meta["val"]);
+    `state_names`: placeholder node → qualified name in the model of the parameter or buffer it
+    stands for; `parameters`: the qualified names that are parameters (the others are buffers).
+    """
+
+    graph: fx.Graph
+    state_names: dict[fx.Node, str]
+    parameters: set[str]
+
+
+class _FlatOutputs(nn.Module):
+    """Calls the model and flattens its output (dataclasses, dicts, tuples, lists) to a tuple of
+    tensors, so that any output structure can be exported."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs):
+        return tuple(_tensors(self.model(*inputs)))
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from _tensors(getattr(value, field.name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
+    """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`.
+
+    Raises ValueError naming the model and torch.export's reason when it cannot be captured.
+    """
+    wrapper = _FlatOutputs(copy.deepcopy(model).eval())
+    try:
+        with torch.no_grad():
+            program = torch.export.export(wrapper, inputs, strict=False)
+    except Exception as exc:  # torch.export raises many types; re-raise one with the reason
+        reason = str(exc).strip().split("\n")[0]
+        raise ValueError(f"remove_filters could not capture {type(model).__name__} with "
+                         f"torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
+    signature = program.graph_signature
+    by_input = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
+    state_names = {node: by_input[node.name].removeprefix("model.")
+                   for node in program.graph.nodes
+                   if node.op == "placeholder" and node.name in by_input}
+    parameters = {name.removeprefix("model.") for name in signature.inputs_to_parameters.values()}
+    return ExportedGraph(program.graph, state_names, parameters)

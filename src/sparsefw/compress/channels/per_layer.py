@@ -58,10 +58,6 @@ class FilterSurgery:
     # ----------------------------------------------------------------------------------------
     def run(self, keep: dict[str, torch.Tensor], border: set[str] | None):
         """Build the compressed GraphModule; `border` None = decide border corrections by value."""
-        for name, mask in keep.items():
-            if not bool(mask.any()):
-                raise ValueError(f"removing filters empties conv {name!r} (all "
-                                 f"{mask.numel()} filters masked); use a smaller amount")
         self.keep, self.border_given, self.border_used = keep, border, set()
         self.graph = fx.Graph()
         self.env: dict[fx.Node, tuple] = {}

@@ -1,0 +1,221 @@
+"""Coupled channel groups: which channels of which tensors must leave together.
+
+A *channel space* is a set of C channels that several parameters index: the layers that write it
+(a conv's filters and bias, a Linear's rows), the norms applied to it (BatchNorm γ, β and running
+statistics), channel-wise scales (layer scale) and the layers that read it (a conv's input columns,
+a Linear's input columns, H·W of them per channel after a flatten). Channel c of a space is, in every
+member, the slice `index[c]` along `dim`. Removing channel c means removing that slice from every
+member; zeroing those slices ("masking channel c") gives the same function, because no kept channel
+reads channel c any more.
+
+Spaces are united where channels must be equal position by position: residual adds, channel-wise
+muls (squeeze-and-excitation gates, layer scale), depthwise convs (output channel c·m + j reads input
+channel c), the operands of a concat along another dim. A concat along the channel dim lays several
+spaces side by side (offsets); a flatten makes a channel cover `inner` consecutive features.
+
+A space is *fixed* (cannot shrink) where removing a channel would change what the model computes or
+what it is: it reaches the model's input or output, an op not in the rule registry reads it, a
+LayerNorm/GroupNorm normalizes over it (its statistics count every channel), a grouped conv reads or
+writes it, or one of its parameters is used twice.
+
+The analysis runs on a `torch.export` graph of the model on example inputs (`capture`); the per-op
+rules live in `group_rules`. `channel_groups` is the one source of truth for coupled removal
+(`remove_filters(..., coupled=True)`) and for regions built over the same groups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from .._util import as_input_tuple, check_module
+from .capture import ExportedGraph, export_graph
+
+
+@dataclass(frozen=True)
+class ChannelSlice:
+    """Member of a channel space: channel c is `tensor.index_select(dim, index[c])`.
+
+    name: qualified name of a parameter or buffer of the model; index: long tensor (C, k), k ≥ 1
+    entries of `dim` per channel (k = H·W for a Linear reading a flattened map); parameter: False
+    for buffers (BatchNorm running statistics); role: "out" (writes the channel: filters, biases),
+    "norm" (γ/β, running statistics), "scale" (a channel-wise factor) or "in" (reads it).
+    """
+
+    name: str
+    dim: int
+    index: torch.Tensor
+    parameter: bool
+    role: str
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One coupled channel space: `size` channels, the slices that index them, and `fixed`, the
+    reason why it cannot shrink (None where it can)."""
+
+    size: int
+    members: tuple[ChannelSlice, ...]
+    fixed: str | None
+
+    def joint_norms(self, model: nn.Module, criterion: str = "l2") -> torch.Tensor:
+        """Per channel c: ‖concat of all member parameter slices at c‖ (l1: Σ|w|, l2: √Σw²)."""
+        state = dict(model.named_parameters())
+        total = None
+        for member in self.members:
+            if not member.parameter:
+                continue
+            values = state[member.name].detach()
+            picked = values.index_select(member.dim, member.index.flatten().to(values.device))
+            picked = picked.movedim(member.dim, 0).reshape(self.size, -1)
+            part = picked.abs().sum(1) if criterion == "l1" else picked.pow(2).sum(1)
+            total = part if total is None else total + part.to(total.dtype)
+        if total is None:
+            return torch.zeros(self.size)
+        return total if criterion == "l1" else total.sqrt()
+
+
+@dataclass(frozen=True)
+class Segment:
+    """`size` channels of space `space`, channel c covering positions [c·inner, (c+1)·inner)."""
+
+    space: int
+    size: int
+    inner: int = 1
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """The channel spaces laid out along dimension `dim` of a tensor, in order."""
+
+    dim: int
+    segments: tuple[Segment, ...]
+
+    def with_inner(self, factor: int, dim: int | None = None) -> Tracked:
+        return Tracked(self.dim if dim is None else dim,
+                       tuple(Segment(s.space, s.size, s.inner * factor) for s in self.segments))
+
+    def structure(self) -> tuple:
+        return tuple((s.size, s.inner) for s in self.segments)
+
+
+class DependencyAnalysis:
+    """Walk the exported graph once, applying the rule of every op (`group_rules.RULES`)."""
+
+    def __init__(self, captured: ExportedGraph):
+        from .group_rules import RULES, unknown_op  # the registry imports this module's types
+        self.captured = captured
+        self.parent: list[int] = []
+        self.sizes: list[int] = []
+        self.reasons: dict[int, str] = {}
+        self.members: list[tuple[int, ChannelSlice]] = []
+        self.tracked: dict[fx.Node, object] = {}
+        for node in captured.graph.nodes:
+            if node.op == "call_function":
+                rule = RULES.get(node.target, unknown_op)
+                self.tracked[node] = rule(self, node)
+            elif node.op == "output":
+                for tracked in self.tracked_args(node.args):
+                    self.fix_tracked(tracked, "reaches the model output")
+        uses: dict[str, int] = {}
+        for node, name in captured.state_names.items():
+            uses[name] = len(node.users)
+        for space, member in self.members:
+            if uses.get(member.name, 0) > 1:
+                self.fix(space, f"its parameter {member.name!r} is used {uses[member.name]} times")
+
+    # ---- union-find over spaces -----------------------------------------------------------------
+    def new_space(self, size: int) -> int:
+        self.parent.append(len(self.parent))
+        self.sizes.append(size)
+        return self.parent[-1]
+
+    def find(self, space: int) -> int:
+        while self.parent[space] != space:
+            self.parent[space] = self.parent[self.parent[space]]
+            space = self.parent[space]
+        return space
+
+    def union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            a, b = min(a, b), max(a, b)
+            self.parent[b] = a
+            if b in self.reasons:
+                self.reasons.setdefault(a, self.reasons.pop(b))
+
+    def fix(self, space: int, reason: str) -> None:
+        self.reasons.setdefault(self.find(space), reason)
+
+    def fix_tracked(self, tracked: Tracked | None, reason: str) -> None:
+        if tracked is not None:
+            for segment in tracked.segments:
+                self.fix(segment.space, reason)
+
+    def unify(self, a: Tracked, b: Tracked, where: str) -> Tracked | None:
+        """Channels of `a` and `b` equal position by position: unite their spaces."""
+        if a.structure() != b.structure():
+            self.fix_tracked(a, f"channel layouts differ at {where}")
+            self.fix_tracked(b, f"channel layouts differ at {where}")
+            return None
+        for sa, sb in zip(a.segments, b.segments):
+            self.union(sa.space, sb.space)
+        return a
+
+    # ---- graph access ---------------------------------------------------------------------------
+    def get(self, arg) -> Tracked | None:
+        tracked = self.tracked.get(arg) if isinstance(arg, fx.Node) else None
+        return tracked if isinstance(tracked, Tracked) else None
+
+    def tracked_args(self, args) -> list[Tracked]:
+        found: list[fx.Node] = []
+        fx.node.map_arg(args, found.append)
+        return [t for t in (self.get(n) for n in found) if t is not None]
+
+    def state_name(self, arg) -> str | None:
+        return self.captured.state_names.get(arg) if isinstance(arg, fx.Node) else None
+
+    def add_member(self, tracked: Tracked, arg, dim: int, role: str) -> bool:
+        """Register state tensor `arg` (a parameter/buffer placeholder) as a member of every space
+        of `tracked`, along `dim`. False (nothing registered) if `arg` is not model state."""
+        name = self.state_name(arg)
+        if name is None:
+            return False
+        offset = 0
+        for segment in tracked.segments:
+            index = (offset + torch.arange(segment.size)[:, None] * segment.inner
+                     + torch.arange(segment.inner)[None, :])
+            self.members.append((segment.space, ChannelSlice(
+                name, dim, index, name in self.captured.parameters, role)))
+            offset += segment.size * segment.inner
+        return True
+
+    # ---- result ---------------------------------------------------------------------------------
+    def groups(self) -> list[ChannelGroup]:
+        by_root: dict[int, list[ChannelSlice]] = {}
+        for space in range(len(self.parent)):
+            by_root.setdefault(self.find(space), [])
+        for space, member in self.members:
+            by_root[self.find(space)].append(member)
+        out = []
+        for root, members in by_root.items():
+            reason = self.reasons.get(root)
+            if reason is None and not any(m.role == "out" for m in members):
+                reason = "no layer writes it"
+            out.append(ChannelGroup(self.sizes[root], tuple(members), reason))
+        return out
+
+
+def channel_groups(model: nn.Module, example_inputs, include_fixed: bool = False) -> list[ChannelGroup]:
+    """The coupled channel spaces of `model`, from a `torch.export` capture on `example_inputs`.
+
+    Returns the spaces that can shrink (with `include_fixed`, also the fixed ones, each with its
+    reason), in graph order. Each has its size C and its member slices: (parameter or buffer name,
+    dim, index (C, k) mapping channel c to that tensor's indices along dim, role). Removing channel
+    c from every member is exactly the model with those slices zeroed.
+    """
+    check_module(model)
+    inputs = as_input_tuple(example_inputs, "example_inputs")
+    groups = DependencyAnalysis(export_graph(model, inputs)).groups()
+    return [g for g in groups if include_fixed or g.fixed is None]

@@ -1,0 +1,96 @@
+"""Coupled surgery: remove channels from every member of their space, in the user's own model.
+
+A copy of the model keeps its class, methods, attributes and forward; each sliced parameter or
+buffer is replaced by its kept rows/columns (`index_select` along every dim it is indexed on) and
+the module that owns it gets its size attributes updated (`FIXERS`: Conv, ConvTranspose, Linear,
+BatchNorm, LayerNorm, GroupNorm). A plan is a dict {tensor name: {dim: kept indices}}: it is the
+recipe, so `rebuild` needs no graph.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .groups import ChannelGroup
+
+
+def plan_removal(model: nn.Module, groups: list[ChannelGroup], amount: float,
+                 criterion: str) -> dict[str, dict[int, list[int]]]:
+    """Remove ⌊amount·C⌋ channels of lowest joint norm from every group of C channels (ties: the
+    higher index goes first); returns the kept indices of every (tensor, dim) touched."""
+    sizes = {**{n: p.shape for n, p in model.named_parameters()},
+             **{n: b.shape for n, b in model.named_buffers()}}
+    keep: dict[str, dict[int, torch.Tensor]] = {}
+    for group in groups:
+        n_remove = int(amount * group.size)
+        if n_remove == 0:
+            continue
+        norms = group.joint_norms(model, criterion).cpu()
+        order = torch.sort(norms, descending=True, stable=True).indices
+        removed = order[group.size - n_remove:]
+        for member in group.members:
+            mask = keep.setdefault(member.name, {}).setdefault(
+                member.dim, torch.ones(sizes[member.name][member.dim], dtype=torch.bool))
+            mask[member.index[removed].flatten()] = False
+    return {name: {dim: torch.nonzero(mask).flatten().tolist() for dim, mask in dims.items()}
+            for name, dims in keep.items()}
+
+
+def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]]) -> nn.Module:
+    """A copy of `model` with every planned tensor cut to its kept indices (module sizes updated)."""
+    out = copy.deepcopy(model)
+    touched: dict[str, nn.Module] = {}
+    for name, dims in plan.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = out.get_submodule(owner_name)
+        old = getattr(owner, leaf)
+        with torch.no_grad():
+            new = old.detach()
+            for dim, kept in sorted(dims.items(), key=lambda item: int(item[0])):
+                new = new.index_select(int(dim), torch.tensor(kept, dtype=torch.long, device=new.device))
+            new = new.clone()
+        if isinstance(old, nn.Parameter):
+            setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
+        else:
+            owner._buffers[leaf] = new
+        touched[owner_name] = owner
+    for owner in touched.values():
+        for kind, fix in FIXERS:
+            if isinstance(owner, kind):
+                fix(owner)
+                break
+    return out
+
+
+def _fix_conv(conv: nn.modules.conv._ConvNd) -> None:
+    w = conv.weight
+    if conv.transposed:  # weight (in, out/groups, ...)
+        conv.in_channels, conv.out_channels = w.shape[0], w.shape[1] * conv.groups
+        return
+    if conv.groups > 1:  # only a depthwise conv (groups = in_channels) shrinks: m filters per group
+        conv.groups = w.shape[0] // (conv.out_channels // conv.groups)
+    conv.in_channels, conv.out_channels = w.shape[1] * conv.groups, w.shape[0]
+
+
+def _fix_linear(linear: nn.Linear) -> None:
+    linear.out_features, linear.in_features = linear.weight.shape
+
+
+def _fix_batchnorm(bn: nn.modules.batchnorm._NormBase) -> None:
+    bn.num_features = (bn.weight if bn.weight is not None else bn.running_mean).shape[0]
+
+
+def _fix_layernorm(ln: nn.LayerNorm) -> None:
+    if ln.weight is not None:
+        ln.normalized_shape = tuple(ln.weight.shape)
+
+
+def _fix_groupnorm(gn: nn.GroupNorm) -> None:
+    gn.num_channels = gn.weight.shape[0]
+
+
+FIXERS = [(nn.modules.conv._ConvNd, _fix_conv), (nn.Linear, _fix_linear),
+          (nn.modules.batchnorm._NormBase, _fix_batchnorm), (nn.LayerNorm, _fix_layernorm),
+          (nn.GroupNorm, _fix_groupnorm)]
