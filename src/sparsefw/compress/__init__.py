@@ -1,19 +1,22 @@
 """One-shot compression without retraining (needs torch.nn only).
 
 prune            unstructured magnitude pruning (global or per layer), zeros in the weights
-remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model
+remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model;
+                 coupled=True shrinks every coupled channel space (residual streams, MLP hidden units)
+channel_groups   the coupled channel spaces of a model and the parameter slices of each channel
 factorize        truncated-SVD factor pairs for Conv2d and Linear (rank, energy or budget rule)
 summarize        parameters, FLOPs and latency of original vs compressed, with ratios
 recalibrate_batchnorm   re-estimate BatchNorm running statistics on a few input batches
 rebuild          recreate a compressed architecture from the original one and a recipe
 """
 from .batchnorm import recalibrate_batchnorm
+from .channels.groups import ChannelGroup, ChannelSlice, channel_groups
 from .factorize import factorize
 from .filters import filter_keep_mask, remove_filters
 from .metrics import CompressionSummary, count_flops, count_parameters, measure_latency, summarize
 from .prune import prune
 from .recipe import rebuild
 
-__all__ = ["CompressionSummary", "count_flops", "count_parameters", "factorize",
-           "filter_keep_mask", "measure_latency", "prune", "rebuild", "recalibrate_batchnorm",
-           "remove_filters", "summarize"]
+__all__ = ["ChannelGroup", "ChannelSlice", "CompressionSummary", "channel_groups", "count_flops",
+           "count_parameters", "factorize", "filter_keep_mask", "measure_latency", "prune", "rebuild",
+           "recalibrate_batchnorm", "remove_filters", "summarize"]

@@ -1,0 +1,238 @@
+"""Coupled channel removal and the zoo: both removal modes against their masked models."""
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from nets import CifarResNet, ConcatNet, DepthwiseNet, PlainCNN, randomize
+from sparsefw.compress import channel_groups, count_parameters, rebuild, remove_filters
+from zoo import ZOO, LibResNet, first_tensor
+
+NETS = {**ZOO,
+        "plain": (lambda: PlainCNN(spatial=8), [(8, 8), (8, 8)]),
+        "cifar_resnet": (lambda: CifarResNet(blocks=1), [(16, 16), (12, 20)]),
+        "depthwise": (DepthwiseNet, [(16, 16), (10, 12)]),
+        "concat": (ConcatNet, [(16, 16), (11, 13)])}
+
+
+def build(name):
+    make, sizes = NETS[name]
+    torch.manual_seed(0)
+    return randomize(make()), sizes
+
+
+def inputs(size, seed):
+    return torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def coupled_masked_copy(model, x, amount):
+    """The model with ⌊amount·C⌋ channels of every space zeroed in all member parameters; the
+    channels ranked here by the l1 norm of the concatenated member slices (computed independently
+    of the library's ranking, on the original weights; ties: the higher index goes first)."""
+    masked = copy.deepcopy(model)
+    params, original = dict(masked.named_parameters()), dict(model.named_parameters())
+    with torch.no_grad():
+        for group in channel_groups(model, x):
+            slices = [[original[m.name].index_select(m.dim, m.index[c]).abs().sum().item()
+                       for m in group.members if m.parameter] for c in range(group.size)]
+            norms = [sum(s) for s in slices]
+            order = sorted(range(group.size), key=lambda c: (-norms[c], c))
+            removed = order[group.size - int(amount * group.size):]
+            for m in group.members:
+                if m.parameter and removed:
+                    params[m.name].index_fill_(m.dim, m.index[removed].flatten(), 0.0)
+    return masked
+
+
+def per_layer_masked_copy(model, amount):
+    masked = copy.deepcopy(model)
+    for module in masked.modules():
+        if isinstance(module, nn.Conv2d):
+            torch_prune.ln_structured(module, "weight", amount, n=1, dim=0)
+    return masked
+
+
+def run(model, x):
+    with torch.no_grad():
+        return first_tensor(model(x))
+
+
+@pytest.mark.parametrize("amount", [0.3, 0.7])
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_coupled_matches_masked_model_at_two_sizes(name, amount):
+    model, sizes = build(name)
+    example = inputs(sizes[0], 0)
+    compressed = remove_filters(model, amount, example, coupled=True)
+    masked = coupled_masked_copy(model, example, amount)
+    assert type(compressed) is type(model)  # the user's own class and forward
+    for seed, size in enumerate(sizes, 1):
+        x = inputs(size, seed)
+        torch.testing.assert_close(run(compressed, x), run(masked, x), rtol=1e-10, atol=1e-10)
+        assert (run(masked, x) - run(model, x)).abs().max() > 1e-6  # the masking matters
+    assert count_parameters(compressed) < count_parameters(model)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_per_layer_matches_ln_structured_on_the_zoo(name):
+    model, sizes = build(name)
+    compressed = remove_filters(model, 0.5, inputs(sizes[0], 0))
+    masked = per_layer_masked_copy(model, 0.5)
+    for seed, size in enumerate(sizes, 1):
+        x = inputs(size, seed)
+        torch.testing.assert_close(run(compressed, x), run(masked, x), rtol=1e-10, atol=1e-10)
+    assert count_parameters(compressed) < count_parameters(model)
+
+
+def test_every_space_loses_floor_amount_channels_and_streams_shrink():
+    model, sizes = build("resnet")
+    x = inputs(sizes[0], 0)
+    groups = channel_groups(model, x)
+    compressed = remove_filters(model, 0.5, x, coupled=True)
+    shapes = dict(compressed.named_parameters())
+    for group in groups:
+        for m in group.members:
+            if m.parameter and m.index.shape[1] == 1:
+                expected = dict(model.named_parameters())[m.name].shape[m.dim] - group.size // 2
+                assert shapes[m.name].shape[m.dim] == expected, m.name
+    # the residual stream of stage 1 (stem, identity block) shrank: stem conv and block convs
+    assert compressed.conv1.out_channels == 4 and compressed.layer1[0].conv2.out_channels == 4
+    assert compressed.layer1[0].conv1.in_channels == 4 and compressed.bn1.num_features == 4
+    # the model keeps its methods and attributes
+    assert compressed.forward_features(x).shape[1] == model.forward_features(x).shape[1]  # output stage fixed
+    assert compressed.num_classes == model.num_classes
+
+
+def test_groups_of_a_cifar_resnet_by_hand():
+    """The spaces of CifarResNet(blocks=1) written down from its architecture."""
+    model = CifarResNet(blocks=1).eval()
+    groups = channel_groups(model, torch.randn(1, 3, 16, 16), include_fixed=True)
+    got = {frozenset((m.name, m.dim) for m in g.members if m.parameter): g.fixed for g in groups}
+
+    def norm(prefix):
+        return {(f"{prefix}.weight", 0), (f"{prefix}.bias", 0)}
+    stream1 = {("conv1.weight", 0), *norm("bn1"), ("layers.0.conv2.weight", 0), *norm("layers.0.bn2"),
+               ("layers.0.conv1.weight", 1), ("layers.1.conv1.weight", 1), ("layers.1.shortcut.0.weight", 1)}
+    stream2 = {("layers.1.conv2.weight", 0), *norm("layers.1.bn2"), ("layers.1.shortcut.0.weight", 0),
+               *norm("layers.1.shortcut.1"), ("layers.2.conv1.weight", 1), ("layers.2.shortcut.0.weight", 1)}
+    stream3 = {("layers.2.conv2.weight", 0), *norm("layers.2.bn2"), ("layers.2.shortcut.0.weight", 0),
+               *norm("layers.2.shortcut.1"), ("fc.weight", 1)}
+    hidden = [{(f"layers.{i}.conv1.weight", 0), *norm(f"layers.{i}.bn1"), (f"layers.{i}.conv2.weight", 1)}
+              for i in range(3)]
+    expected = {frozenset(s): None for s in [stream1, stream2, stream3, *hidden]}
+    expected[frozenset({("fc.weight", 0), ("fc.bias", 0)})] = "reaches the model output"
+    assert got == expected
+    sizes = {frozenset((m.name, m.dim) for m in g.members if m.parameter): g.size for g in groups}
+    assert sizes[frozenset(stream3)] == 32 and sizes[frozenset(hidden[1])] == 16
+
+
+def test_index_mappings_concat_offsets_flatten_and_depthwise():
+    # DenseNet: the stem's channels sit at offset 0 of every concat, the first layer's at 8..11
+    model, sizes = build("densenet")
+    groups = channel_groups(model, inputs(sizes[0], 0))
+    first_new = next(g for g in groups if any(m.name == "blocks.0.0.conv2.weight" and m.role == "out"
+                                                for m in g.members))
+    reader = next(m for m in first_new.members if m.name == "blocks.0.1.conv1.weight")
+    assert reader.dim == 1 and reader.index.flatten().tolist() == [8, 9, 10, 11]
+    # flatten → Linear: channel c of the last conv covers features 4c..4c+3 of the classifier
+    model, sizes = build("plain")
+    groups = channel_groups(model, inputs(sizes[0], 0))
+    fc = next(m for g in groups for m in g.members if m.name == "classifier.weight" and m.dim == 1)
+    assert fc.index.tolist() == [[4 * c + j for j in range(4)] for c in range(10)]
+    # a depthwise conv shares the space of its input (MobileNetV2's expansion → depthwise)
+    model, sizes = build("mobilenetv2")
+    groups = channel_groups(model, inputs(sizes[0], 0))
+    dw = next(g for g in groups if any(m.name == "features.2.conv.1.0.weight" for m in g.members))
+    assert {"features.2.conv.0.0.weight", "features.2.conv.1.0.weight",
+            "features.2.conv.2.weight"} <= {m.name for m in dw.members}
+
+
+def test_fixed_spaces_name_their_reason():
+    model, sizes = build("convnext")
+    groups = channel_groups(model, inputs(sizes[0], 0), include_fixed=True)
+    streams = [g for g in groups if any(m.name == "stages.0.1.conv_dw.weight" for m in g.members)]
+    assert len(streams) == 1 and "layer_norm" in streams[0].fixed  # LayerNorm statistics
+    free = [g for g in groups if g.fixed is None]
+    assert {m.name for g in free for m in g.members} == {  # the MLP hidden units can go
+        "stages.0.1.mlp.0.weight", "stages.0.1.mlp.0.bias", "stages.0.1.mlp.2.weight",
+        "stages.1.1.mlp.0.weight", "stages.1.1.mlp.0.bias", "stages.1.1.mlp.2.weight"}
+    model, sizes = build("depthwise")
+    groups = channel_groups(model, inputs(sizes[0], 0), include_fixed=True)
+    assert any(g.fixed == "read by a grouped conv" for g in groups)
+
+
+def test_ranking_is_the_joint_norm_over_members():
+    """One space: conv1 filters + bias + BN γ/β + conv2 columns; the kept channels are those of the
+    largest joint l2 norm, computed here by hand."""
+    torch.manual_seed(3)
+    model = randomize(nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 2, 1)))
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    _, recipe = remove_filters(model, 0.5, x, coupled=True, criterion="l2", return_recipe=True)
+    conv1, bn, conv2 = model[0], model[1], model[3]
+    joint = (conv1.weight.pow(2).sum((1, 2, 3)) + conv1.bias.pow(2) + bn.weight.pow(2) + bn.bias.pow(2)
+             + conv2.weight.pow(2).sum((0, 2, 3))).sqrt()
+    expected = sorted(torch.topk(joint, 3).indices.tolist())
+    assert recipe["slices"]["0.weight"] == {0: expected}
+    assert recipe["slices"]["3.weight"] == {1: expected}
+    assert recipe["slices"]["1.running_var"] == {0: expected}
+
+
+def test_coupled_recipe_rebuilds_and_loads_weights_only(tmp_path):
+    model, sizes = build("mobilenetv2")
+    x = inputs(sizes[0], 0)
+    compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    torch.save(compressed.state_dict(), tmp_path / "c.pt")
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    rebuilt = rebuild(NETS["mobilenetv2"][0]().double().eval(), json.loads((tmp_path / "r.json").read_text()))
+    rebuilt.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True))
+    y = inputs(sizes[1], 5)
+    torch.testing.assert_close(run(rebuilt, y), run(compressed, y), rtol=0, atol=0)
+
+
+def test_per_layer_in_place_fallback_keeps_the_class_and_rebuilds(tmp_path):
+    """LibResNet branches on shapes, so torch.fx cannot trace it: convs are replaced in place."""
+    model, sizes = build("resnet")
+    x = inputs(sizes[0], 0)
+    compressed, recipe = remove_filters(model, 0.5, x, return_recipe=True)
+    assert type(compressed) is LibResNet and recipe["in_place"]
+    torch.save(compressed.state_dict(), tmp_path / "c.pt")
+    rebuilt = rebuild(LibResNet().double().eval(), json.loads(json.dumps(recipe)))
+    rebuilt.load_state_dict(torch.load(tmp_path / "c.pt", weights_only=True))
+    y = inputs(sizes[1], 5)
+    torch.testing.assert_close(run(rebuilt, y), run(compressed, y), rtol=0, atol=0)
+
+
+class _DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x
+
+
+def test_capture_errors_are_one_clear_message():
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"could not capture _DataDependent with torch.export"):
+        remove_filters(_DataDependent(), 0.5, x, coupled=True)
+    with pytest.raises(ValueError, match=r"torch.fx.*; and .*torch.export"):
+        remove_filters(_DataDependent(), 0.5, x)
+    with pytest.raises(ValueError, match="coupled must be True or False"):
+        remove_filters(PlainCNN(), 0.5, x, coupled="yes")
+
+
+def test_coupled_onnx_export(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = randomize(CifarResNet(blocks=1)).float()
+    x = torch.randn(2, 3, 16, 16)
+    compressed = remove_filters(model, 0.5, x, coupled=True)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(compressed, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y = torch.randn(3, 3, 12, 20)
+    got = session.run(None, {"x": y.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), compressed(y).detach(), rtol=1e-4, atol=1e-4)
