@@ -236,3 +236,47 @@ def test_coupled_onnx_export(tmp_path):
     y = torch.randn(3, 3, 12, 20)
     got = session.run(None, {"x": y.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), compressed(y).detach(), rtol=1e-4, atol=1e-4)
+
+
+class _SplitNet(nn.Module):
+    """A split along the channels (sizes written in the forward) and a chunk along the width."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 7, 3, padding=1)
+        self.c, self.d = nn.Conv2d(6, 8, 1), nn.Conv2d(7, 8, 1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        p, q = torch.split(torch.cat([self.a(x), self.b(x)], 1), [6, 7], dim=1)
+        left, right = (torch.relu(self.c(p)) + self.d(q)).chunk(2, dim=3)
+        return self.fc((left * right.sigmoid()).mean((2, 3)))
+
+
+def test_a_split_along_the_channels_keeps_its_spaces_whole():
+    torch.manual_seed(0)
+    model = randomize(_SplitNet())
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    groups = channel_groups(model, x, include_fixed=True)
+    space = {m.name: g for g in groups for m in g.members if m.role == "out"}
+    assert "split along its channels" in space["a.weight"].fixed and space["b.weight"].fixed
+    assert space["c.weight"] is space["d.weight"] and space["c.weight"].fixed is None
+    compressed = remove_filters(model, 0.5, x, coupled=True)
+    assert (compressed.a.out_channels, compressed.c.out_channels, compressed.fc.in_features) == (6, 4, 4)
+    y = torch.randn(3, 3, 9, 6, dtype=torch.float64)
+    torch.testing.assert_close(run(compressed, y), run(coupled_masked_copy(model, x, 0.5), y),
+                               rtol=1e-10, atol=1e-10)
+
+
+class _HardCodedView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(-1, 8 * 4 * 4))
+
+
+def test_a_forward_with_hard_coded_channel_counts_is_refused():
+    with pytest.raises(ValueError, match="hard-codes"):
+        remove_filters(_HardCodedView(), 0.5, torch.randn(2, 3, 6, 6), coupled=True)

@@ -74,6 +74,7 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
     if coupled:
         plan = plan_removal(model, channel_groups(model, inputs), float(amount), criterion)
         compressed = apply_plan(model, plan)
+        _check_runs(compressed, inputs)
         recipe.update(coupled=True, slices=plan)
     else:
         surgery = _per_layer_surgery(model, inputs)
@@ -103,6 +104,20 @@ def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
         except ValueError as export_error:
             raise ValueError(f"{fx_error}; and {export_error}") from export_error
         return None
+
+
+def _check_runs(compressed: nn.Module, inputs: tuple) -> None:
+    """The captured graph holds sizes as constants; a forward that writes channel counts itself
+    (view(-1, 128), split sizes) breaks once they shrink: say so instead of returning it."""
+    was_training = compressed.training
+    try:
+        with torch.no_grad():
+            compressed.eval()(*inputs)
+    except RuntimeError as exc:
+        raise ValueError("the coupled-compressed model fails on example_inputs, probably because its "
+                         f"forward hard-codes a channel count: {str(exc).splitlines()[0]}") from exc
+    finally:
+        compressed.train(was_training)
 
 
 def _check_not_emptied(keep: dict[str, torch.Tensor]) -> None:

@@ -252,25 +252,16 @@ def reduction(a: DependencyAnalysis, node: fx.Node):
 
 
 def split(a: DependencyAnalysis, node: fx.Node):
-    """split/split_with_sizes: pieces along the channel dim must be whole spaces."""
+    """split/split_with_sizes/chunk: pieces along another dim keep the layout; a split along the
+    channels fixes them, since the captured sizes (and usually the forward's) are constants."""
     tracked = a.get(node.args[0])
     if tracked is None:
         return None
     ndim = len(_shape(node.args[0]))
-    dim = _arg(node, 2, "dim", 0) % ndim
-    pieces = [v.shape[dim] for v in node.meta["val"]]
-    if dim != tracked.dim:
-        return [tracked] * len(pieces)
-    out, segments = [], list(tracked.segments)
-    for size in pieces:
-        taken = []
-        while segments and size > 0:
-            taken.append(segments.pop(0))
-            size -= taken[-1].size * taken[-1].inner
-        if size != 0:
-            return unknown_op(a, node)
-        out.append(Tracked(dim, tuple(taken)))
-    return out
+    if _arg(node, 2, "dim", 0) % ndim == tracked.dim:
+        a.fix_tracked(tracked, "split along its channels (sizes are constants of the forward)")
+        return None
+    return [tracked] * len(node.meta["val"])
 
 
 _CHANNELWISE = [
@@ -309,4 +300,5 @@ RULES = {
        [("mean", "dim"), ("sum", "dim_IntList"), ("amax", "default"), ("amin", "default")]},
     aten.split.Tensor: split,
     aten.split_with_sizes.default: split,
+    aten.chunk.default: split,
 }
