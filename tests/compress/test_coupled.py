@@ -278,5 +278,6 @@ class _HardCodedView(nn.Module):
 
 
 def test_a_forward_with_hard_coded_channel_counts_is_refused():
-    with pytest.raises(ValueError, match="hard-codes"):
-        remove_filters(_HardCodedView(), 0.5, torch.randn(2, 3, 6, 6), coupled=True)
+    with pytest.raises(ValueError, match="hard-codes a channel count"):
+        remove_filters(randomize(_HardCodedView()), 0.5, torch.randn(2, 3, 6, 6, dtype=torch.float64),
+                       coupled=True)

@@ -12,11 +12,14 @@ its per-op rules `per_layer_rules`, `layout`) and its in-place fallback (`per_la
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ._util import as_input_tuple, check_module
+from .channels.capture import output_tensors
 from .channels.groups import channel_groups
 from .channels.per_layer import FilterSurgery
 from .channels.per_layer_inplace import prunable_convs, replace_convs
@@ -74,7 +77,7 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
     if coupled:
         plan = plan_removal(model, channel_groups(model, inputs), float(amount), criterion)
         compressed = apply_plan(model, plan)
-        _check_runs(compressed, inputs)
+        _check_exact(model, compressed, plan, inputs)
         recipe.update(coupled=True, slices=plan)
     else:
         surgery = _per_layer_surgery(model, inputs)
@@ -106,18 +109,33 @@ def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
         return None
 
 
-def _check_runs(compressed: nn.Module, inputs: tuple) -> None:
-    """The captured graph holds sizes as constants; a forward that writes channel counts itself
-    (view(-1, 128), split sizes) breaks once they shrink: say so instead of returning it."""
-    was_training = compressed.training
-    try:
-        with torch.no_grad():
-            compressed.eval()(*inputs)
-    except RuntimeError as exc:
-        raise ValueError("the coupled-compressed model fails on example_inputs, probably because its "
-                         f"forward hard-codes a channel count: {str(exc).splitlines()[0]}") from exc
-    finally:
-        compressed.train(was_training)
+def _check_exact(model: nn.Module, compressed: nn.Module, plan: dict, inputs: tuple) -> None:
+    """Run the compressed model and the masked one (the removed slices of every planned parameter
+    zeroed) on example_inputs; they must agree. The captured graph holds sizes as constants, so a
+    forward that writes a channel count itself (view(-1, 128), split sizes) is caught here."""
+    masked = copy.deepcopy(model).eval()
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, dims in plan.items():
+            if name in params:
+                for dim, kept in dims.items():
+                    drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
+                    drop[kept] = False
+                    params[name].index_fill_(dim, torch.nonzero(drop).flatten().to(params[name].device), 0)
+        expected = list(output_tensors(masked(*inputs)))
+        was_training = compressed.training
+        try:
+            got = list(output_tensors(compressed.eval()(*inputs)))
+        except RuntimeError as exc:
+            raise ValueError("the coupled-compressed model fails on example_inputs, probably because its "
+                             f"forward hard-codes a channel count: {str(exc).splitlines()[0]}") from exc
+        finally:
+            compressed.train(was_training)
+    for g, e in zip(got, expected):
+        scale = float(e.abs().max()) + 1.0 if e.numel() else 1.0
+        if g.shape != e.shape or not torch.allclose(g, e, rtol=1e-4, atol=1e-4 * scale):
+            raise ValueError("the coupled-compressed model differs from the masked model on example_inputs, "
+                             "probably because its forward hard-codes a channel count (a view or reshape)")
 
 
 def _check_not_emptied(keep: dict[str, torch.Tensor]) -> None:

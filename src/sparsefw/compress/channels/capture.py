@@ -55,21 +55,22 @@ class _FlatOutputs(nn.Module):
         self.model = model
 
     def forward(self, *inputs):
-        return tuple(_tensors(self.model(*inputs)))
+        return tuple(output_tensors(self.model(*inputs)))
 
 
-def _tensors(value):
+def output_tensors(value):
+    """The tensors of a model output, depth first through dataclasses, dicts, tuples and lists."""
     if isinstance(value, torch.Tensor):
         yield value
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
-            yield from _tensors(getattr(value, field.name))
+            yield from output_tensors(getattr(value, field.name))
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors(item)
+            yield from output_tensors(item)
     elif isinstance(value, (tuple, list)):
         for item in value:
-            yield from _tensors(item)
+            yield from output_tensors(item)
 
 
 def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
