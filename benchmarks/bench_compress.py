@@ -82,9 +82,9 @@ full width: every block's output is scattered back into the full-width stream (`
 ≈ 18 % of the compressed forward in a profile). At batch 1 every compressed variant is slower
 (0.8–0.9×): ResNet-20 at one 32×32 image costs ~8 ms of per-op overhead, and compression adds
 ops. Factorized ResNet-20 is slower at both batch sizes: two thin convs run slower than one
-narrow conv in oneDNN at these widths (16–64 channels). Next steps: shrink residual streams
-jointly (channels coupled across a stage) instead of putting them back; skip factorizing layers
-whose measured latency would not drop.
+narrow conv in oneDNN at these widths (16–64 channels). Coupled removal
+(`remove_filters(..., coupled=True)`) shrinks the residual streams jointly instead of putting them
+back: see "Coupled channel removal" (`benchmarks/bench_coupled.py`).
 """)
     print(table)
 
