@@ -33,7 +33,7 @@ from .._util import as_input_tuple, check_module
 from .capture import ExportedGraph, export_graph
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChannelSlice:
     """Member of a channel space: channel c is `tensor.index_select(dim, index[c])`.
 
@@ -50,10 +50,10 @@ class ChannelSlice:
     role: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChannelGroup:
     """One coupled channel space: `size` channels, the slices that index them, and `fixed`, the
-    reason why it cannot shrink (None where it can)."""
+    reason why it cannot shrink (None where it can). Compared by identity (members hold tensors)."""
 
     size: int
     members: tuple[ChannelSlice, ...]
