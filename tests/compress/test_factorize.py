@@ -35,7 +35,7 @@ def test_full_rank_equals_original(make):
 def test_params_and_flops_match_hand_computation():
     model = Small().eval()
     x = torch.randn(1, 3, 8, 8)
-    compressed, recipe = factorize(model, rank=0.25, return_recipe=True)
+    compressed, recipe = factorize(model, rank=0.25, layers="all", return_recipe=True)
     # rank_max: c1 min(8,27)=8 → r=2; c2 min(16,72)=16 → r=4; fc min(10,256)=10 → r=2
     assert recipe["ranks"] == {"c1": 2, "c2": 4, "fc": 2}
     params = (2 * 27 + 8 * 2 + 8) + (4 * 72 + 16 * 4) + (2 * 256 + 10 * 2 + 10)
@@ -60,7 +60,7 @@ def test_layer_selection_leaves_the_other_layers_untouched(layers, factorized):
             assert type(new) is type(module) and all(torch.equal(a, b) for a, b in
                                                        zip(new.parameters(), module.parameters()))
     # the same as factorizing everything, then putting the untouched layers back
-    both = factorize(model, rank=0.25)
+    both = factorize(model, rank=0.25, layers="all")
     for name in {"c1", "c2", "fc"} - factorized:
         setattr(both, name, getattr(model, name))
     torch.testing.assert_close(out(x), both(x), rtol=0, atol=0)
@@ -69,7 +69,7 @@ def test_layer_selection_leaves_the_other_layers_untouched(layers, factorized):
 
 def test_break_even_skips_and_reports():
     model = Small()
-    _, recipe = factorize(model, rank=0.9, return_recipe=True)
+    _, recipe = factorize(model, rank=0.9, layers="all", return_recipe=True)
     # c1: r=7, 7·35=245 ≥ 216 → skipped; c2: r=14, 14·88=1232 ≥ 1152 → skipped; fc r=9 saves
     assert set(recipe["skipped"]) == {"c1", "c2"} and recipe["ranks"] == {"fc": 9}
     _, recipe = factorize(DepthwiseNet(), rank=1.0, return_recipe=True)
@@ -78,7 +78,7 @@ def test_break_even_skips_and_reports():
 
 def test_energy_rule_against_brute_force():
     model = randomize(Small())
-    _, recipe = factorize(model, energy=0.8, skip_no_saving=False, return_recipe=True)
+    _, recipe = factorize(model, energy=0.8, skip_no_saving=False, layers="all", return_recipe=True)
     for name, r in recipe["ranks"].items():
         w = model.get_submodule(name).weight.detach()
         s2 = torch.linalg.svdvals(w.reshape(w.shape[0], -1)) ** 2
@@ -92,7 +92,8 @@ def test_budget_is_respected_and_spent(kind):
     x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
     measure = count_parameters if kind == "params" else (lambda m: count_flops(m, x))
     for budget in (0.35, 0.6):
-        compressed = factorize(model, budget=budget, budget_kind=kind, example_inputs=x)
+        compressed = factorize(model, budget=budget, budget_kind=kind, example_inputs=x,
+                               layers="all", cost="params")
         ratio = measure(compressed) / measure(model)
         assert budget - 0.1 < ratio <= budget
     with pytest.raises(ValueError, match="below the smallest"):
