@@ -1,10 +1,14 @@
-"""Truncated-SVD factorization: exact at full rank, rank rules, break-even, hand-counted cost."""
+"""Truncated-SVD factorization: exact at full rank, rank rules, break-even, hand-counted cost, and
+the per-layer speed decision and budgets under a deterministic cost model (no timed assertions)."""
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from nets import CifarResNet, DepthwiseNet, randomize
 from sparsefw.compress import count_flops, count_parameters, factorize, rebuild
+from sparsefw.compress._util import set_submodule
 
 
 class Small(nn.Module):
@@ -110,6 +114,86 @@ def test_recipe_rebuild_and_weights_only_load(tmp_path):
     torch.testing.assert_close(rebuilt(x), compressed(x), rtol=0, atol=0)
 
 
+OVERHEAD = 5000.0
+
+
+def flops_plus_overhead(modules, inputs):
+    """A deterministic cost model: FLOPs plus a fixed price per Conv2d/Linear call, the per-op
+    overhead that makes a thin factor pair slower than the one layer it replaces."""
+    return [count_flops(m, inputs) + OVERHEAD * sum(isinstance(x, (nn.Conv2d, nn.Linear))
+                                                    for x in m.modules()) for m in modules]
+
+
+def test_default_factorizes_conv_layers_only():
+    """The low-rank training mode constrains conv weights only, so Linear layers stay dense
+    unless asked for (layers="all")."""
+    model = randomize(Small())
+    out, recipe = factorize(model, rank=0.25, return_recipe=True)
+    assert set(recipe["ranks"]) == {"c1", "c2"} and type(out.fc) is nn.Linear
+    assert torch.equal(out.fc.weight, model.fc.weight)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_cost_model_decides_per_layer_on_the_layers_own_input(batch):
+    """A pair replaces a layer iff it costs less there: FLOPs saved 2·positions·(m·n − r·(m + n))
+    beat one more call's overhead. positions: c1 8·8, c2 4·4 (stride 2), fc 1, times the batch;
+    so fc (m=10, n=256, r=2 saves 2·(2560 − 532) = 4056 FLOPs per sample < 5000) pays only from
+    batch 2 on."""
+    model = randomize(Small())
+    x = torch.randn(batch, 3, 8, 8, dtype=torch.float64)
+    out, recipe = factorize(model, rank=0.25, layers="all", example_inputs=x,
+                            cost=flops_plus_overhead, return_recipe=True)
+    shapes = {"c1": (64, 8, 27, 2), "c2": (16, 16, 72, 4), "fc": (1, 10, 256, 2)}
+    for name, (positions, m, n, r) in shapes.items():
+        dense = 2 * batch * positions * m * n + OVERHEAD
+        pair = 2 * batch * positions * r * (m + n) + 2 * OVERHEAD
+        assert recipe["costs"][name] == {"dense": dense, "factorized": pair}
+        assert (name in recipe["ranks"]) == (pair < dense), name
+    assert ("fc" in recipe["ranks"]) == (batch == 2)
+    if batch == 1:
+        assert recipe["skipped"]["fc"].startswith("rank 2 is not faster")
+    torch.testing.assert_close(out.c2(torch.ones(1, 8, 4, 4, dtype=torch.float64)),
+                               factorize(model, rank=0.25).c2(torch.ones(1, 8, 4, 4, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("kind", ["params", "flops", "latency"])
+def test_budget_under_a_cost_model_is_respected_and_every_pair_pays(kind):
+    """Measured on the whole compressed model by the budget's own measure: at most the budget, and
+    putting any one factorized layer back to dense would not make the model cheaper under the
+    cost model (the pairs that would are left dense, or held at a rank where they still pay)."""
+    model = randomize(CifarResNet(blocks=1))
+    x = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    cost = lambda m: flops_plus_overhead([m], x)[0]  # noqa: E731
+    measure = {"params": count_parameters, "flops": lambda m: count_flops(m, x), "latency": cost}[kind]
+    for budget in (0.45, 0.7):
+        compressed, recipe = factorize(model, budget=budget, budget_kind=kind, example_inputs=x,
+                                       layers="all", cost=flops_plus_overhead, return_recipe=True)
+        ratio = measure(compressed) / measure(model)
+        assert budget - 0.1 < ratio <= budget + 1e-12
+        assert "fc" in recipe["skipped"]          # 2·(320 − 42) FLOPs saved at most < OVERHEAD
+        for name in recipe["ranks"]:
+            restored = copy.deepcopy(compressed)
+            set_submodule(restored, name, model.get_submodule(name))
+            assert cost(restored) > cost(compressed), name
+    with pytest.raises(ValueError, match="below the smallest reachable latency"):
+        factorize(model, budget=0.05, budget_kind="latency", example_inputs=x, cost=flops_plus_overhead)
+
+
+def test_measured_latency_decisions_follow_the_recorded_costs():
+    """cost="latency" (the default with example_inputs) times every layer that can save; a layer is
+    factorized exactly where its pair's median was lower. Times themselves are not asserted."""
+    model = CifarResNet(blocks=1).eval()
+    x = torch.randn(2, 3, 16, 16)
+    out, recipe = factorize(model, rank=0.5, example_inputs=x, return_recipe=True)
+    saving = {name for name in recipe["ranks"]} | {n for n, why in recipe["skipped"].items()
+                                                   if "not faster" in why}
+    assert set(recipe["costs"]) == saving and "fc" not in saving
+    for name, c in recipe["costs"].items():
+        assert (name in recipe["ranks"]) == (c["factorized"] < c["dense"]) and c["dense"] > 0
+    assert all(not m._forward_pre_hooks for m in model.modules()) and not model.training
+    assert "costs" not in factorize(model, rank=0.5, return_recipe=True)[1]   # no inputs: params
+
+
 def test_validation():
     with pytest.raises(ValueError, match="exactly one"):
         factorize(Small(), rank=0.5, energy=0.9)
@@ -121,3 +205,12 @@ def test_validation():
         factorize(Small(), rank=0.5, layers="bn")
     with pytest.raises(ValueError, match="budget_kind"):
         factorize(Small(), budget=0.5, budget_kind="bytes")
+    with pytest.raises(ValueError, match="cost must be one of"):
+        factorize(Small(), rank=0.5, cost="time")
+    with pytest.raises(ValueError, match="example_inputs"):
+        factorize(Small(), rank=0.5, cost="latency")
+    with pytest.raises(ValueError, match="example_inputs is required for budget_kind='latency'"):
+        factorize(Small(), budget=0.5, budget_kind="latency")
+    with pytest.raises(ValueError, match="cost='params'"):
+        factorize(Small(), budget=0.5, budget_kind="latency", example_inputs=torch.randn(1, 3, 8, 8),
+                  cost="params")
