@@ -56,7 +56,15 @@ class _Layer:
     groups: int
     m: int          # rows per group (output channels / features per group)
     n: int          # columns per group (c_in/g·kh·kw, or in_features)
-    sigma: torch.Tensor  # (groups, rank_max) singular values, descending
+    svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # float64 U, Σ, Vᵀ of the (g, m, n) view
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """(groups, rank_max) singular values, descending."""
+        return self.svd[1]
+
+    def pair(self, r: int) -> nn.Sequential:
+        return _factor_pair(self.module, r, self.svd)
 
     @property
     def rank_max(self) -> int:
@@ -160,7 +168,7 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
     chosen = {}
     for layer in selected:
         if layer.name not in skipped:
-            set_submodule(result, layer.name, _factor_pair(layer.module, ranks[layer.name]))
+            set_submodule(result, layer.name, layer.pair(ranks[layer.name]))
             chosen[layer.name] = ranks[layer.name]
     if not return_recipe:
         return result
@@ -180,7 +188,7 @@ def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit):
     timed = [layer for layer in layers if cost_model is not None and layer.name not in skipped]
     for layer in _progress(timed, "cost of factor pairs"):
         r = ranks[layer.name]
-        dense, pair = cost_on_calls(cost_model, [layer.module, _factor_pair(layer.module, r)],
+        dense, pair = cost_on_calls(cost_model, [layer.module, layer.pair(r)],
                                     calls[layer.name])
         costs[layer.name] = {"dense": dense, "factorized": pair}
         if not pair < dense:
@@ -207,8 +215,8 @@ def rebuild_factorized(model: nn.Module, recipe: dict) -> nn.Module:
 def _describe(name: str, module: nn.Module) -> _Layer:
     groups = module.groups if isinstance(module, nn.Conv2d) else 1
     matrices = _group_matrices(module)
-    sigma = torch.linalg.svdvals(matrices.to(torch.float64))
-    return _Layer(name, module, groups, matrices.shape[1], matrices.shape[2], sigma)
+    svd = torch.linalg.svd(matrices.to(torch.float64), full_matrices=False)
+    return _Layer(name, module, groups, matrices.shape[1], matrices.shape[2], tuple(svd))
 
 
 def _group_matrices(module: nn.Module) -> torch.Tensor:
@@ -299,7 +307,7 @@ def _fit_rank_costs(layers, cost_model, calls) -> dict[str, RankCost]:
     for layer in _progress([la for la in layers if la.largest_saving_rank >= 1], "cost of factor pairs"):
         top = layer.largest_saving_rank
         ranks = sorted({1, max(1, top // 2), top})
-        pairs = [_factor_pair(layer.module, r) for r in ranks]
+        pairs = [layer.pair(r) for r in ranks]
         dense, *costs = cost_on_calls(cost_model, [layer.module, *pairs], calls[layer.name])
         fit = RankCost.fit(dense, ranks, costs)
         fitted[layer.name] = RankCost(fit.dense, fit.intercept, max(fit.slope, 1e-9 * abs(dense)))
@@ -353,11 +361,13 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     return positions
 
 
-def _factor_pair(module: nn.Module, r: int) -> nn.Sequential:
-    """nn.Sequential(first, second) computing the rank-r truncated SVD of `module`."""
+def _factor_pair(module: nn.Module, r: int, svd=None) -> nn.Sequential:
+    """nn.Sequential(first, second) computing the rank-r truncated SVD of `module` (`svd`: the
+    float64 (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
     weight = module.weight.detach()
-    matrices = _group_matrices(module)
-    u, s, vh = torch.linalg.svd(matrices.to(torch.float64), full_matrices=False)
+    if svd is None:
+        svd = torch.linalg.svd(_group_matrices(module).to(torch.float64), full_matrices=False)
+    u, s, vh = svd
     first_w = (s[:, :r, None] * vh[:, :r]).to(weight.dtype)     # (g, r, n)
     second_w = u[:, :, :r].to(weight.dtype)                     # (g, m, r)
     kwargs = {"device": weight.device, "dtype": weight.dtype}
