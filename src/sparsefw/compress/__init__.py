@@ -2,7 +2,7 @@
 
 prune            unstructured magnitude pruning (global or per layer), zeros in the weights
 remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model
-factorize        truncated-SVD factor pairs for Conv2d and Linear (rank, energy or budget rule)
+factorize        truncated-SVD factor pairs where smaller and faster (convs; rank, energy or budget rule)
 summarize        parameters, FLOPs and latency of original vs compressed, with ratios
 recalibrate_batchnorm   re-estimate BatchNorm running statistics on a few input batches
 rebuild          recreate a compressed architecture from the original one and a recipe

@@ -155,8 +155,8 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
 
     result = copy.deepcopy(model)
     selected = [_describe(name, module) for name, module in factorizable_layers(result, layers).items()]
-    measured = [layer for layer in selected if layer.largest_saving_rank >= 1]
-    calls = layer_inputs(model, [layer.name for layer in measured], inputs) if cost_model else {}
+    can_save = [layer.name for layer in selected if layer.largest_saving_rank >= 1]
+    calls = layer_inputs(model, can_save, inputs) if cost_model else {}
     unit = "ms" if cost == "latency" else "cost units"
     if budget is not None:
         ranks, skipped, costs = _budget_ranks(model, selected, budget, budget_kind, inputs,
