@@ -12,8 +12,9 @@ never save and are always skipped.
 Fewer FLOPs do not make a layer faster: two thin convs can run slower than one (per-op overhead,
 kernels tuned for wide layers). With `cost="latency"` (the default when example_inputs are given)
 a layer is factorized only if its factor pair also runs faster than the dense layer on the inputs
-that layer receives in a forward pass of example_inputs (interleaved medians, layer_cost.py); any
-cost model callable can stand in for the measurement.
+that layer receives in a forward pass of example_inputs (interleaved medians, layer_cost.py), by
+at least LATENCY_MARGIN (5 %, below that the timings are noise); any cost model callable can stand
+in for the measurement (taken as exact: cheaper is enough).
 
 Rank rules (exactly one):
 * rank: float f in (0, 1] → r = max(1, ⌊f·rank_max⌋) (the paper's rule; the product is rounded to
@@ -46,6 +47,10 @@ from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measur
 
 _BUDGET_KINDS = ("params", "flops", "latency")
 _COSTS = ("auto", "params", "latency")
+# A timed pair must beat the dense layer by this share: per-layer differences below it are within
+# the timing noise of a shared CPU and did not carry over to the whole model (BENCHMARKS.md,
+# "Latency-aware factorization"). A cost-model callable is taken as exact (no margin).
+LATENCY_MARGIN = 0.05
 _LAYER_TYPES = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,), "linear": (nn.Linear,)}
 
 
@@ -117,7 +122,7 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         cost: what a factor pair must beat the dense layer in. "params": weights only (the
             break-even rule, deterministic, needs no inputs). "latency": weights, and the median
             wall-clock time of interleaved calls on the layer's inputs from example_inputs, on
-            their device. A callable cost(modules, inputs) -> list[float] (layer_cost.CostModel):
+            their device, at least LATENCY_MARGIN (5 %) below the dense layer's. A callable cost(modules, inputs) -> list[float] (layer_cost.CostModel):
             weights, and that cost model. "auto": "latency" when example_inputs are given and
             layers may be skipped, else "params".
 
@@ -158,13 +163,14 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
     can_save = [layer.name for layer in selected if layer.largest_saving_rank >= 1]
     calls = layer_inputs(model, can_save, inputs) if cost_model else {}
     unit = "ms" if cost == "latency" else "cost units"
+    margin = LATENCY_MARGIN if cost == "latency" else 0.0
     if budget is not None:
         ranks, skipped, costs = _budget_ranks(model, selected, budget, budget_kind, inputs,
-                                              cost_model, calls, skip_no_saving, unit)
+                                              cost_model, calls, skip_no_saving, unit, margin)
     else:
         ranks = {layer.name: _layer_rank(layer, rank, energy) for layer in selected}
         skipped, costs = ({}, {}) if not skip_no_saving else _skip_what_does_not_pay(
-            selected, ranks, cost_model, calls, unit)
+            selected, ranks, cost_model, calls, unit, margin)
     chosen = {}
     for layer in selected:
         if layer.name not in skipped:
@@ -178,8 +184,9 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
     return result, recipe
 
 
-def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit):
-    """({layer: reason} of the layers to keep dense, {layer: {"dense", "factorized"} costs})."""
+def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
+    """({layer: reason} of the layers to keep dense, {layer: {"dense", "factorized"} costs}); a
+    pair pays if it saves weights and costs less than (1 − margin) × the dense layer."""
     skipped, costs = {}, {}
     for layer in layers:
         r = ranks[layer.name]
@@ -191,7 +198,7 @@ def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit):
         dense, pair = cost_on_calls(cost_model, [layer.module, layer.pair(r)],
                                     calls[layer.name])
         costs[layer.name] = {"dense": dense, "factorized": pair}
-        if not pair < dense:
+        if not pair < (1 - margin) * dense:
             skipped[layer.name] = f"rank {r} is not faster: {pair:.4g} vs {dense:.4g} {unit} dense"
     return skipped, costs
 
@@ -237,7 +244,7 @@ def _layer_rank(layer: _Layer, rank, energy) -> int:
 
 
 def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls, skip_no_saving,
-                  unit):
+                  unit, margin):
     """Greedy global allocation of singular values under a parameter/FLOP/latency budget:
     ({layer: rank}, {layer: reason} of those left dense, {layer: costs} under a cost model)."""
     fitted = _fit_rank_costs(layers, cost_model, calls) if cost_model is not None else {}
@@ -267,7 +274,7 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
         for layer in priced:
             fit = fitted.get(layer.name)
             paying[layer.name] = max([r for r in range(1, layer.largest_saving_rank + 1)
-                                      if fit is None or fit.at(r) < fit.dense], default=0)
+                                      if fit is None or fit.at(r) < (1 - margin) * fit.dense], default=0)
     dense = {name for name, r in paying.items() if r < 1}
     limit = {layer.name: layer.rank_max for layer in priced}
     while True:
