@@ -32,7 +32,7 @@ RANKS = (0.5, 0.25)
 REPEATS = {1: 40, 64: 10}
 WHY_LAYERS = ("layers.0.1.conv1", "layers.1.1.conv1", "layers.2.1.conv1")   # one per ResNet-20 stage
 LATENCY_BUDGETS = (0.9, 0.75)
-PASSES = 3              # interleaved measurements per comparison; medians over the passes
+PASSES = 5              # interleaved measurements per comparison; medians over the passes
 
 
 class Bottleneck(nn.Module):

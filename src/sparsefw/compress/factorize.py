@@ -29,7 +29,8 @@ Rank rules (exactly one):
   (σ_i² / ‖W‖_F²) / (cost of one more rank of that layer) while they fit. A layer pushed past the
   rank where it stops paying (break-even, or no longer faster under the cost model) stays dense
   where that costs less, else is held at that rank, and the allocation is repeated; the budget is
-  an upper bound.
+  an upper bound on the counted parameters and FLOPs, and on the *modelled* latency (the measured
+  one follows it as closely as the per-layer timings add up; BENCHMARKS.md).
 """
 from __future__ import annotations
 
