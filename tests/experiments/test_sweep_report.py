@@ -112,17 +112,19 @@ def test_report_merges_runs_into_one_table(swept, tmp_path):
 
 
 def test_conv_only_lowrank_keeps_the_classifier(swept):
-    """sweep.lowrank_layers: conv factorizes the convs only (the paper code's protocol): fewer
-    parameters saved than with "all" by exactly the classifier's factorization."""
+    """sweep.lowrank_layers: conv (the default) factorizes the convs only (what the low-rank mode
+    trains low-rank, the paper code's protocol): fewer parameters saved than with "all" by exactly
+    the classifier's factorization."""
     model, loader, info, cfg, rows = swept
-    conv_only = dataclasses.replace(cfg.sweep, unstructured=[], filters=[], lowrank=[0.75], lowrank_layers="conv")
-    row = run_sweep(model, loader, info.task, info.num_classes, conv_only, "tiny")[1]
+    assert cfg.sweep.lowrank_layers == "conv"
+    both = dataclasses.replace(cfg.sweep, unstructured=[], filters=[], lowrank=[0.75], lowrank_layers="all")
+    row = run_sweep(model, loader, info.task, info.num_classes, both, "tiny")[1]
     fc = model.classifier
     m, n = fc.out_features, fc.in_features
     r = max(1, int(0.25 * min(m, n)))
     saved_by_fc = m * n - r * (m + n) if r * (m + n) < m * n else 0
-    both = next(x for x in rows if x["kind"] == "lowrank" and x["level"] == 0.75)
-    assert row["params"] - both["params"] == saved_by_fc > 0
+    conv_only = next(x for x in rows if x["kind"] == "lowrank" and x["level"] == 0.75)
+    assert conv_only["params"] - row["params"] == saved_by_fc > 0
 
 
 def test_bn_recalibration_evaluates_the_recalibrated_models(swept):

@@ -4,7 +4,7 @@ prune            unstructured magnitude pruning (global or per layer), zeros in 
 remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model;
                  coupled=True shrinks every coupled channel space (residual streams, MLP hidden units)
 channel_groups   the coupled channel spaces of a model and the parameter slices of each channel
-factorize        truncated-SVD factor pairs for Conv2d and Linear (rank, energy or budget rule)
+factorize        truncated-SVD factor pairs where smaller and faster (convs; rank, energy or budget rule)
 summarize        parameters, FLOPs and latency of original vs compressed, with ratios
 recalibrate_batchnorm   re-estimate BatchNorm running statistics on a few input batches
 rebuild          recreate a compressed architecture from the original one and a recipe

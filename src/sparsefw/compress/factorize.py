@@ -1,4 +1,4 @@
-"""Low-rank factorization of Conv2d and Linear layers by truncated SVD.
+"""Low-rank factorization of Conv2d and Linear layers by truncated SVD, where it pays.
 
 A conv weight W (c_out, c_in/g, kh, kw) with g groups is g matrices W_j of m × n,
 m = c_out/g, n = c_in/g·kh·kw. With W_j = U_j Σ_j V_jᵀ, the rank-r replacement is
@@ -9,30 +9,49 @@ Weights: g·r·(m + n) instead of g·m·n, so a layer saves only if r·(m + n) <
 FLOPs scale the same way (both factors run at the output resolution). Depthwise convs (m = 1)
 never save and are always skipped.
 
+Fewer FLOPs do not make a layer faster: two thin convs can run slower than one (per-op overhead,
+kernels tuned for wide layers). With `cost="latency"` (the default when example_inputs are given)
+a layer is factorized only if its factor pair also runs faster than the dense layer on the inputs
+that layer receives in a forward pass of example_inputs (interleaved medians, layer_cost.py), by
+at least LATENCY_MARGIN (5 %, below that the timings are noise); any cost model callable can stand
+in for the measurement (taken as exact: cheaper is enough).
+
 Rank rules (exactly one):
 * rank: float f in (0, 1] → r = max(1, ⌊f·rank_max⌋) (the paper's rule; the product is rounded to
   1e-9 first so that 0.29·100 gives 29), int → min(rank, rank_max).
 * energy: the smallest r whose leading singular values keep that fraction of Σσ² (σ² summed over
   groups).
-* budget: the compressed model may use at most budget × the original parameters (budget_kind
-  "params") or FLOPs ("flops", counted by torch.utils.flop_counter on example_inputs). Every layer
-  gets rank 1; the remaining singular values are taken greedily, largest first by
-  (σ_i² / ‖W‖_F²) / (cost of one rank of that layer) — normalised energy per parameter (or FLOP) —
-  while they fit. Layers whose rank ends above break-even stay dense, which costs less than
-  allotted, so the budget is an upper bound.
+* budget: the compressed model may cost at most budget × the original's parameters (budget_kind
+  "params"), FLOPs ("flops", counted by torch.utils.flop_counter on example_inputs) or latency
+  ("latency": the cost model on example_inputs, each layer's pair priced by the line a + b·r fitted
+  to its cost at three ranks, the rest of the model at its measured cost). Every layer gets rank
+  1; the remaining singular values are taken greedily, largest first by
+  (σ_i² / ‖W‖_F²) / (cost of one more rank of that layer) while they fit. A layer pushed past the
+  rank where it stops paying (break-even, or no longer faster under the cost model) stays dense
+  where that costs less, else is held at that rank, and the allocation is repeated; the budget is
+  an upper bound on the counted parameters and FLOPs, and on the *modelled* latency (the measured
+  one follows it as closely as the per-layer timings add up; BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import copy
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ._util import as_input_tuple, check_module, set_submodule
+from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
 
-_BUDGET_KINDS = ("params", "flops")
+_BUDGET_KINDS = ("params", "flops", "latency")
+_COSTS = ("auto", "params", "latency")
+# A timed pair must beat the dense layer by this share: per-layer differences below it are within
+# the timing noise of a shared CPU and did not carry over to the whole model (BENCHMARKS.md,
+# "Latency-aware factorization"). A cost-model callable is taken as exact (no margin).
+LATENCY_MARGIN = 0.05
 _LAYER_TYPES = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,), "linear": (nn.Linear,)}
 
 
@@ -43,11 +62,29 @@ class _Layer:
     groups: int
     m: int          # rows per group (output channels / features per group)
     n: int          # columns per group (c_in/g·kh·kw, or in_features)
-    sigma: torch.Tensor  # (groups, rank_max) singular values, descending
+    svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # float64 U, Σ, Vᵀ of the (g, m, n) view
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """(groups, rank_max) singular values, descending."""
+        return self.svd[1]
+
+    def pair(self, r: int) -> nn.Sequential:
+        return _factor_pair(self.module, r, self.svd)
 
     @property
     def rank_max(self) -> int:
         return min(self.m, self.n)
+
+    @property
+    def break_even(self) -> float:
+        """The rank at which the pair has as many weights as the layer: r = m·n / (m + n)."""
+        return self.m * self.n / (self.m + self.n)
+
+    @property
+    def largest_saving_rank(self) -> int:
+        """The largest r with r·(m + n) < m·n (0 if none)."""
+        return min(math.ceil(self.break_even) - 1, self.rank_max)
 
     def saves(self, r: int) -> bool:
         return r * (self.m + self.n) < self.m * self.n
@@ -63,19 +100,32 @@ def factorizable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.M
 
 def factorize(model: nn.Module, rank: float | int | None = None, energy: float | None = None,
               budget: float | None = None, budget_kind: str = "params", example_inputs=None,
-              skip_no_saving: bool = True, layers: str = "all", return_recipe: bool = False):
-    """Replace Conv2d and Linear layers by truncated-SVD factor pairs (see the module docstring).
+              skip_no_saving: bool = True, layers: str = "conv", return_recipe: bool = False,
+              cost: str | CostModel = "auto"):
+    """Replace Conv2d (and on request Linear) layers by truncated-SVD factor pairs where they pay
+    (see the module docstring).
 
     Args:
         model: left untouched.
         rank / energy / budget: the rank rule; give exactly one.
-        budget_kind: "params" or "flops" (needs example_inputs).
-        skip_no_saving: keep layers dense where the factor pair would not be smaller; False
-            factorizes every layer (at full rank this reproduces the original function).
-        layers: which layers to factorize: "all" (Conv2d and Linear), "conv" (Conv2d only, as in
-            the paper's code) or "linear"; the others stay as they are.
+        budget_kind: "params", "flops" or "latency" (the last two need example_inputs).
+        example_inputs: a tensor or tuple of tensors the model is called on; the per-layer costs
+            are taken on the inputs each layer receives in that call (so batch size and image size
+            matter: give the shape the model will serve).
+        skip_no_saving: keep layers dense where the factor pair would not pay (see `cost`); False
+            factorizes every selected layer (at full rank this reproduces the original function).
+        layers: which layers to factorize: "conv" (Conv2d only, the layers the low-rank training
+            mode constrains, as in the paper's code), "all" (Conv2d and Linear) or "linear"; the
+            others stay as they are.
         return_recipe: also return {"kind": "factorize", "ranks": {layer: r},
-            "skipped": {layer: reason}} (JSON-able, usable by `rebuild`).
+            "skipped": {layer: reason}, "costs": {layer: {"dense": c, "factorized": c}}}
+            (JSON-able, usable by `rebuild`; "costs" only under a cost model).
+        cost: what a factor pair must beat the dense layer in. "params": weights only (the
+            break-even rule, deterministic, needs no inputs). "latency": weights, and the median
+            wall-clock time of interleaved calls on the layer's inputs from example_inputs, on
+            their device, at least LATENCY_MARGIN (5 %) below the dense layer's. A callable cost(modules, inputs) -> list[float] (layer_cost.CostModel):
+            weights, and that cost model. "auto": "latency" when example_inputs are given and
+            layers may be skipped, else "params".
 
     Returns:
         A copy of `model` with the layers replaced by `nn.Sequential(first, second)`; with
@@ -95,27 +145,67 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         raise ValueError(f"budget must be in (0, 1], got {budget!r}")
     if budget_kind not in _BUDGET_KINDS:
         raise ValueError(f"budget_kind must be one of {_BUDGET_KINDS}, got {budget_kind!r}")
-    if budget is not None and budget_kind == "flops" and example_inputs is None:
-        raise ValueError("example_inputs is required for budget_kind='flops', got None")
+    if budget is not None and budget_kind != "params" and example_inputs is None:
+        raise ValueError(f"example_inputs is required for budget_kind={budget_kind!r}, got None")
+    if not (callable(cost) or cost in _COSTS):
+        raise ValueError(f"cost must be one of {_COSTS} or a callable cost model, got cost={cost!r}")
+    if cost == "auto":
+        prices_latency = budget is not None and budget_kind == "latency"
+        cost = "latency" if example_inputs is not None and (skip_no_saving or prices_latency) else "params"
+    cost_model = measured_latency() if cost == "latency" else (cost if callable(cost) else None)
+    if cost_model is not None and example_inputs is None:
+        raise ValueError(f"cost={cost!r} is measured on example_inputs, got example_inputs=None")
+    if budget is not None and budget_kind == "latency" and cost_model is None:
+        raise ValueError("budget_kind='latency' prices layers by a cost model; got cost='params'")
+    inputs = None if example_inputs is None else as_input_tuple(example_inputs, "example_inputs")
 
     result = copy.deepcopy(model)
-    layers = [_describe(name, module) for name, module in factorizable_layers(result, layers).items()]
+    selected = [_describe(name, module) for name, module in factorizable_layers(result, layers).items()]
+    can_save = [layer.name for layer in selected if layer.largest_saving_rank >= 1]
+    calls = layer_inputs(model, can_save, inputs) if cost_model else {}
+    unit = "ms" if cost == "latency" else "cost units"
+    margin = LATENCY_MARGIN if cost == "latency" else 0.0
     if budget is not None:
-        ranks = _budget_ranks(model, layers, budget, budget_kind, example_inputs)
+        ranks, skipped, costs = _budget_ranks(model, selected, budget, budget_kind, inputs,
+                                              cost_model, calls, skip_no_saving, unit, margin)
     else:
-        ranks = {layer.name: _layer_rank(layer, rank, energy) for layer in layers}
-    chosen, skipped = {}, {}
-    for layer in layers:
-        r = ranks[layer.name]
-        if skip_no_saving and not layer.saves(r):
-            skipped[layer.name] = (f"rank {r} does not save: needs r < "
-                                   f"{layer.m * layer.n / (layer.m + layer.n):.2f}")
-            continue
-        set_submodule(result, layer.name, _factor_pair(layer.module, r))
-        chosen[layer.name] = r
+        ranks = {layer.name: _layer_rank(layer, rank, energy) for layer in selected}
+        skipped, costs = ({}, {}) if not skip_no_saving else _skip_what_does_not_pay(
+            selected, ranks, cost_model, calls, unit, margin)
+    chosen = {}
+    for layer in selected:
+        if layer.name not in skipped:
+            set_submodule(result, layer.name, layer.pair(ranks[layer.name]))
+            chosen[layer.name] = ranks[layer.name]
     if not return_recipe:
         return result
-    return result, {"kind": "factorize", "ranks": chosen, "skipped": skipped}
+    recipe = {"kind": "factorize", "ranks": chosen, "skipped": skipped}
+    if cost_model is not None:
+        recipe["costs"] = costs
+    return result, recipe
+
+
+def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
+    """({layer: reason} of the layers to keep dense, {layer: {"dense", "factorized"} costs}); a
+    pair pays if it saves weights and costs less than (1 − margin) × the dense layer."""
+    skipped, costs = {}, {}
+    for layer in layers:
+        r = ranks[layer.name]
+        if not layer.saves(r):
+            skipped[layer.name] = f"rank {r} does not save: needs r < {layer.break_even:.2f}"
+    timed = [layer for layer in layers if cost_model is not None and layer.name not in skipped]
+    for layer in _progress(timed, "cost of factor pairs"):
+        r = ranks[layer.name]
+        dense, pair = cost_on_calls(cost_model, [layer.module, layer.pair(r)],
+                                    calls[layer.name])
+        costs[layer.name] = {"dense": dense, "factorized": pair}
+        if not pair < (1 - margin) * dense:
+            skipped[layer.name] = f"rank {r} is not faster: {pair:.4g} vs {dense:.4g} {unit} dense"
+    return skipped, costs
+
+
+def _progress(items, desc):
+    return tqdm(items, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
 def rebuild_factorized(model: nn.Module, recipe: dict) -> nn.Module:
@@ -133,8 +223,8 @@ def rebuild_factorized(model: nn.Module, recipe: dict) -> nn.Module:
 def _describe(name: str, module: nn.Module) -> _Layer:
     groups = module.groups if isinstance(module, nn.Conv2d) else 1
     matrices = _group_matrices(module)
-    sigma = torch.linalg.svdvals(matrices.to(torch.float64))
-    return _Layer(name, module, groups, matrices.shape[1], matrices.shape[2], sigma)
+    svd = torch.linalg.svd(matrices.to(torch.float64), full_matrices=False)
+    return _Layer(name, module, groups, matrices.shape[1], matrices.shape[2], tuple(svd))
 
 
 def _group_matrices(module: nn.Module) -> torch.Tensor:
@@ -154,37 +244,108 @@ def _layer_rank(layer: _Layer, rank, energy) -> int:
     return min(int((cumulative < energy - 1e-12).sum()) + 1, layer.rank_max)
 
 
-def _budget_ranks(model, layers, budget, budget_kind, example_inputs) -> dict[str, int]:
-    """Greedy global allocation of singular values under a parameter/FLOP budget."""
-    if budget_kind == "params":
-        total = sum(p.numel() for p in model.parameters())
-        positions = {layer.name: 1 for layer in layers}
+def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls, skip_no_saving,
+                  unit, margin):
+    """Greedy global allocation of singular values under a parameter/FLOP/latency budget:
+    ({layer: rank}, {layer: reason} of those left dense, {layer: costs} under a cost model)."""
+    fitted = _fit_rank_costs(layers, cost_model, calls) if cost_model is not None else {}
+    if budget_kind == "latency":
+        total = cost_model([model], inputs)[0]
+        prices = fitted
     else:
-        from .metrics import count_flops
-        inputs = as_input_tuple(example_inputs, "example_inputs")
-        total = count_flops(model, inputs)
-        positions = _output_positions(model, inputs)
-    scale = 2 if budget_kind == "flops" else 1  # a multiply-add is 2 FLOPs
-    unit = torch.tensor([scale * layer.groups * (layer.m + layer.n) * positions[layer.name]
-                         for layer in layers], dtype=torch.float64)
-    dense = sum(scale * layer.groups * layer.m * layer.n * positions[layer.name] for layer in layers)
-    available = budget * total - (total - dense) - float(unit.sum())
+        scale = 2 if budget_kind == "flops" else 1  # a multiply-add is 2 FLOPs
+        if budget_kind == "params":
+            total = sum(p.numel() for p in model.parameters())
+            positions = {layer.name: 1 for layer in layers}
+        else:
+            from .metrics import count_flops
+            total = count_flops(model, inputs)
+            positions = _output_positions(model, inputs)
+        prices = {layer.name: RankCost(scale * layer.groups * layer.m * layer.n * positions[layer.name],
+                                       0.0, scale * layer.groups * (layer.m + layer.n) * positions[layer.name])
+                  for layer in layers}
+    # under a latency budget, layers that can never save have no fitted price: dense, in `fixed`
+    skipped = {layer.name: f"no rank saves: needs r < {layer.break_even:.2f}"
+               for layer in layers if layer.name not in prices}
+    priced = [layer for layer in layers if layer.name in prices]
+    fixed = total - sum(prices[layer.name].dense for layer in priced)
+    # the largest rank at which a layer still pays: smaller, and under a cost model also faster
+    paying = {layer.name: layer.rank_max for layer in priced}
+    if skip_no_saving:
+        for layer in priced:
+            fit = fitted.get(layer.name)
+            paying[layer.name] = max([r for r in range(1, layer.largest_saving_rank + 1)
+                                      if fit is None or fit.at(r) < (1 - margin) * fit.dense], default=0)
+    dense = {name for name, r in paying.items() if r < 1}
+    limit = {layer.name: layer.rank_max for layer in priced}
+    while True:
+        ranks = _greedy(priced, prices, limit, dense, budget * total - fixed,
+                        lambda need: (f"budget={budget} is below the smallest reachable {budget_kind} "
+                                      f"fraction {(fixed + need) / total:.4f} (every factorized layer "
+                                      f"at rank 1)"))
+        over = [name for name, r in ranks.items() if r > paying[name]]
+        if not over:
+            break
+        for name in over:      # dense where that costs less under the budget, else held at `paying`
+            if prices[name].dense <= prices[name].at(ranks[name]):
+                dense.add(name)
+            else:
+                limit[name] = paying[name]
+    for layer in priced:
+        if layer.name not in dense:
+            continue
+        fit = fitted.get(layer.name)
+        if layer.largest_saving_rank < 1:
+            skipped[layer.name] = f"no rank saves: needs r < {layer.break_even:.2f}"
+        elif paying[layer.name] < 1:
+            skipped[layer.name] = (f"not faster at any rank: rank 1 costs {fit.at(1):.4g} vs "
+                                   f"{fit.dense:.4g} {unit} dense (fitted)")
+        else:
+            skipped[layer.name] = (f"the budget gives it more than rank {paying[layer.name]}, "
+                                   f"where it stops paying; dense costs less")
+    costs = {name: {"dense": fit.dense, "factorized": fit.at(ranks.get(name, 1))}   # rank 1 if dense
+             for name, fit in fitted.items()}
+    return ranks, skipped, costs
+
+
+def _fit_rank_costs(layers, cost_model, calls) -> dict[str, RankCost]:
+    """Per layer that can save: the cost line a + b·r fitted to its factor pair at ranks 1, half
+    and all of its largest saving rank, beside the dense layer's cost (the same calls)."""
+    fitted = {}
+    for layer in _progress([la for la in layers if la.largest_saving_rank >= 1], "cost of factor pairs"):
+        top = layer.largest_saving_rank
+        ranks = sorted({1, max(1, top // 2), top})
+        pairs = [layer.pair(r) for r in ranks]
+        dense, *costs = cost_on_calls(cost_model, [layer.module, *pairs], calls[layer.name])
+        fit = RankCost.fit(dense, ranks, costs)
+        fitted[layer.name] = RankCost(fit.dense, fit.intercept, max(fit.slope, 1e-9 * abs(dense)))
+    return fitted
+
+
+def _greedy(layers, prices, limit, dense, room, infeasible) -> dict[str, int]:
+    """Rank 1 for every layer not kept `dense`, then singular values 2..limit, largest energy per
+    cost first, while they fit in `room` (the budget less what the other layers cost); the
+    ValueError infeasible(need) if even rank 1 everywhere does not fit."""
+    active = [layer for layer in layers if layer.name not in dense]
+    need = (sum(prices[name].dense for name in dense)
+            + sum(prices[layer.name].at(1) for layer in active))
+    available = room - need
     if available < 0:
-        least = ((total - dense) + float(unit.sum())) / total
-        raise ValueError(f"budget={budget} is below the smallest reachable {budget_kind} fraction "
-                         f"{least:.4f} (every factorized layer at rank 1)")
-    scores, owners, costs = [], [], []
-    for index, layer in enumerate(layers):
+        raise ValueError(infeasible(need))
+    scores, owners, costs = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.long)], \
+        [torch.zeros(0, dtype=torch.float64)]
+    for index, layer in enumerate(active):
         power = (layer.sigma ** 2).sum(0)
-        rest = power[1:] / power.sum().clamp_min(torch.finfo(power.dtype).tiny) / unit[index]
+        slope = prices[layer.name].slope
+        rest = power[1:limit[layer.name]] / power.sum().clamp_min(torch.finfo(power.dtype).tiny) / slope
         scores.append(rest)
         owners.append(torch.full_like(rest, index, dtype=torch.long))
-        costs.append(torch.full_like(rest, float(unit[index])))
+        costs.append(torch.full_like(rest, slope))
     scores, owners, costs = torch.cat(scores), torch.cat(owners), torch.cat(costs)
     order = torch.argsort(scores, descending=True, stable=True)
     taken = order[costs[order].cumsum(0) <= available]
-    extra = torch.bincount(owners[taken], minlength=len(layers))
-    return {layer.name: 1 + int(extra[i]) for i, layer in enumerate(layers)}
+    extra = torch.bincount(owners[taken], minlength=len(active))
+    return {layer.name: 1 + int(extra[i]) for i, layer in enumerate(active)}
 
 
 def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
@@ -208,11 +369,13 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     return positions
 
 
-def _factor_pair(module: nn.Module, r: int) -> nn.Sequential:
-    """nn.Sequential(first, second) computing the rank-r truncated SVD of `module`."""
+def _factor_pair(module: nn.Module, r: int, svd=None) -> nn.Sequential:
+    """nn.Sequential(first, second) computing the rank-r truncated SVD of `module` (`svd`: the
+    float64 (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
     weight = module.weight.detach()
-    matrices = _group_matrices(module)
-    u, s, vh = torch.linalg.svd(matrices.to(torch.float64), full_matrices=False)
+    if svd is None:
+        svd = torch.linalg.svd(_group_matrices(module).to(torch.float64), full_matrices=False)
+    u, s, vh = svd
     first_w = (s[:, :r, None] * vh[:, :r]).to(weight.dtype)     # (g, r, n)
     second_w = u[:, :, :r].to(weight.dtype)                     # (g, m, r)
     kwargs = {"device": weight.device, "dtype": weight.dtype}

@@ -136,7 +136,7 @@ class SweepConfig:
     lowrank: list[float] = _opt([0.25, 0.5, 0.75, 0.9], _levels, "fraction of rank removed per layer")
     scope: str = _opt("global", _choice("global", "layer"), "pruning scope")
     criterion: str = _opt("l1", _choice("l1", "l2"), "filter-removal criterion")
-    lowrank_layers: str = _opt("all", _choice("all", "conv"), "layers factorized: conv and linear, or conv only")
+    lowrank_layers: str = _opt("conv", _choice("all", "conv"), "layers factorized: conv only (what the low-rank mode trains low-rank), or conv and linear")
     bn_recalibration: int = _opt(0, _non_negative, "training batches to re-estimate BatchNorm statistics on after "
                                  "compression (0: none, the paper's protocol)")
     latency: bool = _opt(False, doc="also measure wall-clock latency (slow)")

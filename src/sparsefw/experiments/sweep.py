@@ -67,7 +67,7 @@ def calibration_batches(cfg: ExperimentConfig, n_batches: int) -> list:
 
 
 def compress_model(model: nn.Module, kind: str, level: float, example_inputs: torch.Tensor,
-                   scope: str = "global", criterion: str = "l1", lowrank_layers: str = "all",
+                   scope: str = "global", criterion: str = "l1", lowrank_layers: str = "conv",
                    return_recipe: bool = False):
     """A new compressed module (with `return_recipe`, the pair (module, recipe)); `model` is untouched."""
     if kind == "unstructured":
