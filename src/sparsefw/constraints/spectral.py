@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ._ops import k_support_norm, safe_scale, top_k_l2, working
+from ._ops import k_support_norm, normalise_rows, safe_scale, top_k_l2, working
 from ._with_k import ConstraintWithK
 from .topk_svd import best_rank_k, tall
 
@@ -32,7 +32,7 @@ class SpectralKSupportBall(ConstraintWithK):
         return working(t, name).reshape(self.shape[0], -1)
 
     def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-        approx, size = best_rank_k(stack.reshape(stack.shape[0], self.shape[0], -1), self.k)
+        approx, size = best_rank_k(normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1)), self.k)
         return safe_scale(approx, -radii, size).reshape(stack.shape)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:

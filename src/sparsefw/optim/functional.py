@@ -153,12 +153,9 @@ class StepPlan:
         bucket.l2_radii = _vector(radii, work, device)
         bucket.l2_radii_squared = bucket.l2_radii * bucket.l2_radii
         bucket.l2_half_inverse = 0.5 / bucket.l2_radii
-        # ‖m‖ of a float32 tensor accumulated in float32 is off by ~1e-5 relative at 1M entries (enough
-        # to put v outside the ball): accumulate in float64 where a tensor is that large
-        if l2 and max(entries[j].param.numel() for j in l2) > 2 ** 18:
-            bucket.l2_norm_dtype = torch.float64
-        else:
-            bucket.l2_norm_dtype = work
+        # ‖m‖ accumulated in float64: in float32 it is off by ~1e-5 relative at 1M entries, and squares
+        # of tiny directions underflow; either would put v = −τ·m/‖m‖ outside the ball
+        bucket.l2_norm_dtype = torch.float64
         norm = [e.rescale in _USES_NORM for e in constrained]
         distance = [e.rescale == "gradient" for e in constrained]
         bucket.all_norm, bucket.all_distance = all(norm), all(distance)
