@@ -111,8 +111,10 @@ def _vector(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
 class StepPlan:
     """The structure of an SFW step over `entries` (see the module docstring)."""
 
-    def __init__(self, entries: Sequence[Entry]):
+    def __init__(self, entries: Sequence[Entry], spectral_refresh: int | None = None):
         self.entries = list(entries)
+        #: None: exact spectral LMOs; R: warm-started ones (`warm_lmo_rows`), exact every R-th step
+        self.spectral_refresh = spectral_refresh
         self.size = len(self.entries)
         by_device: dict[tuple, list[int]] = defaultdict(list)
         for i, e in enumerate(self.entries):
@@ -168,7 +170,7 @@ class StepPlan:
 
     # ------------------------------------------------------------------------------------------
     def run(self, grads: list[Tensor], buffers: list[Tensor | None], lrs: list, *,
-            ok: Tensor | None = None) -> list[Tensor]:
+            ok: Tensor | None = None, states: list[dict] | None = None) -> list[Tensor]:
         """One step over the plan's entries in place (`buffers` entries that are None are created
         where the momentum is non-zero). `lrs`: the learning rate of every param group (floats or
         0-dim tensors). `ok`: None, or a 0-dim bool tensor on the device; where False the step
@@ -179,11 +181,11 @@ class StepPlan:
         """
         gaps = []
         for bucket in self.buckets:
-            gaps.append(self._run_bucket(bucket, grads, buffers, lrs, ok))
+            gaps.append(self._run_bucket(bucket, grads, buffers, lrs, ok, states))
         return gaps
 
     def _run_bucket(self, b: _Bucket, grads: list[Tensor], buffers: list[Tensor | None], lrs: list,
-                    ok: Tensor | None) -> Tensor | None:
+                    ok: Tensor | None, states: list[dict] | None) -> Tensor | None:
         params = b.params
         g = grads if b.everything else [grads[i] for i in b.entries]
         if ok is not None:
@@ -225,10 +227,10 @@ class StepPlan:
                                                                                    dtype=b.dtype)))
         if not b.order:
             return None
-        return self._frank_wolfe(b, params, directions, lrs, ok)
+        return self._frank_wolfe(b, params, directions, lrs, ok, states)
 
     def _frank_wolfe(self, b: _Bucket, params: list[Tensor], directions: list[Tensor], lrs: list,
-                     ok: Tensor | None) -> Tensor:
+                     ok: Tensor | None, states: list[dict] | None) -> Tensor:
         work = math_dtype(b.dtype)
         low = work != b.dtype
         norms, distances, gap_parts, updates = [], [], [], []
@@ -250,7 +252,10 @@ class StepPlan:
         for batch in b.batches:
             m = _stack([directions[j] for j in batch.local]).to(batch.radii.dtype)
             theta = _stack([params[j] for j in batch.local]).to(batch.radii.dtype)
-            v = lmo_stack(batch.kind, batch.regions, m, batch.radii)
+            if self.spectral_refresh and states is not None and hasattr(batch.kind, "warm_lmo_rows"):
+                v = self._warm_lmo(b, batch, m, [states[b.entries[j]] for j in batch.local])
+            else:
+                v = lmo_stack(batch.kind, batch.regions, m, batch.radii)
             diff = theta - v
             rows_m, rows_d = m.reshape(m.shape[0], -1), diff.reshape(diff.shape[0], -1)
             norms.append((rows_m * rows_m).sum(1).sqrt().to(work))
@@ -278,6 +283,17 @@ class StepPlan:
             torch._foreach_addcmul_(ps, diff, steps[start:start + len(ps)])
             start += len(ps)
         return gap
+
+    def _warm_lmo(self, b: _Bucket, batch: _Batch, m: Tensor, states: list[dict]) -> Tensor:
+        """The batch's warm-started spectral LMO; each region's basis and step count live in its
+        parameter's optimizer state ("spectral_basis", a plain tensor; "spectral_steps", an int)."""
+        steps = states[0].get("spectral_steps", 0)
+        bases = [st.get("spectral_basis") for st in states]
+        refresh = steps % self.spectral_refresh == 0 or any(u is None for u in bases)
+        v, basis = batch.regions[0].warm_lmo_rows(m, batch.radii, None if refresh else _stack(bases))
+        for st, u in zip(states, basis.unbind(0)):
+            st["spectral_basis"], st["spectral_steps"] = u, steps + 1
+        return v
 
     @staticmethod
     def _learning_rates(b: _Bucket, lrs: list, work: torch.dtype) -> Tensor | float:

@@ -121,6 +121,11 @@ class SFW(Optimizer):
             the first such parameter, with nothing moved. The check is one read-only pass over the
             gradients; on the CPU it reads one flag, on CUDA the step is masked on the device
             (no synchronisation; "raise" synchronises). Under GradScaler the scaler's check serves.
+        spectral_refresh: None (default): every spectral-k-support / nuclear LMO is exact
+            (Gram-eigh). An int R ≥ 1: warm-started — each step projects the direction on last
+            step's basis and refines it by one subspace iteration (`best_rank_k_warm`, three matrix
+            products), with an exact LMO every R-th step; the basis is kept in the optimizer state
+            as a plain tensor ("spectral_basis"), so resuming and DDP stay bitwise reproducible.
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
@@ -129,18 +134,24 @@ class SFW(Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params: Iterable, lr: float | torch.Tensor = 0.1, momentum: float = 0.9,
-                 dampening: float = 0.0, rescale: str | None = "gradient", nonfinite: str = "skip"):
+                 dampening: float = 0.0, rescale: str | None = "gradient", nonfinite: str = "skip",
+                 spectral_refresh: int | None = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None)
         _check_hyper_parameters(defaults, "")
         if nonfinite not in NONFINITE:
             raise ValueError(f"Invalid nonfinite: nonfinite={nonfinite!r}; expected one of {NONFINITE}")
+        if spectral_refresh is not None and (isinstance(spectral_refresh, bool) or not isinstance(spectral_refresh, int)
+                                             or spectral_refresh < 1):
+            raise ValueError(f"Invalid spectral_refresh: spectral_refresh={spectral_refresh!r}; expected None or an "
+                             f"int ≥ 1")
         self.nonfinite = nonfinite
+        self.spectral_refresh = spectral_refresh
         self._reset_step_state(nonfinite_steps=0)
         super().__init__(params, defaults)
 
     def _reset_step_state(self, nonfinite_steps: int) -> None:
         """Forget the plan and the last gaps; `nonfinite_steps` counted on the host so far."""
-        self._plans: dict[tuple, tuple[StepPlan, list]] = {}
+        self._plans: dict[tuple, tuple[StepPlan, list, list]] = {}
         self._plan_key: tuple | None = None
         self._gap_vectors: list[torch.Tensor] = []
         self._gap_groups: list[int] = []
@@ -172,8 +183,8 @@ class SFW(Optimizer):
             self._plans, self._plan_key = {}, None
 
     # --- the step ------------------------------------------------------------------------
-    def _plan(self) -> tuple[StepPlan, list, list[torch.Tensor]] | None:
-        """(plan, its momentum-buffer list, gradients) for the parameters that have a gradient now;
+    def _plan(self) -> tuple[StepPlan, list, list[dict], list[torch.Tensor]] | None:
+        """(plan, its momentum-buffer list, its parameters' state dicts, gradients) for the parameters that have a gradient now;
         the plan is rebuilt only when the groups' structure or the set of gradients changed."""
         groups = self.param_groups
         key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], *map(id, g["params"]))
@@ -188,12 +199,14 @@ class SFW(Optimizer):
             entries = [e for e, has in zip(entries, present) if has]
             if not entries:
                 return None
-            self._plans[present] = (StepPlan(entries), [self.state[e.param].get("momentum_buffer") for e in entries])
-        plan, buffers = self._plans[present]
+            self._plans[present] = (StepPlan(entries, self.spectral_refresh),
+                                    [self.state[e.param].get("momentum_buffer") for e in entries],
+                                    [self.state[e.param] for e in entries])
+        plan, buffers, states = self._plans[present]
         grads = [grad for grad in grads if grad is not None] if not all(present) else grads
         if any(grad.is_sparse for grad in grads):
             raise RuntimeError("SFW does not support sparse gradients")
-        return plan, buffers, grads
+        return plan, buffers, states, grads
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -205,7 +218,7 @@ class SFW(Optimizer):
         planned = self._plan()
         if planned is None:
             return loss
-        plan, buffers, grads = planned
+        plan, buffers, states, grads = planned
         device = plan.entries[0].param.device
         on_device = device.type != "cpu" or self._mask_on_device
         found_inf = getattr(self, "found_inf", None)
@@ -233,7 +246,8 @@ class SFW(Optimizer):
             count = (~ok).long()
             self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
         created = [b is None for b in buffers]
-        self._gap_vectors = [v for v in plan.run(grads, buffers, [g["lr"] for g in self.param_groups], ok=ok)
+        self._gap_vectors = [v for v in plan.run(grads, buffers, [g["lr"] for g in self.param_groups], ok=ok,
+                                                      states=states)
                              if v is not None]
         self._gap_groups = plan.gap_groups
         if any(created):
