@@ -258,9 +258,10 @@ class StepPlan:
                 v = lmo_stack(batch.kind, batch.regions, m, batch.radii)
             diff = theta - v
             rows_m, rows_d = m.reshape(m.shape[0], -1), diff.reshape(diff.shape[0], -1)
-            norms.append((rows_m * rows_m).sum(1).sqrt().to(work))
-            distances.append((rows_d * rows_d).sum(1).sqrt().to(work))
-            gap_parts.append((rows_m * rows_d).sum(1).to(work))
+            # no temporaries: norms for the step size only, the gap as one batched dot product
+            norms.append(torch.linalg.vector_norm(rows_m, dim=1).to(work))
+            distances.append(torch.linalg.vector_norm(rows_d, dim=1).to(work))
+            gap_parts.append(torch.bmm(rows_m.unsqueeze(1), rows_d.unsqueeze(2)).reshape(-1).to(work))
             updates.append(([params[j] for j in batch.local], list(diff.unbind(0))))
         norm, distance, gap = (torch.cat(x) if len(x) > 1 else x[0] for x in (norms, distances, gap_parts))
         eta = self._learning_rates(b, lrs, work) * b.coefficients
