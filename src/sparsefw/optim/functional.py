@@ -41,6 +41,9 @@ from ..constraints import Constraint, L2Ball
 from ..constraints.base import lmo_stack
 
 RESCALES = (None, "diameter", "gradient", "fast_gradient")
+#: rows (entries per region) from which a batch's Δ and gaps are formed per tensor with BLAS dots
+#: (no stacked copy of θ; a batched 1 × n by n × 1 bmm is 5× slower than dots there)
+_LONG_ROWS = 4096
 #: rescale modes whose s has the factor ‖m‖, and the one divided by ‖θ−v‖
 _USES_NORM = ("gradient", "fast_gradient")
 
@@ -251,18 +254,25 @@ class StepPlan:
             updates.append(([params[j] for j in b.l2], diff))
         for batch in b.batches:
             m = _stack([directions[j] for j in batch.local]).to(batch.radii.dtype)
-            theta = _stack([params[j] for j in batch.local]).to(batch.radii.dtype)
             if self.spectral_refresh and states is not None and hasattr(batch.kind, "warm_lmo_rows"):
                 v = self._warm_lmo(b, batch, m, [states[b.entries[j]] for j in batch.local])
             else:
                 v = lmo_stack(batch.kind, batch.regions, m, batch.radii)
-            diff = theta - v
-            rows_m, rows_d = m.reshape(m.shape[0], -1), diff.reshape(diff.shape[0], -1)
-            # no temporaries: norms for the step size only, the gap as one batched dot product
+            rows_m = m.reshape(m.shape[0], -1)
+            # no temporaries: norms for the step size only, the gaps as dot products
             norms.append(torch.linalg.vector_norm(rows_m, dim=1).to(work))
-            distances.append(torch.linalg.vector_norm(rows_d, dim=1).to(work))
-            gap_parts.append(torch.bmm(rows_m.unsqueeze(1), rows_d.unsqueeze(2)).reshape(-1).to(work))
-            updates.append(([params[j] for j in batch.local], list(diff.unbind(0))))
+            if rows_m.shape[1] >= _LONG_ROWS:      # Δ per tensor (no stacked copy of θ), BLAS dots
+                theta = [params[j].to(v.dtype) for j in batch.local]
+                diff = torch._foreach_sub(theta, list(v.unbind(0)))
+                distances.append(_stacked_norms(diff, v.dtype).to(work))
+                gap_parts.append(torch.stack([torch.dot(r, d.reshape(-1)) for r, d in zip(rows_m, diff)]).to(work))
+                updates.append(([params[j] for j in batch.local], diff))
+            else:
+                diff = _stack([params[j] for j in batch.local]).to(v.dtype) - v
+                rows_d = diff.reshape(diff.shape[0], -1)
+                distances.append(torch.linalg.vector_norm(rows_d, dim=1).to(work))
+                gap_parts.append((rows_m * rows_d).sum(1).to(work))
+                updates.append(([params[j] for j in batch.local], list(diff.unbind(0))))
         norm, distance, gap = (torch.cat(x) if len(x) > 1 else x[0] for x in (norms, distances, gap_parts))
         eta = self._learning_rates(b, lrs, work) * b.coefficients
         if b.all_norm:
