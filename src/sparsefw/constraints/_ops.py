@@ -32,9 +32,13 @@ def l2(x: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tenso
 
 def normalise_rows(x: torch.Tensor) -> torch.Tensor:
     """x (B, …) with every row multiplied by the power of two 2^−e that brings its max|x| into [½, 1):
-    exact (no rounding, order and ties kept), and it keeps squares of tiny directions (|x| ≲ 1e-19 in
-    float32) from underflowing, which would otherwise put an LMO's output outside its ball."""
-    _, exponent = torch.frexp(x.abs().amax(dim=tuple(range(1, x.ndim))))
+    exact for normal numbers (order and ties kept), and it keeps squares of tiny directions (|x| ≲ 1e-19 in
+    float32) from underflowing, which would otherwise put an LMO's output outside its ball. On the CPU,
+    where reading the range costs nothing, rows with max|x| within 2^±60 are returned unscaled."""
+    top = x.abs().amax(dim=tuple(range(1, x.ndim)))
+    if x.device.type == "cpu" and bool((top >= 2.0 ** -60).all() & (top <= 2.0 ** 60).all()):
+        return x
+    _, exponent = torch.frexp(top)
     factor = torch.ldexp(torch.ones_like(exponent, dtype=x.dtype), -exponent)
     return x * factor.reshape((-1,) + (1,) * (x.ndim - 1))
 
