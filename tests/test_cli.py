@@ -1,6 +1,8 @@
 """The `sparsefw` command line: config errors (exit 2, key named, nothing written) and a tiny
 train → sweep → compress → report round trip."""
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -111,3 +113,22 @@ def test_train_sweep_compress_report_round_trip(cfg_file, tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].startswith("| run (accuracy) | dense | 50% sparse | 90% sparse | 50% filters removed")
     assert {p.name for p in (tmp_path / "report").iterdir()} == {"report.md", "report.csv", "report.json", "report.png"}
+
+
+def _spin_count(code: list[str], **env) -> str:
+    """GOMP_SPINCOUNT as OpenMP reports it when torch loads it (OMP_DISPLAY_ENV): '0' is the passive
+    wait policy, '300000' OpenMP's default, '30000000000' the active one."""
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, *code], capture_output=True, text=True, timeout=120,
+                          env={**base, "OMP_DISPLAY_ENV": "VERBOSE", **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return re.search(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr).group(1)
+
+
+def test_the_command_line_sets_a_passive_openmp_wait_policy_before_torch_loads():
+    assert _spin_count(["-c", "import torch"]) == "300000"                       # OpenMP's default
+    assert _spin_count(["-m", "sparsefw.cli", "--help"]) == "0"                  # python -m sparsefw.cli
+    console_script = "import sys; from sparsefw.cli import main; sys.exit(main(['--help']))"   # what pip writes
+    assert _spin_count(["-c", console_script]) == "0"
+    assert _spin_count(["-m", "sparsefw.cli", "--help"], OMP_WAIT_POLICY="ACTIVE") == "30000000000"  # the user's
+    assert _spin_count(["-c", "import sparsefw, sys; assert 'torch' not in sys.modules; import torch"]) == "300000"
