@@ -259,6 +259,13 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys at which two config dicts differ: differing_keys(to_dict(c1), to_dict(c2))."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in a.keys() | b.keys() for k in differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 # --- files, overrides, methods ----------------------------------------------------------------
 def _configs_dir():
     return resources.files("sparsefw").joinpath("configs")

@@ -39,7 +39,7 @@ from .report import SWEEP_JSON, plot_sweeps
 SWEEP_CSV, SWEEP_PNG = "sweep.csv", "sweep.png"
 
 
-def _unaugmented_splits(cfg: ExperimentConfig):
+def unaugmented_splits(cfg: ExperimentConfig):
     """(train, test, info) of the run's dataset, without augmentation."""
     return get_datasets(cfg.data.name, cfg.data.data_dir, tuple(cfg.data.subset) if cfg.data.subset else None,
                         augment=False)
@@ -49,7 +49,7 @@ def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, config, test loader, dataset info) of a run directory or checkpoint file."""
     state = load_checkpoint(run, map_location=device)
     cfg = validate(state["config"])
-    _, test_ds, info = _unaugmented_splits(cfg)
+    _, test_ds, info = unaugmented_splits(cfg)
     model = build_experiment_model(cfg.model, info, cfg.training.seed)
     model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -60,7 +60,7 @@ def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
 def calibration_batches(cfg: ExperimentConfig, n_batches: int) -> list:
     """The first `n_batches` batches of the run's training data (no augmentation, shuffled with the
     run's seed, the run's batch size): what BatchNorm recalibration reads, the same for every level."""
-    train_ds, _, _ = _unaugmented_splits(cfg)
+    train_ds, _, _ = unaugmented_splits(cfg)
     loader = DataLoader(train_ds, cfg.data.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.training.seed))
     return list(itertools.islice(loader, n_batches))
