@@ -248,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
 
     Under torchrun, errors every rank meets alike (bad input) are printed by rank 0 only; a failed
     collective (a rank that died, a timeout) gives one line per rank, not a traceback."""
-    import torch.distributed
-
     args = _parser().parse_args(argv)
     rank = os.environ.get("RANK", "0")
     try:
@@ -262,10 +260,20 @@ def main(argv: list[str] | None = None) -> int:
         if rank == "0":
             print(f"sparsefw {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
-    except torch.distributed.DistError as e:
+    except RuntimeError as e:
+        if not _from_the_process_group(e):
+            raise
         print(f"sparsefw {args.command}: error (rank {rank}): {type(e).__name__}: {str(e).strip().splitlines()[0]}",
               file=sys.stderr)
         return 1
+
+
+def _from_the_process_group(error: RuntimeError) -> bool:
+    """A failed rendezvous or collective (torch's DistError; gloo raises plain RuntimeErrors)."""
+    import torch.distributed
+
+    return (int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and (isinstance(error, torch.distributed.DistError) or "gloo" in str(error) or "NCCL" in str(error)))
 
 
 if __name__ == "__main__":
