@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import compress
+from ..compress.metrics import count_nonzero_parameters
 from ..data import get_datasets
 from .checkpoint import load_checkpoint
 from .config import COMPRESSION_KINDS, ExperimentConfig, SweepConfig, validate
@@ -84,7 +85,7 @@ def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tens
     """Stored parameters, nonzero parameters, FLOPs (dense count) and their ratios to `dense`;
     with `latency`, interleaved median latencies and the speed-up."""
     p, p_dense = compress.count_parameters(small), compress.count_parameters(dense)
-    nz, nz_dense = _nonzeros(small), _nonzeros(dense)
+    nz, nz_dense = count_nonzero_parameters(small), count_nonzero_parameters(dense)
     f, f_dense = compress.count_flops(small, example_inputs), compress.count_flops(dense, example_inputs)
     cols = {"params": p, "params_ratio": p / p_dense, "nonzero_params": nz, "nonzero_ratio": nz / nz_dense,
             "flops": f, "flops_ratio": f / f_dense if f_dense else float("nan")}
@@ -92,10 +93,6 @@ def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tens
         ms_dense, ms = compress.measure_latency([dense, small], example_inputs)
         cols.update(latency_ms=ms, speedup=ms_dense / ms)
     return cols
-
-
-def _nonzeros(model: nn.Module) -> int:
-    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
 
 
 def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int, cfg: SweepConfig,
