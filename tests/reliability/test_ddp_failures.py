@@ -25,6 +25,16 @@ except RuntimeError as e:                                 # gloo raises RuntimeE
 """
 
 
+HUNG_EXIT = """
+import os, time, torch, torch.distributed as dist
+from sparsefw.experiments import distributed
+dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:%d")
+dist.destroy_process_group = lambda: time.sleep(100)     # a deadlock while leaving the group
+distributed.teardown(distributed.DistInfo(rank=0, world_size=2))
+print("left")
+"""
+
+
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "sparsefw.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=180, env=env or one_thread_env())
@@ -71,3 +81,11 @@ def test_a_failing_rank_prints_one_short_error(tmp_path):
         f"sparsefw train: error: '{tmp_path / 'out'}' already holds a run (checkpoint.pt); pass --resume to "
         "continue it or choose another --out"]
     assert done.stdout == ""
+
+
+def test_a_hang_while_leaving_the_group_ends_with_the_stacks_and_status_1(tmp_path):
+    (tmp_path / "hung_exit.py").write_text(HUNG_EXIT % free_port())
+    done = subprocess.run([sys.executable, str(tmp_path / "hung_exit.py")], capture_output=True, text=True,
+                          timeout=90, env=one_thread_env(SPARSEFW_DIST_TIMEOUT="2"))
+    assert done.returncode == 1 and "left" not in done.stdout
+    assert "Timeout (0:00:02)!" in done.stderr and "in teardown" in done.stderr, done.stderr[-2000:]

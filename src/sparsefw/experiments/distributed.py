@@ -10,6 +10,7 @@ minute with a torch.distributed.DistError, not wait for half an hour.
 from __future__ import annotations
 
 import datetime
+import faulthandler
 import gc
 import hashlib
 import os
@@ -74,11 +75,18 @@ def teardown(info: DistInfo) -> None:
     worker threads, which may still be freeing the tensors of the last collective and need the GIL:
     a deadlock (seen about once in 20 two-rank runs, caught with py-spy). Destroyed from here, the
     group's Python binding releases the GIL first. Garbage cycles are collected so that no reducer
-    survives in one."""
+    survives in one.
+
+    Should leaving still hang (a deadlock inside a destructor, which no collective timeout ends),
+    every thread's Python stack is printed and the process exits with status 1 after `timeout()`."""
     if info.enabled and dist.is_initialized():
-        gc.collect()
-        dist.barrier()
-        dist.destroy_process_group()
+        faulthandler.dump_traceback_later(timeout().total_seconds(), exit=True)
+        try:
+            gc.collect()
+            dist.barrier()
+            dist.destroy_process_group()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
