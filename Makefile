@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# pytest imports torch itself, so it needs OMP_WAIT_POLICY from here; the `sparsefw` command sets it.
 test: venv
 	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -x -q
 
 demo: venv
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/sparsefw demo
+	$(VENV)/bin/sparsefw demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,8 +1,13 @@
 """The `sparsefw` command line: config errors (exit 2, key named, nothing written) and a tiny
 train → sweep → compress → report round trip."""
 import json
+import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +116,132 @@ def test_train_sweep_compress_report_round_trip(cfg_file, tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].startswith("| run (accuracy) | dense | 50% sparse | 90% sparse | 50% filters removed")
     assert {p.name for p in (tmp_path / "report").iterdir()} == {"report.md", "report.csv", "report.json", "report.png"}
+
+
+def _spin_count(code: list[str], **env) -> str:
+    """GOMP_SPINCOUNT as OpenMP reports it when torch loads it (OMP_DISPLAY_ENV): '0' is the passive
+    wait policy, '300000' OpenMP's default, '30000000000' the active one."""
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, *code], capture_output=True, text=True, timeout=120,
+                          env={**base, "OMP_DISPLAY_ENV": "VERBOSE", **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return re.search(r"GOMP_SPINCOUNT = '(\d+)'", done.stderr).group(1)
+
+
+def test_the_command_line_sets_a_passive_openmp_wait_policy_before_torch_loads():
+    assert _spin_count(["-c", "import torch"]) == "300000"                       # OpenMP's default
+    assert _spin_count(["-m", "sparsefw.cli", "--help"]) == "0"                  # python -m sparsefw.cli
+    console_script = "import sys; from sparsefw.cli import main; sys.exit(main(['--help']))"   # what pip writes
+    assert _spin_count(["-c", console_script]) == "0"
+    assert _spin_count(["-m", "sparsefw.cli", "--help"], OMP_WAIT_POLICY="ACTIVE") == "30000000000"  # the user's
+    assert _spin_count(["-c", "import sparsefw, sys; assert 'torch' not in sys.modules; import torch"]) == "300000"
+
+
+# --- what a newcomer trips over (issue 18): each through the command line, in a subprocess --------
+def _cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sparsefw.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs)
+
+
+TINY_DEMO = ["--set", "data.subset=[300, 200]", "--set", "model.widths=[4, 4, 8, 8]", "--set", "training.epochs=3",
+             "--set", "data.batch_size=16", "--set", "sweep.unstructured=[0.5, 0.9]", "--set", "sweep.filters=[0.5]",
+             "--set", "sweep.lowrank=[0.5]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """(output folder, the finished demo's stdout) of `sparsefw demo` on tiny settings."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    done = _cli("demo", "--out", out, *TINY_DEMO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_demo_sentences_are_computed_from_the_runs_numbers(tiny_demo):
+    out, printed = tiny_demo
+    rows = {p.name: json.loads((p / "sweep.json").read_text())["rows"] for p in out.iterdir() if p.is_dir()}
+    acc = {run: {(r["kind"], r["level"]): r["accuracy"] for r in rs} for run, rs in rows.items()}
+    for mode, kind, level in [("sfw_k_support", "unstructured", 0.5), ("sfw_group_k_support", "filters", 0.5),
+                              ("sfw_spectral_k_support", "lowrank", 0.5)]:
+        sentence = next(line for line in printed.splitlines() if line.endswith(".") and f", {mode} vs sgd:" in line)
+        assert f"dense {acc[mode][('dense', 0.0)]:.3f} vs {acc['sgd'][('dense', 0.0)]:.3f}" in sentence
+        a, b = acc[mode][(kind, level)], acc["sgd"][(kind, level)]      # each mode at its own kind
+        if max(a, b) <= 0.15:
+            assert "both near chance (0.10) at 50 %" in sentence
+        elif a - b >= 0.01:
+            assert f"{mode} kept more accuracy at 50 %" in sentence and f"{a:.3f} vs {b:.3f}" in sentence
+        elif b - a >= 0.01:
+            assert f"sgd kept more at 50 % ({b:.3f} vs {a:.3f}" in sentence
+        else:
+            assert "even (within 0.01) at 50 %" in sentence
+        assert f"| 50 % | {a:.3f} | {b:.3f} |" in printed
+    assert "mnist5k (300 training / 200 test images), one-shot compression, no retraining" in printed
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "demo.md").is_file()
+
+
+def test_demo_with_other_settings_says_what_to_do(tiny_demo):
+    out, _ = tiny_demo
+    before = {p: p.read_bytes() for p in out.glob("*/checkpoint.pt")}
+    done = _cli("demo", "--out", out, *TINY_DEMO, "--set", "training.epochs=4")
+    assert done.returncode == 2
+    assert "already holds a demo run with other settings" in done.stderr and "training.epochs" in done.stderr
+    assert "another --out" in done.stderr and "--resume" in done.stderr and "Traceback" not in done.stderr
+    assert {p: p.read_bytes() for p in out.glob("*/checkpoint.pt")} == before          # nothing retrained
+    assert _cli("demo", "--out", out, "--resume", "--set", "training.epochs=4").returncode == 2
+    resumed = _cli("demo", "--out", out, "--resume")                   # that demo, with its own settings
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "epoch" not in resumed.stdout and "300 training / 200 test images" in resumed.stdout
+    assert {p: p.read_bytes() for p in out.glob("*/checkpoint.pt")} == before
+
+
+def test_report_skips_folders_without_a_sweep_with_a_note(tiny_demo, tmp_path):
+    out, _ = tiny_demo
+    runs = {"sgd", "sfw_k_support", "sfw_group_k_support", "sfw_spectral_k_support"}
+    for attempt in range(2):                       # the second time `out/*` also matches out/report
+        matched = sorted(out.glob("*"))            # what the shell makes of `sparsefw report out/*`
+        done = _cli("report", *matched, "--out", out / "report")
+        assert done.returncode == 0, done.stderr[-2000:]
+        notes = [line for line in done.stderr.splitlines() if line.startswith("note: skipped")]
+        skipped = {p.name for p in matched} - runs
+        assert len(notes) == len(skipped) and all(any(f"/{name}'" in n for n in notes) for name in skipped)
+        assert ("report" in skipped) == (attempt == 1)
+        table = done.stdout.splitlines()
+        assert {line.split(" | ")[0].strip("| ") for line in table[2:]} == runs
+    assert _cli("report", out / "demo.md", "--out", tmp_path / "r").returncode == 2      # no run left: an error
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_in_train_prints_one_line_with_the_resume_command(tmp_path):
+    cfg = {**{k: v for k, v in TINY.items() if k != "methods"}, "training": {"epochs": 12, "progress": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "sparsefw.cli", "train", "--config", str(tmp_path / "c.yaml"),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:
+        if "epoch 2/12" in line:
+            proc.send_signal(signal.SIGINT)                  # what Ctrl-C sends
+            break
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    done = len(json.loads((out / "metrics.json").read_text())["epochs"])
+    assert 2 <= done < 12
+    assert f"last checkpoint {out / 'checkpoint.pt'} (after epoch {done})" in lines[0]
+    command = lines[0].split("Resume with: ")[1]
+    assert shlex.split(command) == ["sparsefw", "train", "--config", str(tmp_path / "c.yaml"), "--out", str(out),
+                                    "--resume"]
+    resumed = subprocess.run([sys.executable, "-m", "sparsefw.cli", *shlex.split(command)[1:]], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    epochs = json.loads((out / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 13))
+    assert f"epoch {done + 1}/12" in resumed.stdout and f"epoch {done}/12" not in resumed.stdout
+
+
+def test_readme_gives_ddp_its_own_out_and_tells_python_users_the_wait_policy():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    ddp = [line for line in readme.splitlines() if "--nproc" in line and line.lstrip().startswith(("sparsefw", "torch"))]
+    assert ddp and all(re.search(r"--out (\S+)", line) and "runs/demo " not in line + " " for line in ddp)
+    assert "OMP_WAIT_POLICY=PASSIVE" in readme and "before" in readme.split("OMP_WAIT_POLICY=PASSIVE", 1)[1][:400]

@@ -46,7 +46,8 @@ MODES = tuple(DEFAULT_K)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def _check_k(k: Any) -> None:
+def check_k(k: Any) -> None:
+    """ValueError unless k is a fraction in (0, 1] (float) or a count ≥ 1 (int): the one check of k."""
     if isinstance(k, bool) or not isinstance(k, (int, float)):
         raise ValueError(f"k must be a float fraction in (0, 1] or an int count ≥ 1, got k={k!r}")
     if isinstance(k, float) and not 0.0 < k <= 1.0:
@@ -98,7 +99,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     if k is None:
         k = DEFAULT_K[mode]
     else:
-        _check_k(k)
+        check_k(k)
 
     norms = expected_init_norms(model)
     groups = []

@@ -8,12 +8,23 @@
 
 Configuration errors exit with status 2 and a message naming the key; nothing is written then.
 A missing, truncated or corrupt checkpoint also exits with status 2 and a message naming the file.
-Data-parallel training: `torchrun --nproc_per_node=N -m sparsefw.cli train ...`.
+Data-parallel training: `sparsefw train ... --nproc-per-node N` (or `torchrun --nproc_per_node=N -m
+sparsefw.cli train ...`). Ctrl-C exits with status 130 and one line: the last checkpoint and the
+command that resumes it.
+
+OMP_WAIT_POLICY=PASSIVE is set here, before torch is first imported, unless the user set it: with
+OpenMP's default (spin ~300,000 times before sleeping) a busy second process on the same cores made
+every epoch up to 14x slower. `import sparsefw` imports nothing heavy, so this module runs first.
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before the imports below, which load torch
+
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -56,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--method", action="append", default=None, help="train only this method (repeatable)")
     t.add_argument("--out", help="run directory (default runs/<name>; a subdirectory per method)")
     t.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
+    t.add_argument("--nproc-per-node", type=_processes, default=1, metavar="N",
+                   help="data-parallel training on N processes of this machine (as torchrun does; default 1)")
 
     s = sub.add_parser("sweep", help="compress a trained run at every level, evaluate, write sweep.{csv,json,png}")
     s.add_argument("--run", action="append", required=True, help="run directory or checkpoint file (repeatable)")
@@ -80,17 +93,86 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="SparseFW vs SGD on built-in MNIST digits, compressed at every level")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", dest="overrides", **overrides)
+    d.add_argument("--resume", action="store_true",
+                   help="continue the demo runs in --out with the settings they were started with")
     return p
 
 
+def _processes(text: str) -> int:
+    """A number of processes ≥ 1, else an argparse error (exit status 2)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (an integer ≥ 1), got {text!r}")
+    return int(text)
+
+
+class _Interrupted(Exception):
+    """Ctrl-C, with the one line that says how to continue."""
+
+
+def _train_argv(args, resume: bool) -> list[str]:
+    """The `sparsefw train` arguments that repeat this command (with --resume if asked)."""
+    argv = ["train"] + (["--config", args.config] if args.config else [])
+    argv += [a for o in args.overrides for a in ("--set", o)] + [a for m in args.method or [] for a in ("--method", m)]
+    argv += (["--out", args.out] if args.out else []) + (["--resume"] if resume or args.resume else [])
+    return argv + ([f"--nproc-per-node={args.nproc_per_node}"] if args.nproc_per_node > 1 else [])
+
+
 def _train(args) -> None:
+    if args.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(args)
     from .experiments.runs import plan_runs
     from .experiments.train import train
 
     plans = plan_runs(args.config, args.overrides, args.method, args.out, args.resume)
-    for plan in plans:
-        train(plan.config, plan.out_dir, resume=plan.resume)
-        _say(f"run '{plan.config.name}' in {plan.out_dir}")
+    try:
+        for plan in plans:
+            train(plan.config, plan.out_dir, resume=plan.resume)
+            _say(f"run '{plan.config.name}' in {plan.out_dir}")
+    except KeyboardInterrupt:
+        raise _Interrupted(f"interrupted; {_last_checkpoint([p.out_dir for p in plans])}. Resume with: "
+                           f"{shlex.join(['sparsefw', *_train_argv(args, resume=True)])}") from None
+
+
+def _last_checkpoint(run_dirs: list[Path]) -> str:
+    """Where the newest checkpoint of these runs is, and after how many epochs it was written."""
+    from .experiments.checkpoint import checkpoint_path
+    from .experiments.train import METRICS_JSON
+
+    saved = [d for d in run_dirs if checkpoint_path(d).exists()]
+    if not saved:
+        return "no checkpoint was written yet"
+    run = max(saved, key=lambda d: checkpoint_path(d).stat().st_mtime_ns)
+    try:
+        epochs = len(json.loads((run / METRICS_JSON).read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        epochs = None
+    return f"last checkpoint {checkpoint_path(run)}" + (f" (after epoch {epochs})" if epochs else "")
+
+
+def _launch(args) -> int:
+    """`--nproc-per-node N`: run this command in N processes through torch's elastic launcher (what
+    torchrun does), each rank printing its own one-line errors; the launcher's report of a failed
+    rank (a traceback and a table per rank) is replaced by the exit status of the first failure."""
+    import logging
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc_per_node, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1)
+    try:
+        elastic_launch(config, sys.executable)("-m", "sparsefw.cli", *_train_argv(args, resume=False))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if failure.exitcode not in (2, 130):           # those ranks said what went wrong themselves
+            print(f"sparsefw train: error: rank {rank} failed with exit status {failure.exitcode}", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    except (KeyboardInterrupt, SignalException):       # the ranks got the signal too and said how to resume
+        return 130
+    return 0
 
 
 def _sweep_overrides(texts: list[str]) -> dict:
@@ -135,17 +217,25 @@ def _report(args) -> None:
 
 
 def _demo(args) -> None:
-    from .experiments.demo import run_demo
+    from .experiments.demo import comparison_table, run_demo
 
-    result = run_demo(args.out, args.overrides)
-    print("\nAccuracy after one-shot compression, no retraining (mnist5k test set, 1000 digits):\n")
+    try:
+        result = run_demo(args.out, args.overrides, resume=args.resume)
+    except KeyboardInterrupt:
+        again = ["sparsefw", "demo", "--out", args.out] + ([a for o in args.overrides for a in ("--set", o)]
+                                                          if not args.resume else ["--resume"])
+        raise _Interrupted(f"interrupted; the runs in {args.out} continue from their last checkpoints with: "
+                           f"{shlex.join(again)}") from None
+    print(f"\nEvery run at every level, {result['data']}, one-shot compression, no retraining:\n")
     print(result["table"])
-    print(f"\nDemo took {result['seconds']:.0f} s. Table, plot, CSV and JSON: "
+    print("\nEach SparseFW mode beside SGD at the compression it was trained for:")
+    for comparison, sentence in zip(result["comparisons"], result["sentences"]):
+        print(f"\n{comparison_table(comparison)}\n\n{sentence}")
+    print(f"\nDemo took {result['seconds']:.0f} s. Tables, plots, CSV and JSON: "
           f"{', '.join(str(f) for f in result['files'].values())}; runs in {', '.join(map(str, result['runs']))}")
 
 
 def _say(text: str) -> None:
-    import os
     if os.environ.get("RANK", "0") == "0":
         print(text, file=sys.stderr)
 
@@ -154,13 +244,36 @@ COMMANDS = {"train": _train, "sweep": _sweep, "compress": _compress, "report": _
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit status 0, 2 (bad input), 130 (Ctrl-C) or 1 (a data-parallel failure).
+
+    Under torchrun, errors every rank meets alike (bad input) are printed by rank 0 only; a failed
+    collective (a rank that died, a timeout) gives one line per rank, not a traceback."""
     args = _parser().parse_args(argv)
+    rank = os.environ.get("RANK", "0")
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        print(f"sparsefw {args.command}: error: {e}", file=sys.stderr)
+        if rank == "0":
+            print(f"sparsefw {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    except (_Interrupted, KeyboardInterrupt) as e:
+        if rank == "0":
+            print(f"sparsefw {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        if not _from_the_process_group(e):
+            raise
+        print(f"sparsefw {args.command}: error (rank {rank}): {type(e).__name__}: {str(e).strip().splitlines()[0]}",
+              file=sys.stderr)
+        return 1
+
+
+def _from_the_process_group(error: RuntimeError) -> bool:
+    """A failed rendezvous or collective (torch's DistError; gloo raises plain RuntimeErrors)."""
+    import torch.distributed
+
+    return (int(os.environ.get("WORLD_SIZE", "1")) > 1
+            and (isinstance(error, torch.distributed.DistError) or "gloo" in str(error) or "NCCL" in str(error)))
 
 
 if __name__ == "__main__":

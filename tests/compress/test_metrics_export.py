@@ -18,7 +18,38 @@ def test_summarize_counts_and_ratios():
     assert s.flops == 2 * (36 * 8 * 27 + 8 * 36 * 4)
     assert s.flops_ratio == pytest.approx(0.5) and s.params_ratio == s.params_compressed / s.params
     assert s.latency_ms > 0 and s.latency_ms_compressed > 0
-    assert set(s.as_dict()) >= {"params_ratio", "flops_ratio", "latency_ratio"}
+    assert set(s.as_dict()) >= {"params_ratio", "flops_ratio", "latency_ratio", "nonzero_ratio", "sparse_flops_ratio"}
+    assert (s.nonzero_params, s.sparse_flops) == (s.params, s.flops)          # random weights: no zeros
+
+
+class _TwiceLinear(nn.Module):
+    """A conv stack whose Linear is called twice (shared weights count once, FLOPs per call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 3, stride=2)
+        self.fc = nn.Linear(6 * 3 * 3, 6 * 3 * 3)
+
+    def forward(self, x):
+        h = self.conv2(torch.relu(self.conv1(x))).flatten(1)
+        return self.fc(torch.relu(self.fc(h)))
+
+
+def test_summarize_after_prune_counts_nonzero_parameters_and_sparse_kernel_flops():
+    torch.manual_seed(0)
+    model, x = _TwiceLinear(), torch.randn(2, 3, 8, 8)
+    pruned = prune(model, sparsity=0.7)
+    s = summarize(model, pruned, x, warmup=0, repeats=1)
+    assert (s.params_compressed, s.flops_compressed) == (s.params, s.flops)   # pruning keeps the tensors
+    nonzero = {name: int(torch.count_nonzero(p)) for name, p in pruned.named_parameters()}
+    assert s.nonzero_params_compressed == sum(nonzero.values()) < 0.4 * s.params
+    assert s.nonzero_ratio == s.nonzero_params_compressed / s.params
+    # brute force: 2 FLOPs per non-zero weight per output position (conv) or row (Linear), per call
+    n = x.shape[0]
+    expected = 2 * n * (nonzero["conv1.weight"] * 8 * 8 + nonzero["conv2.weight"] * 3 * 3 + 2 * nonzero["fc.weight"])
+    assert s.sparse_flops_compressed == expected
+    assert s.sparse_flops == s.flops == 2 * n * (8 * 27 * 64 + 6 * 72 * 9 + 2 * 54 * 54)
+    assert s.sparse_flops_ratio == pytest.approx(expected / s.flops)
 
 
 @pytest.mark.parametrize("how", ["prune", "filters", "factorize"])

@@ -1,4 +1,6 @@
 """Config schema: defaults, types, values, overrides, methods — every error names its key."""
+import re
+
 import pytest
 
 from sparsefw.experiments.config import (ConfigError, packaged_configs, parse_override, read_config_file,
@@ -91,3 +93,44 @@ def test_missing_file_and_packaged_names(tmp_path):
     assert {"demo", "cifar10_resnet56", "cifar10_vgg16", "cifar100_wrn28_10", "imagenet_resnet50"} <= set(names)
     for name in names:          # every shipped config validates, method by method
         assert resolve(read_config_file(name))
+
+
+def test_names_and_k_come_from_the_layers_that_own_them():
+    """Every mode sparsefw.constrain takes, every rescale SFW takes and every penalty or proximal
+    step of optim.baselines is accepted by the config, nothing else; k is judged by assign.check_k."""
+    import torch
+
+    from sparsefw.assign import MODES, check_k, constrain
+    from sparsefw.experiments.optimizers import build_optimizer
+    from sparsefw.optim import PENALTIES, PROX_OPERATORS, SFW
+    from sparsefw.optim.functional import RESCALES
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    for mode in MODES:
+        opt, _, _ = build_optimizer(validate({"optimizer": {"mode": mode, "k": 0.5}}).optimizer, model)
+        assert isinstance(opt, SFW)
+    for rescale in RESCALES:
+        assert validate({"optimizer": {"rescale": rescale}}).optimizer.rescale == rescale
+    for name in (*PENALTIES, *PROX_OPERATORS):
+        cfg = validate({"optimizer": {"name": "sgd", "penalty": name, "penalty_lambda": 1e-3}}).optimizer
+        _, penalty, after_step = build_optimizer(cfg, model)
+        assert (penalty is not None) == (name in PENALTIES) and (after_step is not None) == (name in PROX_OPERATORS)
+    for bad in [("optimizer", "mode", "k_supprt"), ("optimizer", "rescale", "sometimes"),
+                ("optimizer", "penalty", "lasso")]:
+        with pytest.raises(ConfigError, match="must be one of"):
+            validate({"optimizer": {"name": "sgd" if bad[1] == "penalty" else "sfw", bad[1]: bad[2]}})
+    for k in (0.0, 1.5, -0.1, 0, -3, 0.5, 1.0, 1, 7):
+        try:
+            check_k(k)
+            library = None
+        except ValueError as e:
+            library = str(e)
+        try:
+            validate({"optimizer": {"k": k}})
+            config = None
+        except ConfigError as e:
+            config = str(e)
+        assert config == (None if library is None else f"config key 'optimizer.k': {library}")
+        if library is not None:
+            with pytest.raises(ValueError, match=re.escape(library)):
+                constrain(model, "k_support", k=k)

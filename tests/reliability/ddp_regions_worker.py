@@ -18,9 +18,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import sparsefw
+from sparsefw.assign import MODES
 from sparsefw.experiments.distributed import env_info, init, teardown
 
-MODES = ["k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear"]
 STEPS = 50
 
 

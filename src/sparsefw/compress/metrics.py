@@ -1,4 +1,9 @@
-"""Size, FLOPs and latency of a model, and their ratios between an original and a compressed one."""
+"""Size, FLOPs and latency of a model, and their ratios between an original and a compressed one.
+
+Two counts each for size and arithmetic: stored parameters and dense FLOPs (what a physically
+smaller model saves: filter removal, low rank), and non-zero parameters and the FLOPs a sparse
+kernel would do, skipping every multiply-add with a zero weight (what unstructured pruning saves).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -18,6 +23,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_nonzero_parameters(model: nn.Module) -> int:
+    """Number of non-zero parameter entries (each shared tensor once)."""
+    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
+
+
 def count_flops(model: nn.Module, example_inputs) -> int:
     """FLOPs of one eval-mode forward pass on `example_inputs`, counted by
     `torch.utils.flop_counter.FlopCounterMode` (conv/matmul ops; a multiply-add is 2 FLOPs)."""
@@ -25,6 +35,35 @@ def count_flops(model: nn.Module, example_inputs) -> int:
     with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*inputs)
     return int(counter.get_total_flops())
+
+
+def count_sparse_flops(model: nn.Module, example_inputs) -> int:
+    """FLOPs of one eval forward pass if multiply-adds with a zero weight were skipped: each leaf
+    module's FLOPs (FlopCounterMode, counted during its forward) times the density
+    nnz(weight)/numel(weight) of its `weight`. Each weight entry of a Conv or Linear layer takes
+    part in equally many multiply-adds (one per output position), so this is exact for them; FLOPs
+    outside weighted leaf modules (functional matmuls) count in full."""
+    inputs = as_input_tuple(example_inputs, "example_inputs")
+    weighted = [m for m in model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
+                and m.weight.numel() and next(m.children(), None) is None]
+    starts, skipped = [], 0.0
+
+    def before(module, args):
+        starts.append(counter.get_total_flops())
+
+    def after(module, args, output):
+        nonlocal skipped
+        density = int(torch.count_nonzero(module.weight)) / module.weight.numel()
+        skipped += (counter.get_total_flops() - starts.pop()) * (1 - density)
+
+    handles = [h for m in weighted for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    try:
+        with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return round(counter.get_total_flops() - skipped)
 
 
 def measure_latency(models: list[nn.Module], example_inputs, warmup: int = 3,
@@ -56,7 +95,8 @@ def measure_latency(models: list[nn.Module], example_inputs, warmup: int = 3,
 
 @dataclass
 class CompressionSummary:
-    """Parameters, FLOPs and median latency of both models; ratios are compressed / original."""
+    """Parameters (stored and non-zero), FLOPs (dense and with a sparse kernel) and median latency
+    of both models; ratios are compressed / original."""
 
     params: int
     params_compressed: int
@@ -64,6 +104,10 @@ class CompressionSummary:
     flops_compressed: int
     latency_ms: float
     latency_ms_compressed: float
+    nonzero_params: int
+    nonzero_params_compressed: int
+    sparse_flops: int
+    sparse_flops_compressed: int
 
     @property
     def params_ratio(self) -> float:
@@ -77,19 +121,31 @@ class CompressionSummary:
     def latency_ratio(self) -> float:
         return self.latency_ms_compressed / self.latency_ms
 
+    @property
+    def nonzero_ratio(self) -> float:
+        return self.nonzero_params_compressed / self.nonzero_params if self.nonzero_params else float("nan")
+
+    @property
+    def sparse_flops_ratio(self) -> float:
+        return self.sparse_flops_compressed / self.sparse_flops if self.sparse_flops else float("nan")
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "params_ratio": self.params_ratio,
-                "flops_ratio": self.flops_ratio, "latency_ratio": self.latency_ratio}
+        return {**asdict(self), "params_ratio": self.params_ratio, "flops_ratio": self.flops_ratio,
+                "latency_ratio": self.latency_ratio, "nonzero_ratio": self.nonzero_ratio,
+                "sparse_flops_ratio": self.sparse_flops_ratio}
 
 
 def summarize(original: nn.Module, compressed: nn.Module, example_inputs, warmup: int = 3,
               repeats: int = 20) -> CompressionSummary:
-    """Parameters, FLOPs (torch.utils.flop_counter) and interleaved median latency of both."""
+    """Stored and non-zero parameters, dense and sparse-kernel FLOPs (torch.utils.flop_counter) and
+    interleaved median latency of both."""
     inputs = as_input_tuple(example_inputs, "example_inputs")
     latency, latency_c = measure_latency([original, compressed], inputs, warmup, repeats)
     return CompressionSummary(count_parameters(original), count_parameters(compressed),
                               count_flops(original, inputs), count_flops(compressed, inputs),
-                              latency, latency_c)
+                              latency, latency_c,
+                              count_nonzero_parameters(original), count_nonzero_parameters(compressed),
+                              count_sparse_flops(original, inputs), count_sparse_flops(compressed, inputs))
 
 
 class _eval:

@@ -2,8 +2,10 @@
 
     RUN/compressed/<kind>_<level>/  model.pt (state_dict), recipe.json, config.yaml, summary.json
 
-`load_compressed(dir)` rebuilds the compressed architecture from the original one
-(`sparsefw.compress.rebuild`) and loads the weights (weights_only=True).
+The folder is self-contained: summary.json's "dataset" holds what the model's shape depends on
+(num_classes, in_channels, image size), so `load_compressed(folder)` (also `sparsefw.load_compressed`)
+needs neither the training run nor the data. It builds the original architecture from config.yaml,
+applies recipe.json (`sparsefw.compress.rebuild`) and loads model.pt with weights_only=True.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def compress_and_save(run: str | os.PathLike, kind: str, level: float, out: str 
 
 
 def load_compressed(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
-    """The compressed model saved by `compress_and_save`, in eval mode."""
+    """The compressed model saved by `compress_and_save` (`sparsefw compress`) in folder `path`, in
+    eval mode; nothing but that folder is read, and no Python object is unpickled."""
     path = Path(path)
     cfg = validate(read_config_file(path / "config.yaml"))
     info = DatasetInfo(**json.loads((path / "summary.json").read_text())["dataset"])

@@ -21,11 +21,12 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..assign import MODES, check_k
+from ..optim.baselines import PENALTIES, PROX_OPERATORS
+from ..optim.functional import RESCALES
 from .schedules import SCHEDULES
 
-SFW_MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear")
-RESCALES = ("gradient", "diameter", "fast_gradient")
-PENALTIES = ("group_lasso", "nuclear", "prox_svd", "prox_group_lasso")
+SGD_PENALTIES = (*PENALTIES, *PROX_OPERATORS)     # penalties added to the loss, then proximal steps
 COMPRESSION_KINDS = ("unstructured", "filters", "lowrank")
 
 
@@ -49,18 +50,20 @@ def _momentum(v):
     return 0 <= v < 1 or "must lie in [0, 1)"
 
 
-def _k(v):
-    if isinstance(v, float):
-        return 0 < v <= 1 or "as a fraction (float) must lie in (0, 1]"
-    return v >= 1 or "as a count (int) must be ≥ 1"
-
-
 def _widths(v):
     return (len(v) == 4 and all(w >= 1 for w in v)) or "must be four positive ints"
 
 
 def _levels(v):
     return all(0 < x < 1 for x in v) or "levels must lie in (0, 1)"
+
+
+def _library(check):
+    """A check of the layer that owns the value: it raises ValueError (caught in `_build`) or passes."""
+    def passes(v):
+        check(v)
+        return True
+    return passes
 
 
 def _choice(*options):
@@ -96,17 +99,17 @@ class OptimizerConfig:
     lr: float = _opt(0.1, _positive)
     momentum: float = _opt(0.9, _momentum)
     # SFW
-    mode: str = _opt("k_support", _choice(*SFW_MODES), "feasible-region assignment (sparsefw.constrain)")
-    k: Union[int, float] = _opt(0.1, _k, "fraction (float) or count (int) for k-regions")
+    mode: str = _opt("k_support", _choice(*MODES), "feasible-region assignment (sparsefw.constrain)")
+    k: Union[int, float] = _opt(0.1, _library(check_k), "fraction (float) or count (int) for k-regions")
     width: float = _opt(10.0, _positive, "radius = width · expected initial norm")
-    rescale: Optional[str] = _opt("gradient", _choice(None, *RESCALES))
+    rescale: Optional[str] = _opt("gradient", _choice(*RESCALES))
     bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
     norm_radius: Optional[float] = _opt(None, _positive, "radius of the regions of biases and BN γ/β (null: "
                                         "width · expected initial norm; the paper's code: width)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
-    penalty: Optional[str] = _opt(None, _choice(None, *PENALTIES), "SGD penalty or proximal step")
+    penalty: Optional[str] = _opt(None, _choice(None, *SGD_PENALTIES), "SGD penalty or proximal step")
     penalty_lambda: float = _opt(0.0, _non_negative)
 
 
@@ -221,7 +224,10 @@ def _build(cls, raw: Any, prefix: str):
             continue
         value = _coerce(raw[f.name], tp, key)
         check = f.metadata.get("check")
-        verdict = check(value) if check and value is not None else True
+        try:            # a check returns True or what is wrong; a `_library` check raises ValueError
+            verdict = check(value) if check and value is not None else True
+        except ValueError as e:
+            raise ConfigError(f"config key '{key}': {e}") from None
         if verdict is not True:
             raise ConfigError(f"config key '{key}': {verdict}, got {value!r}")
         values[f.name] = value
@@ -257,6 +263,13 @@ def validate(raw: dict) -> ExperimentConfig:
 
 def to_dict(cfg: ExperimentConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys at which two config dicts differ: differing_keys(to_dict(c1), to_dict(c2))."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in a.keys() | b.keys() for k in differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 # --- files, overrides, methods ----------------------------------------------------------------

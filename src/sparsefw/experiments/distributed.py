@@ -2,9 +2,15 @@
 
 torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; with WORLD_SIZE > 1 we join the process group (gloo on
 CPU, nccl on CUDA). Everything else runs unchanged on a single process.
+
+Every collective (and the rendezvous) fails after SPARSEFW_DIST_TIMEOUT seconds (default 60) instead
+of torch's 30 minutes (10 for nccl): a rank that died or hangs makes the others fail within a
+minute with a torch.distributed.DistError, not wait for half an hour.
 """
 from __future__ import annotations
 
+import datetime
+import faulthandler
 import gc
 import hashlib
 import os
@@ -37,12 +43,28 @@ def env_info() -> DistInfo:
     return DistInfo(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "SPARSEFW_DIST_TIMEOUT", 60.0
+
+
+def timeout() -> datetime.timedelta:
+    """How long a collective may wait for the other ranks: SPARSEFW_DIST_TIMEOUT seconds (default 60)."""
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {TIMEOUT_ENV}={text!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init(info: DistInfo, device: torch.device) -> None:
-    """Join the process group (gloo on CPU, nccl on CUDA) when there is more than one process."""
+    """Join the process group (gloo on CPU, nccl on CUDA) when there is more than one process;
+    the rendezvous and every collective time out after `timeout()`."""
     if info.enabled and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout())
 
 
 def teardown(info: DistInfo) -> None:
@@ -53,11 +75,18 @@ def teardown(info: DistInfo) -> None:
     worker threads, which may still be freeing the tensors of the last collective and need the GIL:
     a deadlock (seen about once in 20 two-rank runs, caught with py-spy). Destroyed from here, the
     group's Python binding releases the GIL first. Garbage cycles are collected so that no reducer
-    survives in one."""
+    survives in one.
+
+    Should leaving still hang (a deadlock inside a destructor, which no collective timeout ends),
+    every thread's Python stack is printed and the process exits with status 1 after `timeout()`."""
     if info.enabled and dist.is_initialized():
-        gc.collect()
-        dist.barrier()
-        dist.destroy_process_group()
+        faulthandler.dump_traceback_later(timeout().total_seconds(), exit=True)
+        try:
+            gc.collect()
+            dist.barrier()
+            dist.destroy_process_group()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

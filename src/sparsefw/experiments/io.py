@@ -1,5 +1,7 @@
 """Atomic file writes: every result file is written to a temporary file in the same directory and
-moved into place with os.replace, so a reader (or a crash) never sees a half-written file."""
+moved into place with os.replace, so a reader (or a crash) never sees a half-written file. The files
+get the mode an ordinary `open(path, "w")` would give them (0666 less the umask: 0644 under umask
+022), not the private 0600 of `tempfile.mkstemp`."""
 from __future__ import annotations
 
 import csv
@@ -13,11 +15,19 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and restoring it at once: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)

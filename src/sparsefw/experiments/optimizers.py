@@ -9,10 +9,8 @@ from torch import nn
 
 from ..assign import constrain
 from ..optim import SFW
-from ..optim.baselines import PENALTIES, ProxStep, prox_group_lasso_, prox_nuclear_
+from ..optim.baselines import PENALTIES, PROX_OPERATORS, ProxStep
 from .config import ConfigError, OptimizerConfig
-
-PROX = {"prox_svd": prox_nuclear_, "prox_group_lasso": prox_group_lasso_}
 
 
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> tuple[
@@ -32,6 +30,6 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> tuple[
     if cfg.penalty in PENALTIES:
         penalty, lam = PENALTIES[cfg.penalty], cfg.penalty_lambda
         return optimizer, lambda m: penalty(m, lam), None
-    if cfg.penalty in PROX:
-        return optimizer, None, ProxStep(optimizer, PROX[cfg.penalty], cfg.penalty_lambda).step
+    if cfg.penalty in PROX_OPERATORS:
+        return optimizer, None, ProxStep(optimizer, PROX_OPERATORS[cfg.penalty], cfg.penalty_lambda).step
     return optimizer, None, None

@@ -3,15 +3,17 @@ compression level) and a plot (one panel per kind, one line per run)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from .config import COMPRESSION_KINDS
 from .io import save_figure, write_csv, write_json, write_text
 
+log = logging.getLogger("sparsefw")
 SWEEP_JSON = "sweep.json"
 REPORT_MD, REPORT_CSV, REPORT_JSON, REPORT_PNG = "report.md", "report.csv", "report.json", "report.png"
-_KIND_TITLES = {"unstructured": "unstructured pruning (sparsity)", "filters": "filter removal (fraction removed)",
+KIND_TITLES = {"unstructured": "unstructured pruning (sparsity)", "filters": "filter removal (fraction removed)",
                 "lowrank": "low rank (fraction of rank removed)"}
 
 
@@ -22,17 +24,25 @@ def _column(kind: str, level: float) -> str:
 
 
 def find_sweeps(paths: list[str | os.PathLike]) -> list[Path]:
-    """sweep.json of each path: a run directory, a sweep.json file, or a directory of run directories."""
-    found = []
+    """sweep.json of each path: a run directory, a sweep.json file, or a directory of run directories.
+
+    A path without a sweep (a report folder that `runs/x/*` matches the second time, a stray file) is
+    skipped with a note on the `sparsefw` logger; FileNotFoundError only when no sweep is left."""
+    found, skipped = [], []
     for path in map(Path, paths):
-        if path.is_file():
+        if path.is_file() and path.name == SWEEP_JSON:
             found.append(path)
         elif (path / SWEEP_JSON).is_file():
             found.append(path / SWEEP_JSON)
         elif path.is_dir() and sorted(path.glob(f"*/{SWEEP_JSON}")):
             found.extend(sorted(path.glob(f"*/{SWEEP_JSON}")))
         else:
-            raise FileNotFoundError(f"no {SWEEP_JSON} in '{path}' or its subdirectories (run `sparsefw sweep` first)")
+            skipped.append(path)
+    if not found:
+        where = ", ".join(f"'{p}'" for p in skipped)
+        raise FileNotFoundError(f"no {SWEEP_JSON} in {where} or their subdirectories (run `sparsefw sweep` first)")
+    for path in skipped:
+        log.warning("note: skipped '%s' (no %s in it or its subdirectories)", path, SWEEP_JSON)
     return found
 
 
@@ -77,7 +87,7 @@ def plot_sweeps(rows: list[dict], metric: str, path: str | os.PathLike) -> Path:
             pts = sorted((r["level"], r[metric]) for r in rows if r["run"] == run and r["kind"] == kind)
             pts = [(0.0, dense[0][metric])] + pts if dense else pts
             ax.plot([100 * x for x, _ in pts], [y for _, y in pts], marker="o", label=run)
-        ax.set_title(_KIND_TITLES[kind])
+        ax.set_title(KIND_TITLES[kind])
         ax.set_xlabel("% removed")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

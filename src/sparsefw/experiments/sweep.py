@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import compress
+from ..compress.metrics import count_nonzero_parameters
 from ..data import get_datasets
 from .checkpoint import load_checkpoint
 from .config import COMPRESSION_KINDS, ExperimentConfig, SweepConfig, validate
@@ -39,7 +40,7 @@ from .report import SWEEP_JSON, plot_sweeps
 SWEEP_CSV, SWEEP_PNG = "sweep.csv", "sweep.png"
 
 
-def _unaugmented_splits(cfg: ExperimentConfig):
+def unaugmented_splits(cfg: ExperimentConfig):
     """(train, test, info) of the run's dataset, without augmentation."""
     return get_datasets(cfg.data.name, cfg.data.data_dir, tuple(cfg.data.subset) if cfg.data.subset else None,
                         augment=False)
@@ -49,7 +50,7 @@ def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, config, test loader, dataset info) of a run directory or checkpoint file."""
     state = load_checkpoint(run, map_location=device)
     cfg = validate(state["config"])
-    _, test_ds, info = _unaugmented_splits(cfg)
+    _, test_ds, info = unaugmented_splits(cfg)
     model = build_experiment_model(cfg.model, info, cfg.training.seed)
     model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -60,7 +61,7 @@ def load_trained(run: str | os.PathLike, device: str | torch.device = "cpu"):
 def calibration_batches(cfg: ExperimentConfig, n_batches: int) -> list:
     """The first `n_batches` batches of the run's training data (no augmentation, shuffled with the
     run's seed, the run's batch size): what BatchNorm recalibration reads, the same for every level."""
-    train_ds, _, _ = _unaugmented_splits(cfg)
+    train_ds, _, _ = unaugmented_splits(cfg)
     loader = DataLoader(train_ds, cfg.data.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.training.seed))
     return list(itertools.islice(loader, n_batches))
@@ -84,7 +85,7 @@ def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tens
     """Stored parameters, nonzero parameters, FLOPs (dense count) and their ratios to `dense`;
     with `latency`, interleaved median latencies and the speed-up."""
     p, p_dense = compress.count_parameters(small), compress.count_parameters(dense)
-    nz, nz_dense = _nonzeros(small), _nonzeros(dense)
+    nz, nz_dense = count_nonzero_parameters(small), count_nonzero_parameters(dense)
     f, f_dense = compress.count_flops(small, example_inputs), compress.count_flops(dense, example_inputs)
     cols = {"params": p, "params_ratio": p / p_dense, "nonzero_params": nz, "nonzero_ratio": nz / nz_dense,
             "flops": f, "flops_ratio": f / f_dense if f_dense else float("nan")}
@@ -92,10 +93,6 @@ def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tens
         ms_dense, ms = compress.measure_latency([dense, small], example_inputs)
         cols.update(latency_ms=ms, speedup=ms_dense / ms)
     return cols
-
-
-def _nonzeros(model: nn.Module) -> int:
-    return sum(int(torch.count_nonzero(p)) for p in model.parameters())
 
 
 def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int, cfg: SweepConfig,

@@ -31,7 +31,7 @@ from ..data import get_datasets
 from ..data.base import DatasetInfo
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
-from .config import ConfigError, ExperimentConfig, to_dict
+from .config import ConfigError, ExperimentConfig, differing_keys, to_dict
 from .evaluation import evaluate, primary_metric
 from .io import remove_stale_temporaries, write_csv, write_json, write_text
 from .models import build_experiment_model
@@ -246,7 +246,7 @@ def _restore(s: Setup, out_dir: Path, cfg: ExperimentConfig) -> tuple[list[dict]
     """Load the checkpoint of `out_dir` into the set-up; (metrics so far, epochs done)."""
     state = load_checkpoint(out_dir, map_location=s.device)
     if state["config"] != to_dict(cfg):
-        diff = sorted(_diff_keys(state["config"], to_dict(cfg)))
+        diff = sorted(differing_keys(state["config"], to_dict(cfg)))
         raise ConfigError(f"--resume: the config differs from the checkpoint's at {', '.join(diff)}")
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])
@@ -254,9 +254,3 @@ def _restore(s: Setup, out_dir: Path, cfg: ExperimentConfig) -> tuple[list[dict]
     s.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], s.generator)
     return list(state["metrics"]), int(state["epoch"])
-
-
-def _diff_keys(a, b, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in a.keys() | b.keys() for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]

@@ -131,4 +131,4 @@ class ProxStep:
 
 PENALTIES: dict[str, Callable[[ParamSource, float], torch.Tensor]] = {
     "group_lasso": group_lasso_penalty, "nuclear": nuclear_norm_penalty}
-PROX_OPERATORS: dict[str, Callable[..., None]] = {"group_lasso": prox_group_lasso_, "nuclear": prox_nuclear_}
+PROX_OPERATORS: dict[str, Callable[..., None]] = {"prox_group_lasso": prox_group_lasso_, "prox_svd": prox_nuclear_}
