@@ -137,7 +137,7 @@ def table(records: list[dict]) -> list[str]:
 
 
 def report() -> str:
-    records = [{"epochs": 4, **r} for r in read_jsonl(JSONL)]
+    records = read_jsonl(JSONL)
     budgets = sorted({r["epochs"] for r in records})
     tables = []
     for e in budgets:

@@ -169,10 +169,10 @@ def plot(s: dict, path: Path) -> Path:
             ax.bar([i + (j - 1.5) * width for i in range(len(cols))], [v[0] for v in vals], width,
                    yerr=[v[1] for v in vals], label=f"{method} (dense {cell['dense'][0]:.2f})", capsize=2)
         ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=8)
-        ax.set_ylim(0, 1.1)
+        ax.set_ylim(0, 1.45)
         ax.set_title(task, fontsize=9)
         ax.set_ylabel("kept share of dense metric")
-        ax.legend(fontsize=6, loc="lower left")
+        ax.legend(fontsize=6, loc="upper left", framealpha=0.5)
         ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[len(task_names):]:
         ax.axis("off")
@@ -200,14 +200,33 @@ def report(jsonl: Path, png: Path, notes: list[str] | None = None) -> str:
         f"`--report` ({minutes:.0f} min of training in all; other agents' processes shared the two cores). "
         f"{machine_line()}", "",
         __doc__.split("\n\n", 2)[2].strip().split("\n\n")[0], "",
-        "Cells: dense test metric (accuracy; mIoU for M2NIST), and the kept share (compressed / dense) after "
+        "Cells: dense test accuracy, and the kept share (compressed / dense) after "
         "one-shot compression, mean ± half the range over the seeds; — where the model has no conv.", "",
         *lines, "", f"![kept share per task and level](benchmarks/results/{png.name})", "",
         "### Goals of the issue (means over seeds; SFW in the mode made for each structure)", "",
         *goal_lines(s), *(["", "### Reading", "", *notes] if notes else [])])
 
 
-NOTES: list[str] = []
+NOTES = [  # the "Reading" paragraph, written after the run of 2026-12-01 (numbers from the tables above)
+    "- **Goals met: dense within 1.5 points of SGD in 8 of 13 task × structure cells, the keep goal in 6 of 13, "
+    "twice SGD's kept share in 2 of 13** (digits and the CNN without BN at 90% sparsity, 2.5× and 2.1×). Where SGD "
+    "itself keeps ≥ 0.5 (MLP 0.98 at 90%, CNN without BN 1.00 at 50% rank, bars 0.83) twice its share is impossible; "
+    "the 2× goal is only informative on the BN nets at 90% sparsity and 50% filters.",
+    "- **Without BN, the defaults are robust; with BN and a few hundred steps they are not.** The CNN without BN keeps "
+    "0.97 (k-support, 90% sparsity), 0.96 (group, 50% filters) and 1.00 (spectral, 50% rank) — at 3.4-3.7 points "
+    "below SGD dense for k-support and group. On the BN nets 50% filters removed stays at 0.11-0.63 for every method, "
+    "and k-support at 90% sparsity at 0.24-0.87 (SGD 0.13-0.62). Section radius_rule shows why: at 500 steps no "
+    "filter has shrunk below 10% of its layer's largest (SFW's robustness is the (1 − η) decay of weights the "
+    "vertices do not renew, and it needs steps), and where filters have shrunk BN can rescale them (docs/tuning.md, "
+    "'Why a small γ ball…'). These budgets (250-500 steps) are 5-10× shorter than those of the quality sections.",
+    "- **Low rank is the most robust structure at the defaults**: spectral keeps 0.93-1.00 at 50% rank kept on "
+    "digits, the CNN without BN and bars (SGD 0.71-1.00), but 0.64 on the ResNet (SGD 0.49), where SFW is also 3-5 "
+    "points below SGD dense at this budget.",
+    "- **Seeds**: the half-range over three seeds near a cliff is up to 0.2-0.37 (bars k-support 0.87 ± 0.19; digits "
+    "spectral at 30% filters 0.53 ± 0.37).",
+    "- M2NIST segmentation (FCN 8-16-32, 1,000 canvases, 6 epochs) was dropped: every method, SGD included, predicted "
+    "background only (mIoU 0.086) at that budget, so no kept share meant anything; it was not tuned to make it work.",
+]
 
 
 def main() -> None:
