@@ -106,7 +106,7 @@ class OptimizerConfig:
     mode: str = _opt("k_support", _choice(*SFW_MODES), "feasible-region assignment (sparsefw.constrain)")
     k: Optional[Union[int, float]] = _opt(None, _k, "fraction (float) or count (int) for k-regions (null: the "
                                           "mode's default, sparsefw.assign.DEFAULT_K)")
-    width: float = _opt(10.0, _positive, "radius = width · expected initial norm")
+    width: float = _opt(10.0, _positive, "radius = width · expected initial norm (biases, BN γ/β: see norm_radius)")
     rescale: Optional[str] = _opt("gradient", _choice(None, *RESCALES))
     bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
     norm_radius: Optional[Union[float, str]] = _opt(None, _norm_radius, "radius of the regions of biases and BN "
