@@ -30,7 +30,7 @@ from sparsefw.experiments.sweep import compress_model
 SHRUNKEN = 0.1          # a filter is shrunken below this fraction of its layer's largest L2 norm
 RUNS = {
     "k-support, radii width · E‖θ_init‖": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
-                                            "mode": "k_support", "k": 0.1, "width": 10},
+                                            "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": "init"},
     "k-support, `norm_radius: 10`": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
                                      "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": 10},
     "SGD, weight decay 5e-4": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},

@@ -111,9 +111,10 @@ EXPECTED = {
 
 @pytest.mark.parametrize("mode", sorted(EXPECTED))
 def test_assignment_classes_and_radii(mode):
+    """Rule "init": every region (1-D ones too) has radius width · E‖θ_init‖ (the default before issue 19)."""
     model = _cnn()
     norms = expected_init_norms(model)
-    groups = sparsefw.constrain(model, mode, width=4.0)
+    groups = sparsefw.constrain(model, mode, width=4.0, norm_radius="init")
     assert [g["name"] for g in groups] == [n for n, _ in model.named_parameters()]
     conv_cls, other_cls = EXPECTED[mode]
     for g in groups:
@@ -128,8 +129,9 @@ def test_assignment_classes_and_radii(mode):
 @pytest.mark.parametrize("mode", ["k_support", "k_sparse", "group_k_support"])
 def test_bias_and_norm_l2_changes_only_the_1d_parameters(mode):
     model = _cnn()
-    paper = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0)}
-    l2 = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0, bias_and_norm="l2")}
+    paper = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0, norm_radius="init")}
+    l2 = {g["name"]: g["constraint"] for g in sparsefw.constrain(model, mode, width=4.0, bias_and_norm="l2",
+                                                                 norm_radius="init")}
     norms = expected_init_norms(model)
     for name, p in model.named_parameters():
         if p.dim() == 1:     # biases and BN γ/β: an L2 ball of radius width · E‖θ‖
@@ -155,6 +157,30 @@ def test_norm_radius_sets_the_radius_of_every_1d_region_only(mode, bias_and_norm
             assert got[name].radius * scale == pytest.approx(0.5, rel=1e-12), name
         else:
             assert got[name].radius == default[name].radius, name
+
+
+DEFAULT_RULES = {"k_support": "width", "k_sparse": "width", "l2": "width", "group_k_support": "width",
+                 "spectral_k_support": "width", "nuclear": "width"}
+
+
+def test_default_radius_rule_per_mode_is_pinned():
+    """Issue 19 changed the default from "init" to "width" in every mode (BENCHMARKS.md radius_rule)."""
+    from sparsefw.assign import DEFAULT_NORM_RADIUS
+    assert DEFAULT_NORM_RADIUS == DEFAULT_RULES
+
+
+@pytest.mark.parametrize("mode", sorted(EXPECTED))
+def test_default_rule_equals_its_explicit_name_and_width_equals_the_number(mode):
+    """norm_radius=None is the mode's rule; "width" is norm_radius=width; weights keep width · E‖θ_init‖."""
+    model = _cnn()
+    norms = expected_init_norms(model)
+    regions = lambda **kw: {g["name"]: g["constraint"] for g in sparsefw.constrain(copy.deepcopy(model), mode, width=4.0, **kw)}  # noqa: E731
+    default, named, number = regions(), regions(norm_radius=DEFAULT_RULES[mode]), regions(norm_radius=4.0)
+    for name, p in model.named_parameters():
+        assert default[name].radius == named[name].radius == number[name].radius, name
+        scale = math.sqrt(default[name].k) if isinstance(default[name], KSparsePolytope) else 1.0
+        expected = 4.0 if p.dim() == 1 else 4.0 * norms[name]
+        assert default[name].radius * scale == pytest.approx(expected, rel=1e-12), name
 
 
 def test_norm_radius_below_the_gamma_norm_scales_gamma_onto_the_ball():
@@ -221,7 +247,7 @@ def test_constrain_keeps_global_rng_and_skips_frozen_and_shared():
     (dict(mode="l2", width=float("nan")), "width"),
     (dict(mode="l2", width=True), "width"), (dict(mode="k_support", k=0), "k"), (dict(mode="k_support", k=1.5), "k"),
     (dict(mode="k_support", bias_and_norm="L2"), "bias_and_norm"), (dict(mode="l2", norm_radius=0.0), "norm_radius"),
-    (dict(mode="l2", norm_radius=True), "norm_radius"), (dict(mode="l2", norm_radius=float("inf")), "norm_radius"), (dict(mode="k_support", k=True), "k"), (dict(mode="k_support", k="10%"), "k"), (dict(mode="nuclear", k=-1), "k"),
+    (dict(mode="l2", norm_radius=True), "norm_radius"), (dict(mode="l2", norm_radius="paper"), "norm_radius"), (dict(mode="l2", norm_radius=float("inf")), "norm_radius"), (dict(mode="k_support", k=True), "k"), (dict(mode="k_support", k="10%"), "k"), (dict(mode="nuclear", k=-1), "k"),
 ])
 def test_bad_arguments_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):

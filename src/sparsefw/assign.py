@@ -14,12 +14,14 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
 (Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
 a departure from the paper for "k_support"/"k_sparse", whose vertices keep only ⌊k·C⌋ of C BN
-channels, so every step shrinks all the others; compression never prunes these tensors. With
-`norm_radius=r` every 1-D parameter's region has radius r (a number, not a multiple of its initial
-norm). The paper's code does this by accident with r = width: its table of initial norms is keyed by
-tensor shape, so BN β (zero init, counted as 1) overwrites γ's √C and both get radius width · 1.
-γ = 1 then starts outside its k-support ball and is scaled down, and stays small; with these radii
-the paper's k-support setting keeps far more accuracy under pruning (BENCHMARKS.md, quality_paper).
+channels, so every step shrinks all the others; compression never prunes these tensors. By
+default (`norm_radius=None`, rule "width" of `DEFAULT_NORM_RADIUS` in every mode) every 1-D
+parameter's region has radius width (not a multiple of its initial norm), as in the paper's code,
+which does this by accident: its table of initial norms is keyed by tensor shape, so BN β (zero
+init, counted as 1) overwrites γ's √C and both get radius width · 1. γ = 1 then starts outside its
+k-support ball and is scaled down, and stays small; with these radii k-support keeps far more
+accuracy under pruning (BENCHMARKS.md, quality_paper and radius_rule). `norm_radius="init"` gives
+1-D parameters width · E‖θ_init‖ like every other tensor (the default before), a number r radius r.
 k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
@@ -43,6 +45,12 @@ from .radii import expected_init_norms
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
              "spectral_k_support": 0.3, "nuclear": None}
 MODES = tuple(DEFAULT_K)
+# Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
+# other tensor's rule), "width" = width (the paper code's effective rule). "width" everywhere, chosen
+# by measurement (BENCHMARKS.md, radius_rule; docs/tuning.md): over 3 seeds it kept as much or more
+# at the headline level of each mode; "l2" and "nuclear" follow it for one rule across modes.
+NORM_RADIUS_RULES = ("init", "width")
+DEFAULT_NORM_RADIUS = dict.fromkeys(DEFAULT_K, "width")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -59,6 +67,20 @@ def check_k(k: Any) -> None:
 def _capped(k: int | float, structures: int) -> int | float:
     """An int count is capped at the number of structures; a fraction is kept."""
     return min(k, structures) if isinstance(k, int) else k
+
+
+def _norm_radius(mode: str, width: float, norm_radius: Any) -> float | None:
+    """The radius of every 1-D region, or None for width · E‖θ_init‖ (rule "init")."""
+    rule = DEFAULT_NORM_RADIUS[mode] if norm_radius is None else norm_radius
+    if isinstance(rule, str):
+        if rule not in NORM_RADIUS_RULES:
+            raise ValueError(f"norm_radius must be None, one of {NORM_RADIUS_RULES} or a positive finite number, "
+                             f"got norm_radius={norm_radius!r}")
+        return None if rule == "init" else float(width)
+    if isinstance(rule, bool) or not isinstance(rule, (int, float)) or not math.isfinite(rule) or rule <= 0:
+        raise ValueError(f"norm_radius must be None, one of {NORM_RADIUS_RULES} or a positive finite number, "
+                         f"got norm_radius={norm_radius!r}")
+    return float(rule)
 
 
 def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
@@ -79,11 +101,12 @@ def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float |
 
 
 def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
-              bias_and_norm: str = "mode", norm_radius: float | None = None) -> list[dict]:
+              bias_and_norm: str = "mode", norm_radius: float | str | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
-    None (radius width · E‖θ_init‖) or the radius of every 1-D parameter's region.
+    the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`),
+    "init" (width · E‖θ_init‖), "width" (width) or a positive number.
     Makes the starting point feasible, changing only parameters that lie outside their region."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -93,9 +116,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         raise ValueError(f"width must be a positive finite number, got width={width!r}")
     if bias_and_norm not in ("mode", "l2"):
         raise ValueError(f"bias_and_norm must be 'mode' or 'l2', got bias_and_norm={bias_and_norm!r}")
-    if norm_radius is not None and (isinstance(norm_radius, bool) or not isinstance(norm_radius, (int, float))
-                                    or not math.isfinite(norm_radius) or norm_radius <= 0):
-        raise ValueError(f"norm_radius must be None or a positive finite number, got norm_radius={norm_radius!r}")
+    norm_radius = _norm_radius(mode, width, norm_radius)
     if k is None:
         k = DEFAULT_K[mode]
     else:
@@ -109,7 +130,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         module_name, _, attr = name.rpartition(".")
         is_conv_weight = attr == "weight" and isinstance(model.get_submodule(module_name), _CONV)
         region_mode = "l2" if bias_and_norm == "l2" and p.dim() <= 1 else mode
-        scale = norm_radius if norm_radius is not None and p.dim() <= 1 else width * norms[name]
+        scale = width * norms[name] if norm_radius is None or p.dim() > 1 else norm_radius
         region = _region(region_mode, is_conv_weight, p.shape, k, scale)
         with torch.no_grad():
             current = p.detach()

@@ -60,6 +60,37 @@ def test_norm_radius_reaches_the_regions_of_the_1d_parameters():
     assert radii["0.weight"] != 3.0 and radii["3.weight"] != 3.0
 
 
+@pytest.mark.parametrize("mode", ["k_support", "group_k_support", "spectral_k_support"])
+def test_unset_k_width_lr_and_norm_radius_are_the_library_defaults(mode):
+    """The config leaves k (null) and the radius rule (null) to `constrain`, and its width and lr
+    equal `constrain`'s and `SFW`'s: the regions and step size are exactly the library defaults'."""
+    import inspect
+
+    import torch
+    from torch import nn
+
+    import sparsefw
+    from sparsefw.experiments.optimizers import build_optimizer
+    make = lambda: nn.Sequential(nn.Conv2d(1, 10, 3), nn.BatchNorm2d(10), nn.Flatten(), nn.Linear(10 * 4 * 4, 2))  # noqa: E731
+    cfg = validate({"optimizer": {"mode": mode}}).optimizer
+    assert cfg.k is None and cfg.norm_radius is None
+    assert cfg.width == inspect.signature(sparsefw.constrain).parameters["width"].default
+    assert cfg.lr == inspect.signature(sparsefw.SFW).parameters["lr"].default
+    torch.manual_seed(0)
+    optimizer, _, _ = build_optimizer(cfg, make())
+    torch.manual_seed(0)
+    library = sparsefw.constrain(make(), mode)
+    for ours, theirs in zip(optimizer.param_groups, library):
+        assert ours["constraint"].to_spec() == theirs["constraint"].to_spec(), ours["name"]
+
+
+def test_norm_radius_takes_a_rule_name():
+    assert validate({"optimizer": {"norm_radius": "init"}}).optimizer.norm_radius == "init"
+    assert validate({"optimizer": {"norm_radius": 2}}).optimizer.norm_radius == 2
+    with pytest.raises(ConfigError, match="optimizer.norm_radius"):
+        validate({"optimizer": {"norm_radius": "paper"}})
+
+
 def test_overrides_are_yaml_and_apply_to_every_method():
     raw = {"name": "x", "optimizer": {"lr": 0.1},
            "methods": {"a": {"optimizer": {"lr": 0.3}}, "b": {"optimizer": {"name": "sgd"}}}}

@@ -22,7 +22,8 @@ CONFIG = {
     "training": {"epochs": 1, "seed": SEED, "device": "cpu", "progress": False},
     "sweep": {"unstructured": [0.5, 0.9], "filters": [0.25, 0.5], "lowrank": [0.5, 0.75]},
     "methods": {
-        "sfw": {"optimizer": {"name": "sfw", "mode": "spectral_k_support", "k": 0.3, "width": 5.0, "lr": 0.03}},
+        "sfw": {"optimizer": {"name": "sfw", "mode": "spectral_k_support", "k": 0.3, "width": 5.0, "lr": 0.03,
+                                  "norm_radius": "init"}},   # 4 steps: biases in width · E‖b‖ balls predict >1 class
     },
 }
 

@@ -8,15 +8,17 @@ factorize        truncated-SVD factor pairs where smaller and faster (convs; ran
 summarize        parameters, FLOPs and latency of original vs compressed, with ratios
 recalibrate_batchnorm   re-estimate BatchNorm running statistics on a few input batches
 rebuild          recreate a compressed architecture from the original one and a recipe
+diagnose         per layer, what decides the damage: shrunken filters BN keeps alive, spectra, thresholds
 """
 from .batchnorm import recalibrate_batchnorm
 from .channels.groups import ChannelGroup, ChannelSlice, channel_groups
+from .diagnose import Diagnosis, diagnose
 from .factorize import factorize
 from .filters import filter_keep_mask, remove_filters
 from .metrics import CompressionSummary, count_flops, count_parameters, measure_latency, summarize
 from .prune import prune
 from .recipe import rebuild
 
-__all__ = ["ChannelGroup", "ChannelSlice", "CompressionSummary", "channel_groups", "count_flops",
-           "count_parameters", "factorize", "filter_keep_mask", "measure_latency", "prune", "rebuild",
+__all__ = ["ChannelGroup", "ChannelSlice", "CompressionSummary", "Diagnosis", "channel_groups", "count_flops",
+           "count_parameters", "diagnose", "factorize", "filter_keep_mask", "measure_latency", "prune", "rebuild",
            "recalibrate_batchnorm", "remove_filters", "summarize"]

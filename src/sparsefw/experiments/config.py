@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..assign import MODES, check_k
+from ..assign import MODES, NORM_RADIUS_RULES, check_k
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
 from .schedules import SCHEDULES
@@ -48,6 +48,12 @@ def _subset(v):
 
 def _momentum(v):
     return 0 <= v < 1 or "must lie in [0, 1)"
+
+
+def _norm_radius(v):
+    if isinstance(v, str):
+        return v in NORM_RADIUS_RULES or f"must be a positive number or one of {', '.join(map(repr, NORM_RADIUS_RULES))}"
+    return v > 0 or "must be positive"
 
 
 def _widths(v):
@@ -100,12 +106,15 @@ class OptimizerConfig:
     momentum: float = _opt(0.9, _momentum)
     # SFW
     mode: str = _opt("k_support", _choice(*MODES), "feasible-region assignment (sparsefw.constrain)")
-    k: Union[int, float] = _opt(0.1, _library(check_k), "fraction (float) or count (int) for k-regions")
-    width: float = _opt(10.0, _positive, "radius = width · expected initial norm")
+    k: Optional[Union[int, float]] = _opt(None, _library(check_k), "fraction (float) or count (int) for "
+                                          "k-regions (null: the mode's default, sparsefw.assign.DEFAULT_K)")
+    width: float = _opt(10.0, _positive, "radius = width · expected initial norm (biases, BN γ/β: see norm_radius)")
     rescale: Optional[str] = _opt("gradient", _choice(*RESCALES))
     bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
-    norm_radius: Optional[float] = _opt(None, _positive, "radius of the regions of biases and BN γ/β (null: "
-                                        "width · expected initial norm; the paper's code: width)")
+    norm_radius: Optional[Union[float, str]] = _opt(None, _norm_radius, "radius of the regions of biases and BN "
+                                                    "γ/β: 'init' (width · expected initial norm), 'width' (the "
+                                                    "paper's code), a number, or null (the mode's default rule, "
+                                                    "sparsefw.assign.DEFAULT_NORM_RADIUS)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -184,7 +193,10 @@ def _coerce(value: Any, tp, key: str) -> Any:
     if tp is float or origin is Union and set(args) == {int, float}:
         value = _number(value)
     if origin is Union and type(None) in args:
-        return None if value is None else _coerce(value, next(a for a in args if a is not type(None)), key)
+        rest = tuple(a for a in args if a is not type(None))
+        return None if value is None else _coerce(value, rest[0] if len(rest) == 1 else Union[rest], key)
+    if origin is Union and str in args and isinstance(value, str):      # float | str: a number or a name
+        return value
     if isinstance(value, bool) and tp is not bool:
         raise bad
     if origin is Union:  # int | float: keep which one it is (k: count vs fraction)

@@ -1,0 +1,145 @@
+"""Small offline tasks, one training loop and one compression sweep, shared by bench_radius_rule.py
+(choosing the defaults) and bench_robustness.py (checking them on tasks nobody tuned for).
+
+Training: `sparsefw.constrain(model, mode, **constraint)` + `sparsefw.SFW(groups)` at the library's
+defaults unless a run overrides them, or SGD (lr 0.1, momentum 0.9, weight decay 5e-4); linear decay
+of the learning rate to 0, batches drawn with a seeded generator. Compression: the library's own
+one-shot calls — `compress.prune` (global magnitude), `compress.remove_filters` (L1, every conv),
+`compress.factorize(layers="conv")` (per-conv truncated SVD, as in the paper's code).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sparsefw
+from sparsefw import compress
+from sparsefw.experiments.evaluation import evaluate, primary_metric
+
+SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+# (kind, level, column name): the issue's compression levels
+LEVELS = (("unstructured", 0.9, "90% unstr."), ("unstructured", 0.95, "95% unstr."),
+          ("filters", 0.3, "30% filters"), ("filters", 0.5, "50% filters"),
+          ("lowrank", 0.5, "50% rank kept"), ("lowrank", 0.25, "25% rank kept"))
+
+
+@dataclass
+class Task:
+    """A dataset held in memory, a model builder and the training budget."""
+    name: str
+    build: Callable[[], nn.Module]
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    num_classes: int
+    kind: str = "classification"          # or "segmentation"
+    epochs: int = 4
+    batch_size: int = 64
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return primary_metric(self.kind)
+
+
+def build_seeded(task: Task, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return task.build()
+
+
+def make_optimizer(model: nn.Module, method: str, constraint: dict | None = None, sfw: dict | None = None):
+    """"sgd_wd" → torch SGD; a mode name → SFW on `sparsefw.constrain(model, mode, **constraint)`."""
+    if method == "sgd_wd":
+        return torch.optim.SGD(model.parameters(), **SGD)
+    return sparsefw.SFW(sparsefw.constrain(model, method, **(constraint or {})), **(sfw or {}))
+
+
+def train(task: Task, method: str, seed: int, constraint: dict | None = None, sfw: dict | None = None,
+          optimizer_factory: Callable | None = None) -> tuple[nn.Module, float]:
+    """(trained model in eval mode, seconds)."""
+    model = build_seeded(task, seed)
+    opt = (optimizer_factory or make_optimizer)(model, method, constraint, sfw)
+    x, y = task.train
+    steps_per_epoch = math.ceil(len(x) / task.batch_size)
+    total = task.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
+    g = torch.Generator().manual_seed(1000 + seed)
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(task.epochs):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), task.batch_size):
+            idx = order[i:i + task.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return model, time.perf_counter() - t0
+
+
+def score(task: Task, model: nn.Module) -> float:
+    x, y = task.test
+    loader = [(x[i:i + 500], y[i:i + 500]) for i in range(0, len(x), 500)]
+    return evaluate(model, loader, task.kind, task.num_classes)[task.metric]
+
+
+def compressed(model: nn.Module, kind: str, level: float, example: torch.Tensor) -> nn.Module:
+    if kind == "unstructured":
+        return compress.prune(model, sparsity=level)
+    if kind == "filters":
+        return compress.remove_filters(model, amount=level, example_inputs=example)
+    return compress.factorize(model, rank=level, layers="conv")
+
+
+def has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def sweep(task: Task, model: nn.Module) -> dict[str, float | None]:
+    """{"dense": metric, column: metric after compression (None where the model has no conv)}."""
+    out: dict[str, float | None] = {"dense": score(task, model)}
+    example = task.test[0][:2]
+    for kind, level, col in LEVELS:
+        if kind != "unstructured" and not has_conv(model):
+            out[col] = None
+            continue
+        out[col] = score(task, compressed(model, kind, level, example).eval())
+    return out
+
+
+# --- runs, logged to a JSONL and summarised ------------------------------------------------------
+def run_logged(jsonl, key: dict, fn: Callable[[], dict]) -> None:
+    """fn() → record fields, appended to `jsonl` under `key` unless a record with `key` is there."""
+    from _runlog import append_jsonl, read_jsonl
+    if any(all(r.get(k) == v for k, v in key.items()) for r in read_jsonl(jsonl)):
+        return
+    record = {**key, **fn()}
+    append_jsonl(jsonl, record)
+    print(f"{time.strftime('%H:%M:%S')} {key} dense {record['scores']['dense']:.3f} "
+          f"{record.get('seconds', 0):.0f}s", flush=True)
+
+
+def kept(record: dict, col: str) -> float | None:
+    """Kept share of the dense metric at column `col` (None where not applicable)."""
+    v = record["scores"][col]
+    return None if v is None else v / record["scores"]["dense"]
+
+
+def mean_spread(values: list[float | None]) -> tuple[float, float] | None:
+    """(mean, half the range) over seeds; None if any value is missing."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def cell(ms: tuple[float, float] | None) -> str:
+    return "—" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}"

@@ -1,0 +1,253 @@
+"""Robustness across tasks: SGD + weight decay against SFW at the library defaults, on tasks on which
+no setting was ever tuned.
+
+Run:  python benchmarks/bench_robustness.py [--shard 0/2]   (appends to results/robustness_runs.jsonl;
+                                                           two shards use two cores)
+      python benchmarks/bench_robustness.py --report       (the "robustness" section + robustness.png)
+      python benchmarks/bench_robustness.py --quick        (one seed, one epoch, temporary JSONL)
+
+SFW is `sparsefw.SFW(sparsefw.constrain(model, mode))` with nothing else set: the defaults of the
+library (lr, momentum, rescaling, width, k, the radius rule of biases and BN γ/β). SGD: lr 0.1,
+momentum 0.9, weight decay 5e-4. Every method trains each task with seeds 0, 1, 2 under the same
+budget and linear LR decay to 0; the defaults were chosen on Fashion-MNIST with the small CNN
+(bench_radius_rule.py), none of these tasks. Compression: the library's one-shot calls at the issue's
+levels (benchmarks/_tasks.py), global magnitude pruning, L1 filter removal in every conv, per-conv
+truncated SVD (`layers="conv"`), no retraining, no BN recalibration.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import _tasks as T
+from _report import machine_line, write_section
+from _runlog import read_jsonl
+from sparsefw.data import get_datasets
+from sparsefw.experiments.io import save_figure
+from sparsefw.models import build_model
+from sparsefw.models.resnet import ResNet
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+METHODS = ("sgd_wd", "k_support", "group_k_support", "spectral_k_support")
+SEEDS = (0, 1, 2)
+# goals of the issue: (column, kept share ≥, the mode whose SFW model must meet it)
+GOALS = (("90% unstr.", 0.95, "k_support"), ("50% filters", 0.90, "group_k_support"),
+         ("50% rank kept", 0.90, "spectral_k_support"))
+
+
+def _tensors(ds, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.arange(len(ds) if n is None else min(n, len(ds)))
+    return ds[idx]
+
+
+class PlainCNN(nn.Module):
+    """Three 3×3 convs with biases and ReLU, no normalisation layer, max-pools, GAP, Linear."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths=(16, 32, 32)):
+        super().__init__()
+        a, b, c = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(b, c, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A task of our own: 3×12×20 noisy images holding one bar — horizontal or vertical, red or
+    blue (4 classes) — of random length and position, with a distractor bar in green."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.5 * torch.randn(n, 3, 12, 20, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    for i in range(n):
+        vertical, channel = int(y[i]) % 2, 0 if y[i] < 2 else 2
+        for ch, vert in ((channel, vertical), (1, int(torch.randint(0, 2, (1,), generator=g)))):
+            length = int(torch.randint(5, 10, (1,), generator=g))
+            r = int(torch.randint(0, 12 - (length if vert else 1) + 1, (1,), generator=g))
+            c = int(torch.randint(0, 20 - (1 if vert else length) + 1, (1,), generator=g))
+            if vert:
+                x[i, ch, r:r + length, c] += 2.0
+            else:
+                x[i, ch, r, c:c + length] += 2.0
+    return x, y
+
+
+def tasks() -> list[T.Task]:
+    digits_tr, digits_te, _ = get_datasets("digits")
+    mnist_tr, mnist_te, _ = get_datasets("mnist5k")
+    fa_tr, fa_te, _ = get_datasets("fashion_mnist", subset=(4000, 2000))
+    return [
+        T.Task("digits (8×8), CNN 16-16-32-32 (BN)", lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32]),
+               _tensors(digits_tr), _tensors(digits_te), 10, epochs=10, batch_size=32),
+        T.Task("MNIST-5k, MLP 784-300-100-10", lambda: build_model("mlp", 10, 1, image_size=28),
+               _tensors(mnist_tr), _tensors(mnist_te), 10, epochs=5),
+        T.Task("MNIST-5k, CNN without BN 16-32-32", lambda: PlainCNN(1, 10), _tensors(mnist_tr), _tensors(mnist_te),
+               10, epochs=5),
+        T.Task("Fashion-MNIST, ResNet 8-16-32 ×1 block (BN)", lambda: ResNet((8, 16, 32), (1, 1, 1), 1, 10),
+               _tensors(fa_tr), _tensors(fa_te), 10, epochs=4),
+        T.Task("bars 3×12×20 (own, 4 classes), CNN 8-8-16-16 (BN)",
+               lambda: build_model("cnn", 4, 3, widths=[8, 8, 16, 16]), bars(3000, 0), bars(1000, 1), 4, epochs=4),
+    ]
+
+
+def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, epochs: int | None = None) -> None:
+    jobs = [(task, method, seed) for task in tasks() for method in METHODS for seed in seeds]
+    i, n = shard
+    for task, method, seed in jobs[i::n]:
+        if epochs is not None:
+            task.epochs = epochs
+
+        def one():
+            model, seconds = T.train(task, method, seed)
+            return {"seconds": seconds, "scores": T.sweep(task, model)}
+        T.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed}, one)
+
+
+def summary(records: list[dict]) -> dict:
+    """{(task, method): {"dense": (mean, spread), column: kept (mean, spread) or None}}."""
+    out = {}
+    for task in dict.fromkeys(r["task"] for r in records):
+        for method in METHODS:
+            rs = [r for r in records if r["task"] == task and r["method"] == method]
+            if rs:
+                out[task, method] = {"dense": T.mean_spread([r["scores"]["dense"] for r in rs]), "seeds": len(rs),
+                                     **{c: T.mean_spread([T.kept(r, c) for r in rs]) for _, _, c in T.LEVELS}}
+    return out
+
+
+def goal_lines(s: dict) -> list[str]:
+    out = []
+    for task in dict.fromkeys(t for t, _ in s):
+        sgd = s.get((task, "sgd_wd"))
+        if sgd is None:
+            continue
+        parts = []
+        for col, keep, mode in GOALS:
+            sfw = s.get((task, mode))
+            if sfw is None or sfw[col] is None:
+                parts.append(f"{col}: {'not run' if sfw is None else 'n/a (no conv)'}")
+                continue
+            gap = sgd["dense"][0] - sfw["dense"][0]
+            k, k_sgd = sfw[col][0], sgd[col][0]
+            parts.append(f"{col} ({mode}): dense {'within' if gap <= 0.015 else 'NOT within'} 1.5 points "
+                         f"({100 * gap:+.1f}), kept {k:.2f} {'≥' if k >= keep else '<'} {keep:.2f} "
+                         f"({'met' if k >= keep else 'NOT met'}), {k / k_sgd:.1f}× SGD's {k_sgd:.2f} "
+                         f"({'met' if k >= 2 * k_sgd else 'NOT met'})")
+        out.append(f"- **{task}**: " + "; ".join(parts))
+    return out
+
+
+def plot(s: dict, path: Path) -> Path:
+    """One panel per task: kept share at each level (bars), one colour per method, error bars = spread."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task_names = list(dict.fromkeys(t for t, _ in s))
+    cols = [c for _, _, c in T.LEVELS]
+    fig, axes = plt.subplots(2, (len(task_names) + 1) // 2, figsize=(5.2 * ((len(task_names) + 1) // 2), 7),
+                             squeeze=False)
+    width = 0.8 / len(METHODS)
+    for ax, task in zip(axes.flat, task_names):
+        for j, method in enumerate(METHODS):
+            cell = s.get((task, method))
+            if cell is None:
+                continue
+            vals = [cell[c] or (0.0, 0.0) for c in cols]
+            ax.bar([i + (j - 1.5) * width for i in range(len(cols))], [v[0] for v in vals], width,
+                   yerr=[v[1] for v in vals], label=f"{method} (dense {cell['dense'][0]:.2f})", capsize=2)
+        ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=8)
+        ax.set_ylim(0, 1.45)
+        ax.set_title(task, fontsize=9)
+        ax.set_ylabel("kept share of dense metric")
+        ax.legend(fontsize=6, loc="upper left", framealpha=0.5)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(task_names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    try:
+        return save_figure(path, fig)
+    finally:
+        plt.close(fig)
+
+
+def report(jsonl: Path, png: Path, notes: list[str] | None = None) -> str:
+    records = read_jsonl(jsonl)
+    s = summary(records)
+    cols = [c for _, _, c in T.LEVELS]
+    lines = ["| task | method | seeds | dense | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+    for (task, method), cell in s.items():
+        d = cell["dense"]
+        lines.append(f"| {task} | {method} | {cell['seeds']} | {d[0]:.3f} ± {d[1]:.3f} | "
+                     + " | ".join(T.cell(cell[c]) for c in cols) + " |")
+    plot(s, png)
+    minutes = sum(r["seconds"] for r in records) / 60
+    return "\n".join([
+        "## Robustness across tasks, at the library defaults (`benchmarks/bench_robustness.py`)", "",
+        f"Command: `python benchmarks/bench_robustness.py --shard 0/2` and `--shard 1/2` in parallel, then "
+        f"`--report` ({minutes:.0f} min of training in all; other agents' processes shared the two cores). "
+        f"{machine_line()}", "",
+        __doc__.split("\n\n", 2)[2].strip().split("\n\n")[0], "",
+        "Cells: dense test accuracy, and the kept share (compressed / dense) after "
+        "one-shot compression, mean ± half the range over the seeds; — where the model has no conv.", "",
+        *lines, "", f"![kept share per task and level](benchmarks/results/{png.name})", "",
+        "### Goals of the issue (means over seeds; SFW in the mode made for each structure)", "",
+        *goal_lines(s), *(["", "### Reading", "", *notes] if notes else [])])
+
+
+NOTES = [  # the "Reading" paragraph, written after the run of 2026-12-01 (numbers from the tables above)
+    "- **Goals met: dense within 1.5 points of SGD in 8 of 13 task × structure cells, the keep goal in 6 of 13, "
+    "twice SGD's kept share in 2 of 13** (digits and the CNN without BN at 90% sparsity, 2.5× and 2.1×). Where SGD "
+    "itself keeps ≥ 0.5 (MLP 0.98 at 90%, CNN without BN 1.00 at 50% rank, bars 0.83) twice its share is impossible; "
+    "the 2× goal is only informative on the BN nets at 90% sparsity and 50% filters.",
+    "- **Without BN, the defaults are robust; with BN and a few hundred steps they are not.** The CNN without BN keeps "
+    "0.97 (k-support, 90% sparsity), 0.96 (group, 50% filters) and 1.00 (spectral, 50% rank) — at 3.4-3.7 points "
+    "below SGD dense for k-support and group. On the BN nets 50% filters removed stays at 0.11-0.63 for every method, "
+    "and k-support at 90% sparsity at 0.24-0.87 (SGD 0.13-0.62). Section radius_rule shows why: at 500 steps no "
+    "filter has shrunk below 10% of its layer's largest (SFW's robustness is the (1 − η) decay of weights the "
+    "vertices do not renew, and it needs steps), and where filters have shrunk BN can rescale them (docs/tuning.md, "
+    "'Why a small γ ball…'). These budgets (250-500 steps) are 5-10× shorter than those of the quality sections.",
+    "- **Low rank is the most robust structure at the defaults**: spectral keeps 0.93-1.00 at 50% rank kept on "
+    "digits, the CNN without BN and bars (SGD 0.71-1.00), but 0.64 on the ResNet (SGD 0.49), where SFW is also 3-5 "
+    "points below SGD dense at this budget.",
+    "- **Seeds**: the half-range over three seeds near a cliff is up to 0.2-0.37 (bars k-support 0.87 ± 0.19; digits "
+    "spectral at 30% filters 0.53 ± 0.37).",
+    "- M2NIST segmentation (FCN 8-16-32, 1,000 canvases, 6 epochs) was dropped: every method, SGD included, predicted "
+    "background only (mIoU 0.086) at that budget, so no kept share meant anything; it was not tuned to make it work.",
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shard", default="0/1", help="i/n: every n-th run starting at i")
+    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.quick:
+        with tempfile.TemporaryDirectory() as tmp:
+            jsonl = Path(tmp) / "quick.jsonl"
+            run(jsonl, (0, 1), seeds=(0,), epochs=1)
+            print(report(jsonl, Path(tmp) / "robustness.png"))
+        return
+    RESULTS.mkdir(exist_ok=True)
+    jsonl = RESULTS / "robustness_runs.jsonl"
+    if not args.report:
+        run(jsonl, tuple(map(int, args.shard.split("/"))))
+    write_section("robustness", report(jsonl, RESULTS / "robustness.png", NOTES))
+
+
+if __name__ == "__main__":
+    main()
