@@ -60,8 +60,8 @@ def test_device_masked_path_equals_the_flag_path(mode):
 
 def test_masked_first_step_leaves_weights_and_zero_buffers():
     model = _cnn()
-    before = _weights(model)
     opt = SFW(sparsefw.constrain(model, "k_support", width=5.0), lr=0.1)
+    before = _weights(model)      # after constrain, which may scale a tensor into its region
     opt._mask_on_device = True
     _backward(model, opt, 0, float("nan"))
     opt.step()
