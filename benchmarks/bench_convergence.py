@@ -60,7 +60,9 @@ def run_horizon(data, T: int, c: float, batch: int, rescale: str, seed: int = SE
     """SFW for T steps at α = c/√T; returns the evaluated iterations, losses, full gaps, and min gap."""
     x, y = data
     model = smooth_mlp(x[0].numel(), hidden, 10, seed)
-    groups = sparsefw.constrain(model, "k_support", k=K, width=WIDTH)
+    # norm_radius="init": every region at width × its expected initial norm, so each constraint,
+    # biases included, is active (the setting the section describes)
+    groups = sparsefw.constrain(model, "k_support", k=K, width=WIDTH, norm_radius="init")
     opt = sparsefw.SFW(groups, lr=c / math.sqrt(T), momentum=0.0, rescale=rescale)
     generator = torch.Generator().manual_seed(seed + 1)
     every = max(1, T // EVALS_PER_RUN)

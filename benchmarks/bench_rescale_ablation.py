@@ -90,7 +90,9 @@ def train_one(data, region: str, rescale: str | None, lr: float, epochs: int, da
     x_train, y_train, x_test, y_test = data
     torch.manual_seed(SEED)
     model = SmallCNN(1, 10, (16, 16, 32, 32))
-    groups = sparsefw.constrain(model, region, k=REGIONS[region], width=WIDTH)
+    # norm_radius="init": the radius rule this ablation was run with (before the "width" default);
+    # it compares rescaling rules, not radii, and keeps its recorded section true without a rerun.
+    groups = sparsefw.constrain(model, region, k=REGIONS[region], width=WIDTH, norm_radius="init")
     opt = sparsefw.SFW(groups, lr=lr, momentum=MOMENTUM, dampening=dampening, rescale=rescale)
     steps_per_epoch = len(x_train) // BATCH
     total = epochs * steps_per_epoch
