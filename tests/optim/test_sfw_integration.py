@@ -10,24 +10,7 @@ from torch import nn
 import sparsefw
 from sparsefw import SFW
 from sparsefw.constraints import Constraint, L2Ball
-
-
-def _small_cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
-
-
-def _batches(n, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 2, 8, 8, generator=gen), torch.randint(0, 5, (8,), generator=gen)) for _ in range(n)]
-
-
-def _train(model, opt, batches):
-    for x, y in batches:
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+from tiny_training import random_batches, small_cnn, train
 
 
 def test_step_lr_scheduler_changes_the_step():
@@ -49,13 +32,13 @@ def test_step_lr_scheduler_changes_the_step():
 
 def test_grad_scaler_unscales_and_skips_infinite_steps():
     assert torch.amp.GradScaler("cpu").is_enabled()  # the CPU scaler exists in this torch
-    model = _small_cnn()
+    model = small_cnn(6, 8, 5)
     groups = sparsefw.constrain(model, "k_support", k=0.2, width=5.0)
     twin = copy.deepcopy(model)
     opt = SFW(groups, lr=0.1)
     opt_twin = SFW(sparsefw.constrain(twin, "k_support", k=0.2, width=5.0), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
-    for x, y in _batches(3):
+    for x, y in random_batches(3, 5):
         opt.zero_grad()
         scaler.scale(nn.functional.cross_entropy(model(x), y)).backward()
         scaler.step(opt)
@@ -68,7 +51,7 @@ def test_grad_scaler_unscales_and_skips_infinite_steps():
     # an overflowing gradient: the scaler skips the step and halves its scale
     before = [p.detach().clone() for p in model.parameters()]
     opt.zero_grad()
-    x, y = _batches(1, seed=5)[0]
+    x, y = random_batches(1, 5, seed=5)[0]
     scaler.scale(nn.functional.cross_entropy(model(x), y) * float("inf")).backward()
     scale = scaler.get_scale()
     scaler.step(opt)
@@ -91,17 +74,17 @@ def _assert_plain(obj, path="state_dict"):
 
 @pytest.mark.parametrize("mode", ["k_support", "group_k_support", "spectral_k_support", "k_sparse"])
 def test_resume_from_weights_only_checkpoint_is_bit_identical(mode):
-    model = _small_cnn()
+    model = small_cnn(6, 8, 5)
     opt = SFW(sparsefw.constrain(model, mode, width=5.0), lr=0.05, momentum=0.9)
-    batches = _batches(7)
-    _train(model, opt, batches[:3])
+    batches = random_batches(7, 5)
+    train(model, opt, batches[:3])
 
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)
     _assert_plain(checkpoint["opt"])
-    resumed = _small_cnn()
+    resumed = small_cnn(6, 8, 5)
     resumed.load_state_dict(checkpoint["model"])
     resumed_opt = SFW([{"params": [p]} for p in resumed.parameters()])  # groups come from the checkpoint
     resumed_opt.load_state_dict(checkpoint["opt"])
@@ -110,15 +93,15 @@ def test_resume_from_weights_only_checkpoint_is_bit_identical(mode):
         assert group["constraint"].to_spec() == original["constraint"].to_spec()
         assert group["name"] == original["name"]
 
-    _train(model, opt, batches[3:])
-    _train(resumed, resumed_opt, batches[3:])
+    train(model, opt, batches[3:])
+    train(resumed, resumed_opt, batches[3:])
     for (name, a), b in zip(model.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
     assert resumed_opt.fw_gaps() == opt.fw_gaps()
 
 
 def test_state_dict_does_not_alter_the_live_groups():
-    model = _small_cnn()
+    model = small_cnn(6, 8, 5)
     opt = SFW(sparsefw.constrain(model, "l2"))
     state = opt.state_dict()
     assert all(isinstance(g["constraint"], dict) for g in state["param_groups"])
@@ -135,5 +118,5 @@ def test_load_state_dict_checks_the_regions_fit():
 
 
 def test_fw_gaps_before_any_step_are_nan():
-    opt = SFW(sparsefw.constrain(_small_cnn(), "l2"))
+    opt = SFW(sparsefw.constrain(small_cnn(6, 8, 5), "l2"))
     assert all(math.isnan(g) for g in opt.fw_gaps())

@@ -11,6 +11,7 @@ from torch import nn
 import sparsefw
 from sparsefw import SFW
 from sparsefw.constraints import best_rank_k, best_rank_k_warm
+from tiny_training import random_batches, small_cnn, train
 
 
 def _sigma_k(M, k):
@@ -43,31 +44,13 @@ def test_refresh_is_exact_and_iterations_converge(shape):
     assert shortfalls[-1] < 1e-3 * max(shortfalls[0], 1e-9) + 1e-10
 
 
-def _cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 12, 3), nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 10, 3), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(10 * 4 * 4, 3))
-
-
-def _batches(n, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 2, 8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen)) for _ in range(n)]
-
-
-def _train(model, opt, batches):
-    for x, y in batches:
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-
 def test_refresh_every_step_equals_the_exact_lmo_bitwise():
-    a, b = _cnn(), _cnn()
+    a, b = small_cnn(12, 10, 3), small_cnn(12, 10, 3)
     exact = SFW(sparsefw.constrain(a, "spectral_k_support", k=0.3, width=5.0), lr=0.1)
     warm = SFW(sparsefw.constrain(b, "spectral_k_support", k=0.3, width=5.0), lr=0.1, spectral_refresh=1)
-    batches = _batches(4)
-    _train(a, exact, batches)
-    _train(b, warm, batches)
+    batches = random_batches(4, 3)
+    train(a, exact, batches)
+    train(b, warm, batches)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
@@ -75,11 +58,11 @@ def test_warm_lmo_shortfall_during_training_is_small_and_feasible():
     """The shortfall of the LMO actually used, 1 − <m, −v>/(τ‖Σ_k(m)‖) = (G* − G)/(τ‖Σ_k(m)‖) with G the
     step's gap and G* = <m, θ> + τ‖Σ_k(m)‖ the exact one (numpy SVD), is ≥ 0, 0 on refresh steps, and
     small in between (random minibatches of 8, the worst case for momentum); every iterate stays feasible."""
-    model = _cnn()
+    model = small_cnn(12, 10, 3)
     opt = SFW(sparsefw.constrain(model, "spectral_k_support", k=0.3, width=5.0), lr=0.1, spectral_refresh=10)
     spectral = [i for i, g in enumerate(opt.param_groups) if g["constraint"].k is not None]
     shortfalls = {i: [] for i in spectral}
-    for step, (x, y) in enumerate(_batches(30)):
+    for step, (x, y) in enumerate(random_batches(30, 3)):
         before = [opt.param_groups[i]["params"][0].detach().clone() for i in spectral]
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
@@ -102,20 +85,20 @@ def test_warm_lmo_shortfall_during_training_is_small_and_feasible():
 
 @pytest.mark.parametrize("split", [3, 10])   # mid-cycle and just after a refresh
 def test_warm_state_resumes_bitwise_from_weights_only(split):
-    model = _cnn()
+    model = small_cnn(12, 10, 3)
     opt = SFW(sparsefw.constrain(model, "spectral_k_support", k=0.3, width=5.0), lr=0.05, spectral_refresh=5)
-    batches = _batches(16)
-    _train(model, opt, batches[:split])
+    batches = random_batches(16, 3)
+    train(model, opt, batches[:split])
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)
-    resumed = _cnn()
+    resumed = small_cnn(12, 10, 3)
     resumed.load_state_dict(checkpoint["model"])
     resumed_opt = SFW([{"params": [p]} for p in resumed.parameters()], spectral_refresh=5)
     resumed_opt.load_state_dict(checkpoint["opt"])
-    _train(model, opt, batches[split:])
-    _train(resumed, resumed_opt, batches[split:])
+    train(model, opt, batches[split:])
+    train(resumed, resumed_opt, batches[split:])
     assert all(torch.equal(x, y) for x, y in zip(model.parameters(), resumed.parameters()))
 
 

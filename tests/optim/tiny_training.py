@@ -1,0 +1,24 @@
+"""A tiny BN conv net on random 2×8×8 inputs, and a plain training loop, for optimizer tests."""
+import torch
+from torch import nn
+
+
+def small_cnn(hidden: int, out_conv: int, classes: int) -> nn.Sequential:
+    """Conv(2→hidden, 3) BN ReLU Conv(hidden→out_conv, 3) ReLU Flatten Linear, seeded (same weights
+    for the same arguments)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, hidden, 3), nn.BatchNorm2d(hidden), nn.ReLU(), nn.Conv2d(hidden, out_conv, 3),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(out_conv * 4 * 4, classes))
+
+
+def random_batches(n: int, classes: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 2, 8, 8, generator=gen), torch.randint(0, classes, (8,), generator=gen))
+            for _ in range(n)]
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, batches) -> None:
+    for x, y in batches:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
