@@ -2,6 +2,7 @@
 
     python benchmarks/bench_cost.py            # full run (~10 min at 2 threads on an idle machine)
     python benchmarks/bench_cost.py --quick    # tiny shapes, one repeat (used by the tests)
+    python benchmarks/bench_cost.py --goal --threads 1   # only issue 17's WRN-28-10 goals (section "cost_goal")
 
 Parts (all in one process, torch.set_num_threads(2), medians of interleaved repeats):
 
@@ -368,9 +369,45 @@ def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, o
     return {"cost": "\n".join(cost), "cost_scaling": "\n".join(scaling), "cost_whole_step": "\n".join(whole)}
 
 
+GOAL_METHODS = ["SGD", "SFW spectral k=30%", "SFW spectral k=30% warm", "SFW k-support k=10%", "SFW L2 ball",
+                "SGD + nuclear penalty"]
+
+
+def run_goal(out: Path, command: str, repeats: int = 3) -> str:
+    """Issue 17's goals on all parameters of WRN-28-10: spectral (k = 30 %, exact and warm-started)
+    overhead ≥ 5× smaller than the nuclear-norm penalty's; k-support overhead ≤ SGD's step."""
+    model = build_model("wrn28_10", num_classes=100, in_channels=3, seed=0)
+    res = optimizer_step_costs(model, GOAL_METHODS, repeats, min_sample_s=0.02)
+    sgd, penalty = res["SGD"]["step"], res[PENALTY]["overhead"]
+    rows = []
+    for name in GOAL_METHODS[1:]:
+        r = res[name]
+        goal = ""
+        if name.startswith("SFW spectral"):
+            goal = f"penalty ÷ this = {penalty / r['overhead']:.1f}× (goal ≥ 5×: {'met' if penalty >= 5 * r['overhead'] else 'missed'})"
+        elif name == "SFW k-support k=10%":
+            goal = f"overhead ÷ SGD step = {r['overhead'] / sgd:.1f} (goal ≤ 1: {'met' if r['overhead'] <= sgd else 'missed'})"
+        rows.append(f"| {name} | {_ms(r['step'])} | {_ms(r['overhead'])} | {_ms(r['own'])} | {goal} |")
+    text = "\n".join([
+        *_header("Issue 17 goals on WRN-28-10 (`benchmarks/bench_cost.py --goal`)", command),
+        "All 36.5M parameters, random gradients, one optimizer step (penalty forward+backward included), "
+        f"{repeats} interleaved repeats, medians, wall-clock. Own: the LMOs alone (for the warm method, the "
+        "warm-started LMO on last step's bases). Warm: `SFW(spectral_refresh=50)`.",
+        "",
+        f"SGD step: {_ms(sgd)} ms.",
+        "",
+        "| method | step ms | overhead ms | own ms | goal |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+    _report.write_section("cost_goal", text, out)
+    return text
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat (for tests)")
+    parser.add_argument("--goal", action="store_true", help="only issue 17's WRN-28-10 goals")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=_report.BENCHMARKS_MD, help="markdown file to write")
     parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -379,6 +416,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     command = "python benchmarks/bench_cost.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    if args.goal:
+        print(run_goal(args.out, command))
+        return {}
     return run(args.quick, args.out, args.results_dir, command)
 
 

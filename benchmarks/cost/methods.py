@@ -2,7 +2,7 @@
 
     SGD                          torch.optim.SGD(lr 0.1, momentum 0.9): the baseline
     SFW <region>                 sparsefw.SFW(constrain(model, mode, k, width 10), lr 0.1, momentum 0.9,
-                                 rescale "gradient")
+                                 rescale "gradient"); "warm": spectral_refresh=50 (warm-started LMO)
     SGD + nuclear penalty        loss + λ·Σ_conv ‖W̃‖_* (`nuclear_norm_penalty`: full SVDs, forward and
                                  backward, each SVD of the tall orientation), λ = 1e-4
     SGD + group-lasso penalty    loss + λ·Σ_conv Σ_f ‖W̃_f‖₂
@@ -32,12 +32,14 @@ class Method:
     mode: str | None = None       # sparsefw.constrain mode (kind "sfw")
     k: float | None = None
     penalty: Callable[[nn.Module, float], torch.Tensor] | None = None
+    spectral_refresh: int | None = None   # SFW: warm-started spectral LMO, exact every this many steps
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("SGD", "sgd"),
     Method("SFW spectral k=10%", "sfw", "spectral_k_support", 0.1),
     Method("SFW spectral k=30%", "sfw", "spectral_k_support", 0.3),
+    Method("SFW spectral k=30% warm", "sfw", "spectral_k_support", 0.3, spectral_refresh=50),
     Method("SFW nuclear ball", "sfw", "nuclear"),
     Method("SFW k-support k=10%", "sfw", "k_support", 0.1),
     Method("SFW group-k-support k=30%", "sfw", "group_k_support", 0.3),
@@ -62,7 +64,8 @@ class Trainer:
         self.model = copy.deepcopy(model)
         if method.kind == "sfw":
             groups = sparsefw.constrain(self.model, method.mode, k=method.k, width=WIDTH)
-            self.optimizer = sparsefw.SFW(groups, lr=LR, momentum=MOMENTUM, rescale="gradient")
+            self.optimizer = sparsefw.SFW(groups, lr=LR, momentum=MOMENTUM, rescale="gradient",
+                                          spectral_refresh=method.spectral_refresh)
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.prox = ProxStep(self.optimizer, prox_nuclear_, LAM) if method.kind == "prox" else None
@@ -88,12 +91,23 @@ class Trainer:
             groups = [g for g in self.optimizer.param_groups if g["constraint"] is not None]
             constraints = [g["constraint"] for g in groups]
             buffers = [self.optimizer.state[g["params"][0]]["momentum_buffer"] for g in groups]
+            if self.method.spectral_refresh:   # the warm LMO on the bases of the last step
+                return lambda: self._warm_lmos(groups, buffers)
             return lambda: lmos(constraints, buffers)
         if self.method.penalty is not None:
             return lambda: self.method.penalty(self.model, LAM).backward()
         if self.prox is not None:
             return self.prox.step
         return None
+
+    def _warm_lmos(self, groups: list[dict], buffers: list[torch.Tensor]) -> None:
+        for group, m in zip(groups, buffers):
+            c, state = group["constraint"], self.optimizer.state[group["params"][0]]
+            basis = state.get("spectral_basis")
+            if basis is None:
+                c.lmo(m)
+            else:
+                c.warm_lmo_rows(m.unsqueeze(0), torch.tensor([c.radius]), basis.unsqueeze(0))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, loss (+ penalty), backward, optimizer step (+ prox)."""

@@ -130,6 +130,16 @@ class Constraint(ABC):
         return f"{type(self).__name__}(shape={tuple(self.shape)}{extra}, radius={self.radius:g})"
 
 
+def lmo_stack(kind: type[Constraint], regions: Sequence[Constraint], stack: torch.Tensor,
+              radii: torch.Tensor) -> torch.Tensor:
+    """The LMOs of `regions` (one `batch_key`, of class `kind`) for directions stack (B, *shape) in
+    working precision, with radii (B,) on its device: `_lmo_rows` where the class has it (no copy of
+    the radii, no list), else its `lmo_many` restacked."""
+    if kind._lmo_rows is not Constraint._lmo_rows:
+        return regions[0]._lmo_rows(stack, radii)
+    return torch.stack(kind.lmo_many(regions, list(stack.unbind(0))))
+
+
 def constraint_from_spec(spec: dict) -> Constraint:
     """Inverse of `Constraint.to_spec`."""
     if not isinstance(spec, dict) or spec.get("type") not in _REGISTRY:

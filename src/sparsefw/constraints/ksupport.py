@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ._ops import k_support_norm, l2, safe_scale, top_k_l2, top_k_mask_rows, working
+from ._ops import k_support_norm, l2, normalise_rows, safe_scale, top_k_l2, top_k_mask_rows, working
 from ._with_k import ConstraintWithK
 
 
@@ -23,7 +23,7 @@ class KSupportBall(ConstraintWithK):
     """The k-support norm ball on the flattened tensor."""
 
     def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-        rows = stack.reshape(stack.shape[0], -1)
+        rows = normalise_rows(stack.reshape(stack.shape[0], -1))
         m_k = torch.where(top_k_mask_rows(rows.abs(), self.k), rows, 0.0)
         return safe_scale(m_k, -radii, l2(m_k, dim=1)).reshape(stack.shape)
 
@@ -55,7 +55,7 @@ class GroupKSupportBall(ConstraintWithK):
     def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
         """Filters ranked by ‖M_f‖₂² (same order as ‖M_f‖₂); ‖M_S‖_F² = Σ_{f∈S} ‖M_f‖₂², so v is
         one pass: M_f · (−τ/‖M_S‖_F) on S, 0 elsewhere."""
-        filters = stack.reshape(stack.shape[0], self.shape[0], -1)
+        filters = normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1))
         squares = (filters * filters).sum(2)
         keep = top_k_mask_rows(squares, self.k)
         kept = torch.where(keep, squares, 0.0)

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import torch
 
-from ._ops import k_support_norm, safe_scale, top_k_l2, working
+from ._ops import k_support_norm, normalise_rows, safe_scale, top_k_l2, working
 from ._with_k import ConstraintWithK
-from .topk_svd import best_rank_k, tall
+from .topk_svd import best_rank_k, best_rank_k_warm, tall
 
 
 class SpectralKSupportBall(ConstraintWithK):
@@ -32,8 +32,16 @@ class SpectralKSupportBall(ConstraintWithK):
         return working(t, name).reshape(self.shape[0], -1)
 
     def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-        approx, size = best_rank_k(stack.reshape(stack.shape[0], self.shape[0], -1), self.k)
+        approx, size = best_rank_k(normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1)), self.k)
         return safe_scale(approx, -radii, size).reshape(stack.shape)
+
+    def warm_lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor, basis: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vertices, next basis) of `_lmo_rows` with `best_rank_k_warm`: the direction projected on
+        the span of last step's `basis` (B, s, k), None for the exact LMO (a refresh)."""
+        approx, size, basis = best_rank_k_warm(normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1)),
+                                               self.k, basis)
+        return safe_scale(approx, -radii, size).reshape(stack.shape), basis
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return k_support_norm(torch.linalg.svdvals(tall(self._matrix(x, "x"))), self.k)

@@ -73,6 +73,32 @@ def best_rank_k(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return U @ B, l2(B, dim=(-2, -1))
 
 
+def best_rank_k_warm(M: torch.Tensor, k: int, basis: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """([M]_k ≈ P_U M, ‖P_U M‖_F, U): one step of subspace iteration on M (…, m × p) from last step's
+    orthonormal `basis` (…, s × k, s = min(m, p): the short side) — U = QR(M̃ M̃ᵀ basis), M̃ = M, or
+    Mᵀ when M is tall — and the projection of M on span U: with Z = M̃ᵀU, P_U M̃ = U Zᵀ and
+    ‖P_U M̃‖_F = ‖Z‖_F. Four matrix products of s·k·p (and a QR of s × k), against Gram-eigh's
+    s²·p product, a full s × s eigendecomposition and two s·k·p products.
+    `basis=None` gives the exact answer of `best_rank_k` and its basis U_k (the refresh).
+    P_U M is always a rank-≤k matrix with ‖P_U M‖_F ≤ ‖Σ_k‖₂: an inexact but feasible direction whose
+    shortfall 1 − ‖P_U M‖_F/‖Σ_k‖₂ shrinks geometrically while M changes slowly (momentum)."""
+    _check(M, k)
+    if working(M, "M") is not M:
+        approx, size, basis = best_rank_k_warm(working(M, "M"), k, basis)
+        return approx.to(M.dtype), size.to(M.dtype), basis
+    tall_input = M.shape[-2] > M.shape[-1]
+    wide = M.mT if tall_input else M
+    if basis is None:
+        U, B = _left_factors(wide, k)
+        approx, size, new_basis = U @ B, l2(B, dim=(-2, -1)), U
+    else:
+        new_basis = torch.linalg.qr(wide @ (wide.mT @ basis.to(wide.dtype))).Q
+        Z = wide.mT @ new_basis
+        approx, size = new_basis @ Z.mT, l2(Z, dim=(-2, -1))
+    return (approx.mT if tall_input else approx), size, new_basis
+
+
 def top_k_svd(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U_k, σ_k, V_kᵀ): the k leading singular triplets, σ descending, U_k and V_k orthonormal.
 

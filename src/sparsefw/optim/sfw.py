@@ -17,20 +17,33 @@ Choices (REFERENCE.md §1):
   with `fw_gaps()` (which synchronises only then).
 * A gradient holding nan or ±inf never reaches the weights: by default (nonfinite="skip") the whole
   step is skipped — every weight and momentum buffer stays as it is, as under GradScaler — and
-  counted in `nonfinite_steps`; nonfinite="raise" raises FloatingPointError instead.
+  counted in `nonfinite_steps`; nonfinite="raise" raises FloatingPointError instead. On the CPU the
+  check reads one flag; on other devices the step is masked on the device instead (nothing is read;
+  a momentum buffer first created by a masked step is 0, which differs from "no buffer" only for
+  dampening > 0). nonfinite="raise" always reads the flag.
+* AMP: `_step_supports_amp_scaling` — `torch.amp.GradScaler.step` hands the optimizer its
+  `grad_scale` and `found_inf` (as to torch's fused SGD and Adam): the step unscales the gradients
+  in place (by the scaler's float32 reciprocal, as `GradScaler.unscale_`) and is skipped where
+  `found_inf` is set, so the scaler's one check serves; such skips are the scaler's business and
+  are not counted in `nonfinite_steps`.
+* `lr` may be a float or a 1-element tensor (as in torch.optim); a tensor lr is read on the device.
+* The structure of a step (`functional.StepPlan`) is built once and rebuilt only when the param
+  groups change (regions, momentum, dampening, rescale, parameters, which parameters have
+  gradients) or a state dict is loaded.
 * `state_dict()` stores each region as `constraint.to_spec()` (plain data), so
   `torch.load(..., weights_only=True)` works; `load_state_dict` rebuilds the regions.
 """
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 import torch
 from torch.optim import Optimizer
 
 from ..constraints import Constraint, constraint_from_spec
-from .functional import RESCALES, all_finite, sfw
+from .functional import RESCALES, Entry, StepPlan
 
 NONFINITE = ("skip", "raise")
 
@@ -39,10 +52,24 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_hyper_parameters(group: dict, where: str) -> None:
-    lr, momentum, dampening, rescale = group["lr"], group["momentum"], group["dampening"], group["rescale"]
-    if not _is_number(lr) or not math.isfinite(lr) or lr < 0:
+def _check_lr(lr: Any, where: str) -> None:
+    """A finite number ≥ 0, or a 1-element floating-point tensor holding one (read once, here)."""
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(f"Invalid lr{where}: a tensor lr must be a 1-element floating-point tensor, got "
+                             f"shape {tuple(lr.shape)} and dtype {lr.dtype}")
+        value = float(lr)
+    elif _is_number(lr):
+        value = float(lr)
+    else:
+        raise ValueError(f"Invalid lr{where}: lr={lr!r}; expected a finite number ≥ 0 or a 1-element tensor")
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"Invalid lr{where}: lr={lr!r}; expected a finite number ≥ 0")
+
+
+def _check_hyper_parameters(group: dict, where: str) -> None:
+    momentum, dampening, rescale = group["momentum"], group["dampening"], group["rescale"]
+    _check_lr(group["lr"], where)
     if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"Invalid momentum{where}: momentum={momentum!r}; expected a number in [0, 1)")
     if not _is_number(dampening) or not 0.0 <= dampening <= 1.0:
@@ -83,7 +110,8 @@ class SFW(Optimizer):
     Args:
         params: parameters or param-group dicts; a group's "constraint" (a
             `sparsefw.constraints.Constraint`) restricts its single parameter to that region.
-        lr: α ≥ 0, the learning rate (schedulers change ``group["lr"]`` as usual).
+        lr: α ≥ 0, the learning rate, a float or a 1-element tensor (schedulers change
+            ``group["lr"]`` as usual).
         momentum: ρ ∈ [0, 1).
         dampening: δ ∈ [0, 1]; 0 = running sum (SGD-like step lengths), ρ = exponential average.
         rescale: None, "diameter", "gradient" (default; step length α‖m‖₂) or "fast_gradient".
@@ -91,25 +119,56 @@ class SFW(Optimizer):
             moves — no weight, no momentum buffer — and `nonfinite_steps` (saved in the state dict)
             grows by one, as GradScaler skips an overflowing step; "raise": FloatingPointError naming
             the first such parameter, with nothing moved. The check is one read-only pass over the
-            gradients and, on CUDA, one host–device synchronisation per step (as GradScaler's step).
+            gradients; on the CPU it reads one flag, on CUDA the step is masked on the device
+            (no synchronisation; "raise" synchronises). Under GradScaler the scaler's check serves.
+        spectral_refresh: None (default): every spectral-k-support / nuclear LMO is exact
+            (Gram-eigh). An int R ≥ 1: warm-started — each step projects the direction on last
+            step's basis and refines it by one subspace iteration (`best_rank_k_warm`, three matrix
+            products), with an exact LMO every R-th step; the basis is kept in the optimizer state
+            as a plain tensor ("spectral_basis"), so resuming and DDP stay bitwise reproducible.
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.1, momentum: float = 0.9, dampening: float = 0.0,
-                 rescale: str | None = "gradient", nonfinite: str = "skip"):
+    #: GradScaler.step passes `grad_scale` and `found_inf` (see the module docstring)
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params: Iterable, lr: float | torch.Tensor = 0.1, momentum: float = 0.9,
+                 dampening: float = 0.0, rescale: str | None = "gradient", nonfinite: str = "skip",
+                 spectral_refresh: int | None = None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None)
         _check_hyper_parameters(defaults, "")
         if nonfinite not in NONFINITE:
             raise ValueError(f"Invalid nonfinite: nonfinite={nonfinite!r}; expected one of {NONFINITE}")
+        if spectral_refresh is not None and (isinstance(spectral_refresh, bool) or not isinstance(spectral_refresh, int)
+                                             or spectral_refresh < 1):
+            raise ValueError(f"Invalid spectral_refresh: spectral_refresh={spectral_refresh!r}; expected None or an "
+                             f"int ≥ 1")
         self.nonfinite = nonfinite
-        self.nonfinite_steps = 0
-        self._fw_gaps: dict[int, torch.Tensor] = {}
+        self.spectral_refresh = spectral_refresh
+        self._reset_step_state(nonfinite_steps=0)
         super().__init__(params, defaults)
+
+    def _reset_step_state(self, nonfinite_steps: int) -> None:
+        """Forget the plan and the last gaps; `nonfinite_steps` counted on the host so far."""
+        self._plans: dict[tuple, tuple[StepPlan, list, list]] = {}
+        self._plan_key: tuple | None = None
+        self._gap_vectors: list[torch.Tensor] = []
+        self._gap_groups: list[int] = []
+        self._nonfinite_host = nonfinite_steps
+        self._nonfinite_device: torch.Tensor | None = None
+        #: mask non-finite steps on the device even on the CPU (tests of the CUDA path)
+        self._mask_on_device = False
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps skipped for a non-finite gradient (reading it synchronises once on CUDA)."""
+        device = 0 if self._nonfinite_device is None else int(self._nonfinite_device)
+        return self._nonfinite_host + device
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self._fw_gaps = {}
+        self._reset_step_state(nonfinite_steps=state.get("_nonfinite_host", 0))
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -120,6 +179,34 @@ class SFW(Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
+        if hasattr(self, "_plans"):
+            self._plans, self._plan_key = {}, None
+
+    # --- the step ------------------------------------------------------------------------
+    def _plan(self) -> tuple[StepPlan, list, list[dict], list[torch.Tensor]] | None:
+        """(plan, its momentum-buffer list, its parameters' state dicts, gradients) for the parameters that have a gradient now;
+        the plan is rebuilt only when the groups' structure or the set of gradients changed."""
+        groups = self.param_groups
+        key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], *map(id, g["params"]))
+                    for g in groups)
+        if key != self._plan_key:
+            self._plans, self._plan_key = {}, key
+        grads = [p.grad for g in groups for p in g["params"]]
+        present = tuple(grad is not None for grad in grads)
+        if present not in self._plans:
+            entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"])
+                       for index, g in enumerate(groups) for p in g["params"]]
+            entries = [e for e, has in zip(entries, present) if has]
+            if not entries:
+                return None
+            self._plans[present] = (StepPlan(entries, self.spectral_refresh),
+                                    [self.state[e.param].get("momentum_buffer") for e in entries],
+                                    [self.state[e.param] for e in entries])
+        plan, buffers, states = self._plans[present]
+        grads = [grad for grad in grads if grad is not None] if not all(present) else grads
+        if any(grad.is_sparse for grad in grads):
+            raise RuntimeError("SFW does not support sparse gradients")
+        return plan, buffers, states, grads
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -128,52 +215,64 @@ class SFW(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        params, grads, buffers, constraints, lrs, momentums, dampenings, rescales, owners = ([] for _ in range(9))
-        for index, group in enumerate(self.param_groups):
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("SFW does not support sparse gradients")
-                params.append(p)
-                grads.append(p.grad)
-                buffers.append(self.state[p].get("momentum_buffer"))
-                constraints.append(group["constraint"])
-                lrs.append(float(group["lr"]))
-                momentums.append(group["momentum"])
-                dampenings.append(group["dampening"])
-                rescales.append(group["rescale"])
-                owners.append(index)
-        if grads and not all_finite(grads):
-            if self.nonfinite == "raise":
-                raise FloatingPointError(f"SFW.step: non-finite gradient (nan or inf) for "
-                                         f"{self._describe(params, grads)}; no parameter was changed")
-            self.nonfinite_steps += 1
-            self._fw_gaps = {}
+        planned = self._plan()
+        if planned is None:
             return loss
-        gaps = sfw(params, grads, buffers, constraints, lrs=lrs, momentums=momentums, dampenings=dampenings,
-                   rescales=rescales)
-        for p, buf in zip(params, buffers):
-            if buf is not None:
-                self.state[p]["momentum_buffer"] = buf
-        self._fw_gaps = {index: gap for index, gap in zip(owners, gaps) if gap is not None}
+        plan, buffers, states, grads = planned
+        device = plan.entries[0].param.device
+        on_device = device.type != "cpu" or self._mask_on_device
+        found_inf = getattr(self, "found_inf", None)
+        ok = None
+        if found_inf is not None:                      # GradScaler.step: its check serves
+            grad_scale = getattr(self, "grad_scale", None)
+            if grad_scale is not None:
+                _unscale_(grads, grad_scale)
+            if not on_device:
+                if bool(found_inf):
+                    self._gap_vectors = []
+                    return loss
+            else:
+                ok = found_inf.to(device, non_blocking=True) == 0
+        elif self.nonfinite == "raise" or not on_device:
+            if not _all_finite(grads):
+                if self.nonfinite == "raise":
+                    raise FloatingPointError(f"SFW.step: non-finite gradient (nan or inf) for "
+                                             f"{self._describe(plan, grads)}; no parameter was changed")
+                self._nonfinite_host += 1
+                self._gap_vectors = []
+                return loss
+        else:
+            ok = _finite_flag(grads, device)
+            count = (~ok).long()
+            self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
+        created = [b is None for b in buffers]
+        self._gap_vectors = [v for v in plan.run(grads, buffers, [g["lr"] for g in self.param_groups], ok=ok,
+                                                      states=states)
+                             if v is not None]
+        self._gap_groups = plan.gap_groups
+        if any(created):
+            for e, buf, new in zip(plan.entries, buffers, created):
+                if new and buf is not None:
+                    self.state[e.param]["momentum_buffer"] = buf
         return loss
 
-    def _describe(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> str:
+    def _describe(self, plan: StepPlan, grads: list[torch.Tensor]) -> str:
         """'parameter NAME (param group i)' for the first parameter whose gradient is not finite."""
-        bad = next(p for p, g in zip(params, grads) if not bool(torch.isfinite(g).all()))
-        index = next(i for i, group in enumerate(self.param_groups) if any(q is bad for q in group["params"]))
-        name = self.param_groups[index].get("name")
-        return f"parameter {name!r} (param group {index})" if name else f"a parameter of param group {index}"
+        bad = next(e for e, g in zip(plan.entries, grads) if not bool(torch.isfinite(g).all()))
+        name = self.param_groups[bad.group].get("name")
+        return f"parameter {name!r} (param group {bad.group})" if name else f"a parameter of param group {bad.group}"
 
     def fw_gaps(self) -> list[float]:
         """The Frank-Wolfe gap <m_t, θ_t − v_t> ≥ 0 of each param group at the last step (nan where
         the group has no constraint or took no step). Synchronises with the device once."""
         gaps = [math.nan] * len(self.param_groups)
-        for index, gap in self._fw_gaps.items():
-            gaps[index] = gap.item()
+        if self._gap_vectors:
+            values = torch.cat([v.to("cpu", torch.float64) for v in self._gap_vectors]).tolist()
+            for index, gap in zip(self._gap_groups, values):
+                gaps[index] = gap
         return gaps
 
+    # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict with every region replaced by its plain-data spec."""
         state = super().state_dict()
@@ -192,9 +291,50 @@ class SFW(Optimizer):
                 spec = constraint_from_spec(spec)
             groups.append({**group, "constraint": spec})
         super().load_state_dict({**state_dict, "param_groups": groups})
-        self._fw_gaps = {}
-        self.nonfinite_steps = int(state_dict.get("nonfinite_steps", 0))
+        self._reset_step_state(nonfinite_steps=int(state_dict.get("nonfinite_steps", 0)))
         for index, group in enumerate(self.param_groups):
             where = f" in loaded param group {index}"
             _check_hyper_parameters(group, where)
             _check_constraint(group, where)
+
+
+def _unscale_(grads: list[torch.Tensor], grad_scale: torch.Tensor) -> None:
+    """grads *= 1/scale in place, by the float32 reciprocal GradScaler.unscale_ uses."""
+    inverse = grad_scale.double().reciprocal().float()
+    by_device: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for g in grads:
+        by_device[(g.device, g.dtype)].append(g)
+    for (device, _), gs in by_device.items():
+        torch._foreach_mul_(gs, inverse.to(device, non_blocking=True))
+
+
+def _all_finite(grads: list[torch.Tensor]) -> bool:
+    """True iff no gradient entry is nan or ±inf (reads one flag per device and dtype).
+
+    Fast test: Σ‖g‖₂ (one `_foreach_norm`, float32 accumulation) is finite iff every entry is — unless
+    finite entries beyond ~1e19 overflow it; only then does an exact per-tensor test decide.
+    """
+    by_device: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for g in grads:
+        by_device[(g.device, g.dtype)].append(g)
+    for (_, dtype), gs in by_device.items():
+        norms = torch._foreach_norm(gs, 2, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+        if not math.isfinite(float(torch.stack(norms).sum())):
+            if not all(bool(torch.isfinite(g).all()) for g in gs):
+                return False
+    return True
+
+
+def _finite_flag(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """A 0-dim bool tensor on `device`: no gradient entry is nan or ±inf (GradScaler's fused
+    check-and-unscale kernel with scale 1; nothing is read)."""
+    found = torch.zeros((), dtype=torch.float32, device=device)
+    one = torch.ones((), dtype=torch.float32, device=device)
+    by_device: dict[tuple, list[torch.Tensor]] = defaultdict(list)
+    for g in grads:
+        by_device[(g.device, g.dtype)].append(g)
+    for (grad_device, _), gs in by_device.items():
+        part = torch.zeros((), dtype=torch.float32, device=grad_device)
+        torch._amp_foreach_non_finite_check_and_unscale_(gs, part, one.to(grad_device))
+        found = found + part.to(device, non_blocking=True)
+    return found == 0
