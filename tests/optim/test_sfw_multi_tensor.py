@@ -100,3 +100,23 @@ def test_nonfinite_gradient_skips_the_joint_group_too():
     opt.step()
     assert opt.nonfinite_steps == 1
     assert all(torch.equal(p, q) for p, q in zip(params, before))
+
+
+def test_device_masked_path_equals_the_flag_path():
+    """The on-device masking (CUDA's path, forced on the CPU) gives the flag path's weights,
+    including a skipped non-finite step."""
+    runs = []
+    for masked in (False, True):
+        params, region = _members()
+        opt = SFW([{"params": params, "constraint": region}], lr=0.2, momentum=0.5)
+        opt._mask_on_device = masked
+        for t in range(4):
+            opt.zero_grad()
+            _loss(params, t).backward()
+            if t == 2:
+                params[1].grad[0] = float("inf")
+            opt.step()
+        assert opt.nonfinite_steps == 1
+        runs.append([p.detach().clone() for p in params])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
