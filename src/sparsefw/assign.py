@@ -10,6 +10,9 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
     "group_k_support"      GroupKSupportBall(k) (filters)   L2Ball
     "spectral_k_support"   SpectralKSupportBall(k)          L2Ball
     "nuclear"              NuclearBall                      L2Ball
+    "coupled_group_k_support"  one CoupledGroupKSupportBall(k) per shrinkable coupled channel
+                           space over its output-side members (conv/Linear rows, biases, BN γ, β;
+                           `assign_coupled`; needs example_inputs)   L2Ball for every other parameter
 
 (Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
@@ -40,10 +43,11 @@ from torch import nn
 
 from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
                           SpectralKSupportBall, resolve_k)
+from .assign_coupled import coupled_regions
 from .radii import expected_init_norms
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
-             "spectral_k_support": 0.3, "nuclear": None}
+             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.3}
 MODES = tuple(DEFAULT_K)
 # Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
 # other tensor's rule), "width" = width (the paper code's effective rule). "width" everywhere, chosen
@@ -101,13 +105,17 @@ def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float |
 
 
 def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
-              bias_and_norm: str = "mode", norm_radius: float | str | None = None) -> list[dict]:
+              bias_and_norm: str = "mode", norm_radius: float | str | None = None,
+              example_inputs=None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
     the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`),
     "init" (width · E‖θ_init‖), "width" (width) or a positive number.
-    Makes the starting point feasible, changing only parameters that lie outside their region."""
+    Makes the starting point feasible, changing only parameters that lie outside their region.
+    "coupled_group_k_support" needs `example_inputs` (for the channel analysis); its groups hold
+    several parameters ("name": their names joined by "+"); `bias_and_norm`/`norm_radius` apply to
+    the 1-D parameters outside its regions."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if mode not in DEFAULT_K:
@@ -123,9 +131,24 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         check_k(k)
 
     norms = expected_init_norms(model)
-    groups = []
+    groups, coupled = [], set()
+    if mode == "coupled_group_k_support":
+        if example_inputs is None:
+            raise ValueError("mode='coupled_group_k_support' needs example_inputs (a tensor or tuple of tensors "
+                             "to trace the model's channel dependencies), got example_inputs=None")
+        state = dict(model.named_parameters())
+        for names, region in coupled_regions(model, example_inputs, k, width, norms):
+            params = [state[n] for n in names]
+            with torch.no_grad():
+                packed = region.pack([p.detach() for p in params])
+                inside = region.shift_inside(packed)
+                if inside is not packed:
+                    for p, new in zip(params, region.unpack(inside)):
+                        p.copy_(new)
+            groups.append({"params": params, "constraint": region, "name": "+".join(names)})
+            coupled.update(names)
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or name in coupled:
             continue
         module_name, _, attr = name.rpartition(".")
         is_conv_weight = attr == "weight" and isinstance(model.get_submodule(module_name), _CONV)

@@ -1,6 +1,7 @@
 """Feasible regions, their norms and linear minimisation oracles (pure maths, no nn)."""
 from .base import Constraint, constraint_from_spec, resolve_k
 from .batched import lmos
+from .coupled import CoupledGroupKSupportBall
 from .ksparse import KSparsePolytope
 from .ksupport import GroupKSupportBall, KSupportBall
 from .lp_balls import L1Ball, L2Ball, LinfBall, LpBall
@@ -10,5 +11,6 @@ from .topk_svd import best_rank_k, best_rank_k_warm, top_k_svd
 __all__ = [
     "Constraint", "constraint_from_spec", "resolve_k",
     "L1Ball", "L2Ball", "LinfBall", "LpBall", "KSparsePolytope", "KSupportBall", "GroupKSupportBall",
+    "CoupledGroupKSupportBall",
     "NuclearBall", "SpectralKSupportBall", "best_rank_k", "best_rank_k_warm", "top_k_svd", "lmos",
 ]

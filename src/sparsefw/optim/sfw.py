@@ -44,6 +44,7 @@ from torch.optim import Optimizer
 
 from ..constraints import Constraint, constraint_from_spec
 from .functional import RESCALES, Entry, StepPlan
+from .joint import is_multi_tensor, joint_step
 
 NONFINITE = ("skip", "raise")
 
@@ -90,6 +91,9 @@ def _check_constraint(group: dict, where: str) -> None:
         raise ValueError(f"Invalid constraint{where}: expected a sparsefw.constraints.Constraint or None, "
                          f"got {type(constraint).__name__}")
     params = group["params"]
+    if is_multi_tensor(constraint):
+        _check_multi_tensor(group, where)
+        return
     if len(params) != 1:
         raise ValueError(f"Invalid params{where}: a group with a constraint holds exactly one parameter, "
                          f"got {len(params)}")
@@ -102,6 +106,21 @@ def _check_constraint(group: dict, where: str) -> None:
     if norm > constraint.radius * (1 + _feasibility_tolerance(p.dtype)):
         raise ValueError(f"Infeasible start{where}: the parameter has norm {norm:.6g} > radius {constraint.radius:.6g} "
                          f"of {constraint!r}; make it feasible first (sparsefw.constrain or constraint.shift_inside)")
+
+
+def _check_multi_tensor(group: dict, where: str) -> None:
+    """A region over several tensors: the group holds its members, in order, jointly feasible."""
+    constraint, params = group["constraint"], group["params"]
+    if [tuple(p.shape) for p in params] != [tuple(s) for s in constraint.shapes]:
+        raise ValueError(f"Invalid params{where}: {constraint!r} needs parameters of shapes "
+                         f"{[tuple(s) for s in constraint.shapes]} in order, got {[tuple(p.shape) for p in params]}")
+    if len({p.dtype for p in params}) != 1 or len({p.device for p in params}) != 1:
+        raise ValueError(f"Invalid params{where}: the members of {constraint!r} must share one dtype and device")
+    with torch.no_grad():
+        norm = float(constraint.norm(constraint.pack([p.detach() for p in params])))
+    if norm > constraint.radius * (1 + _feasibility_tolerance(params[0].dtype)):
+        raise ValueError(f"Infeasible start{where}: the members have joint norm {norm:.6g} > radius "
+                         f"{constraint.radius:.6g} of {constraint!r}; make them feasible first (sparsefw.constrain)")
 
 
 class SFW(Optimizer):
@@ -191,11 +210,12 @@ class SFW(Optimizer):
                     for g in groups)
         if key != self._plan_key:
             self._plans, self._plan_key = {}, key
-        grads = [p.grad for g in groups for p in g["params"]]
+        planned_groups = [(index, g) for index, g in enumerate(groups) if not is_multi_tensor(g["constraint"])]
+        grads = [p.grad for _, g in planned_groups for p in g["params"]]
         present = tuple(grad is not None for grad in grads)
         if present not in self._plans:
             entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"])
-                       for index, g in enumerate(groups) for p in g["params"]]
+                       for index, g in planned_groups for p in g["params"]]
             entries = [e for e, has in zip(entries, present) if has]
             if not entries:
                 return None
@@ -216,17 +236,23 @@ class SFW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         planned = self._plan()
-        if planned is None:
+        joint = [(index, g) for index, g in enumerate(self.param_groups) if is_multi_tensor(g["constraint"])
+                 and any(p.grad is not None for p in g["params"])]
+        if planned is None and not joint:
             return loss
-        plan, buffers, states, grads = planned
-        device = plan.entries[0].param.device
+        plan, buffers, states, grads = planned if planned is not None else (None, [], [], [])
+        joint_grads = [p.grad for _, g in joint for p in g["params"] if p.grad is not None]
+        if any(grad.is_sparse for grad in joint_grads):
+            raise RuntimeError("SFW does not support sparse gradients")
+        grads_all = grads + joint_grads
+        device = plan.entries[0].param.device if plan is not None else joint[0][1]["params"][0].device
         on_device = device.type != "cpu" or self._mask_on_device
         found_inf = getattr(self, "found_inf", None)
         ok = None
         if found_inf is not None:                      # GradScaler.step: its check serves
             grad_scale = getattr(self, "grad_scale", None)
             if grad_scale is not None:
-                _unscale_(grads, grad_scale)
+                _unscale_(grads_all, grad_scale)
             if not on_device:
                 if bool(found_inf):
                     self._gap_vectors = []
@@ -234,33 +260,45 @@ class SFW(Optimizer):
             else:
                 ok = found_inf.to(device, non_blocking=True) == 0
         elif self.nonfinite == "raise" or not on_device:
-            if not _all_finite(grads):
+            if not _all_finite(grads_all):
                 if self.nonfinite == "raise":
                     raise FloatingPointError(f"SFW.step: non-finite gradient (nan or inf) for "
-                                             f"{self._describe(plan, grads)}; no parameter was changed")
+                                             f"{self._describe(grads_all)}; no parameter was changed")
                 self._nonfinite_host += 1
                 self._gap_vectors = []
                 return loss
         else:
-            ok = _finite_flag(grads, device)
+            ok = _finite_flag(grads_all, device)
             count = (~ok).long()
             self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
-        created = [b is None for b in buffers]
-        self._gap_vectors = [v for v in plan.run(grads, buffers, [g["lr"] for g in self.param_groups], ok=ok,
-                                                      states=states)
-                             if v is not None]
-        self._gap_groups = plan.gap_groups
+        if plan is None:
+            self._gap_vectors, self._gap_groups = [], []
+        else:
+            created = [b is None for b in buffers]
+            self._gap_vectors = [v for v in plan.run(grads, buffers, [g["lr"] for g in self.param_groups], ok=ok,
+                                                          states=states)
+                                 if v is not None]
+            self._gap_groups = list(plan.gap_groups)
+            self._keep_new_buffers(plan, buffers, created)
+        if joint:
+            self._gap_vectors.append(torch.stack([
+                joint_step(g, [self.state[p] for p in g["params"]], ok).to(torch.float64) for _, g in joint]))
+            self._gap_groups.extend(index for index, _ in joint)
+        return loss
+
+    def _keep_new_buffers(self, plan: StepPlan, buffers: list, created: list[bool]) -> None:
         if any(created):
             for e, buf, new in zip(plan.entries, buffers, created):
                 if new and buf is not None:
                     self.state[e.param]["momentum_buffer"] = buf
-        return loss
 
-    def _describe(self, plan: StepPlan, grads: list[torch.Tensor]) -> str:
+    def _describe(self, grads: list[torch.Tensor]) -> str:
         """'parameter NAME (param group i)' for the first parameter whose gradient is not finite."""
-        bad = next(e for e, g in zip(plan.entries, grads) if not bool(torch.isfinite(g).all()))
-        name = self.param_groups[bad.group].get("name")
-        return f"parameter {name!r} (param group {bad.group})" if name else f"a parameter of param group {bad.group}"
+        ids = {id(g) for g in grads if not bool(torch.isfinite(g).all())}
+        index = next(i for i, group in enumerate(self.param_groups)
+                     if any(p.grad is not None and id(p.grad) in ids for p in group["params"]))
+        name = self.param_groups[index].get("name")
+        return f"parameter {name!r} (param group {index})" if name else f"a parameter of param group {index}"
 
     def fw_gaps(self) -> list[float]:
         """The Frank-Wolfe gap <m_t, θ_t − v_t> ≥ 0 of each param group at the last step (nan where

@@ -1,0 +1,58 @@
+"""The SFW step of a param group whose region spans several parameters (`multi_tensor` regions,
+e.g. `CoupledGroupKSupportBall`): the formulas of `functional` applied to the packed vector.
+
+Each member p keeps its own momentum buffer (m_p = ρ·m_p + (1−δ)·g_p, m_p = g_p at first); with
+m, θ the packed members, v = LMO(m), Δ = θ − v, G = <m, Δ>, η = clip(α·s, 0, 1) with the step-size
+rule s of `functional`, every member moves θ_p ← θ_p − η·Δ_p (in the math dtype, one rounding).
+A member without a gradient has direction 0 there. `ok` (a 0-dim bool tensor, or None) masks the
+step on the device as in `StepPlan.run`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .functional import _USES_NORM, _coefficient, math_dtype
+
+
+def is_multi_tensor(constraint) -> bool:
+    return bool(getattr(constraint, "multi_tensor", False))
+
+
+def joint_step(group: dict, states: list[dict], ok: Tensor | None = None) -> Tensor:
+    """One SFW step of `group` (params, constraint, lr, momentum, dampening, rescale) in place;
+    `states[i]` is the optimizer state of params[i]. Returns the gap (0-dim, math dtype)."""
+    params, region = group["params"], group["constraint"]
+    rho, delta, rescale = group["momentum"], group["dampening"], group["rescale"]
+    work = math_dtype(params[0].dtype)
+    directions = []
+    for p, state in zip(params, states):
+        g = torch.zeros_like(p) if p.grad is None else p.grad
+        if ok is not None:
+            g = torch.where(ok, g, 0)
+        if rho == 0:
+            directions.append(g)
+            continue
+        buf = state.get("momentum_buffer")
+        if buf is None:
+            buf = state["momentum_buffer"] = torch.clone(g).detach()
+        else:
+            buf.mul_(rho if ok is None else torch.where(ok, rho, 1.0).to(buf.dtype)).add_(g, alpha=1.0 - delta)
+        directions.append(buf)
+    m = region.pack([d.to(work) for d in directions])
+    theta = region.pack([p.detach().to(work) for p in params])
+    diff = theta - region.lmo(m)
+    gap = torch.dot(m, diff)
+    lr = group["lr"]
+    eta = torch.as_tensor(lr, dtype=work, device=m.device).reshape(()) * _coefficient(rescale, region)
+    if rescale in _USES_NORM:
+        eta = eta * torch.linalg.vector_norm(m)
+    if rescale == "gradient":
+        eta = eta / torch.linalg.vector_norm(diff).clamp_min(torch.finfo(work).tiny)
+    eta = eta.clamp(0.0, 1.0)
+    if ok is not None:
+        eta = torch.where(ok, eta, 0.0)
+        gap = torch.where(ok, gap, torch.nan)
+    for p, new in zip(params, region.unpack(theta - eta * diff)):
+        p.copy_(new)
+    return gap
