@@ -95,3 +95,18 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_config):
     other = validate(tiny(optimizer={"lr": 0.2}))
     with pytest.raises(ConfigError, match="optimizer.lr"):
         train(other, tmp_path / "run", resume=True)
+
+
+def test_coupled_mode_trains_from_a_config_and_stays_feasible(tmp_path):
+    """mode coupled_group_k_support gets its example input from the data: the checkpoint holds
+    multi-parameter groups ("a+b" names) whose packed members lie in their regions."""
+    cfg = validate(tiny(optimizer={"name": "sfw", "mode": "coupled_group_k_support", "k": 0.5, "width": 5.0},
+                        training={"epochs": 1}))
+    train(cfg, tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    joint = [g for g in state["optimizer"]["param_groups"] if "+" in g["name"]]
+    assert joint, "no coupled region was built"
+    for group in joint:
+        region = constraint_from_spec(group["constraint"])
+        packed = region.pack([state["model"][n] for n in group["name"].split("+")])
+        assert float(region.norm(packed)) <= region.radius * (1 + 1e-5), group["name"]

@@ -13,15 +13,16 @@ from ..optim.baselines import PENALTIES, PROX_OPERATORS, ProxStep
 from .config import ConfigError, OptimizerConfig
 
 
-def build_optimizer(cfg: OptimizerConfig, model: nn.Module) -> tuple[
+def build_optimizer(cfg: OptimizerConfig, model: nn.Module, example_inputs=None) -> tuple[
         torch.optim.Optimizer, Callable[[nn.Module], torch.Tensor] | None, Callable[[], None] | None]:
     """(optimizer, penalty(model) added to the loss or None, proximal step run after each
     optimizer step or None). SFW makes the model's start feasible (scales weights outside their
-    region onto it), as `sparsefw.constrain` does."""
+    region onto it), as `sparsefw.constrain` does; `example_inputs` (one input batch) feeds the channel
+    analysis of mode "coupled_group_k_support"."""
     try:
         if cfg.name == "sfw":
             groups = constrain(model, cfg.mode, k=cfg.k, width=cfg.width, bias_and_norm=cfg.bias_and_norm,
-                               norm_radius=cfg.norm_radius)
+                               norm_radius=cfg.norm_radius, example_inputs=example_inputs)
             return SFW(groups, lr=cfg.lr, momentum=cfg.momentum, rescale=cfg.rescale), None, None
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)

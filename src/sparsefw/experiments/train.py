@@ -104,7 +104,8 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     except (ValueError, OSError, ImportError) as e:    # OSError: missing or unreadable files
         raise ConfigError(f"config key 'data': {e}") from None
     model = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
-    optimizer, penalty, after_step = build_optimizer(cfg.optimizer, model)
+    example_inputs = train_ds[0][0].unsqueeze(0).to(device)    # one input, for channel analyses
+    optimizer, penalty, after_step = build_optimizer(cfg.optimizer, model, example_inputs)
     train_loader, test_loader = _loaders(cfg, train_ds, test_ds, dist_info, generator, device)
     iters = len(train_loader)
     if iters == 0:
