@@ -137,8 +137,9 @@ def test_names_and_k_come_from_the_layers_that_own_them():
     from sparsefw.optim.functional import RESCALES
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    x = torch.randn(1, 1, 6, 6)     # the example input of the coupled mode's channel analysis
     for mode in MODES:
-        opt, _, _ = build_optimizer(validate({"optimizer": {"mode": mode, "k": 0.5}}).optimizer, model)
+        opt, _, _ = build_optimizer(validate({"optimizer": {"mode": mode, "k": 0.5}}).optimizer, model, x)
         assert isinstance(opt, SFW)
     for rescale in RESCALES:
         assert validate({"optimizer": {"rescale": rescale}}).optimizer.rescale == rescale
