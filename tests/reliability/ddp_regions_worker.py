@@ -38,12 +38,20 @@ def gathered(value):
     return out
 
 
+def _region_point(group: dict) -> torch.Tensor:
+    """The point of a param group's region: its parameter, or its members packed (joint regions)."""
+    params = [p.detach() for p in group["params"]]
+    return group["constraint"].pack(params) if getattr(group["constraint"], "multi_tensor", False) else params[0]
+
+
 def run_region(mode: str, rank: int) -> dict:
     torch.manual_seed(0)                                   # the same initial model on every rank
     model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
                           nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     start = [p.detach().clone() for p in model.parameters()]
-    opt = sparsefw.SFW(sparsefw.constrain(model, mode, k=0.3, width=5.0), lr=0.1, momentum=0.9)
+    example = torch.zeros(1, 1, 8, 8)                      # the coupled mode's channel analysis
+    opt = sparsefw.SFW(sparsefw.constrain(model, mode, k=0.3, width=5.0, example_inputs=example), lr=0.1,
+                       momentum=0.9)
     net = DistributedDataParallel(model)
     data = torch.Generator().manual_seed(1000 + rank)      # rank-local minibatches
     for step in range(STEPS):
@@ -52,7 +60,7 @@ def run_region(mode: str, rank: int) -> dict:
         opt.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
         opt.step()
-    feasible = all(float(g["constraint"].norm(g["params"][0].detach())) <= g["constraint"].radius * (1 + 1e-5)
+    feasible = all(float(g["constraint"].norm(_region_point(g))) <= g["constraint"].radius * (1 + 1e-5)
                    for g in opt.param_groups)
     moved = any(not torch.equal(a, b) for a, b in zip(start, model.parameters()))
     gaps, batches = gathered(opt.fw_gaps()), gathered(x.sum().item())

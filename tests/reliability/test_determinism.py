@@ -23,7 +23,8 @@ def _train(mode, seed, disturb):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 6, 3), nn.Flatten(),
                           nn.Linear(6 * 4 * 4, 5))
-    opt = sparsefw.SFW(sparsefw.constrain(model, mode, k=0.3, width=5.0), lr=0.1)
+    opt = sparsefw.SFW(sparsefw.constrain(model, mode, k=0.3, width=5.0, example_inputs=torch.zeros(1, 1, 8, 8)),
+                       lr=0.1)
     data = torch.Generator().manual_seed(seed)
     for step in range(20):
         if disturb:
