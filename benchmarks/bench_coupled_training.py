@@ -41,7 +41,9 @@ def train(method: str, seed: int, x, y, epochs: int, k: float, lr: float):
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     else:
         extra = {"example_inputs": x[:2]} if method == "coupled_group_k_support" else {}
-        opt = sparsefw.SFW(sparsefw.constrain(model, method, k=k, width=10.0, **extra), lr=lr, momentum=0.9)
+        # norm_radius="init": the radius rule of 1-D parameters its recorded section ran with
+        groups = sparsefw.constrain(model, method, k=k, width=10.0, norm_radius="init", **extra)
+        opt = sparsefw.SFW(groups, lr=lr, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):

@@ -62,7 +62,9 @@ def _shortfalls(opt: sparsefw.SFW) -> list[float]:
 
 def run(seed: int, refresh: int | None, args, train, test) -> dict:
     model = build_model("cnn", num_classes=10, in_channels=1, seed=seed)
-    opt = sparsefw.SFW(sparsefw.constrain(model, "spectral_k_support", k=0.3, width=10.0), lr=0.1, momentum=0.9,
+    # norm_radius="init": the radius rule its recorded section ran with (it compares LMOs, not radii)
+    groups = sparsefw.constrain(model, "spectral_k_support", k=0.3, width=10.0, norm_radius="init")
+    opt = sparsefw.SFW(groups, lr=0.1, momentum=0.9,
                        spectral_refresh=refresh)
     loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
     steps = args.epochs * len(loader)
