@@ -15,7 +15,7 @@ from sparsefw.compress import (count_flops, count_parameters, factorize, measure
                                remove_filters)
 from sparsefw.models import build_model
 
-REPEATS = {1: 60, 64: 12}
+REPEATS = {1: 60, 64: 40}
 
 
 def resnet20() -> nn.Module:
@@ -33,14 +33,17 @@ def resnet20() -> nn.Module:
 def main() -> None:
     torch.set_num_threads(2)
     model = resnet20()
-    x1 = torch.randn(1, 3, 32, 32)
+    x1, x64 = torch.randn(1, 3, 32, 32), torch.randn(64, 3, 32, 32)
     variants = {}
     for label, make in [("90% unstructured (global)", lambda: prune(model, 0.9)),
                         ("filters removed 30%", lambda: remove_filters(model, 0.3, x1)),
                         ("filters removed 50%", lambda: remove_filters(model, 0.5, x1)),
                         ("filters removed 70%", lambda: remove_filters(model, 0.7, x1)),
-                        ("rank kept 50%", lambda: factorize(model, rank=0.5)),
-                        ("rank kept 25%", lambda: factorize(model, rank=0.25))]:
+                        ("coupled channels removed 50%", lambda: remove_filters(model, 0.5, x1, coupled=True)),
+                        ("rank kept 50%, weights rule", lambda: factorize(model, rank=0.5, cost="params")),
+                        ("rank kept 25%, weights rule", lambda: factorize(model, rank=0.25, cost="params")),
+                        ("rank kept 50%, timed at batch 64", lambda: factorize(model, rank=0.5, example_inputs=x64)),
+                        ("rank kept 25%, timed at batch 64", lambda: factorize(model, rank=0.25, example_inputs=x64))]:
         start = time.perf_counter()
         variants[label] = make()
         variants[label].compress_seconds = time.perf_counter() - start
@@ -76,15 +79,21 @@ Unstructured pruning stores zeros in dense tensors: same parameter count, same F
 (Assemble put-backs at residual adds, border corrections of zero-padded convs, cached per input
 size) is part of the latency shown. Factorized layers below break-even are left dense.
 
-Reading (measured on an idle machine): at batch 64, removing 50–70 % of the filters gives a real
-1.3–1.5× speed-up, less than the 3–7× FLOP reduction, because ResNet-20's residual streams keep
-full width: every block's output is scattered back into the full-width stream (`Assemble`,
-≈ 18 % of the compressed forward in a profile). At batch 1 every compressed variant is slower
-(0.8–0.9×): ResNet-20 at one 32×32 image costs ~8 ms of per-op overhead, and compression adds
-ops. Factorized ResNet-20 is slower at both batch sizes: two thin convs run slower than one
-narrow conv in oneDNN at these widths (16–64 channels). Coupled removal
-(`remove_filters(..., coupled=True)`) shrinks the residual streams jointly instead of putting them
-back: see "Coupled channel removal" (`benchmarks/bench_coupled.py`).
+Reading (four runs of this command on 2026-12-01, idle machine, 2 threads; the table is the last;
+dense latency itself wanders by ±15 % between rows at batch 64, so compare each row's own ratio).
+Per-layer filter removal keeps the residual streams at full width and puts removed channels back
+before every add (`Assemble`): at batch 64 it gains 0.96–1.2× at 30 %, 1.2–1.4× at 50 % and
+1.7–1.9× at 70 % (FLOPs 2–7× fewer); at batch 1 it is slower (0.7–0.9×), because ResNet-20 on one
+32×32 image is dominated by per-op overhead and the put-backs add ops. Coupled removal
+(`coupled=True`) shrinks the streams themselves: at 50 % 1.8–2.3× faster at batch 64 and 1.5–1.6× at
+batch 1, as fast as the net built at those widths (section "Coupled channel removal",
+`benchmarks/bench_coupled.py`, 1 thread). Factorization by the weights rule alone
+(`cost="params"`: every conv below break-even) is slower than dense at batch 64 (0.73–0.94×): two
+thin convs run slower than one narrow conv in oneDNN at 16–64 channels. Timed at batch 64
+(`example_inputs` given, the default rule then), `factorize` keeps only the layers whose pair is
+≥ 5 % faster there: 1.06–1.13× at batch 64 with fewer parameters saved (0.60–0.64 / 0.34 of them
+instead of 0.57 / 0.29), and 0.95–1.01× at batch 1, a size it was not timed at (time it at the
+batch you serve; section "Latency-aware factorization").
 """)
     print(table)
 
