@@ -210,7 +210,10 @@ class SFW(Optimizer):
                     for g in groups)
         if key != self._plan_key:
             self._plans, self._plan_key = {}, key
-        planned_groups = [(index, g) for index, g in enumerate(groups) if not is_multi_tensor(g["constraint"])]
+            joint = [is_multi_tensor(g["constraint"]) for g in groups]
+            self._planned_groups = [(index, g) for index, g in enumerate(groups) if not joint[index]]
+            self._joint_indices = [index for index, is_joint in enumerate(joint) if is_joint]
+        planned_groups = self._planned_groups
         grads = [p.grad for _, g in planned_groups for p in g["params"]]
         present = tuple(grad is not None for grad in grads)
         if present not in self._plans:
@@ -236,8 +239,8 @@ class SFW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         planned = self._plan()
-        joint = [(index, g) for index, g in enumerate(self.param_groups) if is_multi_tensor(g["constraint"])
-                 and any(p.grad is not None for p in g["params"])]
+        joint = [(index, g) for index, g in ((i, self.param_groups[i]) for i in self._joint_indices)
+                 if any(p.grad is not None for p in g["params"])]
         if planned is None and not joint:
             return loss
         plan, buffers, states, grads = planned if planned is not None else (None, [], [], [])
