@@ -14,7 +14,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = ["SFW", "constrain", "load_compressed"]
 
-_SUBPACKAGES = {"constraints", "optim", "compress", "models", "data", "experiments", "cli", "radii", "assign"}
+_SUBPACKAGES = {"constraints", "graph", "optim", "compress", "models", "data", "experiments", "cli", "radii", "assign"}
 _NAMES = {"SFW": "optim", "constrain": "assign", "load_compressed": "experiments.compression"}
 
 

@@ -1,5 +1,5 @@
 """The regions of `constrain(model, "coupled_group_k_support", ...)`: one `CoupledGroupKSupportBall`
-per coupled channel space that can shrink (`compress.channels.channel_groups`, the analysis that
+per coupled channel space that can shrink (`graph.channel_groups`, the analysis that
 `remove_filters(coupled=True)` uses — one source of truth).
 
 A space's region owns its *output side*: the parameter members of role "out" (the filters, rows and
@@ -31,6 +31,7 @@ import math
 from torch import nn
 
 from .constraints import CoupledGroupKSupportBall
+from .graph import channel_groups
 
 #: the roles of the members a space's region owns
 OUTPUT_SIDE = ("out", "norm", "scale")
@@ -43,8 +44,6 @@ def _capped(k: int | float, channels: int) -> int | float:
 def coupled_regions(model: nn.Module, example_inputs, k: int | float, width: float,
                     init_norms: dict[str, float]) -> list[tuple[list[str], CoupledGroupKSupportBall]]:
     """[(member parameter names in order, region)] for every shrinkable channel space of `model`."""
-    from .compress.channels.groups import channel_groups
-
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     shapes = {name: p.shape for name, p in model.named_parameters()}
     spaces = []

@@ -4,6 +4,7 @@ prune            unstructured magnitude pruning (global or per layer), zeros in 
 remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model;
                  coupled=True shrinks every coupled channel space (residual streams, MLP hidden units)
 channel_groups   the coupled channel spaces of a model and the parameter slices of each channel
+                 (re-exported from `sparsefw.graph`)
 factorize        truncated-SVD factor pairs where smaller and faster (convs; rank, energy or budget rule)
 summarize        parameters, FLOPs and latency of original vs compressed, with ratios
 recalibrate_batchnorm   re-estimate BatchNorm running statistics on a few input batches
@@ -11,7 +12,7 @@ rebuild          recreate a compressed architecture from the original one and a 
 diagnose         per layer, what decides the damage: shrunken filters BN keeps alive, spectra, thresholds
 """
 from .batchnorm import recalibrate_batchnorm
-from .channels.groups import ChannelGroup, ChannelSlice, channel_groups
+from ..graph import ChannelGroup, ChannelSlice, channel_groups
 from .diagnose import Diagnosis, diagnose
 from .factorize import factorize
 from .filters import filter_keep_mask, remove_filters

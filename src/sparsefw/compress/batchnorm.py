@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ._util import check_module
+from ..graph.arguments import check_module
 
 
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable, max_batches: int | None = None) -> nn.Module:

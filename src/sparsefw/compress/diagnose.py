@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import fx, nn
 
-from ._util import check_module
+from ..graph.arguments import check_module
 from .filters import filter_keep_mask
 from .prune import prunable_tensors
 

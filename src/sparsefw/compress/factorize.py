@@ -43,7 +43,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._util import as_input_tuple, check_module, set_submodule
+from ..graph.arguments import as_input_tuple, check_module
+from ._util import set_submodule
 from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
 
 _BUDGET_KINDS = ("params", "flops", "latency")

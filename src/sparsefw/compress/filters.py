@@ -3,12 +3,13 @@
 `remove_filters(model, amount, example_inputs)` removes, from every Conv2d, the output filters that
 `torch.nn.utils.prune.ln_structured(conv, "weight", amount, n, dim=0)` would mask, and returns a
 module that computes the same function as that masked model (eval mode). With `coupled=True` it
-removes ⌊amount·C⌋ channels from every coupled channel space instead (`channels.groups`), so
+removes ⌊amount·C⌋ channels from every coupled channel space instead (`graph.groups`), so
 residual streams and MLP hidden layers shrink too, exactly the model with those channels masked.
 
-The work is done in `channels/`: graph capture (`capture`), the dependency analysis (`groups`, with
-its per-op rules `group_rules`) and coupled surgery (`slicing`); the per-layer pass (`per_layer`,
-its per-op rules `per_layer_rules`, `layout`) and its in-place fallback (`per_layer_inplace`).
+Graph capture (`graph.capture`) and the dependency analysis (`graph.groups`, with its per-op rules
+`graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `channels/`: coupled
+(`slicing`), the per-layer pass (`per_layer`, its per-op rules `per_layer_rules`, `layout`) and its
+in-place fallback (`per_layer_inplace`).
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ._util import as_input_tuple, check_module
-from .channels.capture import output_tensors
-from .channels.groups import channel_groups
+from ..graph.arguments import as_input_tuple, check_module
+from ..graph.capture import output_tensors
+from ..graph.groups import channel_groups
 from .channels.per_layer import FilterSurgery
 from .channels.per_layer_inplace import prunable_convs, replace_convs
 from .channels.slicing import apply_plan, plan_removal

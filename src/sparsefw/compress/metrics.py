@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._util import as_input_tuple
+from ..graph.arguments import as_input_tuple
 
 
 def count_parameters(model: nn.Module) -> int:

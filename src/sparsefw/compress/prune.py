@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from ._util import check_module
+from ..graph.arguments import check_module
 
 _SCOPES = ("global", "layer")
 

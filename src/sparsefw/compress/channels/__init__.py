@@ -1,2 +1,2 @@
-"""Channel removal machinery behind `remove_filters`: capture → dependency groups → per-op rules →
-surgery, one module each."""
+"""Channel removal surgery behind `remove_filters`, one module each: coupled (`slicing`, over the
+groups of `sparsefw.graph`) and per-layer (`per_layer`, `per_layer_rules`, `layout`, `per_layer_inplace`)."""

@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from .._modules import Assemble
-from .capture import trace_fx
+from ...graph.capture import trace_fx
 from .layout import Layout, meta_shape
 from .per_layer_rules import find_rule
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from .._modules import Assemble
 from .._util import set_submodule
-from .capture import export_graph
+from ...graph.capture import export_graph
 
 
 def prunable_convs(model: nn.Module, inputs: tuple) -> dict[str, nn.Conv2d]:

@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from .groups import ChannelGroup
+from ...graph.groups import ChannelGroup
 
 
 def plan_removal(model: nn.Module, groups: list[ChannelGroup], amount: float,

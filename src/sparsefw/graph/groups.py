@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from .._util import as_input_tuple, check_module
+from .arguments import as_input_tuple, check_module
 from .capture import ExportedGraph, export_graph
 
 
