@@ -78,12 +78,14 @@ def test_train_sweep_compress_report_round_trip(cfg_file, tmp_path, capsys):
     capsys.readouterr()
 
     assert main(["sweep", "--run", str(out / "sgd"), "--run", str(out / "sfw"),
-                 "--set", "sweep.lowrank=[0.25, 0.5]"]) == 0
+                 "--set", "sweep.lowrank=[0.25, 0.5]", "--set", "sweep.channels=[0.5]"]) == 0
     printed = capsys.readouterr().out
     assert "| sgd |" in printed and "| sfw |" in printed and "25% rank removed" in printed
+    assert "50% channels removed" in printed
     rows = json.loads((out / "sfw" / "sweep.json").read_text())["rows"]
     assert [(r["kind"], r["level"]) for r in rows] == [("dense", 0.0), ("unstructured", 0.5), ("unstructured", 0.9),
-                                                       ("filters", 0.5), ("lowrank", 0.25), ("lowrank", 0.5)]
+                                                       ("filters", 0.5), ("channels", 0.5), ("lowrank", 0.25),
+                                                       ("lowrank", 0.5)]
 
     assert main(["compress", "--run", str(out / "sfw"), "--kind", "filters", "--level", "0.5"]) == 0
     saved = out / "sfw" / "compressed" / "filters_0.5"
@@ -99,6 +101,20 @@ def test_train_sweep_compress_report_round_trip(cfg_file, tmp_path, capsys):
     fresh = compress_model(model, "filters", 0.5, x[:1])
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), fresh.eval()(x), rtol=0, atol=0)
+
+    assert main(["compress", "--run", str(out / "sfw"), "--kind", "channels", "--level", "0.5"]) == 0
+    capsys.readouterr()
+    coupled_dir = out / "sfw" / "compressed" / "channels_0.5"
+    coupled = json.loads((coupled_dir / "summary.json").read_text())
+    channels_row = rows[4]
+    assert coupled["accuracy"] == channels_row["accuracy"] and coupled["params_compressed"] == channels_row["params"]
+    assert coupled["params_compressed"] < coupled["params"]
+    assert json.loads((coupled_dir / "recipe.json").read_text())["coupled"] is True
+    reloaded_coupled = load_compressed(coupled_dir)                     # the recipe's slices replayed
+    assert evaluate(reloaded_coupled, loader, info.task, info.num_classes)["accuracy"] == coupled["accuracy"]
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded_coupled(x), compress_model(model, "channels", 0.5, x[:1]).eval()(x),
+                                   rtol=0, atol=0)
 
     recal_dir = tmp_path / "recal"
     assert main(["compress", "--run", str(out / "sfw"), "--kind", "filters", "--level", "0.5",

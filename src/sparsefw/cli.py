@@ -2,7 +2,7 @@
 
     sparsefw train --config cifar10_resnet56 [--set optimizer.lr=0.05 ...] [--method NAME] [--out DIR] [--resume]
     sparsefw sweep --run RUN_DIR [--set sweep.unstructured=[0.5,0.9]] [--out DIR]
-    sparsefw compress --run RUN_DIR --kind filters --level 0.5 [--bn-recalibration 20] [--out DIR]
+    sparsefw compress --run RUN_DIR --kind channels --level 0.5 [--bn-recalibration 20] [--out DIR]
     sparsefw report RUN_DIR ... --out DIR
     sparsefw demo [--out runs/demo]
 
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from .experiments.checkpoint import CheckpointError
-from .experiments.config import ConfigError, packaged_configs, parse_override
+from .experiments.config import COMPRESSION_KINDS, ConfigError, packaged_configs, parse_override
 
 
 def _fraction(text: str) -> float:
@@ -78,8 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compress", help="compress a trained run once and save the result")
     c.add_argument("--run", required=True, help="run directory or checkpoint file")
-    c.add_argument("--kind", required=True, choices=("unstructured", "filters", "lowrank"))
-    c.add_argument("--level", required=True, type=_fraction, help="fraction removed (sparsity, filters, rank)")
+    c.add_argument("--kind", required=True, choices=COMPRESSION_KINDS,
+                   help="unstructured pruning, filters removed per conv, channels removed from every coupled "
+                        "channel space (residual streams too), or low rank")
+    c.add_argument("--level", required=True, type=_fraction,
+                   help="fraction removed (sparsity, filters, channels, rank)")
     c.add_argument("--bn-recalibration", type=_batches, default=None, metavar="BATCHES",
                    help="re-estimate BatchNorm statistics on this many training batches (default: the run's "
                         "sweep.bn_recalibration, 0 = none)")

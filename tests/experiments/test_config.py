@@ -10,6 +10,7 @@ from sparsefw.experiments.config import (ConfigError, packaged_configs, parse_ov
 def test_empty_config_gives_the_defaults():
     cfg = validate({})
     assert cfg.optimizer.name == "sfw" and cfg.data.name == "mnist5k" and cfg.training.epochs == 5
+    assert cfg.sweep.channels == [] and cfg.sweep.filters == [0.1, 0.3, 0.5, 0.7]   # coupled removal is opt-in
 
 
 @pytest.mark.parametrize("raw, key, words", [
@@ -27,6 +28,10 @@ def test_empty_config_gives_the_defaults():
     ({"optimizer": {"name": "sgd", "penalty": "nuclear"}}, "optimizer.penalty_lambda", "positive"),
     ({"sweep": {"unstructured": [0.5, 1.0]}}, "sweep.unstructured", "(0, 1)"),
     ({"sweep": {"filters": 0.5}}, "sweep.filters", "expected a list of numbers"),
+    ({"sweep": {"channels": [0.3, 1.0, 0.0]}}, "sweep.channels", "each in (0, 1), not 1.0, 0.0"),
+    ({"sweep": {"channels": [-0.5]}}, "sweep.channels", "not -0.5"),
+    ({"sweep": {"channels": ["half"]}}, "sweep.channels[0]", "expected a number"),
+    ({"sweep": {"channels": 0.5}}, "sweep.channels", "expected a list of numbers"),
     ({"data": {"subset": [100]}}, "data.subset", "pair"),
     ({"schedule": {"warmup_epochs": 5}, "training": {"epochs": 5}}, "schedule.warmup_epochs", "shorter"),
     ({"model": "cnn"}, "model", "expected a mapping"),

@@ -3,7 +3,7 @@ from the numbers, and a plot that names the data, says "no retraining" and draws
 import matplotlib.pyplot as plt
 
 from sparsefw.assign import MODES
-from sparsefw.experiments.config import validate
+from sparsefw.experiments.config import COMPRESSION_KINDS, validate
 from sparsefw.experiments.demo import TRAINED_FOR, Comparison, comparison_figure, comparisons, verdict
 
 
@@ -21,14 +21,15 @@ def test_verdict_reads_every_case_from_the_numbers():
 
 
 def test_each_mode_is_compared_at_the_kind_it_was_trained_for():
-    assert set(TRAINED_FOR) <= set(MODES) and set(TRAINED_FOR.values()) == {"unstructured", "filters", "lowrank"}
+    assert set(TRAINED_FOR) <= set(MODES) and set(TRAINED_FOR.values()) == set(COMPRESSION_KINDS)
     configs = {"sgd": validate({"optimizer": {"name": "sgd"}}),
                "gk": validate({"optimizer": {"mode": "group_k_support"}}),
+               "ck": validate({"optimizer": {"mode": "coupled_group_k_support"}}),   # channels not swept
                "l2": validate({"optimizer": {"mode": "l2"}})}              # targets no kind: not compared
     rows = {run: [{"kind": "dense", "level": 0.0, "accuracy": base},
                   {"kind": "filters", "level": 0.5, "accuracy": base - 0.1},
                   {"kind": "unstructured", "level": 0.5, "accuracy": base - 0.2}]
-            for run, base in [("sgd", 0.9), ("gk", 0.8), ("l2", 0.7)]}
+            for run, base in [("sgd", 0.9), ("gk", 0.8), ("ck", 0.75), ("l2", 0.7)]}
     [c] = comparisons(rows, configs, "accuracy", 0.1)
     assert (c.sfw, c.sgd, c.kind) == ("gk", "sgd", "filters")
     assert c.points == [(0.0, 0.8, 0.9), (0.5, 0.8 - 0.1, 0.9 - 0.1)]
@@ -42,3 +43,16 @@ def test_each_mode_is_compared_at_the_kind_it_was_trained_for():
         assert [line.get_label() for line in ax.get_lines()][:2] == ["gk (SparseFW)", "sgd (baseline)"]
     finally:
         plt.close(fig)
+
+
+def test_coupled_group_k_support_is_compared_under_coupled_channel_removal():
+    configs = {"sgd": validate({"optimizer": {"name": "sgd"}}),
+               "ck": validate({"optimizer": {"mode": "coupled_group_k_support"}})}
+    rows = {run: [{"kind": "dense", "level": 0.0, "accuracy": base},
+                  {"kind": "filters", "level": 0.5, "accuracy": base - 0.3},
+                  {"kind": "channels", "level": 0.5, "accuracy": base - shrink}]
+            for run, base, shrink in [("sgd", 0.9, 0.5), ("ck", 0.85, 0.05)]}
+    [c] = comparisons(rows, configs, "accuracy", 0.1)
+    assert c.kind == "channels" and c.points == [(0.0, 0.85, 0.9), (0.5, 0.85 - 0.05, 0.9 - 0.5)]
+    assert verdict(c).startswith("Coupled channel removal, ck vs sgd: dense 0.850 vs 0.900; ck kept more "
+                                 "accuracy at 50 % of channels removed")

@@ -11,7 +11,7 @@ from torch.nn.utils import prune as torch_prune
 
 from sparsefw.experiments.evaluation import evaluate
 from sparsefw.experiments.report import find_sweeps, markdown_table, write_report
-from sparsefw.compress import recalibrate_batchnorm
+from sparsefw.compress import recalibrate_batchnorm, remove_filters
 from sparsefw.experiments.sweep import (calibration_batches, compress_model, load_trained, run_sweep,
                                        write_sweep)
 
@@ -144,3 +144,30 @@ def test_bn_recalibration_evaluates_the_recalibrated_models(swept):
         assert row["bn_recalibration"] == 2
         small = recalibrate_batchnorm(compress_model(model, row["kind"], row["level"], example), batches)
         assert row["accuracy"] == _accuracy(small, loader, info)
+
+
+def test_channels_rows_are_coupled_removal_beside_the_per_layer_filters(swept, tmp_path):
+    """sweep.channels: each row is the accuracy of remove_filters(coupled=True) at that level, made
+    here directly from one test image (batch 1, BN in eval mode); its stored parameters are those of
+    the CNN rebuilt at the kept widths w − ⌊level·w⌋ (every conv's channels are a coupled space, the
+    classifier's outputs are not). One sweep shows both kinds, filters before channels."""
+    model, loader, info, cfg, rows = swept
+    both = dataclasses.replace(cfg.sweep, unstructured=[], filters=[0.5], channels=[0.3, 0.5], lowrank=[])
+    got = run_sweep(model, loader, info.task, info.num_classes, both, "tiny")
+    assert [(r["kind"], r["level"]) for r in got] == [("dense", 0.0), ("filters", 0.5), ("channels", 0.3),
+                                                      ("channels", 0.5)]
+    example = next(iter(loader))[0][:1]
+    widths = [conv.out_channels for conv in model.modules() if isinstance(conv, nn.Conv2d)]
+    in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    classes = model.classifier.out_features
+    for row in got[2:]:
+        direct = remove_filters(model, row["level"], example, coupled=True).eval()
+        assert row["accuracy"] == _accuracy(direct, loader, info)
+        kept = [w - int(row["level"] * w) for w in widths]
+        convs = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in zip([in_channels] + kept[:-1], kept))
+        assert row["params"] == convs + kept[-1] * classes + classes < got[0]["params"]
+        assert row["flops"] < got[0]["flops"]
+    table = markdown_table(got, "accuracy").splitlines()[0]
+    assert table == "| run (accuracy) | dense | 50% filters removed | 30% channels removed | 50% channels removed |"
+    files = write_sweep(got, tmp_path, "accuracy")                        # a panel per kind, titled
+    assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -173,3 +173,32 @@ def test_add_param_group_validates_and_keeps_state_clean():
     assert len(opt.param_groups) == 1
     opt.add_param_group({"params": [_param((2, 2))], "constraint": L2Ball((2, 2), radius=1.0), "lr": 0.5})
     assert opt.param_groups[1]["lr"] == 0.5 and opt.param_groups[1]["momentum"] == 0.9
+
+
+def test_step_size_vector_equals_the_formula_entry_by_entry():
+    """`step_size` over entries of mixed rescales (per-entry flags, as a StepPlan bucket holds them)
+    = η = clip(α·s, 0, 1) written out per entry with s of REFERENCE.md §1; θ = v gives η = 1 (not
+    nan) when α‖m‖ > 0; a masked step gives 0 everywhere."""
+    from sparsefw.optim.functional import _USES_NORM, step_size
+
+    rescales = [None, "diameter", "gradient", "fast_gradient", "gradient", "gradient"]
+    diameters = [2.0, 4.0, 1.0, 8.0, 1.0, 1.0]
+    norms = [0.3, 5.0, 0.2, 0.5, 3.0, 0.7]
+    distances = [1.0, 1.0, 0.5, 1.0, 0.0, 7.0]
+    lrs = [0.4, 0.1, 0.3, 0.2, 0.1, 0.1]
+    expected = []
+    for r, d, n, dist, lr in zip(rescales, diameters, norms, distances, lrs):
+        s = {None: 1.0, "diameter": 1 / d, "fast_gradient": 2 * n / d,
+             "gradient": n / dist if dist else math.inf}[r]
+        expected.append(min(max(lr * s, 0.0), 1.0))
+    coefficient = torch.tensor([{None: 1.0, "diameter": 1 / d, "fast_gradient": 2 / d, "gradient": 1.0}[r]
+                                for r, d in zip(rescales, diameters)], dtype=torch.float64)
+    args = (torch.tensor(lrs, dtype=torch.float64), coefficient, torch.tensor(norms, dtype=torch.float64),
+            torch.tensor(distances, dtype=torch.float64), torch.tensor([r in _USES_NORM for r in rescales]),
+            torch.tensor([r == "gradient" for r in rescales]))
+    assert step_size(*args).tolist() == pytest.approx(expected, rel=1e-12)
+    assert step_size(*args, ok=torch.tensor(False)).tolist() == [0.0] * len(rescales)
+    scalar = step_size(torch.tensor(0.3, dtype=torch.float64), 1.0, torch.tensor(0.2, dtype=torch.float64),
+                       torch.tensor(0.5, dtype=torch.float64), True, True)
+    assert float(scalar) == pytest.approx(0.3 * 0.2 / 0.5)
+    assert float(step_size(torch.tensor(0.5), 1.0, None, None, None, False)) == 0.5     # no norms needed

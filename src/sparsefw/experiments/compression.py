@@ -24,15 +24,17 @@ from .config import read_config_file, to_dict, validate
 from .evaluation import evaluate, primary_metric
 from .io import save_torch, write_json, write_text
 from .models import build_experiment_model
-from .sweep import calibration_batches, compress_model, load_trained
+from .sweep import calibration_batches, check_kind, compress_model, load_trained
 
 
 def compress_and_save(run: str | os.PathLike, kind: str, level: float, out: str | os.PathLike | None = None,
                       device: str = "cpu", scope: str = "global", criterion: str = "l1",
                       bn_recalibration: int | None = None) -> tuple[dict, Path]:
-    """Compress the run's model once at `level` (fraction removed); evaluate both; save. Returns
-    (summary, output directory). Low-rank layers and `bn_recalibration` (training batches for
-    re-estimating BatchNorm statistics; None: the run's sweep setting) follow the run's sweep config."""
+    """Compress the run's model once with `kind` (one of COMPRESSION_KINDS, as in sweeps) at `level`
+    (fraction removed); evaluate both; save. Returns (summary, output directory). Low-rank layers and
+    `bn_recalibration` (training batches for re-estimating BatchNorm statistics; None: the run's sweep
+    setting) follow the run's sweep config."""
+    check_kind(kind)
     if not 0 < level < 1:
         raise ValueError(f"level must lie in (0, 1) (fraction removed), got level={level!r}")
     model, cfg, loader, info = load_trained(run, device)

@@ -27,7 +27,7 @@ from ..optim.functional import RESCALES
 from .schedules import SCHEDULES
 
 SGD_PENALTIES = (*PENALTIES, *PROX_OPERATORS)     # penalties added to the loss, then proximal steps
-COMPRESSION_KINDS = ("unstructured", "filters", "lowrank")
+COMPRESSION_KINDS = ("unstructured", "filters", "channels", "lowrank")   # SweepConfig has a list of levels per kind
 
 
 class ConfigError(ValueError):
@@ -61,7 +61,8 @@ def _widths(v):
 
 
 def _levels(v):
-    return all(0 < x < 1 for x in v) or "levels must lie in (0, 1)"
+    bad = [x for x in v if not 0 < x < 1]
+    return not bad or f"levels are fractions removed, each in (0, 1), not {', '.join(map(repr, bad))}"
 
 
 def _library(check):
@@ -145,9 +146,12 @@ class TrainingConfig:
 class SweepConfig:
     unstructured: list[float] = _opt([0.5, 0.7, 0.9, 0.95], _levels, "sparsity levels (global magnitude pruning)")
     filters: list[float] = _opt([0.1, 0.3, 0.5, 0.7], _levels, "fraction of filters removed per conv")
+    channels: list[float] = _opt([], _levels, "fraction of channels removed from every coupled channel space, "
+                                 "residual streams included (remove_filters(coupled=True)); none by default")
     lowrank: list[float] = _opt([0.25, 0.5, 0.75, 0.9], _levels, "fraction of rank removed per layer")
     scope: str = _opt("global", _choice("global", "layer"), "pruning scope")
-    criterion: str = _opt("l1", _choice("l1", "l2"), "filter-removal criterion")
+    criterion: str = _opt("l1", _choice("l1", "l2"), "filter/channel-removal criterion: the norm of each "
+                          "filter, or the joint norm of each coupled channel's slices")
     lowrank_layers: str = _opt("conv", _choice("all", "conv"), "layers factorized: conv only (what the low-rank mode trains low-rank), or conv and linear")
     bn_recalibration: int = _opt(0, _non_negative, "training batches to re-estimate BatchNorm statistics on after "
                                  "compression (0: none, the paper's protocol)")

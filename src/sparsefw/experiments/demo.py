@@ -2,7 +2,8 @@
 on the built-in MNIST digits, every model compressed at every level, no retraining.
 
 Each SparseFW mode is shown beside SGD at the compression it was trained for (`TRAINED_FOR`:
-k-support → unstructured pruning, group-k-support → filter removal, spectral-k-support → low rank),
+k-support → unstructured pruning, group-k-support → filter removal, coupled-group-k-support →
+coupled channel removal, spectral-k-support → low rank),
 with one sentence per pair generated from the run's own numbers (`verdict`); demo.md and demo.png
 hold them, report.{md,csv,json,png} every run at every level.
 
@@ -30,10 +31,11 @@ from .train import CONFIG_YAML, train
 
 DEMO_MD, DEMO_PNG = "demo.md", "demo.png"
 TRAINED_FOR = {"k_support": "unstructured", "k_sparse": "unstructured", "group_k_support": "filters",
-               "spectral_k_support": "lowrank", "nuclear": "lowrank"}
+               "coupled_group_k_support": "channels", "spectral_k_support": "lowrank", "nuclear": "lowrank"}
 TIE = 0.01                # accuracies closer than this are reported as even
 NEAR_CHANCE = 1.5         # both models at most 1.5 × chance accuracy: "near chance", no winner
-_LEVEL_WORDS = {"unstructured": "sparsity", "filters": "of filters removed", "lowrank": "of rank removed"}
+_LEVEL_WORDS = {"unstructured": "sparsity", "filters": "of filters removed", "channels": "of channels removed",
+                "lowrank": "of rank removed"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def verdict(c: Comparison) -> str:
 
 def comparisons(rows_by_run: dict[str, list[dict]], configs: dict, metric: str,
                 chance: float | None) -> list[Comparison]:
-    """Every SparseFW run whose mode targets a compression kind, beside the first SGD run."""
+    """Every SparseFW run whose mode targets a compression kind swept in both runs, beside the first
+    SGD run."""
     sgd = next((name for name, cfg in configs.items() if cfg.optimizer.name == "sgd"), None)
     if sgd is None:
         return []
@@ -92,6 +95,8 @@ def comparisons(rows_by_run: dict[str, list[dict]], configs: dict, metric: str,
             continue
         value = {run: {(r["kind"], r["level"]): r[metric] for r in rows_by_run[run]} for run in (name, sgd)}
         levels = [0.0] + sorted(level for k, level in value[name] if k == kind and (k, level) in value[sgd])
+        if len(levels) == 1:        # that kind was not swept (sweep.channels is empty by default)
+            continue
         keys = [("dense", 0.0)] + [(kind, x) for x in levels[1:]]
         out.append(Comparison(name, sgd, kind, metric, chance,
                               [(x, value[name][key], value[sgd][key]) for x, key in zip(levels, keys)]))

@@ -13,14 +13,16 @@ from .io import save_figure, write_csv, write_json, write_text
 log = logging.getLogger("sparsefw")
 SWEEP_JSON = "sweep.json"
 REPORT_MD, REPORT_CSV, REPORT_JSON, REPORT_PNG = "report.md", "report.csv", "report.json", "report.png"
+# Per compression kind: plot title, and the table column of a level (percent) — one entry per COMPRESSION_KINDS.
 KIND_TITLES = {"unstructured": "unstructured pruning (sparsity)", "filters": "filter removal (fraction removed)",
-                "lowrank": "low rank (fraction of rank removed)"}
+               "channels": "coupled channel removal (fraction removed)",
+               "lowrank": "low rank (fraction of rank removed)"}
+_COLUMNS = {"unstructured": "{} sparse", "filters": "{} filters removed", "channels": "{} channels removed",
+            "lowrank": "{} rank removed"}
 
 
 def _column(kind: str, level: float) -> str:
-    pct = f"{100 * level:g}%"
-    return {"dense": "dense", "unstructured": f"{pct} sparse", "filters": f"{pct} filters removed",
-            "lowrank": f"{pct} rank removed"}[kind]
+    return "dense" if kind == "dense" else _COLUMNS[kind].format(f"{100 * level:g}%")
 
 
 def find_sweeps(paths: list[str | os.PathLike]) -> list[Path]:

@@ -3,7 +3,9 @@
 Kinds and levels (a level is always the fraction REMOVED):
 
     unstructured   level = sparsity: global (or per-layer) magnitude pruning of conv/linear weights
-    filters        level = fraction of output filters removed from every Conv2d (L1 or L2 norm)
+    filters        level = fraction of output filters removed from every Conv2d (L1 or L2 norm), per layer
+    channels       level = fraction of channels removed from every coupled channel space (residual
+                   streams, MLP hidden units too; joint L1 or L2 norm): remove_filters(coupled=True)
     lowrank        level = fraction of rank removed; every layer keeps rank_kept = 1 − level
 
 Each row: run, kind, level (and rank_kept for lowrank), the metrics of `evaluate` (accuracy, top5 or
@@ -70,15 +72,21 @@ def calibration_batches(cfg: ExperimentConfig, n_batches: int) -> list:
 def compress_model(model: nn.Module, kind: str, level: float, example_inputs: torch.Tensor,
                    scope: str = "global", criterion: str = "l1", lowrank_layers: str = "conv",
                    return_recipe: bool = False):
-    """A new compressed module (with `return_recipe`, the pair (module, recipe)); `model` is untouched."""
+    """A new compressed module (with `return_recipe`, the pair (module, recipe)); `model` is untouched.
+    `example_inputs` (one test image is enough: the capture runs the model in eval mode) is what
+    filter and channel removal capture the graph with."""
+    check_kind(kind)
     if kind == "unstructured":
         return compress.prune(model, sparsity=level, scope=scope, return_recipe=return_recipe)
-    if kind == "filters":
+    if kind in ("filters", "channels"):
         return compress.remove_filters(model, amount=level, example_inputs=example_inputs, criterion=criterion,
-                                       return_recipe=return_recipe)
-    if kind == "lowrank":
-        return compress.factorize(model, rank=1.0 - level, layers=lowrank_layers, return_recipe=return_recipe)
-    raise ValueError(f"kind must be one of {COMPRESSION_KINDS}, got kind={kind!r}")
+                                       return_recipe=return_recipe, coupled=kind == "channels")
+    return compress.factorize(model, rank=1.0 - level, layers=lowrank_layers, return_recipe=return_recipe)
+
+
+def check_kind(kind: str) -> None:
+    if kind not in COMPRESSION_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, COMPRESSION_KINDS))}, got kind={kind!r}")
 
 
 def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tensor, latency: bool) -> dict:

@@ -59,6 +59,29 @@ def _coefficient(rescale: str | None, constraint: Constraint) -> float:
             "gradient": 1.0}[rescale]
 
 
+def step_size(lr: Tensor | float, coefficient: Tensor | float, norm: Tensor | None, distance: Tensor | None,
+              uses_norm: bool | Tensor | None, uses_distance: bool | Tensor | None,
+              ok: Tensor | None = None) -> Tensor:
+    """η = clip(α · coefficient · (‖m‖ if uses_norm) / (‖θ−v‖ if uses_distance), 0, 1), and 0 where
+    `ok` is False; the one formula of every SFW step (`StepPlan`, `joint.joint_step`).
+
+    `lr` (α), `coefficient` (`_coefficient`), `norm`, `distance`: 0-dim or per-entry tensors in the
+    math dtype (`lr` or `coefficient` may be a python float, not both); `uses_norm` / `uses_distance`: True (every entry), False or None (none; then
+    `norm` / `distance` may be None) or a per-entry bool vector. A distance 0 (θ = v, where every η
+    leaves θ as it is) is replaced by the smallest normal number.
+    """
+    eta = lr * coefficient
+    if uses_norm is True:
+        eta = eta * norm
+    elif isinstance(uses_norm, Tensor):
+        eta = eta * torch.where(uses_norm, norm, 1.0)
+    if uses_distance is True or isinstance(uses_distance, Tensor):
+        d = distance.clamp_min(torch.finfo(distance.dtype).tiny)
+        eta = eta / (d if uses_distance is True else torch.where(uses_distance, d, 1.0))
+    eta = eta.clamp(0.0, 1.0)
+    return eta if ok is None else torch.where(ok, eta, 0.0)
+
+
 @dataclass
 class Entry:
     """One parameter of a step: its region (None: SGD step), group and hyper-parameters."""
@@ -274,18 +297,9 @@ class StepPlan:
                 gap_parts.append((rows_m * rows_d).sum(1).to(work))
                 updates.append(([params[j] for j in batch.local], list(diff.unbind(0))))
         norm, distance, gap = (torch.cat(x) if len(x) > 1 else x[0] for x in (norms, distances, gap_parts))
-        eta = self._learning_rates(b, lrs, work) * b.coefficients
-        if b.all_norm:
-            eta = eta * norm
-        elif b.uses_norm is not None:
-            eta = eta * torch.where(b.uses_norm, norm, 1.0)
-        if b.all_distance or b.uses_distance is not None:
-            # θ = v (distance 0) leaves θ as it is for any η: divide by the smallest normal number instead
-            d = distance.clamp_min(torch.finfo(work).tiny)
-            eta = eta / (d if b.all_distance else torch.where(b.uses_distance, d, 1.0))
-        eta = eta.clamp(0.0, 1.0)
+        eta = step_size(self._learning_rates(b, lrs, work), b.coefficients, norm, distance,
+                        b.all_norm or b.uses_norm, b.all_distance or b.uses_distance, ok)
         if ok is not None:
-            eta = torch.where(ok, eta, 0.0)
             gap = torch.where(ok, gap, torch.nan)
         steps = list((-eta).unbind(0))
         start = 0

@@ -3,8 +3,8 @@ e.g. `CoupledGroupKSupportBall`): the formulas of `functional` applied to the pa
 
 Each member p keeps its own momentum buffer (m_p = ρ·m_p + (1−δ)·g_p, m_p = g_p at first); with
 m, θ the packed members, v = LMO(m), Δ = θ − v, G = <m, Δ>, η = clip(α·s, 0, 1) with the step-size
-rule s of `functional`, every member moves θ_p ← θ_p − η·Δ_p (in the math dtype, one rounding).
-A member without a gradient has direction 0 there. `ok` (a 0-dim bool tensor, or None) masks the
+rule s of `functional` (`step_size`), every member moves θ_p ← θ_p − η·Δ_p (in the math dtype, one
+rounding). A member without a gradient has direction 0 there. `ok` (a 0-dim bool tensor, or None) masks the
 step on the device as in `StepPlan.run`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .functional import _USES_NORM, _coefficient, math_dtype
+from .functional import _USES_NORM, _coefficient, math_dtype, step_size
 
 
 def is_multi_tensor(constraint) -> bool:
@@ -43,15 +43,11 @@ def joint_step(group: dict, states: list[dict], ok: Tensor | None = None) -> Ten
     theta = region.pack([p.detach().to(work) for p in params])
     diff = theta - region.lmo(m)
     gap = torch.dot(m, diff)
-    lr = group["lr"]
-    eta = torch.as_tensor(lr, dtype=work, device=m.device).reshape(()) * _coefficient(rescale, region)
-    if rescale in _USES_NORM:
-        eta = eta * torch.linalg.vector_norm(m)
-    if rescale == "gradient":
-        eta = eta / torch.linalg.vector_norm(diff).clamp_min(torch.finfo(work).tiny)
-    eta = eta.clamp(0.0, 1.0)
+    uses_norm, uses_distance = rescale in _USES_NORM, rescale == "gradient"
+    eta = step_size(torch.as_tensor(group["lr"], dtype=work, device=m.device).reshape(()),
+                    _coefficient(rescale, region), torch.linalg.vector_norm(m) if uses_norm else None,
+                    torch.linalg.vector_norm(diff) if uses_distance else None, uses_norm, uses_distance, ok)
     if ok is not None:
-        eta = torch.where(ok, eta, 0.0)
         gap = torch.where(ok, gap, torch.nan)
     for p, new in zip(params, region.unpack(theta - eta * diff)):
         p.copy_(new)
