@@ -1,18 +1,23 @@
-"""Training for coupled channel removal: coupled-group k-support SFW vs per-layer group-k-support SFW
-vs SGD, each followed by coupled removal (`remove_filters(coupled=True)`, joint L2 norm) at
-30/50/70 % without retraining.
+"""Training for coupled channel removal (issue 16): coupled-group k-support SFW vs per-layer
+group-k-support SFW vs SGD vs SGD + a group-lasso penalty on the coupled groups, each followed by
+coupled removal (`remove_filters(coupled=True)`) at 30/50/70 % without retraining.
 
-Run: OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_coupled_training.py
-(writes the "coupled_training" section of BENCHMARKS.md and benchmarks/results/coupled_training.png)
+Run: OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_training.py
+(writes the "coupled_training" section of BENCHMARKS.md, benchmarks/results/coupled_training.json
+and benchmarks/results/coupled_training.png)
 
-Small scale (2 CPU cores shared): the small CNN at widths 16-16-32-32 on a Fashion-MNIST subset
-(28×28), a few epochs, 2 seeds. Latency: eval forward at batch 64, medians of interleaved rounds;
-the removed nets of one amount have the same widths whatever the training, so latency is measured
-once per amount.
+Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (widths 16-16-32-32) on 28×28
+Fashion-MNIST, a subset of the training set, linear learning-rate decay to 0, batch 64, several
+seeds. Every method runs at the library's defaults (`constrain(model, mode)` with only k and the
+example inputs given) except the baselines' own settings, listed in the section. Latency: eval
+forward at batch 64, medians of interleaved rounds; the removed nets of one amount have the same
+widths whatever the training, so latency is measured once per amount and task.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 
 import matplotlib
@@ -25,25 +30,44 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from _report import BENCHMARKS_MD, machine_line, write_section  # noqa: E402
 import sparsefw  # noqa: E402
-from sparsefw.compress import channel_groups, measure_latency, remove_filters  # noqa: E402
+from sparsefw.compress import measure_latency, remove_filters  # noqa: E402
 from sparsefw.data.fashion import load_fashion_mnist  # noqa: E402
+from sparsefw.experiments.evaluation import evaluate  # noqa: E402
+from sparsefw.experiments.io import write_json  # noqa: E402
 from sparsefw.models.cnn import SmallCNN  # noqa: E402
+from sparsefw.models.resnet import cifar_resnet  # noqa: E402
+from sparsefw.optim import coupled_group_lasso_penalty  # noqa: E402
 
 AMOUNTS = (0.0, 0.3, 0.5, 0.7)
-METHODS = ("coupled_group_k_support", "group_k_support", "sgd")
-WIDTHS = (16, 16, 32, 32)
+BASE_METHODS = ("coupled SFW", "per-layer SFW", "SGD")
+LASSO = "SGD + coupled group lasso λ="
+TASKS = {"ResNet-20": (lambda: cifar_resnet(20, 3, 10), True),
+         "small CNN": (lambda: SmallCNN(1, 10, (16, 16, 32, 32)), False)}
+SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+RESULTS = BENCHMARKS_MD.parent / "benchmarks" / "results"
 
 
-def train(method: str, seed: int, x, y, epochs: int, k: float, lr: float):
-    torch.manual_seed(seed)
-    model = SmallCNN(1, 10, WIDTHS)
-    if method == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    else:
-        extra = {"example_inputs": x[:2]} if method == "coupled_group_k_support" else {}
-        # norm_radius="init": the radius rule of 1-D parameters its recorded section ran with
-        groups = sparsefw.constrain(model, method, k=k, width=10.0, norm_radius="init", **extra)
-        opt = sparsefw.SFW(groups, lr=lr, momentum=0.9)
+def make_optimizer(method: str, model, example, args):
+    if method == "coupled SFW":
+        groups = sparsefw.constrain(model, "coupled_group_k_support", k=args.k, example_inputs=example)
+        return sparsefw.SFW(groups, lr=args.lr, momentum=0.9), None
+    if method == "per-layer SFW":
+        return sparsefw.SFW(sparsefw.constrain(model, "group_k_support", k=args.k), lr=args.lr, momentum=0.9), None
+    penalty = None
+    if method.startswith(LASSO):
+        lam = float(method[len(LASSO):])
+        init = {name: t.clone() for name, t in model.state_dict().items()}
+        groups = sparsefw.constrain(model, "coupled_group_k_support", k=args.k, example_inputs=example)
+        model.load_state_dict(init)             # SGD starts from the init (constrain may have scaled it in)
+        penalty = lambda: coupled_group_lasso_penalty(groups, lam)  # noqa: E731
+    return torch.optim.SGD(model.parameters(), **SGD), penalty
+
+
+def train_loop(model, opt, x, y, epochs: int, seed: int, penalty=None):
+    """`epochs` epochs of batch 64 in a seeded order, the learning rate (every group's) decaying
+    linearly to 0; `penalty()` is added to the loss when given. Returns the model in eval mode."""
+    steps = epochs * math.ceil(len(x) / 64)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -51,84 +75,122 @@ def train(method: str, seed: int, x, y, epochs: int, k: float, lr: float):
         for i in range(0, len(x), 64):
             batch = order[i:i + 64]
             opt.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            if penalty is not None:
+                loss = loss + penalty()
+            loss.backward()
             opt.step()
+            schedule.step()
     return model.eval()
 
 
-def dropped_share(model, x, amount: float = 0.5) -> float:
-    """Σ over spaces of the squared joint norms of the ⌊amount·C⌋ weakest channels, over Σ of all."""
-    dropped = total = 0.0
-    for group in channel_groups(model, x):
-        squares = group.joint_norms(model, "l2").double() ** 2
-        dropped += float(squares.sort().values[:int(amount * group.size)].sum())
-        total += float(squares.sum())
-    return dropped / total
+def train(task: str, method: str, seed: int, x, y, args):
+    torch.manual_seed(seed)
+    model = TASKS[task][0]()
+    opt, penalty = make_optimizer(method, model, x[:2], args)
+    return train_loop(model, opt, x, y, args.epochs, seed, penalty)
 
 
-@torch.no_grad()
 def accuracy(model, x, y) -> float:
-    return float(sum((model(x[i:i + 500]).argmax(1) == y[i:i + 500]).sum() for i in range(0, len(x), 500))) / len(x)
+    loader = [(x[i:i + 250], y[i:i + 250]) for i in range(0, len(x), 250)]
+    return evaluate(model, loader, "classification", 10)["accuracy"]
+
+
+def data(padded: bool, n_train: int, n_test: int):
+    train_set, test_set, _ = load_fashion_mnist(padded=padded)
+    x, y = train_set.images[:n_train], train_set.targets[:n_train]
+    xt, yt = test_set.images[:n_test], test_set.targets[:n_test]
+    if padded:                                  # the stored images are 1 channel; the dataset repeats it
+        x, xt = x.expand(-1, 3, -1, -1).contiguous(), xt.expand(-1, 3, -1, -1).contiguous()
+    return x, y, xt, yt
+
+
+def cell(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def plot(results: dict, latency: dict, path) -> None:
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    axes = axes[0]
+    for ax, (task, by_method) in zip(axes, results.items()):
+        ms = [latency[task][str(a)] for a in AMOUNTS]
+        for method, by_amount in by_method.items():
+            means = [statistics.mean(by_amount[str(a)]) for a in AMOUNTS]
+            lows = [means[i] - min(by_amount[str(a)]) for i, a in enumerate(AMOUNTS)]
+            highs = [max(by_amount[str(a)]) - means[i] for i, a in enumerate(AMOUNTS)]
+            ax.errorbar(ms, means, yerr=[lows, highs], fmt="o-", capsize=3, label=method)
+        for a, m in zip(AMOUNTS, ms):
+            ax.annotate(f"{a:.0%}", (m, 0.05), ha="center", fontsize=8, color="gray")
+        ax.set_title(f"{task}: coupled removal, no retraining")
+        ax.set_xlabel("latency, batch 64, eval (ms)")
+        ax.set_ylabel("test accuracy (mean, min–max over seeds)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--train", type=int, default=8000)
     parser.add_argument("--test", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--k", type=float, default=0.5)
-    parser.add_argument("--lr", type=float, default=0.3)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--lams", type=float, nargs="+", default=[5e-3, 2e-2],
+                        help="group-lasso strengths of the SGD + coupled group lasso baseline, one run each")
+    parser.add_argument("--note", default="", help="what else ran on the machine (goes into the section)")
     args = parser.parse_args()
-    train_set, test_set, _ = load_fashion_mnist()
-    x, y = train_set.images[:args.train], train_set.targets[:args.train]
-    xt, yt = test_set.images[:args.test], test_set.targets[:args.test]
-    results = {}                                     # (method, amount) -> accuracies over seeds
-    shares = {}                                      # method -> dropped_share over seeds
-    removed_of_seed0 = {}
-    jobs = [(m, s) for s in range(args.seeds) for m in METHODS]
-    for method, seed in tqdm(jobs, desc="train"):
-        model = train(method, seed, x, y, args.epochs, args.k, args.lr)
-        shares.setdefault(method, []).append(dropped_share(model, xt[:2]))
-        for amount in AMOUNTS:
-            net = model if amount == 0 else remove_filters(model, amount, xt[:2], criterion="l2", coupled=True)
-            results.setdefault((method, amount), []).append(accuracy(net, xt, yt))
-            if seed == 0 and method == METHODS[0]:
-                removed_of_seed0[amount] = net
-    latency = dict(zip(AMOUNTS, measure_latency([removed_of_seed0[a] for a in AMOUNTS], xt[:64], repeats=30)))
-    lines = [
-        "## Training for coupled channel removal (issue 16)", "",
-        f"Command: `OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_coupled_training.py --train {args.train} "
-        f"--test {args.test} --epochs {args.epochs} --seeds {args.seeds} --k {args.k} --lr {args.lr}`", "",
-        f"{machine_line()} Other helpers' processes were running (load average ≈ 1.5-2 on 2 cores).", "",
-        f"SmallCNN widths {WIDTHS} on Fashion-MNIST (first {args.train} train / {args.test} test images), "
-        f"{args.epochs} epochs, batch 64, {args.seeds} seeds. SFW: lr {args.lr}, momentum 0.9, k {args.k}, width 10 "
-        "(coupled: one region per coupled channel space; per-layer: `group_k_support`); SGD lr 0.1, "
-        "momentum 0.9. Coupled removal of ⌊amount·C⌋ channels of every space by joint L2 norm, no "
-        "retraining. Test accuracy: mean (min–max) over seeds; latency: eval, batch 64, median ms.", "",
-        "| removed | latency ms (speed-up) | " + " | ".join(METHODS) + " |",
-        "|---|---|" + "---|" * len(METHODS)]
-    for amount in AMOUNTS:
-        cells = [f"{statistics.mean(results[(m, amount)]):.3f} ({min(results[(m, amount)]):.3f}–"
-                 f"{max(results[(m, amount)]):.3f})" for m in METHODS]
-        lines.append(f"| {amount:.0%} | {latency[amount]:.2f} ({latency[0.0] / latency[amount]:.2f}×) | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Share of the squared joint channel norms (all member slices, `ChannelGroup.joint_norms`) "
-              "held by the channels 50 % removal drops, mean over seeds: "
-              + ", ".join(f"{m} {statistics.mean(shares[m]):.3f}" for m in METHODS) + "."]
-    figure = BENCHMARKS_MD.parent / "benchmarks" / "results" / "coupled_training.png"
-    figure.parent.mkdir(parents=True, exist_ok=True)
-    plt.figure(figsize=(5, 3.5))
-    for method in METHODS:
-        plt.plot([latency[a] for a in AMOUNTS], [statistics.mean(results[(method, a)]) for a in AMOUNTS], "o-",
-                 label=method)
-    plt.xlabel("latency, batch 64 (ms)")
-    plt.ylabel("test accuracy")
-    plt.legend()
-    plt.tight_layout()
-    plt.savefig(figure.with_suffix(".tmp.png"))
-    figure.with_suffix(".tmp.png").replace(figure)
-    lines += ["", f"Plot: `benchmarks/results/{figure.name}`."]
+    methods = [*BASE_METHODS, *(f"{LASSO}{lam:g}" for lam in args.lams)]
+    results = {t: {m: {str(a): [] for a in AMOUNTS} for m in methods} for t in args.tasks}
+    latency = {}
+    for task in args.tasks:
+        x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
+        removed_widths = {}
+        for seed, method in tqdm([(s, m) for s in range(args.seeds) for m in methods], desc=task):
+            model = train(task, method, seed, x, y, args)
+            for amount in AMOUNTS:
+                net = model if amount == 0 else remove_filters(model, amount, xt[:2], criterion="l2", coupled=True)
+                results[task][method][str(amount)].append(accuracy(net, xt, yt))
+                removed_widths.setdefault(amount, net)
+        nets = [removed_widths[a] for a in AMOUNTS]
+        latency[task] = {str(a): ms for a, ms in zip(AMOUNTS, measure_latency(nets, xt[:64], repeats=40))}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        write_json(RESULTS / "coupled_training.json", {"args": vars(args), "accuracy": results, "latency_ms": latency})
+    command = ("OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_training.py "
+               f"--tasks {' '.join(repr(t) if ' ' in t else t for t in args.tasks)} --train {args.train} "
+               f"--test {args.test} --epochs {args.epochs} --seeds {args.seeds} --k {args.k} --lr {args.lr} "
+               f"--lams {' '.join(f'{lam:g}' for lam in args.lams)}")
+    lines = ["## Training for coupled channel removal (issue 16)", "", f"Command: `{command}`", "",
+             f"{machine_line()} {args.note}".rstrip(), "",
+             f"First {args.train} training / {args.test} test images of Fashion-MNIST (32×32×3 for ResNet-20, 28×28 "
+             f"for the small CNN), {args.epochs} epochs, batch 64, linear decay of the learning rate to 0, seeds "
+             f"0–{args.seeds - 1}. Coupled SFW: `constrain(model, \"coupled_group_k_support\", k={args.k}, "
+             f"example_inputs=x)` at its defaults, `SFW(lr={args.lr}, momentum=0.9)`; per-layer SFW: "
+             f"`constrain(model, \"group_k_support\", k={args.k})`, same SFW; SGD: lr 0.1, momentum 0.9, weight "
+             f"decay 5e-4; SGD + coupled group lasso: the same SGD plus λ·Σ_c ‖channel c's output-side slices‖ "
+             f"(`optim.coupled_group_lasso_penalty`, λ as named) over the coupled regions (the regions of coupled SFW: one source of truth). Every model then loses "
+             "⌊amount·C⌋ channels of every coupled channel space (`remove_filters(coupled=True, criterion=\"l2\")`, "
+             "residual streams included), no retraining, no BN recalibration. Test accuracy: mean (min–max) over "
+             "seeds; latency: eval forward at batch 64, median ms (speed-up over dense).", ""]
+    for task in args.tasks:
+        ms = latency[task]
+        lines += [f"**{task}**", "", "| removed | latency ms (speed-up) | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
+        for a in AMOUNTS:
+            lines.append(f"| {a:.0%} | {ms[str(a)]:.2f} ({ms['0.0'] / ms[str(a)]:.2f}×) | "
+                         + " | ".join(cell(results[task][m][str(a)]) for m in methods) + " |")
+        kept = {m: statistics.mean(results[task][m]["0.5"]) / statistics.mean(results[task][m]["0.0"]) for m in methods}
+        lines += ["", "Share of dense accuracy kept at 50 %: " + ", ".join(f"{m} {v:.1%}" for m, v in kept.items()) + ".",
+                  ""]
+    figure = RESULTS / "coupled_training.png"
+    plot(results, latency, figure)
+    lines += [f"Plot: `benchmarks/results/{figure.name}`; numbers: `benchmarks/results/coupled_training.json`."]
     print("\n".join(lines))
     write_section("coupled_training", "\n".join(lines))
 

@@ -12,7 +12,8 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
     "nuclear"              NuclearBall                      L2Ball
     "coupled_group_k_support"  one CoupledGroupKSupportBall(k) per shrinkable coupled channel
                            space over its output-side members (conv/Linear rows, biases, BN γ, β;
-                           `assign_coupled`; needs example_inputs)   L2Ball for every other parameter
+                           `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
+                           init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
 
 (Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
@@ -28,7 +29,8 @@ accuracy under pruning (BENCHMARKS.md, quality_paper and radius_rule). `norm_rad
 k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
-"spectral_k_support"; ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
+"spectral_k_support", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
+every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
 
 Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
 onto it in place (`shift_inside`); parameters already inside are not touched.
@@ -43,11 +45,11 @@ from torch import nn
 
 from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
                           SpectralKSupportBall, resolve_k)
-from .assign_coupled import coupled_regions
+from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .radii import expected_init_norms
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
-             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.3}
+             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5}
 MODES = tuple(DEFAULT_K)
 # Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
 # other tensor's rule), "width" = width (the paper code's effective rule). "width" everywhere, chosen
@@ -106,7 +108,8 @@ def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float |
 
 def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
-              example_inputs=None) -> list[dict]:
+              example_inputs=None, coupled_width: float | None = None,
+              coupled_step: float | str | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
@@ -114,8 +117,12 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     "init" (width · E‖θ_init‖), "width" (width) or a positive number.
     Makes the starting point feasible, changing only parameters that lie outside their region.
     "coupled_group_k_support" needs `example_inputs` (for the channel analysis); its groups hold
-    several parameters ("name": their names joined by "+"); `bias_and_norm`/`norm_radius` apply to
-    the 1-D parameters outside its regions."""
+    several parameters ("name": their names joined by "+") and come after the others; their radius
+    is `coupled_width` (None: `DEFAULT_COUPLED_WIDTH`) times the members' joint expected init norm,
+    and they carry their own fixed Frank-Wolfe step, "lr": `coupled_step` (None:
+    `DEFAULT_COUPLED_STEP`) with "rescale": None, unless coupled_step="optimizer" (the optimizer's
+    lr and rescale); see `assign_coupled`. `bias_and_norm`/`norm_radius` apply to the 1-D parameters
+    outside its regions."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if mode not in DEFAULT_K:
@@ -130,14 +137,15 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     else:
         check_k(k)
 
+    coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
     norms = expected_init_norms(model)
-    groups, coupled = [], set()
+    joint, coupled = [], set()
     if mode == "coupled_group_k_support":
         if example_inputs is None:
             raise ValueError("mode='coupled_group_k_support' needs example_inputs (a tensor or tuple of tensors "
                              "to trace the model's channel dependencies), got example_inputs=None")
         state = dict(model.named_parameters())
-        for names, region in coupled_regions(model, example_inputs, k, width, norms):
+        for names, region in coupled_regions(model, example_inputs, k, coupled_width, norms):
             params = [state[n] for n in names]
             with torch.no_grad():
                 packed = region.pack([p.detach() for p in params])
@@ -145,8 +153,10 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
                 if inside is not packed:
                     for p, new in zip(params, region.unpack(inside)):
                         p.copy_(new)
-            groups.append({"params": params, "constraint": region, "name": "+".join(names)})
+            step = {} if coupled_step == "optimizer" else {"lr": coupled_step, "rescale": None}
+            joint.append({"params": params, "constraint": region, "name": "+".join(names), **step})
             coupled.update(names)
+    groups = []
     for name, p in model.named_parameters():
         if not p.requires_grad or name in coupled:
             continue
@@ -161,4 +171,22 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
             if inside is not current:
                 p.copy_(inside)
         groups.append({"params": [p], "constraint": region, "name": name})
-    return groups
+    return groups + joint
+
+
+def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, float | str | None]:
+    """(radius width, step) of the coupled regions, validated; None for the other modes."""
+    if mode != "coupled_group_k_support":
+        for name, value in (("coupled_width", width), ("coupled_step", step)):
+            if value is not None:
+                raise ValueError(f"{name} applies to mode 'coupled_group_k_support' only, got {name}={value!r} "
+                                 f"with mode={mode!r}")
+        return None, None
+    width = DEFAULT_COUPLED_WIDTH if width is None else width
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"coupled_width must be a positive finite number, got coupled_width={width!r}")
+    step = DEFAULT_COUPLED_STEP if step is None else step
+    if step != "optimizer" and (isinstance(step, bool) or not isinstance(step, (int, float))
+                                or not 0 < step <= 1):
+        raise ValueError(f"coupled_step must be a Frank-Wolfe step in (0, 1] or 'optimizer', got coupled_step={step!r}")
+    return float(width), step if step == "optimizer" else float(step)

@@ -10,15 +10,25 @@ set is a product. A vertex of the region is nonzero on k channels only, and a ch
 output-side slices are all 0 outputs exactly 0 (its conv, bias and BN γ, β are 0), so removing it
 changes nothing whatever its readers hold.
 
-Radius: τ = width · √(Σ_m E‖θ_m^init‖₂²) over the members (`radii.expected_init_norms`, 1.0 for a
-zero-initialised β, as for the other modes): the L2 norm of the concatenated members at init times
-width, the rule every other region follows for its tensor.
+Radius: τ = coupled_width · √(Σ_m E‖θ_m^init‖₂²) over the members (`radii.expected_init_norms`,
+1.0 for a zero-initialised β): the L2 norm of the concatenated members at init times a width of
+its own, `DEFAULT_COUPLED_WIDTH` = 3 unless given, not the width 10 of the other regions.
+Step: the region's param group carries `lr = coupled_step` and `rescale = None` (a fixed
+Frank-Wolfe step η = coupled_step, following the optimizer's schedule like any group lr) unless
+coupled_step is None (the optimizer's own lr and rescale). Both chosen by measurement
+(BENCHMARKS.md, coupled_training): under the gradient-rescaled step η = α‖m‖/‖θ − v‖ the small
+spaces (16 channels) concentrate onto k channels within 3 epochs while the 32- and 64-channel
+spaces of ResNet-20 stay nearly uniform (the weakest half still holds 10-25 % of the squared joint
+norm), and removal collapses; a fixed η shrinks every channel no vertex selects by (1 − η) per
+step in every space alike. At width 10 the region is slack (the k-support norm of the init point
+is ≈ √(C/k)/width of τ) and nothing concentrates.
 
-Member weights: 1 (the plain joint L2 norm of a channel's output-side slices). This is the norm
-`ChannelGroup.joint_norms` ranks channels by in `remove_filters(coupled=True, criterion="l2")`, so
-the region shrinks exactly the quantity the removal ranks by. A BN γ entry (init 1) and a conv
-row (init norm ≈ 1/√3 for torch's default init) start on comparable scales; a measured comparison
-of other weightings was not done (the region takes per-member weights).
+Member weights: 1 (the plain joint L2 norm of a channel's output-side slices), the norm
+`ChannelGroup.joint_norms` ranks channels by in `remove_filters(coupled=True, criterion="l2")`
+over all members. A BN γ entry (init 1) and a conv row (init norm ≈ 1/√3 for torch's default
+init) start on comparable scales. Ranking by the output side only or by γ, β only (the BN-aware
+saliency) gave no better removal after coupled training (BENCHMARKS.md, coupled_training), and
+a region over γ, β only (conv rows in L2 balls) kept less at 30 % on the small CNN.
 
 A parameter claimed by the output side of two spaces (never seen in the model zoo), and a member
 whose channel slices do not cover its dim exactly once, are left out of every coupled region and
@@ -35,6 +45,10 @@ from .graph import channel_groups
 
 #: the roles of the members a space's region owns
 OUTPUT_SIDE = ("out", "norm", "scale")
+#: the radius of a coupled region is this multiple of its members' joint expected init norm
+DEFAULT_COUPLED_WIDTH = 3.0
+#: the fixed Frank-Wolfe step (param-group lr, rescale None) of every coupled region
+DEFAULT_COUPLED_STEP = 0.02
 
 
 def _capped(k: int | float, channels: int) -> int | float:

@@ -37,6 +37,13 @@ def test_empty_config_gives_the_defaults():
     ({"model": "cnn"}, "model", "expected a mapping"),
     ({"optimizer": {"norm_radius": 0}}, "optimizer.norm_radius", "must be positive"),
     ({"optimizer": {"name": "sgd", "norm_radius": 10}}, "optimizer.norm_radius", "SFW"),
+    ({"optimizer": {"mode": "coupled_group_k_support", "coupled_step": 2}}, "optimizer.coupled_step", "(0, 1]"),
+    ({"optimizer": {"mode": "coupled_group_k_support", "coupled_step": "fast"}}, "optimizer.coupled_step",
+     "'optimizer'"),
+    ({"optimizer": {"mode": "coupled_group_k_support", "coupled_width": -1}}, "optimizer.coupled_width",
+     "must be positive"),
+    ({"optimizer": {"mode": "k_support", "coupled_width": 3}}, "optimizer.coupled_width", "coupled_group_k_support"),
+    ({"optimizer": {"name": "sgd", "coupled_step": 0.1}}, "optimizer.coupled_step", "coupled_group_k_support"),
 ])
 def test_bad_values_raise_with_the_key(raw, key, words):
     with pytest.raises(ConfigError) as err:

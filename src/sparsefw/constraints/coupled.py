@@ -88,6 +88,15 @@ class CoupledGroupKSupportBall(Constraint):
         return [part.view(s) for part, s in zip(flat.split(sizes), self.shapes)]
 
     # --- the oracle and the gauge ---------------------------------------------------------
+    def group_norms(self, x: torch.Tensor) -> torch.Tensor:
+        """(C,) the weighted joint norms n_c(x) of packed `x`, differentiable (the gradient of a
+        zero group is taken as 0, a subgradient): the group-lasso penalty is λ·Σ_c n_c(x)."""
+        self._check_input(x, "x")
+        y = x * self._weights(x)
+        squares = torch.zeros(self.channels, dtype=x.dtype, device=x.device).index_add(
+            0, self.group_of.to(x.device), y * y)
+        return squares.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+
     def _group_norms(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """(C,) √(Σ over group entries of (scale·x)²)."""
         y = x * scale

@@ -56,6 +56,12 @@ def _norm_radius(v):
     return v > 0 or "must be positive"
 
 
+def _coupled_step(v):
+    if isinstance(v, str):
+        return v == "optimizer" or "must be a number in (0, 1] or 'optimizer'"
+    return 0 < v <= 1 or "must be a Frank-Wolfe step in (0, 1] or 'optimizer'"
+
+
 def _widths(v):
     return (len(v) == 4 and all(w >= 1 for w in v)) or "must be four positive ints"
 
@@ -116,6 +122,13 @@ class OptimizerConfig:
                                                     "γ/β: 'init' (width · expected initial norm), 'width' (the "
                                                     "paper's code), a number, or null (the mode's default rule, "
                                                     "sparsefw.assign.DEFAULT_NORM_RADIUS)")
+    coupled_width: Optional[float] = _opt(None, _positive, "radius of the coupled regions = coupled_width · "
+                                          "their members' joint expected initial norm (mode "
+                                          "coupled_group_k_support; null: sparsefw.assign_coupled."
+                                          "DEFAULT_COUPLED_WIDTH)")
+    coupled_step: Optional[Union[float, str]] = _opt(None, _coupled_step, "fixed Frank-Wolfe step of the coupled "
+                                                     "regions, scheduled like lr ('optimizer': lr and rescale; "
+                                                     "null: sparsefw.assign_coupled.DEFAULT_COUPLED_STEP)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -260,6 +273,10 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config key 'optimizer.penalty': penalties apply to SGD only, got {opt.penalty!r}")
     elif opt.norm_radius is not None:
         raise ConfigError(f"config key 'optimizer.norm_radius': a radius of SFW's regions, not for {opt.name!r}")
+    for key in ("coupled_width", "coupled_step"):
+        if getattr(opt, key) is not None and (opt.name != "sfw" or opt.mode != "coupled_group_k_support"):
+            raise ConfigError(f"config key 'optimizer.{key}': applies to SFW with mode 'coupled_group_k_support' "
+                              f"only, got {getattr(opt, key)!r} with {opt.name!r} mode {opt.mode!r}")
     if opt.penalty is not None and opt.penalty_lambda <= 0:
         raise ConfigError(f"config key 'optimizer.penalty_lambda': must be positive with penalty "
                           f"{opt.penalty!r}, got {opt.penalty_lambda!r}")

@@ -6,6 +6,8 @@ Conv weights W (c_out, c_in, kh, kw) are read as matrices W̃ = W.reshape(c_out,
   ``torch.optim.SGD(model.parameters(), lr, momentum=0.9, weight_decay=5e-4)``.
 - Penalties added to the loss (differentiable; autograd gives their (sub)gradients):
   group lasso   λ·Σ_conv Σ_f ‖W̃_f‖₂                     ``loss + group_lasso_penalty(model, lam)``
+  coupled       λ·Σ_R Σ_c n_c (channel c's joint norm over every member of a coupled channel
+  group lasso   region R)                ``loss + coupled_group_lasso_penalty(groups, lam)``
   nuclear norm  λ·Σ_conv ‖W̃‖_* = λ·Σ σ_i(W̃)              ``loss + nuclear_norm_penalty(model, lam)``
   (a full SVD of every conv matrix at every step: the cost SFW's top-k LMOs avoid).
 - Proximal SGD: a gradient step on the loss alone, then θ ← prox_{lr·λ·R}(θ):
@@ -64,6 +66,20 @@ def group_lasso_penalty(source: ParamSource, lam: float) -> torch.Tensor:
     if not weights:
         return torch.zeros(())
     return lam * sum(torch.linalg.vector_norm(w.flatten(1), dim=1).sum() for w in weights)
+
+
+def coupled_group_lasso_penalty(groups: Iterable[dict], lam: float) -> torch.Tensor:
+    """λ·Σ_R Σ_c n_c over the coupled channel regions R of `groups` (param-group dicts of
+    `sparsefw.constrain(model, "coupled_group_k_support", ...)`): n_c the joint norm of channel c's
+    slices in every member of R (`CoupledGroupKSupportBall.group_norms`), so the baseline penalises
+    exactly the groups that coupled removal drops. Groups without such a region are skipped."""
+    lam = _check_nonnegative("lam", lam)
+    total = torch.zeros(())
+    for group in groups:
+        region = group.get("constraint") if isinstance(group, dict) else None
+        if getattr(region, "multi_tensor", False):
+            total = total + region.group_norms(region.pack(list(group["params"]))).sum()
+    return lam * total
 
 
 def nuclear_norm_penalty(source: ParamSource, lam: float) -> torch.Tensor:

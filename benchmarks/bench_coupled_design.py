@@ -1,0 +1,152 @@
+"""How the coupled regions are set (issue 16): step rule, radius width, members and the removal
+ranking, one seed each, measured by coupled removal at 30/50/70 % without retraining.
+
+Run: OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_design.py
+(writes the "coupled_design" section of BENCHMARKS.md)
+
+Variants of `constrain(model, "coupled_group_k_support", k=0.5, ...)` + `SFW(lr=0.1, momentum=0.9)`:
+- step: "optimizer" (the gradient-rescaled step η = α‖m‖/‖θ − v‖ of every other group) or a fixed
+  Frank-Wolfe step η (`coupled_step`), both under the same linear decay;
+- width: the coupled regions' radius, `coupled_width` × the members' joint expected init norm;
+- members "γβ": regions over the BatchNorm γ, β slices only (the conv rows BN normalizes then get
+  L2 balls of radius 10 × init norm), built here from `channel_groups`, against the library's
+  output side (conv rows, γ, β).
+Each model is then "removed" by masking — zeroing every parameter slice (all roles) of the
+⌊amount·C⌋ channels of each space with the lowest score, which equals physical coupled removal
+(tests/compress) — ranked three ways: the joint norm over all member slices (what
+`remove_filters(coupled=True)` uses), over the output side only, and over γ, β only.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+
+import torch
+from tqdm import tqdm
+
+from _report import machine_line, write_section
+from bench_coupled_training import TASKS, accuracy, data, train_loop
+import sparsefw
+from sparsefw.compress import channel_groups
+from sparsefw.constraints import CoupledGroupKSupportBall, L2Ball
+from sparsefw.radii import expected_init_norms
+
+AMOUNTS = (0.3, 0.5, 0.7)
+RANKINGS = ("all", "output", "γβ")
+OUTPUT_SIDE = ("out", "norm", "scale")
+# (members, step, width): the library's default is ("output", 0.02, 3.0)
+VARIANTS = (("output", "optimizer", 10.0), ("output", "optimizer", 3.0), ("output", 0.02, 3.0),
+            ("output", 0.03, 3.0), ("output", 0.03, 2.0), ("output", 0.03, 5.0), ("γβ", 0.03, 3.0))
+
+
+def members_of(group, which: str):
+    params = [m for m in group.members if m.parameter]
+    if which == "all":
+        return params
+    outs = [m for m in params if m.role in OUTPUT_SIDE]
+    return outs if which == "output" else ([m for m in outs if m.role == "norm"] or outs)
+
+
+def score(model, group, which: str) -> torch.Tensor:
+    state = dict(model.named_parameters())
+    total = torch.zeros(group.size, dtype=torch.float64)
+    for m in members_of(group, which):
+        picked = state[m.name].detach().double().index_select(m.dim, m.index.flatten())
+        total += picked.movedim(m.dim, 0).reshape(group.size, -1).pow(2).sum(1)
+    return total
+
+
+@torch.no_grad()
+def masked(model, groups, amount: float, which: str):
+    net = copy.deepcopy(model)
+    state = dict(net.named_parameters())
+    for group in groups:
+        drop = score(model, group, which).argsort()[:int(amount * group.size)]
+        for m in group.members:
+            if m.parameter and len(drop):
+                state[m.name].index_fill_(m.dim, m.index[drop].flatten(), 0.0)
+    return net.eval()
+
+
+def norm_only_groups(model, example, k: float, width: float) -> list[dict]:
+    """Coupled regions over γ, β only (radius width · joint init norm), L2 balls elsewhere."""
+    norms, named = expected_init_norms(model), dict(model.named_parameters())
+    groups, claimed = [], set()
+    for group in channel_groups(model, example):
+        chosen = [m for m in members_of(group, "γβ") if m.name not in claimed]
+        if not chosen:
+            continue
+        names = [m.name for m in chosen]
+        region = CoupledGroupKSupportBall([named[n].shape for n in names], [m.dim for m in chosen],
+                                          [m.index.tolist() for m in chosen], k=k,
+                                          radius=width * math.sqrt(sum(norms[n] ** 2 for n in names)))
+        params = [named[n] for n in names]
+        with torch.no_grad():
+            for p, new in zip(params, region.unpack(region.shift_inside(region.pack([p.detach() for p in params])))):
+                p.copy_(new)
+        groups.append({"params": params, "constraint": region})
+        claimed.update(names)
+    for name, p in named.items():
+        if name not in claimed:
+            region = L2Ball(p.shape, radius=10.0 * norms[name] if p.dim() > 1 else 10.0)
+            with torch.no_grad():
+                p.copy_(region.shift_inside(p.detach()))
+            groups.append({"params": [p], "constraint": region})
+    return groups
+
+
+def build_optimizer(model, example, members: str, step, width: float, k: float, lr: float):
+    if members == "output":
+        groups = sparsefw.constrain(model, "coupled_group_k_support", k=k, example_inputs=example,
+                                    coupled_width=width, coupled_step=step)
+    else:
+        groups = norm_only_groups(model, example, k, width)
+        for g in groups:
+            if isinstance(g["constraint"], CoupledGroupKSupportBall):
+                g.update(lr=step, rescale=None)
+    return sparsefw.SFW(groups, lr=lr, momentum=0.9)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--train", type=int, default=8000)
+    parser.add_argument("--test", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--k", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    lines = ["## How the coupled regions are set (issue 16)", "",
+             "Command: `OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_design.py "
+             f"--tasks {' '.join(repr(t) if ' ' in t else t for t in args.tasks)} --train {args.train} "
+             f"--test {args.test} --epochs {args.epochs} --k {args.k} --lr {args.lr}`", "",
+             f"{machine_line()} {args.note}".rstrip(), "",
+             f"Seed 0 only (a design scan, not a claim about defaults: bench_coupled_training has 3 seeds). "
+             f"First {args.train} / {args.test} Fashion-MNIST images, {args.epochs} epochs, batch 64, linear decay, "
+             f"k {args.k}, SFW lr {args.lr}, momentum 0.9. Step \"optimizer\": the gradient-rescaled step of every "
+             "other group; a number: the fixed Frank-Wolfe step `coupled_step`. Width: `coupled_width`. Members "
+             "\"γβ\": regions over BN γ, β only. Accuracy after masked coupled removal ranked by all / output-side / "
+             "γβ slices.", ""]
+    for task in args.tasks:
+        x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
+        lines += [f"**{task}**", "", "| members | step | width | dense | " +
+                  " | ".join(f"{a:.0%} ({r})" for a in AMOUNTS for r in RANKINGS) + " |",
+                  "|---|---|---|---|" + "---|" * (len(AMOUNTS) * len(RANKINGS))]
+        for members, step, width in tqdm(VARIANTS, desc=task):
+            torch.manual_seed(0)
+            model = TASKS[task][0]()
+            opt = build_optimizer(model, x[:2], members, step, width, args.k, args.lr)
+            train_loop(model, opt, x, y, args.epochs, seed=0)
+            groups = channel_groups(model, xt[:2])
+            cells = [accuracy(masked(model, groups, a, r), xt, yt) for a in AMOUNTS for r in RANKINGS]
+            lines.append(f"| {members} | {step} | {width:g} | {accuracy(model, xt, yt):.3f} | "
+                         + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines.append("")
+    print("\n".join(lines))
+    write_section("coupled_design", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
