@@ -8,9 +8,11 @@ Variants of `constrain(model, "coupled_group_k_support", k=0.5, ...)` + `SFW(lr=
 - step: "optimizer" (the gradient-rescaled step η = α‖m‖/‖θ − v‖ of every other group) or a fixed
   Frank-Wolfe step η (`coupled_step`), both under the same linear decay;
 - width: the coupled regions' radius, `coupled_width` × the members' joint expected init norm;
-- members "γβ": regions over the BatchNorm γ, β slices only (the conv rows BN normalizes then get
-  L2 balls of radius 10 × init norm), built here from `channel_groups`, against the library's
-  output side (conv rows, γ, β).
+- members (how a channel's slices are weighted in its joint norm): "output" (the library: conv
+  rows, γ, β, weight 1 each), "sized" (the same slices, member m weighted 1/√(entries of its slice),
+  so a 3×3×C conv row counts like one γ entry) and "γβ" (regions over the BatchNorm γ, β slices
+  only: weight 0 for the conv rows BN normalizes, which then get L2 balls of radius 10 × init
+  norm), the last two built here from `channel_groups`.
 Each model is then "removed" by masking — zeroing every parameter slice (all roles) of the
 ⌊amount·C⌋ channels of each space with the lowest score, which equals physical coupled removal
 (tests/compress) — ranked three ways: the joint norm over all member slices (what
@@ -37,7 +39,7 @@ RANKINGS = ("all", "output", "γβ")
 OUTPUT_SIDE = ("out", "norm", "scale")
 # (members, step, width): the library's default is ("output", 0.02, 3.0)
 VARIANTS = (("output", "optimizer", 10.0), ("output", "optimizer", 3.0), ("output", 0.02, 3.0),
-            ("output", 0.03, 3.0), ("output", 0.03, 2.0), ("output", 0.03, 5.0), ("γβ", 0.03, 3.0))
+            ("output", 0.03, 3.0), ("output", 0.03, 2.0), ("output", 0.03, 5.0), ("sized", 0.03, 3.0), ("γβ", 0.03, 3.0))
 
 
 def members_of(group, which: str):
@@ -69,18 +71,20 @@ def masked(model, groups, amount: float, which: str):
     return net.eval()
 
 
-def norm_only_groups(model, example, k: float, width: float) -> list[dict]:
-    """Coupled regions over γ, β only (radius width · joint init norm), L2 balls elsewhere."""
+def weighted_groups(model, example, members: str, k: float, width: float) -> list[dict]:
+    """Coupled regions over γ, β only ("γβ") or the output side weighted 1/√(slice entries)
+    ("sized"), radius width · the weighted joint init norm; L2 balls elsewhere."""
     norms, named = expected_init_norms(model), dict(model.named_parameters())
     groups, claimed = [], set()
     for group in channel_groups(model, example):
-        chosen = [m for m in members_of(group, "γβ") if m.name not in claimed]
+        chosen = [m for m in members_of(group, "γβ" if members == "γβ" else "output") if m.name not in claimed]
         if not chosen:
             continue
         names = [m.name for m in chosen]
+        weights = [1.0 if members == "γβ" else (named[m.name].numel() / group.size) ** -0.5 for m in chosen]
+        radius = width * math.sqrt(sum((w * norms[n]) ** 2 for w, n in zip(weights, names)))
         region = CoupledGroupKSupportBall([named[n].shape for n in names], [m.dim for m in chosen],
-                                          [m.index.tolist() for m in chosen], k=k,
-                                          radius=width * math.sqrt(sum(norms[n] ** 2 for n in names)))
+                                          [m.index.tolist() for m in chosen], k=k, radius=radius, weights=weights)
         params = [named[n] for n in names]
         with torch.no_grad():
             for p, new in zip(params, region.unpack(region.shift_inside(region.pack([p.detach() for p in params])))):
@@ -101,7 +105,7 @@ def build_optimizer(model, example, members: str, step, width: float, k: float, 
         groups = sparsefw.constrain(model, "coupled_group_k_support", k=k, example_inputs=example,
                                     coupled_width=width, coupled_step=step)
     else:
-        groups = norm_only_groups(model, example, k, width)
+        groups = weighted_groups(model, example, members, k, width)
         for g in groups:
             if isinstance(g["constraint"], CoupledGroupKSupportBall):
                 g.update(lr=step, rescale=None)
@@ -126,8 +130,9 @@ def main() -> None:
              f"Seed 0 only (a design scan, not a claim about defaults: bench_coupled_training has 3 seeds). "
              f"First {args.train} / {args.test} Fashion-MNIST images, {args.epochs} epochs, batch 64, linear decay, "
              f"k {args.k}, SFW lr {args.lr}, momentum 0.9. Step \"optimizer\": the gradient-rescaled step of every "
-             "other group; a number: the fixed Frank-Wolfe step `coupled_step`. Width: `coupled_width`. Members "
-             "\"γβ\": regions over BN γ, β only. Accuracy after masked coupled removal ranked by all / output-side / "
+             "other group; a number: the fixed Frank-Wolfe step `coupled_step`. Width: `coupled_width`. Members: "
+             "\"output\" the library's (conv rows, γ, β, weight 1), \"sized\" the same weighted 1/√(slice entries), "
+             "\"γβ\" regions over BN γ, β only. Accuracy after masked coupled removal ranked by all / output-side / "
              "γβ slices.", ""]
     for task in args.tasks:
         x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
