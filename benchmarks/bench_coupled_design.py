@@ -20,7 +20,6 @@ Each model is then "removed" by masking — zeroing every parameter slice (all r
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 
@@ -28,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from _report import machine_line, write_section
-from bench_coupled_training import TASKS, accuracy, data, train_loop
+from bench_coupled_training import TASKS, accuracy, data, task_arguments, train_loop
 import sparsefw
 from sparsefw.compress import channel_groups
 from sparsefw.constraints import CoupledGroupKSupportBall, L2Ball
@@ -113,15 +112,7 @@ def build_optimizer(model, example, members: str, step, width: float, k: float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--train", type=int, default=8000)
-    parser.add_argument("--test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--k", type=float, default=0.5)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--note", default="")
-    args = parser.parse_args()
+    args = task_arguments(epochs=3).parse_args()
     lines = ["## How the coupled regions are set (issue 16)", "",
              "Command: `OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_design.py "
              f"--tasks {' '.join(repr(t) if ' ' in t else t for t in args.tasks)} --train {args.train} "

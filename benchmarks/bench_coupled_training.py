@@ -133,18 +133,24 @@ def plot(results: dict, latency: dict, path) -> None:
     tmp.replace(path)
 
 
-def main() -> None:
+def task_arguments(epochs: int) -> argparse.ArgumentParser:
+    """The options both coupled benchmarks take: tasks, data sizes, epochs, k and SFW's lr."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--train", type=int, default=8000)
     parser.add_argument("--test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--k", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--note", default="", help="what else ran on the machine (goes into the section)")
+    return parser
+
+
+def main() -> None:
+    parser = task_arguments(epochs=6)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--lams", type=float, nargs="+", default=[5e-3, 2e-2],
                         help="group-lasso strengths of the SGD + coupled group lasso baseline, one run each")
-    parser.add_argument("--note", default="", help="what else ran on the machine (goes into the section)")
     args = parser.parse_args()
     methods = [*BASE_METHODS, *(f"{LASSO}{lam:g}" for lam in args.lams)]
     results = {t: {m: {str(a): [] for a in AMOUNTS} for m in methods} for t in args.tasks}
