@@ -27,10 +27,12 @@ import torch
 from tqdm import tqdm
 
 from _report import machine_line, write_section
-from bench_coupled_training import TASKS, accuracy, data, task_arguments, train_loop
+from bench_coupled_training import SGD, TASKS, accuracy, data, task_arguments, train_loop
 import sparsefw
 from sparsefw.compress import channel_groups
 from sparsefw.constraints import CoupledGroupKSupportBall, L2Ball
+from sparsefw.models.cnn import SmallCNN
+from sparsefw.models.resnet import ResNet
 from sparsefw.radii import expected_init_norms
 
 AMOUNTS = (0.3, 0.5, 0.7)
@@ -99,6 +101,16 @@ def weighted_groups(model, example, members: str, k: float, width: float) -> lis
     return groups
 
 
+def weakest_half_share(model, groups) -> str:
+    """Per space width C: the mean over spaces of the share of the squared joint norm (all members)
+    held by the ⌊C/2⌋ weakest channels — 0 once a space has concentrated onto half its channels."""
+    shares: dict[int, list[float]] = {}
+    for group in groups:
+        squares = score(model, group, "all").sort().values
+        shares.setdefault(group.size, []).append(float(squares[:group.size // 2].sum() / squares.sum()))
+    return ", ".join(f"{c}: {sum(v) / len(v):.2f}" for c, v in sorted(shares.items()))
+
+
 def build_optimizer(model, example, members: str, step, width: float, k: float, lr: float):
     if members == "output":
         groups = sparsefw.constrain(model, "coupled_group_k_support", k=k, example_inputs=example,
@@ -111,12 +123,23 @@ def build_optimizer(model, example, members: str, step, width: float, k: float, 
     return sparsefw.SFW(groups, lr=lr, momentum=0.9)
 
 
+#: the nets of bench_coupled_training built natively at half width: what a model robust to 50 %
+#: coupled removal can at most reach densely (its 50 %-removed net has these widths)
+HALF_WIDTH = {"ResNet-20": lambda: ResNet((8, 16, 32), (3, 3, 3), 3, 10),
+              "small CNN": lambda: SmallCNN(1, 10, (8, 8, 16, 16))}
+
+
 def main() -> None:
-    args = task_arguments(epochs=3).parse_args()
+    parser = task_arguments(epochs=3)
+    parser.add_argument("--reference-epochs", type=int, default=6,
+                        help="epochs of the native half-width SGD reference (bench_coupled_training's)")
+    parser.add_argument("--reference-seeds", type=int, default=3)
+    args = parser.parse_args()
     lines = ["## How the coupled regions are set (issue 16)", "",
              "Command: `OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_design.py "
              f"--tasks {' '.join(repr(t) if ' ' in t else t for t in args.tasks)} --train {args.train} "
-             f"--test {args.test} --epochs {args.epochs} --k {args.k} --lr {args.lr}`", "",
+             f"--test {args.test} --epochs {args.epochs} --k {args.k} --lr {args.lr} --reference-epochs "
+             f"{args.reference_epochs} --reference-seeds {args.reference_seeds}`", "",
              f"{machine_line()} {args.note}".rstrip(), "",
              f"Seed 0 only (a design scan, not a claim about defaults: bench_coupled_training has 3 seeds). "
              f"First {args.train} / {args.test} Fashion-MNIST images, {args.epochs} epochs, batch 64, linear decay, "
@@ -124,12 +147,13 @@ def main() -> None:
              "other group; a number: the fixed Frank-Wolfe step `coupled_step`. Width: `coupled_width`. Members: "
              "\"output\" the library's (conv rows, γ, β, weight 1), \"sized\" the same weighted 1/√(slice entries), "
              "\"γβ\" regions over BN γ, β only. Accuracy after masked coupled removal ranked by all / output-side / "
-             "γβ slices.", ""]
+             "γβ slices; last column: per space width C, the share of the squared joint norm the weakest half of "
+             "the channels holds (mean over spaces of that width).", ""]
     for task in args.tasks:
         x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
         lines += [f"**{task}**", "", "| members | step | width | dense | " +
-                  " | ".join(f"{a:.0%} ({r})" for a in AMOUNTS for r in RANKINGS) + " |",
-                  "|---|---|---|---|" + "---|" * (len(AMOUNTS) * len(RANKINGS))]
+                  " | ".join(f"{a:.0%} ({r})" for a in AMOUNTS for r in RANKINGS) + " | weakest-half share by C |",
+                  "|---|---|---|---|" + "---|" * (len(AMOUNTS) * len(RANKINGS) + 1)]
         for members, step, width in tqdm(VARIANTS, desc=task):
             torch.manual_seed(0)
             model = TASKS[task][0]()
@@ -138,8 +162,16 @@ def main() -> None:
             groups = channel_groups(model, xt[:2])
             cells = [accuracy(masked(model, groups, a, r), xt, yt) for a in AMOUNTS for r in RANKINGS]
             lines.append(f"| {members} | {step} | {width:g} | {accuracy(model, xt, yt):.3f} | "
-                         + " | ".join(f"{c:.3f}" for c in cells) + " |")
-        lines.append("")
+                         + " | ".join(f"{c:.3f}" for c in cells) + f" | {weakest_half_share(model, groups)} |")
+        half = []
+        for seed in range(args.reference_seeds):
+            torch.manual_seed(seed)
+            model = HALF_WIDTH[task]()
+            train_loop(model, torch.optim.SGD(model.parameters(), **SGD), x, y, args.reference_epochs, seed)
+            half.append(accuracy(model, xt, yt))
+        lines += ["", f"Reference: {task} built natively at half width, SGD (lr 0.1, momentum 0.9, weight decay "
+                  f"5e-4), {args.reference_epochs} epochs, seeds 0–{args.reference_seeds - 1}: test accuracy "
+                  f"{sum(half) / len(half):.3f} ({min(half):.3f}–{max(half):.3f}).", ""]
     print("\n".join(lines))
     write_section("coupled_design", "\n".join(lines))
 
