@@ -113,7 +113,7 @@ def cell(values: list[float]) -> str:
 
 
 def plot(results: dict, latency: dict, path) -> None:
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.8), squeeze=False)
     axes = axes[0]
     for ax, (task, by_method) in zip(axes, results.items()):
         ms = [latency[task][str(a)] for a in AMOUNTS]
@@ -129,8 +129,9 @@ def plot(results: dict, latency: dict, path) -> None:
         ax.set_ylabel("test accuracy (mean, min–max over seeds)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
