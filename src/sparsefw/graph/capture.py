@@ -84,8 +84,8 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
             program = torch.export.export(wrapper, inputs, strict=False)
     except Exception as exc:  # torch.export raises many types; re-raise one with the reason
         reason = str(exc).strip().split("\n")[0]
-        raise ValueError(f"remove_filters could not capture {type(model).__name__} with "
-                         f"torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
+        raise ValueError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
+                         f"with torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
     signature = program.graph_signature
     by_input = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
     state_names = {node: by_input[node.name].removeprefix("model.")
