@@ -4,7 +4,7 @@ coupled removal (`remove_filters(coupled=True)`) at 30/50/70 % without retrainin
 
 Run: OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_training.py
 (writes the "coupled_training" section of BENCHMARKS.md, benchmarks/results/coupled_training.json
-and benchmarks/results/coupled_training.png)
+and benchmarks/results/coupled_training.png; `--name` for another budget's section and files)
 
 Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (widths 16-16-32-32) on 28×28
 Fashion-MNIST, a subset of the training set, linear learning-rate decay to 0, batch 64, several
@@ -158,10 +158,12 @@ def main() -> None:
     parser.add_argument("--coupled-ks", type=float, nargs="+", default=[0.5, 0.3],
                         help="k of coupled SFW, one run each (--k is the per-layer SFW's)")
     parser.add_argument("--fresh", action="store_true", help="ignore the stored results of an equal earlier run")
+    parser.add_argument("--name", default="coupled_training",
+                        help="the BENCHMARKS.md section and results/NAME.{json,png} (another name for another budget)")
     args = parser.parse_args()
     methods = [*(f"{COUPLED}{k:g}" for k in args.coupled_ks), *BASELINES, *(f"{LASSO}{lam:g}" for lam in args.lams)]
     results = {t: {m: {str(a): [] for a in AMOUNTS} for m in methods} for t in args.tasks}
-    stored = RESULTS / "coupled_training.json"
+    stored = RESULTS / f"{args.name}.json"
     if stored.exists() and not args.fresh:       # complete (task, method) rows of an equal run are kept
         old = json.loads(stored.read_text())
         if all(old["args"].get(key) == getattr(args, key) for key in REUSED_ARGS):
@@ -192,8 +194,9 @@ def main() -> None:
                f"--tasks {' '.join(repr(t) if ' ' in t else t for t in args.tasks)} --train {args.train} "
                f"--test {args.test} --epochs {args.epochs} --seeds {args.seeds} --k {args.k} --lr {args.lr} "
                f"--coupled-ks {' '.join(f'{k:g}' for k in args.coupled_ks)} "
-               f"--lams {' '.join(f'{lam:g}' for lam in args.lams)}")
-    lines = ["## Training for coupled channel removal (issue 16)", "", f"Command: `{command}`", "",
+               f"--lams {' '.join(f'{lam:g}' for lam in args.lams)}"
+               + ("" if args.name == "coupled_training" else f" --name {args.name}"))
+    lines = [f"## Training for coupled channel removal (issue 16), {args.epochs} epochs", "", f"Command: `{command}`", "",
              f"{machine_line()} {args.note}".rstrip(), "",
              f"First {args.train} training / {args.test} test images of Fashion-MNIST (32×32×3 for ResNet-20, 28×28 "
              f"for the small CNN), {args.epochs} epochs, batch 64, linear decay of the learning rate to 0, seeds "
@@ -215,11 +218,11 @@ def main() -> None:
         kept = {m: statistics.mean(results[task][m]["0.5"]) / statistics.mean(results[task][m]["0.0"]) for m in methods}
         lines += ["", "Share of dense accuracy kept at 50 %: " + ", ".join(f"{m} {v:.1%}" for m, v in kept.items()) + ".",
                   ""]
-    figure = RESULTS / "coupled_training.png"
+    figure = RESULTS / f"{args.name}.png"
     plot(results, latency, figure)
-    lines += [f"Plot: `benchmarks/results/{figure.name}`; numbers: `benchmarks/results/coupled_training.json`."]
+    lines += [f"Plot: `benchmarks/results/{figure.name}`; numbers: `benchmarks/results/{stored.name}`."]
     print("\n".join(lines))
-    write_section("coupled_training", "\n".join(lines))
+    write_section(args.name, "\n".join(lines))
 
 
 if __name__ == "__main__":
