@@ -153,7 +153,8 @@ def task_arguments(epochs: int) -> argparse.ArgumentParser:
 def main() -> None:
     parser = task_arguments(epochs=6)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--lams", type=float, nargs="+", default=[5e-3, 2e-2],
+    parser.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES))
+    parser.add_argument("--lams", type=float, nargs="*", default=[5e-3, 2e-2],
                         help="group-lasso strengths of the SGD + coupled group lasso baseline, one run each")
     parser.add_argument("--coupled-ks", type=float, nargs="+", default=[0.5, 0.3],
                         help="k of coupled SFW, one run each (--k is the per-layer SFW's)")
@@ -161,7 +162,7 @@ def main() -> None:
     parser.add_argument("--name", default="coupled_training",
                         help="the BENCHMARKS.md section and results/NAME.{json,png} (another name for another budget)")
     args = parser.parse_args()
-    methods = [*(f"{COUPLED}{k:g}" for k in args.coupled_ks), *BASELINES, *(f"{LASSO}{lam:g}" for lam in args.lams)]
+    methods = [*(f"{COUPLED}{k:g}" for k in args.coupled_ks), *args.baselines, *(f"{LASSO}{lam:g}" for lam in args.lams)]
     results = {t: {m: {str(a): [] for a in AMOUNTS} for m in methods} for t in args.tasks}
     stored = RESULTS / f"{args.name}.json"
     if stored.exists() and not args.fresh:       # complete (task, method) rows of an equal run are kept
@@ -194,6 +195,7 @@ def main() -> None:
                f"--tasks {' '.join(repr(t) if ' ' in t else t for t in args.tasks)} --train {args.train} "
                f"--test {args.test} --epochs {args.epochs} --seeds {args.seeds} --k {args.k} --lr {args.lr} "
                f"--coupled-ks {' '.join(f'{k:g}' for k in args.coupled_ks)} "
+               f"--baselines {' '.join(repr(b) if ' ' in b else b for b in args.baselines)} "
                f"--lams {' '.join(f'{lam:g}' for lam in args.lams)}"
                + ("" if args.name == "coupled_training" else f" --name {args.name}"))
     lines = [f"## Training for coupled channel removal (issue 16), {args.epochs} epochs", "", f"Command: `{command}`", "",

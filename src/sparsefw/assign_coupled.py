@@ -14,21 +14,21 @@ Radius: τ = coupled_width · √(Σ_m E‖θ_m^init‖₂²) over the members (
 1.0 for a zero-initialised β): the L2 norm of the concatenated members at init times a width of
 its own, `DEFAULT_COUPLED_WIDTH` = 3 unless given, not the width 10 of the other regions.
 Step: the region's param group carries `lr = coupled_step` and `rescale = None` (a fixed
-Frank-Wolfe step η = coupled_step, following the optimizer's schedule like any group lr) unless
-coupled_step is None (the optimizer's own lr and rescale). Both chosen by measurement
-(BENCHMARKS.md, coupled_training): under the gradient-rescaled step η = α‖m‖/‖θ − v‖ the small
-spaces (16 channels) concentrate onto k channels within 3 epochs while the 32- and 64-channel
-spaces of ResNet-20 stay nearly uniform (the weakest half still holds 10-25 % of the squared joint
-norm), and removal collapses; a fixed η shrinks every channel no vertex selects by (1 − η) per
-step in every space alike. At width 10 the region is slack (the k-support norm of the init point
-is ≈ √(C/k)/width of τ) and nothing concentrates.
+Frank-Wolfe step η = coupled_step, `DEFAULT_COUPLED_STEP` = 0.02 unless given, following the
+optimizer's schedule like any group lr) unless coupled_step="optimizer" (the optimizer's lr and
+rescale). Both chosen by measurement
+(BENCHMARKS.md "coupled_design" and "coupled_training"; docs/tuning.md): under the
+gradient-rescaled step η = α‖m‖/‖θ − v‖ the regions of ResNet-20 did not concentrate in 3 epochs
+(the weakest half of a space's channels still held 41–46 % of the squared joint norm) and
+removal collapsed; a fixed η shrinks every channel no vertex selects by (1 − η) per step in every
+space alike (share 0.00–0.05). At width 10 the region is slack (the k-support norm of the init
+point is ≈ √(C/k)/width of τ) and nothing concentrates; width 5 lost dense accuracy, 2 and 3
+behaved alike.
 
 Member weights: 1 (the plain joint L2 norm of a channel's output-side slices), the norm
 `ChannelGroup.joint_norms` ranks channels by in `remove_filters(coupled=True, criterion="l2")`
-over all members. A BN γ entry (init 1) and a conv row (init norm ≈ 1/√3 for torch's default
-init) start on comparable scales. Ranking by the output side only or by γ, β only (the BN-aware
-saliency) gave no better removal after coupled training (BENCHMARKS.md, coupled_training), and
-a region over γ, β only (conv rows in L2 balls) kept less at 30 % on the small CNN.
+over all members. Weights 1/√(slice entries) did as well, not better; regions over BN γ, β alone
+concentrated less and kept less at 50 % (same benchmark).
 
 A parameter claimed by the output side of two spaces (never seen in the model zoo), and a member
 whose channel slices do not cover its dim exactly once, are left out of every coupled region and
