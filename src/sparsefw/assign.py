@@ -30,7 +30,8 @@ k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
-every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width 10 (REFERENCE.md §4).
+every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width
+10 (REFERENCE.md §4).
 
 Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
 onto it in place (`shift_inside`); parameters already inside are not touched.
