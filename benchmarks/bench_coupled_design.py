@@ -29,6 +29,7 @@ from tqdm import tqdm
 from _report import machine_line, write_section
 from bench_coupled_training import SGD, TASKS, accuracy, data, task_arguments, train_loop
 import sparsefw
+from sparsefw.assign_coupled import OUTPUT_SIDE
 from sparsefw.compress import channel_groups
 from sparsefw.constraints import CoupledGroupKSupportBall, L2Ball
 from sparsefw.models.cnn import SmallCNN
@@ -37,7 +38,6 @@ from sparsefw.radii import expected_init_norms
 
 AMOUNTS = (0.3, 0.5, 0.7)
 RANKINGS = ("all", "output", "γβ")
-OUTPUT_SIDE = ("out", "norm", "scale")
 # (members, step, width): the library's default is ("output", 0.02, 3.0)
 VARIANTS = (("output", "optimizer", 10.0), ("output", "optimizer", 3.0), ("output", 0.02, 3.0),
             ("output", 0.03, 3.0), ("output", 0.03, 2.0), ("output", 0.03, 5.0), ("sized", 0.03, 3.0), ("γβ", 0.03, 3.0))

@@ -92,16 +92,17 @@ class CoupledGroupKSupportBall(Constraint):
         """(C,) the weighted joint norms n_c(x) of packed `x`, differentiable (the gradient of a
         zero group is taken as 0, a subgradient): the group-lasso penalty is λ·Σ_c n_c(x)."""
         self._check_input(x, "x")
-        y = x * self._weights(x)
-        squares = torch.zeros(self.channels, dtype=x.dtype, device=x.device).index_add(
+        return self._group_squares(x, self._weights(x)).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+
+    def _group_squares(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(C,) Σ over group entries of (scale·x)² (differentiable)."""
+        y = x * scale
+        return torch.zeros(self.channels, dtype=x.dtype, device=x.device).index_add(
             0, self.group_of.to(x.device), y * y)
-        return squares.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
 
     def _group_norms(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """(C,) √(Σ over group entries of (scale·x)²)."""
-        y = x * scale
-        return torch.zeros(self.channels, dtype=x.dtype, device=x.device).index_add_(
-            0, self.group_of.to(x.device), y * y).sqrt()
+        return self._group_squares(x, scale).sqrt()
 
     def _weights(self, like: torch.Tensor) -> torch.Tensor:
         return self.entry_weight.to(device=like.device, dtype=like.dtype)

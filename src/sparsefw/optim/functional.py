@@ -66,8 +66,9 @@ def step_size(lr: Tensor | float, coefficient: Tensor | float, norm: Tensor | No
     `ok` is False; the one formula of every SFW step (`StepPlan`, `joint.joint_step`).
 
     `lr` (α), `coefficient` (`_coefficient`), `norm`, `distance`: 0-dim or per-entry tensors in the
-    math dtype (`lr` or `coefficient` may be a python float, not both); `uses_norm` / `uses_distance`: True (every entry), False or None (none; then
-    `norm` / `distance` may be None) or a per-entry bool vector. A distance 0 (θ = v, where every η
+    math dtype (`lr` or `coefficient` may be a python float, not both); `uses_norm` /
+    `uses_distance`: True (every entry), False or None (none; then `norm` / `distance` may be None)
+    or a per-entry bool vector. A distance 0 (θ = v, where every η
     leaves θ as it is) is replaced by the smallest normal number.
     """
     eta = lr * coefficient
