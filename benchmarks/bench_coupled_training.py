@@ -175,7 +175,6 @@ def main() -> None:
     latency = {}
     for task in args.tasks:
         x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
-        removed_widths = {}
         todo = [m for m in methods if len(results[task][m]["0.0"]) < args.seeds]
         for method in todo:
             results[task][method] = {str(a): [] for a in AMOUNTS}
