@@ -43,6 +43,8 @@ def cfg_file(tmp_path):
     (["--set", "optimizer.rescale=sometimes"], "optimizer.rescale", "must be one of"),
     (["--set", "data.name=cifar11"], "data", "unknown dataset"),
     (["--set", "methods.sfw.optimizer.k=0"], "optimizer.k", "method 'sfw'"),
+    (["--set", "model.widths=[4, 4, 8]"], "model.widths", "widths must be four positive ints"),
+    (["--set", "model.depth=20"], "model.depth", "model 'cnn' takes no option 'depth' (its options: widths)"),
 ])
 def test_bad_config_exits_2_names_the_key_and_writes_nothing(cfg_file, tmp_path, capsys, extra, key, words):
     out = tmp_path / "out"

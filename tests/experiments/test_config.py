@@ -178,3 +178,53 @@ def test_names_and_k_come_from_the_layers_that_own_them():
         if library is not None:
             with pytest.raises(ValueError, match=re.escape(library)):
                 constrain(model, "k_support", k=k)
+
+
+@pytest.mark.parametrize("model, key, words", [
+    ({"name": "cnn", "widths": [4, 4, 8]}, "model.widths", "widths must be four positive ints, got widths=[4, 4, 8]"),
+    ({"name": "cnn", "widths": [4, 0, 8, 8]}, "model.widths", "four positive ints"),
+    ({"name": "cnn", "widths": [4, 4.5, 8, 8]}, "model.widths", "four positive ints"),
+    ({"name": "fcn", "widths": [16, 32, 64, 64]}, "model.widths", "widths must be three positive ints"),
+    ({"name": "fcn", "widths": 16}, "model.widths", "three positive ints, got widths=16"),
+    ({"name": "mlp", "hidden": []}, "model.hidden", "hidden must be one or more positive ints"),
+    ({"name": "mlp", "hidden": [300, True]}, "model.hidden", "one or more positive ints"),
+    ({"name": "mlp", "widths": [300, 100]}, "model.widths", "model 'mlp' takes no option 'widths' (its options: hidden)"),
+    ({"name": "cnn", "depth": 3}, "model.depth", "model 'cnn' takes no option 'depth' (its options: widths)"),
+    ({"name": "resnet20", "widths": [16, 32, 64]}, "model.widths", "model 'resnet20' takes no option 'widths' "
+                                                                  "(its options: none)"),
+    ({"name": "resnet21"}, "model.name", "unknown model name='resnet21'"),
+])
+def test_each_model_judges_its_own_options(model, key, words):
+    with pytest.raises(ConfigError) as err:
+        validate({"model": model})
+    assert str(err.value).startswith(f"config key '{key}': ") and words in str(err.value)
+
+
+def test_model_options_are_the_models_own_and_null_keeps_the_default():
+    """fcn takes three widths and mlp its hidden sizes, beside model.name; null unsets an option (how a
+    method drops one of the file it is merged onto); to_dict writes them back where validate reads them."""
+    fcn = validate({"model": {"name": "fcn", "widths": [16, 32, 64]}})
+    assert fcn.model.name == "fcn" and fcn.model.options == {"widths": [16, 32, 64]}
+    assert to_dict(fcn)["model"] == {"name": "fcn", "widths": [16, 32, 64]} and validate(to_dict(fcn)) == fcn
+    assert validate({"model": {"name": "mlp", "hidden": [20]}}).model.options == {"hidden": [20]}
+    assert validate({"model": {"name": "mlp", "widths": None}}).model.options == {}
+    raw = {"model": {"name": "cnn", "widths": [4, 4, 8, 8]}, "methods": {"cnn": {}, "fcn": {"model": {"name": "fcn",
+           "widths": None}}}}
+    out = resolve(raw, ["methods.cnn.model.widths=[2, 2, 4, 4]"])
+    assert out["cnn"].model.options == {"widths": [2, 2, 4, 4]} and out["fcn"].model == validate({"model": {"name": "fcn"}}).model
+
+
+def test_fcn_with_three_widths_trains_through_train(tmp_path):
+    """One step of m2nist through `train`; the trained (and reloaded) net has the configured widths."""
+    import torch
+
+    from sparsefw.experiments.sweep import load_trained
+    from sparsefw.experiments.train import train
+    cfg = validate({"data": {"name": "m2nist", "subset": [8, 8], "batch_size": 8, "eval_batch_size": 8},
+                    "model": {"name": "fcn", "widths": [3, 5, 7]},
+                    "training": {"epochs": 1, "device": "cpu", "progress": False}})
+    history = train(cfg, tmp_path / "run")
+    assert len(history) == 1 and history[0]["train_loss"] > 0
+    model, saved, _, _ = load_trained(tmp_path / "run")
+    assert saved.model.options == {"widths": [3, 5, 7]}
+    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [3, 5, 7, 7, 5, 3, 11]

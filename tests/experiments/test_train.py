@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparsefw.constraints import constraint_from_spec
-from sparsefw.experiments.checkpoint import load_checkpoint
+from sparsefw.experiments.checkpoint import load_checkpoint, save_checkpoint
 from sparsefw.experiments.config import ConfigError, validate
 from sparsefw.experiments.evaluation import evaluate
 from sparsefw.experiments.sweep import load_trained
@@ -95,6 +95,17 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_config):
     other = validate(tiny(optimizer={"lr": 0.2}))
     with pytest.raises(ConfigError, match="optimizer.lr"):
         train(other, tmp_path / "run", resume=True)
+
+
+def test_resume_accepts_a_checkpoint_that_wrote_an_unset_model_option_as_null(tmp_path):
+    """Older runs saved `model: {name: mlp, widths: null}`; an option absent now is the same config."""
+    cfg = validate(tiny(model={"name": "mlp", "widths": None}))
+    train(cfg, tmp_path / "run", stop_after_epochs=1)
+    state = load_checkpoint(tmp_path / "run")
+    save_checkpoint(tmp_path / "run", {**state, "config": {**state["config"], "model": {"name": "mlp", "widths": None}}})
+    assert len(train(cfg, tmp_path / "run", resume=True)) == 2
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's at model\.hidden$"):
+        train(validate(tiny(model={"name": "mlp", "widths": None, "hidden": [8]})), tmp_path / "run", resume=True)
 
 
 def test_coupled_mode_trains_from_a_config_and_stays_feasible(tmp_path):

@@ -8,7 +8,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from sparsefw.models import available_models, build_model
+from sparsefw.models import available_models, build_model, check_model_option, model_options
 
 # name → (num_classes, in_channels, image_size, expected output shape for a batch of 1)
 CASES = {
@@ -126,7 +126,33 @@ def test_cnn_widths_set_the_conv_channels_and_bad_widths_are_refused():
     assert [c.out_channels for c in convs] == [4, 5, 6, 7] and model.classifier.in_features == 7
     same = build_model("cnn", 10, 1, widths=[4, 5, 6, 7], seed=0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
-    with pytest.raises(ValueError, match="only model 'cnn' takes widths, got name='mlp'"):
+    with pytest.raises(ValueError, match=r"model 'mlp' takes no option 'widths' \(its options: hidden\)"):
         build_model("mlp", 10, 1, image_size=28, widths=[4, 4, 8, 8])
     with pytest.raises(ValueError, match=r"widths must be four positive ints, got widths=\[4, 0, 8, 8\]"):
         build_model("cnn", 10, 1, widths=[4, 0, 8, 8])
+
+
+def test_fcn_widths_and_mlp_hidden_set_their_layers():
+    fcn = build_model("fcn", 11, 1, 16, widths=(3, 5, 7))
+    assert [m.out_channels for m in fcn.modules() if isinstance(m, nn.Conv2d)] == [3, 5, 7, 7, 5, 3, 11]
+    mlp = build_model("mlp", 10, 1, 28, hidden=[20])
+    assert [m.out_features for m in mlp.modules() if isinstance(m, nn.Linear)] == [20, 10]
+    assert build_model("fcn", 11, 1, 16, widths=None).classifier.in_channels == 32      # None: the default
+    with pytest.raises(ValueError, match=r"widths must be three positive ints, got widths=\[3, 5, 7, 9\]"):
+        build_model("fcn", 11, 1, 16, widths=[3, 5, 7, 9])
+    with pytest.raises(ValueError, match=r"model 'resnet20' takes no option 'widths' \(its options: none\)"):
+        build_model("resnet20", 10, 3, widths=[16, 32, 64])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_declared_options_are_keyword_arguments_of_tuples_of_ints_whose_defaults_pass(name):
+    """What `check_model_option` can judge: every declared option is a parameter of the model's class,
+    annotated as a tuple of ints, whose default it accepts."""
+    import inspect
+    import typing
+    model = build_model(name, *CASES[name][:3])
+    parameters = inspect.signature(type(model)).parameters
+    for option, annotation in model_options(name).items():
+        assert typing.get_origin(annotation) is tuple and set(typing.get_args(annotation)) - {Ellipsis} == {int}
+        default = parameters[option].default
+        assert check_model_option(name, option, list(default)) == default

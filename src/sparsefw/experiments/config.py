@@ -22,6 +22,7 @@ from typing import Any, Optional, Union
 import yaml
 
 from ..assign import MODES, NORM_RADIUS_RULES, check_k
+from ..models import check_model_option, model_options
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
 from .schedules import SCHEDULES
@@ -62,10 +63,6 @@ def _coupled_step(v):
     return 0 < v <= 1 or "must be a Frank-Wolfe step in (0, 1] or 'optimizer'"
 
 
-def _widths(v):
-    return (len(v) == 4 and all(w >= 1 for w in v)) or "must be four positive ints"
-
-
 def _levels(v):
     bad = [x for x in v if not 0 < x < 1]
     return not bad or f"levels are fractions removed, each in (0, 1), not {', '.join(map(repr, bad))}"
@@ -103,7 +100,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = _opt("cnn", doc="model name for sparsefw.models.build_model")
-    widths: Optional[list[int]] = _opt(None, _widths, "channels of the four convs of the 'cnn' model")
+    options: dict = _opt({}, doc="the model's own options, written beside name (model: {name: fcn, widths: [16, "
+                         "32, 64]}), as sparsefw.models.model_options lists them; null keeps the model's default")
 
 
 @dataclass
@@ -238,6 +236,9 @@ def _coerce(value: Any, tp, key: str) -> Any:
 def _build(cls, raw: Any, prefix: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {raw!r}")
+    if cls is ModelConfig:      # model: {name, **options}; the options are the model's (see _model_options)
+        raw = {**({"name": raw["name"]} if "name" in raw else {}),
+               "options": {k: v for k, v in raw.items() if k != "name" and v is not None}}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
@@ -261,6 +262,19 @@ def _build(cls, raw: Any, prefix: str):
             raise ConfigError(f"config key '{key}': {verdict}, got {value!r}")
         values[f.name] = value
     return cls(**values)
+
+
+def _model_options(model: ModelConfig) -> None:
+    """The model's name and each option judged by sparsefw.models (its signature); options kept as lists."""
+    try:
+        model_options(model.name)
+    except ValueError as e:
+        raise ConfigError(f"config key 'model.name': {e}") from None
+    for key, value in model.options.items():
+        try:
+            model.options[key] = list(check_model_option(model.name, key, value))
+        except ValueError as e:
+            raise ConfigError(f"config key 'model.{key}': {e}") from None
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:
@@ -290,12 +304,16 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
 def validate(raw: dict) -> ExperimentConfig:
     """A plain dict (one method) → ExperimentConfig, or ConfigError naming the bad key."""
     cfg = _build(ExperimentConfig, raw, "")
+    _model_options(cfg.model)
     _cross_checks(cfg)
     return cfg
 
 
 def to_dict(cfg: ExperimentConfig) -> dict:
-    return dataclasses.asdict(cfg)
+    """The plain dict `validate` reads back: the model's options beside model.name."""
+    out = dataclasses.asdict(cfg)
+    out["model"] = {"name": cfg.model.name, **cfg.model.options}
+    return out
 
 
 def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

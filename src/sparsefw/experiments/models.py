@@ -1,4 +1,4 @@
-"""Model from the config: `sparsefw.models.build_model`, seeded, plus the widths of the small CNN."""
+"""Model from the config: `sparsefw.models.build_model`, seeded, with the model's options."""
 from __future__ import annotations
 
 from torch import nn
@@ -11,10 +11,8 @@ from .config import ConfigError, ModelConfig
 def build_experiment_model(cfg: ModelConfig, info: DatasetInfo, seed: int) -> nn.Module:
     """A freshly initialised model for dataset `info`; initialisation drawn from its own generator
     seeded with `seed` (the global RNG is left as it is)."""
-    if cfg.widths is not None and cfg.name != "cnn":
-        raise ConfigError(f"config key 'model.widths': only the 'cnn' model takes widths, got model.name={cfg.name!r}")
     try:
         return build_model(cfg.name, info.num_classes, info.in_channels, info.image_size, seed=seed,
-                           widths=cfg.widths)
+                           **cfg.options)
     except (ValueError, ImportError) as e:
         raise ConfigError(f"config key 'model.name': {e}") from None

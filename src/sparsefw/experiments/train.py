@@ -246,8 +246,8 @@ def _end_of_epoch(s: Setup, out_dir: Path, history: list[dict], metric: str) -> 
 def _restore(s: Setup, out_dir: Path, cfg: ExperimentConfig) -> tuple[list[dict], int]:
     """Load the checkpoint of `out_dir` into the set-up; (metrics so far, epochs done)."""
     state = load_checkpoint(out_dir, map_location=s.device)
-    if state["config"] != to_dict(cfg):
-        diff = sorted(differing_keys(state["config"], to_dict(cfg)))
+    diff = sorted(differing_keys(state["config"], to_dict(cfg)))    # absent equals null (older configs)
+    if diff:
         raise ConfigError(f"--resume: the config differs from the checkpoint's at {', '.join(diff)}")
     s.model.load_state_dict(state["model"])
     s.optimizer.load_state_dict(state["optimizer"])

@@ -5,10 +5,10 @@
 from .cnn import SmallCNN
 from .fcn import FCN
 from .mlp import MLP
-from .registry import available_models, build_model
+from .registry import available_models, build_model, check_model_option, model_options
 from .resnet import BasicBlock, ResNet
 from .vgg import VGG
 from .wide_resnet import PreActBlock, WideResNet
 
-__all__ = ["available_models", "build_model", "MLP", "SmallCNN", "ResNet", "BasicBlock", "VGG",
+__all__ = ["available_models", "build_model", "check_model_option", "model_options", "MLP", "SmallCNN", "ResNet", "BasicBlock", "VGG",
            "WideResNet", "PreActBlock", "FCN"]

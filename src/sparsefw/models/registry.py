@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable, Sequence
+import inspect
+import typing
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -14,17 +16,26 @@ from .resnet import cifar_resnet, resnet18_cifar
 from .vgg import VGG
 from .wide_resnet import WideResNet
 
-# name → (builder(num_classes, in_channels, image_size), smallest image_size it accepts, size multiple)
-_MODELS: dict[str, tuple[Callable[[int, int, int | None], nn.Module], int, int]] = {
-    "mlp": (lambda k, c, s: MLP(c * s * s, k), 1, 1),
-    "cnn": (lambda k, c, s: SmallCNN(c, k), 4, 1),
-    "resnet20": (lambda k, c, s: cifar_resnet(20, c, k), 4, 1),
-    "resnet56": (lambda k, c, s: cifar_resnet(56, c, k), 4, 1),
-    "resnet18": (lambda k, c, s: resnet18_cifar(c, k), 8, 1),
-    "vgg16_bn": (lambda k, c, s: VGG(c, k), 32, 1),
-    "wrn28_10": (lambda k, c, s: WideResNet(28, 10, c, k), 4, 1),
-    "fcn": (lambda k, c, s: FCN(c, k), 4, 4),
+
+class _Model(NamedTuple):
+    cls: Callable[..., nn.Module]                  # the class (or function) that builds it
+    args: Callable[[int, int, int | None], tuple]  # its leading arguments from (num_classes, in_channels, image_size)
+    options: tuple[str, ...] = ()                  # its keyword arguments callers may set: tuples of positive ints
+    min_size: int = 4                              # smallest image_size it accepts
+    multiple: int = 1                              # image_size must be a multiple of this
+
+
+_MODELS: dict[str, _Model] = {
+    "mlp": _Model(MLP, lambda k, c, s: (c * s * s, k), ("hidden",), min_size=1),
+    "cnn": _Model(SmallCNN, lambda k, c, s: (c, k), ("widths",)),
+    "resnet20": _Model(cifar_resnet, lambda k, c, s: (20, c, k)),
+    "resnet56": _Model(cifar_resnet, lambda k, c, s: (56, c, k)),
+    "resnet18": _Model(resnet18_cifar, lambda k, c, s: (c, k), min_size=8),
+    "vgg16_bn": _Model(VGG, lambda k, c, s: (c, k), min_size=32),
+    "wrn28_10": _Model(WideResNet, lambda k, c, s: (28, 10, c, k)),
+    "fcn": _Model(FCN, lambda k, c, s: (c, k), ("widths",), multiple=4),
 }
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def available_models() -> list[str]:
@@ -48,14 +59,46 @@ def _torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Modu
     return tv.models.get_model(name, weights=None, num_classes=num_classes)
 
 
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not (name in _MODELS or name.startswith("tv:")):
+        raise ValueError(f"unknown model name={name!r}; choose one of {available_models()} or 'tv:<torchvision name>'")
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The keyword options `build_model` takes for model `name`: {option: its annotation in the model's
+    signature}, e.g. {"widths": tuple[int, int, int, int]} for "cnn"; {} for a torchvision model."""
+    _check_name(name)
+    if name.startswith("tv:"):
+        return {}
+    model = _MODELS[name]
+    parameters = inspect.signature(model.cls, eval_str=True).parameters
+    return {option: parameters[option].annotation for option in model.options}
+
+
+def check_model_option(name: str, option: str, value: Any) -> tuple[int, ...]:
+    """`value` as option `option` of model `name`, or ValueError: one the model does not take (naming
+    those it does), or a value not of the option's shape (a tuple of positive ints, fixed or any length)."""
+    options = model_options(name)
+    if option not in options:
+        raise ValueError(f"model {name!r} takes no option {option!r} (its options: {', '.join(options) or 'none'})")
+    args = typing.get_args(options[option])
+    n = None if args[-1] is Ellipsis else len(args)
+    if (not isinstance(value, (list, tuple)) or not value or (n is not None and len(value) != n)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)):
+        count = "one or more" if n is None else _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+        raise ValueError(f"{option} must be {count} positive ints, got {option}={value!r}")
+    return tuple(value)
+
+
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int | None = None,
-                seed: int | None = None, widths: Sequence[int] | None = None) -> nn.Module:
+                seed: int | None = None, **options: Any) -> nn.Module:
     """A freshly initialised model (PyTorch default init; BN γ=1, β=0).
 
     Classifiers return logits (N, num_classes); "fcn" returns (N, num_classes, H, W). "mlp" needs
     `image_size` (square inputs); others accept any large enough size (global average pooling).
     With `seed`, initialisation uses its own seeded generator and leaves the global RNG untouched.
-    `widths` (four positive ints) sets the channel widths of "cnn"; other models take none.
+    `options` are the model's own keyword arguments (`model_options(name)`): widths (four ints) of
+    "cnn", widths (three) of "fcn", hidden (the layer sizes) of "mlp"; None keeps the default.
     """
     num_classes = _positive_int("num_classes", num_classes)
     in_channels = _positive_int("in_channels", in_channels)
@@ -63,24 +106,18 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int |
         _positive_int("image_size", image_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be None or an int, got seed={seed!r}")
-    if not isinstance(name, str) or not (name in _MODELS or name.startswith("tv:")):
-        raise ValueError(f"unknown model name={name!r}; choose one of {available_models()} or 'tv:<torchvision name>'")
+    _check_name(name)
+    options = {o: check_model_option(name, o, v) for o, v in options.items() if v is not None}
     if name.startswith("tv:"):
         build = lambda: _torchvision_model(name[3:], num_classes, in_channels)  # noqa: E731
     else:
-        builder, min_size, multiple = _MODELS[name]
+        model = _MODELS[name]
         if name == "mlp" and image_size is None:
             raise ValueError("model 'mlp' needs image_size (it flattens in_channels·image_size² inputs)")
-        if image_size is not None and (image_size < min_size or image_size % multiple):
-            raise ValueError(f"model {name!r} needs image_size >= {min_size} and a multiple of {multiple}, "
-                             f"got image_size={image_size!r}")
-        build = lambda: builder(num_classes, in_channels, image_size)  # noqa: E731
-    if widths is not None:
-        if name != "cnn":
-            raise ValueError(f"only model 'cnn' takes widths, got name={name!r}")
-        if len(widths) != 4 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-            raise ValueError(f"widths must be four positive ints, got widths={widths!r}")
-        build = lambda: SmallCNN(in_channels, num_classes, tuple(widths))  # noqa: E731
+        if image_size is not None and (image_size < model.min_size or image_size % model.multiple):
+            raise ValueError(f"model {name!r} needs image_size >= {model.min_size} and a multiple of "
+                             f"{model.multiple}, got image_size={image_size!r}")
+        build = lambda: model.cls(*model.args(num_classes, in_channels, image_size), **options)  # noqa: E731
     if seed is None:
         return build()
     with torch.random.fork_rng(devices=[]):
