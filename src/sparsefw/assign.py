@@ -76,18 +76,21 @@ def _capped(k: int | float, structures: int) -> int | float:
     return min(k, structures) if isinstance(k, int) else k
 
 
-def _norm_radius(mode: str, width: float, norm_radius: Any) -> float | None:
-    """The radius of every 1-D region, or None for width · E‖θ_init‖ (rule "init")."""
-    rule = DEFAULT_NORM_RADIUS[mode] if norm_radius is None else norm_radius
-    if isinstance(rule, str):
-        if rule not in NORM_RADIUS_RULES:
-            raise ValueError(f"norm_radius must be None, one of {NORM_RADIUS_RULES} or a positive finite number, "
-                             f"got norm_radius={norm_radius!r}")
-        return None if rule == "init" else float(width)
-    if isinstance(rule, bool) or not isinstance(rule, (int, float)) or not math.isfinite(rule) or rule <= 0:
+def check_norm_radius(norm_radius: Any) -> None:
+    """ValueError unless norm_radius is None, one of NORM_RADIUS_RULES or a positive finite number."""
+    if isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool):
+        if not math.isfinite(norm_radius) or norm_radius <= 0:
+            raise ValueError(f"norm_radius as a number must be positive and finite, got norm_radius={norm_radius!r}")
+    elif norm_radius is not None and not (isinstance(norm_radius, str) and norm_radius in NORM_RADIUS_RULES):
         raise ValueError(f"norm_radius must be None, one of {NORM_RADIUS_RULES} or a positive finite number, "
                          f"got norm_radius={norm_radius!r}")
-    return float(rule)
+
+
+def _norm_radius(mode: str, width: float, norm_radius: Any) -> float | None:
+    """The radius of every 1-D region, or None for width · E‖θ_init‖ (rule "init")."""
+    check_norm_radius(norm_radius)
+    rule = DEFAULT_NORM_RADIUS[mode] if norm_radius is None else norm_radius
+    return None if rule == "init" else float(width) if rule == "width" else float(rule)
 
 
 def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
@@ -187,7 +190,12 @@ def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, fl
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
         raise ValueError(f"coupled_width must be a positive finite number, got coupled_width={width!r}")
     step = DEFAULT_COUPLED_STEP if step is None else step
-    if step != "optimizer" and (isinstance(step, bool) or not isinstance(step, (int, float))
-                                or not 0 < step <= 1):
-        raise ValueError(f"coupled_step must be a Frank-Wolfe step in (0, 1] or 'optimizer', got coupled_step={step!r}")
+    check_coupled_step(step)
     return float(width), step if step == "optimizer" else float(step)
+
+
+def check_coupled_step(step: Any) -> None:
+    """ValueError unless step is None, 'optimizer' or a Frank-Wolfe step in (0, 1]."""
+    if step is not None and step != "optimizer" and (isinstance(step, bool) or not isinstance(step, (int, float))
+                                                     or not 0 < step <= 1):
+        raise ValueError(f"coupled_step must be a Frank-Wolfe step in (0, 1] or 'optimizer', got coupled_step={step!r}")

@@ -228,3 +228,38 @@ def test_fcn_with_three_widths_trains_through_train(tmp_path):
     model, saved, _, _ = load_trained(tmp_path / "run")
     assert saved.model.options == {"widths": [3, 5, 7]}
     assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [3, 5, 7, 7, 5, 3, 11]
+
+
+@pytest.mark.parametrize("key, values", [
+    ("norm_radius", [0, -2.5, "paper", "init", "width", 3]),
+    ("coupled_step", [0, 1.5, "fast", "optimizer", 0.5]),
+    ("momentum", [1.0, -0.1, 0.0, 0.9]),
+])
+def test_norm_radius_coupled_step_and_momentum_are_judged_by_their_layers(key, values):
+    """The config's error is the message of the layer that owns the value (assign for the regions, SFW
+    for momentum), with the key in front; what the library accepts, the config accepts."""
+    import torch
+
+    from sparsefw.assign import constrain
+    from sparsefw.optim import SFW
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
+    mode = "coupled_group_k_support" if key == "coupled_step" else "k_support"
+    library_call = {"norm_radius": lambda v: constrain(model, mode, norm_radius=v),
+                    "coupled_step": lambda v: constrain(model, mode, coupled_step=v, example_inputs=torch.randn(1, 1, 6, 6)),
+                    "momentum": lambda v: SFW(model.parameters(), momentum=v)}[key]
+    verdicts = []
+    for value in values:
+        try:
+            library_call(value)
+            library = None
+        except ValueError as e:
+            library = str(e)
+        try:
+            assert getattr(validate({"optimizer": {"mode": mode, key: value}}).optimizer, key) == value
+            config = None
+        except ConfigError as e:
+            config = str(e)
+        assert config == (None if library is None else f"config key 'optimizer.{key}': {library}"), value
+        verdicts.append(library)
+    assert None in verdicts and any(verdicts)       # both accepted and refused values were tried

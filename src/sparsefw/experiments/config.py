@@ -10,6 +10,7 @@ Every problem raises ConfigError naming the key, before anything is written.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -21,10 +22,11 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..assign import MODES, NORM_RADIUS_RULES, check_k
+from ..assign import MODES, check_coupled_step, check_k, check_norm_radius
 from ..models import check_model_option, model_options
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
+from ..optim.sfw import check_momentum
 from .schedules import SCHEDULES
 
 SGD_PENALTIES = (*PENALTIES, *PROX_OPERATORS)     # penalties added to the loss, then proximal steps
@@ -35,54 +37,32 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the key."""
 
 
-def _positive(v):
-    return v > 0 or "must be positive"
+def _rule(holds, words: str):
+    """A check: ValueError "{words}, got {value!r}" unless holds(value)."""
+    def check(v):
+        if not holds(v):
+            raise ValueError(f"{words}, got {v!r}")
+    return check
 
 
-def _non_negative(v):
-    return v >= 0 or "must be ≥ 0"
+def _choice(*options):
+    return _rule(lambda v: v in options, f"must be one of {', '.join(map(repr, options))}")
 
 
-def _subset(v):
-    return (len(v) == 2 and all(n >= 1 for n in v)) or "must be a pair [n_train, n_test] of positive ints"
-
-
-def _momentum(v):
-    return 0 <= v < 1 or "must lie in [0, 1)"
-
-
-def _norm_radius(v):
-    if isinstance(v, str):
-        return v in NORM_RADIUS_RULES or f"must be a positive number or one of {', '.join(map(repr, NORM_RADIUS_RULES))}"
-    return v > 0 or "must be positive"
-
-
-def _coupled_step(v):
-    if isinstance(v, str):
-        return v == "optimizer" or "must be a number in (0, 1] or 'optimizer'"
-    return 0 < v <= 1 or "must be a Frank-Wolfe step in (0, 1] or 'optimizer'"
+_positive = _rule(lambda v: v > 0, "must be positive")
+_non_negative = _rule(lambda v: v >= 0, "must be ≥ 0")
+_subset = _rule(lambda v: len(v) == 2 and all(n >= 1 for n in v), "must be a pair [n_train, n_test] of positive ints")
 
 
 def _levels(v):
     bad = [x for x in v if not 0 < x < 1]
-    return not bad or f"levels are fractions removed, each in (0, 1), not {', '.join(map(repr, bad))}"
-
-
-def _library(check):
-    """A check of the layer that owns the value: it raises ValueError (caught in `_build`) or passes."""
-    def passes(v):
-        check(v)
-        return True
-    return passes
-
-
-def _choice(*options):
-    def check(v):
-        return v in options or f"must be one of {', '.join(repr(o) for o in options)}"
-    return check
+    if bad:
+        raise ValueError(f"levels are fractions removed, each in (0, 1), not {', '.join(map(repr, bad))}, got {v!r}")
 
 
 def _opt(default, check=None, doc=""):
+    """A field: its default, its value check (raises ValueError: the config's own rules above, or the
+    validator of the layer that owns the value, e.g. assign.check_k) and what it means."""
     return field(default_factory=lambda: copy.deepcopy(default), metadata={"check": check, "doc": doc})
 
 
@@ -108,15 +88,15 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = _opt("sfw", _choice("sfw", "sgd"))
     lr: float = _opt(0.1, _positive)
-    momentum: float = _opt(0.9, _momentum)
+    momentum: float = _opt(0.9, check_momentum)
     # SFW
     mode: str = _opt("k_support", _choice(*MODES), "feasible-region assignment (sparsefw.constrain)")
-    k: Optional[Union[int, float]] = _opt(None, _library(check_k), "fraction (float) or count (int) for "
+    k: Optional[Union[int, float]] = _opt(None, check_k, "fraction (float) or count (int) for "
                                           "k-regions (null: the mode's default, sparsefw.assign.DEFAULT_K)")
     width: float = _opt(10.0, _positive, "radius = width · expected initial norm (biases, BN γ/β: see norm_radius)")
     rescale: Optional[str] = _opt("gradient", _choice(*RESCALES))
     bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
-    norm_radius: Optional[Union[float, str]] = _opt(None, _norm_radius, "radius of the regions of biases and BN "
+    norm_radius: Optional[Union[float, str]] = _opt(None, check_norm_radius, "radius of the regions of biases and BN "
                                                     "γ/β: 'init' (width · expected initial norm), 'width' (the "
                                                     "paper's code), a number, or null (the mode's default rule, "
                                                     "sparsefw.assign.DEFAULT_NORM_RADIUS)")
@@ -124,7 +104,7 @@ class OptimizerConfig:
                                           "their members' joint expected initial norm (mode "
                                           "coupled_group_k_support; null: sparsefw.assign_coupled."
                                           "DEFAULT_COUPLED_WIDTH)")
-    coupled_step: Optional[Union[float, str]] = _opt(None, _coupled_step, "fixed Frank-Wolfe step of the coupled "
+    coupled_step: Optional[Union[float, str]] = _opt(None, check_coupled_step, "fixed Frank-Wolfe step of the coupled "
                                                      "regions, scheduled like lr ('optimizer': lr and rescale; "
                                                      "null: sparsefw.assign_coupled.DEFAULT_COUPLED_STEP)")
     # SGD
@@ -181,86 +161,67 @@ class ExperimentConfig:
 
 
 # --- validation -------------------------------------------------------------------------------
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+
+
 def _type_name(tp) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is float or (origin is Union and set(args) == {int, float}):
-        return "a number"
-    if origin is Union and type(None) in args:
-        return _type_name(next(a for a in args if a is not type(None))) + " or null"
-    if origin is list:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
         return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    return {int: "an integer", bool: "true or false", str: "a string"}.get(tp, str(tp))
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads 5e-4 (no dot) as a string: accept strings that are plain numbers."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    return " or ".join(_TYPE_NAMES[a] for a in args or (tp,) if a is not int or float not in args)  # int|float: a number
 
 
 def _coerce(value: Any, tp, key: str) -> Any:
+    """`value` as the schema's type `tp` (Optional, list, a number, int | float, float | str, or a plain
+    type), or ConfigError naming `key`; what the value may be is the field's check."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if type(None) in args:
+        return None if value is None else _coerce(value, Union[tuple(a for a in args if a is not type(None))], key)
     bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
-    if tp is float or origin is Union and set(args) == {int, float}:
-        value = _number(value)
-    if origin is Union and type(None) in args:
-        rest = tuple(a for a in args if a is not type(None))
-        return None if value is None else _coerce(value, rest[0] if len(rest) == 1 else Union[rest], key)
-    if origin is Union and str in args and isinstance(value, str):      # float | str: a number or a name
+    if str in args and isinstance(value, str):          # float | str: a number or a name
         return value
-    if isinstance(value, bool) and tp is not bool:
-        raise bad
-    if origin is Union:  # int | float: keep which one it is (k: count vs fraction)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        return value
+    number = tp is float or float in args
+    if number and isinstance(value, str):               # YAML 1.1 reads 5e-4 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
     if origin is list:
         if not isinstance(value, list):
             raise bad
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is float:
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if number:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
-        return float(value)
+        return float(value) if tp is float else value   # int | float keeps which (k: count vs fraction)
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if not isinstance(value, tp):
+    if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
         raise bad
     return value
 
 
 def _build(cls, raw: Any, prefix: str):
+    """`raw` as dataclass `cls`: every key known, of its type and passing its check, or ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {raw!r}")
     if cls is ModelConfig:      # model: {name, **options}; the options are the model's (see _model_options)
         raw = {**({"name": raw["name"]} if "name" in raw else {}),
                "options": {k: v for k, v in raw.items() if k != "name" and v is not None}}
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields, hints = {f.name: f for f in dataclasses.fields(cls)}, typing.get_type_hints(cls)
     for key in raw:
-        if key not in names:
-            raise ConfigError(f"config key '{prefix}{key}': unknown key (known: {', '.join(sorted(names))})")
+        if key not in fields:
+            raise ConfigError(f"config key '{prefix}{key}': unknown key (known: {', '.join(sorted(fields))})")
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
-        key, tp = prefix + f.name, hints[f.name]
+    for name in [name for name in fields if name in raw]:
+        key, tp, check = prefix + name, hints[name], fields[name].metadata.get("check")
         if dataclasses.is_dataclass(tp):
-            values[f.name] = _build(tp, raw[f.name], key + ".")
+            values[name] = _build(tp, raw[name], key + ".")
             continue
-        value = _coerce(raw[f.name], tp, key)
-        check = f.metadata.get("check")
-        try:            # a check returns True or what is wrong; a `_library` check raises ValueError
-            verdict = check(value) if check and value is not None else True
-        except ValueError as e:
-            raise ConfigError(f"config key '{key}': {e}") from None
-        if verdict is not True:
-            raise ConfigError(f"config key '{key}': {verdict}, got {value!r}")
-        values[f.name] = value
+        values[name] = value = _coerce(raw[name], tp, key)
+        if check and value is not None:
+            try:
+                check(value)
+            except ValueError as e:
+                raise ConfigError(f"config key '{key}': {e}") from None
     return cls(**values)
 
 

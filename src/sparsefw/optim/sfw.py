@@ -68,11 +68,16 @@ def _check_lr(lr: Any, where: str) -> None:
         raise ValueError(f"Invalid lr{where}: lr={lr!r}; expected a finite number ≥ 0")
 
 
-def _check_hyper_parameters(group: dict, where: str) -> None:
-    momentum, dampening, rescale = group["momentum"], group["dampening"], group["rescale"]
-    _check_lr(group["lr"], where)
+def check_momentum(momentum: Any, where: str = "") -> None:
+    """ValueError unless momentum is a number in [0, 1); `where` names the param group, if any."""
     if not _is_number(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"Invalid momentum{where}: momentum={momentum!r}; expected a number in [0, 1)")
+
+
+def _check_hyper_parameters(group: dict, where: str) -> None:
+    dampening, rescale = group["dampening"], group["rescale"]
+    _check_lr(group["lr"], where)
+    check_momentum(group["momentum"], where)
     if not _is_number(dampening) or not 0.0 <= dampening <= 1.0:
         raise ValueError(f"Invalid dampening{where}: dampening={dampening!r}; expected a number in [0, 1]")
     if rescale not in RESCALES:
