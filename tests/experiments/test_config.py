@@ -188,7 +188,8 @@ def test_names_and_k_come_from_the_layers_that_own_them():
     ({"name": "fcn", "widths": 16}, "model.widths", "three positive ints, got widths=16"),
     ({"name": "mlp", "hidden": []}, "model.hidden", "hidden must be one or more positive ints"),
     ({"name": "mlp", "hidden": [300, True]}, "model.hidden", "one or more positive ints"),
-    ({"name": "mlp", "widths": [300, 100]}, "model.widths", "model 'mlp' takes no option 'widths' (its options: hidden)"),
+    ({"name": "mlp", "widths": [300, 100]}, "model.widths",
+     "model 'mlp' takes no option 'widths' (its options: hidden)"),
     ({"name": "cnn", "depth": 3}, "model.depth", "model 'cnn' takes no option 'depth' (its options: widths)"),
     ({"name": "resnet20", "widths": [16, 32, 64]}, "model.widths", "model 'resnet20' takes no option 'widths' "
                                                                   "(its options: none)"),
@@ -211,7 +212,8 @@ def test_model_options_are_the_models_own_and_null_keeps_the_default():
     raw = {"model": {"name": "cnn", "widths": [4, 4, 8, 8]}, "methods": {"cnn": {}, "fcn": {"model": {"name": "fcn",
            "widths": None}}}}
     out = resolve(raw, ["methods.cnn.model.widths=[2, 2, 4, 4]"])
-    assert out["cnn"].model.options == {"widths": [2, 2, 4, 4]} and out["fcn"].model == validate({"model": {"name": "fcn"}}).model
+    assert out["cnn"].model.options == {"widths": [2, 2, 4, 4]}
+    assert out["fcn"].model == validate({"model": {"name": "fcn"}}).model
 
 
 def test_fcn_with_three_widths_trains_through_train(tmp_path):
@@ -245,8 +247,9 @@ def test_norm_radius_coupled_step_and_momentum_are_judged_by_their_layers(key, v
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3))
     mode = "coupled_group_k_support" if key == "coupled_step" else "k_support"
+    x = torch.randn(1, 1, 6, 6)     # the example input of the coupled mode's channel analysis
     library_call = {"norm_radius": lambda v: constrain(model, mode, norm_radius=v),
-                    "coupled_step": lambda v: constrain(model, mode, coupled_step=v, example_inputs=torch.randn(1, 1, 6, 6)),
+                    "coupled_step": lambda v: constrain(model, mode, coupled_step=v, example_inputs=x),
                     "momentum": lambda v: SFW(model.parameters(), momentum=v)}[key]
     verdicts = []
     for value in values:

@@ -102,7 +102,8 @@ def test_resume_accepts_a_checkpoint_that_wrote_an_unset_model_option_as_null(tm
     cfg = validate(tiny(model={"name": "mlp", "widths": None}))
     train(cfg, tmp_path / "run", stop_after_epochs=1)
     state = load_checkpoint(tmp_path / "run")
-    save_checkpoint(tmp_path / "run", {**state, "config": {**state["config"], "model": {"name": "mlp", "widths": None}}})
+    older = {**state["config"], "model": {"name": "mlp", "widths": None}}
+    save_checkpoint(tmp_path / "run", {**state, "config": older})
     assert len(train(cfg, tmp_path / "run", resume=True)) == 2
     with pytest.raises(ConfigError, match=r"differs from the checkpoint's at model\.hidden$"):
         train(validate(tiny(model={"name": "mlp", "widths": None, "hidden": [8]})), tmp_path / "run", resume=True)

@@ -168,7 +168,8 @@ def _type_name(tp) -> str:
     args = typing.get_args(tp)
     if typing.get_origin(tp) is list:
         return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    return " or ".join(_TYPE_NAMES[a] for a in args or (tp,) if a is not int or float not in args)  # int|float: a number
+    names = [_TYPE_NAMES[a] for a in args or (tp,) if a is not int or float not in args]    # int | float: a number
+    return " or ".join(names)
 
 
 def _coerce(value: Any, tp, key: str) -> Any:

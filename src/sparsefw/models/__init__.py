@@ -10,5 +10,5 @@ from .resnet import BasicBlock, ResNet
 from .vgg import VGG
 from .wide_resnet import PreActBlock, WideResNet
 
-__all__ = ["available_models", "build_model", "check_model_option", "model_options", "MLP", "SmallCNN", "ResNet", "BasicBlock", "VGG",
-           "WideResNet", "PreActBlock", "FCN"]
+__all__ = ["available_models", "build_model", "check_model_option", "model_options", "MLP", "SmallCNN", "ResNet",
+           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN"]
