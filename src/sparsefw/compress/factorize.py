@@ -4,7 +4,9 @@ A conv weight W (c_out, c_in/g, kh, kw) with g groups is g matrices W_j of m × 
 m = c_out/g, n = c_in/g·kh·kw. With W_j = U_j Σ_j V_jᵀ, the rank-r replacement is
     a kh×kw conv with g·r filters, weights Σ_r V_rᵀ (stride, padding, dilation, padding mode and
     groups kept, no bias), followed by a 1×1 conv with weights U_r (groups g, the original bias);
-a Linear (g = 1) becomes Linear(n → r, no bias) then Linear(r → m, bias).
+a Linear (g = 1) becomes Linear(n → r, no bias) then Linear(r → m, bias). The pair is held by a
+`FactorizedConv2d` / `FactorizedLinear` (`_modules`): still an nn.Conv2d / nn.Linear with the
+layer's attributes, its `weight` the product of the factors, computed when read.
 Weights: g·r·(m + n) instead of g·m·n, so a layer saves only if r·(m + n) < m·n (break-even);
 FLOPs scale the same way (both factors run at the output resolution). Depthwise convs (m = 1)
 never save and are always skipped.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +47,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..graph.arguments import as_input_tuple, check_module
-from ._util import set_submodule
+from ._modules import ComposedLayer, FactorizedConv2d, FactorizedLinear
+from ._util import listed, run_compressed, set_submodule
 from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
 
 _BUDGET_KINDS = ("params", "flops", "latency")
@@ -70,7 +74,7 @@ class _Layer:
         """(groups, rank_max) singular values, descending."""
         return self.svd[1]
 
-    def pair(self, r: int) -> nn.Sequential:
+    def pair(self, r: int) -> FactorizedConv2d | FactorizedLinear:
         return _factor_pair(self.module, r, self.svd)
 
     @property
@@ -92,11 +96,13 @@ class _Layer:
 
 
 def factorizable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.Module]:
-    """The Conv2d and Linear modules of `model` by name (`layers`: "all", "conv" or "linear")."""
+    """The Conv2d and Linear modules of `model` by name (`layers`: "all", "conv" or "linear"),
+    not counting composed layers (already factorized or reduced: their stages are listed)."""
     if layers not in _LAYER_TYPES:
         raise ValueError(f"layers must be one of {tuple(_LAYER_TYPES)}, got layers={layers!r}")
     types = _LAYER_TYPES[layers]
-    return {name: m for name, m in model.named_modules() if isinstance(m, types)}
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, types) and not isinstance(m, ComposedLayer)}
 
 
 def factorize(model: nn.Module, rank: float | int | None = None, energy: float | None = None,
@@ -129,8 +135,10 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
             layers may be skipped, else "params".
 
     Returns:
-        A copy of `model` with the layers replaced by `nn.Sequential(first, second)`; with
-        `return_recipe` the pair (model, recipe).
+        A copy of `model` with the layers replaced by `FactorizedConv2d` / `FactorizedLinear`;
+        with `return_recipe` the pair (model, recipe). Given example_inputs, the copy is run on them
+        once (a ValueError names the module whose forward fails); a UserWarning says why when no
+        layer was factorized.
     """
     check_module(model)
     given = [k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None]
@@ -178,12 +186,26 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         if layer.name not in skipped:
             set_submodule(result, layer.name, layer.pair(ranks[layer.name]))
             chosen[layer.name] = ranks[layer.name]
+    if inputs is not None:
+        run_compressed(result, inputs, "factorize", chosen)
+    if not chosen:
+        warnings.warn(_unchanged_reason(layers, skipped), stacklevel=2)
     if not return_recipe:
         return result
     recipe = {"kind": "factorize", "ranks": chosen, "skipped": skipped}
     if cost_model is not None:
         recipe["costs"] = costs
     return result, recipe
+
+
+def _unchanged_reason(layers: str, skipped: dict[str, str]) -> str:
+    """Why `factorize` replaced no layer: none selected, or every selected one kept dense."""
+    if not skipped:
+        return (f"factorize(layers={layers!r}) changed nothing: the model has no "
+                f"{' or '.join(t.__name__ for t in _LAYER_TYPES[layers])} layer to factorize")
+    reasons = listed(f"{name}: {why}" for name, why in skipped.items())
+    return (f"factorize changed nothing: all {len(skipped)} selected layer(s) were kept dense as "
+            f"not paying ({reasons})")
 
 
 def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
@@ -370,9 +392,9 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     return positions
 
 
-def _factor_pair(module: nn.Module, r: int, svd=None) -> nn.Sequential:
-    """nn.Sequential(first, second) computing the rank-r truncated SVD of `module` (`svd`: the
-    float64 (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
+def _factor_pair(module: nn.Module, r: int, svd=None) -> FactorizedConv2d | FactorizedLinear:
+    """The composed layer computing the rank-r truncated SVD of `module` (`svd`: the float64
+    (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
     weight = module.weight.detach()
     if svd is None:
         svd = torch.linalg.svd(_group_matrices(module).to(torch.float64), full_matrices=False)
@@ -384,18 +406,18 @@ def _factor_pair(module: nn.Module, r: int, svd=None) -> nn.Sequential:
     if isinstance(module, nn.Linear):
         first = nn.Linear(module.in_features, r, bias=False, **kwargs)
         second = nn.Linear(r, module.out_features, bias=has_bias, **kwargs)
-        first.weight.data.copy_(first_w[0])
-        second.weight.data.copy_(second_w[0])
+        kind = FactorizedLinear
     else:
         g = module.groups
         first = nn.Conv2d(module.in_channels, g * r, module.kernel_size, module.stride,
                           module.padding, module.dilation, groups=g, bias=False,
                           padding_mode=module.padding_mode, **kwargs)
         second = nn.Conv2d(g * r, module.out_channels, 1, groups=g, bias=has_bias, **kwargs)
-        first.weight.data.copy_(first_w.reshape(first.weight.shape))
-        second.weight.data.copy_(second_w.reshape(second.weight.shape))
-    if has_bias:
-        second.bias.data.copy_(module.bias.detach())
-    pair = nn.Sequential(first, second)
-    pair.train(module.training)
-    return pair
+        kind = FactorizedConv2d
+    with torch.no_grad():
+        first.weight.copy_(first_w.reshape(first.weight.shape))
+        second.weight.copy_(second_w.reshape(second.weight.shape))
+        if has_bias:
+            second.bias.copy_(module.bias.detach())
+    first.train(module.training)
+    return kind(first, second)
