@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nets import PlainCNN, randomize
-from sparsefw.compress import (FactorizedConv2d, FactorizedLinear, ReducedConv2d, count_parameters, factorize,
-                               prune, rebuild, remove_filters)
+from sparsefw.compress import (FactorizedConv2d, FactorizedLinear, ReducedConv2d, count_flops, count_parameters,
+                               factorize, prune, rebuild, remove_filters)
 from test_factorize_zoo import low_rank_copy
 from test_remove_filters import masked_copy
 from zoo_layers import LAYER_ZOO, TFMobileNetV2
@@ -227,3 +227,19 @@ def test_prune_after_factorize_prunes_the_factors_not_a_derived_weight():
     assert set(recipe["zeros"]) == {f"{layer}.{stage}.weight" for layer in ranks["ranks"] for stage in (0, 1)}
     assert sum(int((params[n] == 0).sum()) for n in recipe["zeros"]) == round(
         0.5 * sum(params[n].numel() for n in recipe["zeros"]))
+
+
+def test_flop_budget_on_a_transformer_keeps_layers_whose_forward_never_runs_dense():
+    """nn.MultiheadAttention passes out_proj.weight to F.linear and never calls out_proj: its FLOPs
+    do not shrink with a factor pair, so a FLOP budget leaves it dense (and used to fail on it);
+    the feed-forward Linears, hidden from hooks by the fused fast path, are priced unfused."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 7, 32)
+    small, recipe = factorize(encoder, budget=0.8, budget_kind="flops", example_inputs=x, layers="all",
+                              cost="params", return_recipe=True)
+    assert set(recipe["ranks"]) == {f"layers.{i}.{name}" for i in (0, 1) for name in ("linear1", "linear2")}
+    assert all("does not run on example_inputs" in recipe["skipped"][f"layers.{i}.self_attn.out_proj"]
+               for i in (0, 1))
+    assert 0.7 < count_flops(small, x) / count_flops(encoder, x) <= 0.8

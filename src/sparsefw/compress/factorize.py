@@ -50,6 +50,7 @@ from ..graph.arguments import as_input_tuple, check_module
 from ._modules import ComposedLayer, FactorizedConv2d, FactorizedLinear
 from ._util import listed, run_compressed, set_submodule
 from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
+from .metrics import unfused
 
 _BUDGET_KINDS = ("params", "flops", "latency")
 _COSTS = ("auto", "params", "latency")
@@ -58,6 +59,9 @@ _COSTS = ("auto", "params", "latency")
 # "Latency-aware factorization"). A cost-model callable is taken as exact (no margin).
 LATENCY_MARGIN = 0.05
 _LAYER_TYPES = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,), "linear": (nn.Linear,)}
+# Why a layer that could save is kept dense when a cost or FLOP count needs its calls
+NOT_CALLED = ("its forward does not run on example_inputs (its weight is used directly, as "
+              "nn.MultiheadAttention does with out_proj): a factor pair would not be what runs")
 
 
 @dataclass
@@ -217,7 +221,8 @@ def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
         if not layer.saves(r):
             skipped[layer.name] = f"rank {r} does not save: needs r < {layer.break_even:.2f}"
     timed = [layer for layer in layers if cost_model is not None and layer.name not in skipped]
-    for layer in _progress(timed, "cost of factor pairs"):
+    skipped.update((layer.name, NOT_CALLED) for layer in timed if not calls[layer.name])
+    for layer in _progress([layer for layer in timed if layer.name not in skipped], "cost of factor pairs"):
         r = ranks[layer.name]
         dense, pair = cost_on_calls(cost_model, [layer.module, layer.pair(r)],
                                     calls[layer.name])
@@ -286,10 +291,10 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
             positions = _output_positions(model, inputs)
         prices = {layer.name: RankCost(scale * layer.groups * layer.m * layer.n * positions[layer.name],
                                        0.0, scale * layer.groups * (layer.m + layer.n) * positions[layer.name])
-                  for layer in layers}
-    # under a latency budget, layers that can never save have no fitted price: dense, in `fixed`
+                  for layer in layers if layer.name in positions}
+    # layers that can never save, or whose forward never runs, have no price: dense, in `fixed`
     skipped = {layer.name: f"no rank saves: needs r < {layer.break_even:.2f}"
-               for layer in layers if layer.name not in prices}
+               if layer.largest_saving_rank < 1 else NOT_CALLED for layer in layers if layer.name not in prices}
     priced = [layer for layer in layers if layer.name in prices]
     fixed = total - sum(prices[layer.name].dense for layer in priced)
     # the largest rank at which a layer still pays: smaller, and under a cost model also faster
@@ -332,10 +337,11 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
 
 
 def _fit_rank_costs(layers, cost_model, calls) -> dict[str, RankCost]:
-    """Per layer that can save: the cost line a + b·r fitted to its factor pair at ranks 1, half
+    """Per layer that can save and is called: the cost line a + b·r fitted to its factor pair at ranks 1, half
     and all of its largest saving rank, beside the dense layer's cost (the same calls)."""
     fitted = {}
-    for layer in _progress([la for la in layers if la.largest_saving_rank >= 1], "cost of factor pairs"):
+    for layer in _progress([la for la in layers if la.largest_saving_rank >= 1 and calls[la.name]],
+                           "cost of factor pairs"):
         top = layer.largest_saving_rank
         ranks = sorted({1, max(1, top // 2), top})
         pairs = [layer.pair(r) for r in ranks]
@@ -373,7 +379,7 @@ def _greedy(layers, prices, limit, dense, room, infeasible) -> dict[str, int]:
 
 def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     """Output positions (batch × H_out·W_out for convs, batch × leading dims for Linears) of
-    every factorizable layer on `inputs`."""
+    every factorizable layer whose forward runs on `inputs` (unfused, as FLOPs are counted)."""
     positions, handles = {}, []
     for name, module in factorizable_layers(model).items():
         def hook(mod, args, out, name=name):
@@ -383,7 +389,7 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), unfused():
             model(*inputs)
     finally:
         model.train(was_training)

@@ -49,19 +49,25 @@ _EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _
 
 
 @contextlib.contextmanager
-def _counting(model: nn.Module):
-    """FlopCounterMode over an eval, no-grad forward with the fused fast paths of
-    nn.MultiheadAttention / nn.TransformerEncoder(Layer) off (torch.backends.mha; restored after):
-    their fused kernels (torch._transformer_encoder_layer_fwd, torch._native_multi_head_attention)
-    are invisible to the counter, so the unfused ops, which do the same arithmetic, are counted."""
+def unfused():
+    """The fused fast paths of nn.MultiheadAttention / nn.TransformerEncoder(Layer) off
+    (torch.backends.mha; restored after): their fused kernels (torch._transformer_encoder_layer_fwd,
+    torch._native_multi_head_attention) are invisible to FlopCounterMode and skip the Linear
+    modules' forwards; the unfused ops do the same arithmetic, each Linear through its module."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with _eval(model), torch.no_grad(), FlopCounterMode(display=False,
-                                                            custom_mapping=_EXTRA_FORMULAS) as counter:
-            yield counter
+        yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+@contextlib.contextmanager
+def _counting(model: nn.Module):
+    """FlopCounterMode over an eval, no-grad, `unfused` forward."""
+    with unfused(), _eval(model), torch.no_grad(), FlopCounterMode(
+            display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+        yield counter
 
 
 def count_sparse_flops(model: nn.Module, example_inputs) -> int:
