@@ -222,7 +222,8 @@ def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
             skipped[layer.name] = f"rank {r} does not save: needs r < {layer.break_even:.2f}"
     timed = [layer for layer in layers if cost_model is not None and layer.name not in skipped]
     skipped.update((layer.name, NOT_CALLED) for layer in timed if not calls[layer.name])
-    for layer in _progress([layer for layer in timed if layer.name not in skipped], "cost of factor pairs"):
+    timed = [layer for layer in timed if layer.name not in skipped]
+    for layer in _progress(timed, "cost of factor pairs"):
         r = ranks[layer.name]
         dense, pair = cost_on_calls(cost_model, [layer.module, layer.pair(r)],
                                     calls[layer.name])
@@ -293,8 +294,9 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
                                        0.0, scale * layer.groups * (layer.m + layer.n) * positions[layer.name])
                   for layer in layers if layer.name in positions}
     # layers that can never save, or whose forward never runs, have no price: dense, in `fixed`
-    skipped = {layer.name: f"no rank saves: needs r < {layer.break_even:.2f}"
-               if layer.largest_saving_rank < 1 else NOT_CALLED for layer in layers if layer.name not in prices}
+    skipped = {layer.name: NOT_CALLED if layer.largest_saving_rank >= 1
+               else f"no rank saves: needs r < {layer.break_even:.2f}"
+               for layer in layers if layer.name not in prices}
     priced = [layer for layer in layers if layer.name in prices]
     fixed = total - sum(prices[layer.name].dense for layer in priced)
     # the largest rank at which a layer still pays: smaller, and under a cost model also faster
@@ -337,8 +339,8 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
 
 
 def _fit_rank_costs(layers, cost_model, calls) -> dict[str, RankCost]:
-    """Per layer that can save and is called: the cost line a + b·r fitted to its factor pair at ranks 1, half
-    and all of its largest saving rank, beside the dense layer's cost (the same calls)."""
+    """Per layer that can save and is called: the cost line a + b·r fitted to its factor pair at
+    ranks 1, half and all of its largest saving rank, beside the dense layer's cost (same calls)."""
     fitted = {}
     for layer in _progress([la for la in layers if la.largest_saving_rank >= 1 and calls[la.name]],
                            "cost of factor pairs"):

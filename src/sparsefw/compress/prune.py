@@ -71,10 +71,10 @@ def prune(model: nn.Module, sparsity: float, scope: str = "global", include_bias
                 tensor.mul_(_keep_mask(tensor.abs().flatten(), round(sparsity * tensor.numel()))
                             .view_as(tensor).to(tensor.dtype))
     if sum(int(torch.count_nonzero(t)) for t in tensors.values()) == nonzero_before:
-        warnings.warn(f"prune(sparsity={sparsity}, scope={scope!r}) changed nothing: the entries it "
-                      f"zeroes (round(sparsity·n) of the {sum(t.numel() for t in tensors.values())} "
-                      f"{'together' if scope == 'global' else 'per tensor'}) were none or zero already",
-                      stacklevel=2)
+        warnings.warn(f"prune(sparsity={sparsity}, scope={scope!r}) changed nothing: round(sparsity·n) "
+                      f"{'of all' if scope == 'global' else 'per tensor, of the'} "
+                      f"{sum(t.numel() for t in tensors.values())} prunable entries selects none, "
+                      "or only entries that are zero already", stacklevel=2)
     if not return_recipe:
         return pruned
     recipe = {"kind": "prune", "sparsity": float(sparsity), "scope": scope,
