@@ -88,3 +88,26 @@ def test_onnx_export_matches_pytorch(how, tmp_path):
     y = torch.randn(3, 3, 12, 20)  # another batch and size than the export
     got = session.run(None, {"x": y.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), compressed(y).detach(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fastpath", [True, False])
+def test_transformer_encoder_flops_include_the_fused_fast_path_work(fastpath):
+    """In eval mode nn.TransformerEncoder runs the fused torch._transformer_encoder_layer_fwd,
+    which FlopCounterMode does not see. Closed form per layer, T = batch·seq tokens, d model width,
+    f feed-forward width: 2·T·(3d² + d² + 2·d·f) for the four projections plus 2·2·batch·seq²·d for
+    Q·Kᵀ and softmax·V (summed over heads). The fast-path flag is restored afterwards."""
+    batch, seq, d, f, layers = 3, 5, 16, 24, 2
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(d, 2, f, dropout=0.0, batch_first=True), layers)
+    x = torch.randn(batch, seq, d)
+    tokens = batch * seq
+    expected = layers * (2 * tokens * (3 * d * d + d * d + 2 * d * f) + 2 * 2 * batch * seq * seq * d)
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+    try:
+        s = summarize(encoder, encoder, x, warmup=0, repeats=1)
+        assert torch.backends.mha.get_fastpath_enabled() is fastpath
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+    assert s.flops == s.flops_compressed == s.sparse_flops == expected
+    assert encoder.training                      # counted in eval mode, training flag restored

@@ -1,7 +1,10 @@
-"""Small modules that `remove_filters` inserts into a compressed graph.
+"""Small modules that compression inserts into a model.
 
-Both hold only buffers derived from the original weights, so a compressed checkpoint is a plain
-state_dict and `rebuild` can recreate them from a recipe.
+`Assemble` and `BorderCorrection` (filter removal) hold only buffers derived from the original
+weights; the composed layers `FactorizedLinear`, `FactorizedConv2d` (factorize) and `ReducedConv2d`
+(the in-place filter removal) replace a layer by two stages while remaining an instance of its type
+and answering its attributes. So a compressed checkpoint is a plain state_dict and `rebuild` can
+recreate all of them from a recipe.
 """
 from __future__ import annotations
 
@@ -99,3 +102,125 @@ class BorderCorrection(nn.Module):
 def _is_plain(x: torch.Tensor) -> bool:
     """A real eager tensor (not a fake/meta/subclass tensor used by tracers or flop counters)."""
     return type(x) is torch.Tensor and x.device.type != "meta"
+
+
+class ComposedLayer(nn.Module):
+    """A layer computed by two child modules in turn, x ↦ second(first(x)).
+
+    The children are registered as "0" and "1", the state_dict keys of the `nn.Sequential` such a
+    layer used to be, so those checkpoints still load. Subclasses also derive from the layer type
+    they replace (`FactorizedConv2d` is an `nn.Conv2d`) and answer its attributes, so forwards that
+    read `layer.weight.dtype`, `conv.stride` or `linear.in_features` keep working; `weight` and
+    `bias` are derived from the children on every read (nothing is stored twice, so parameter
+    counts, the state_dict and gradients see only the children).
+    """
+
+    def __init__(self, first: nn.Module, second: nn.Module):
+        nn.Module.__init__(self)
+        self.add_module("0", first)
+        self.add_module("1", second)
+        self.train(first.training)
+
+    @property
+    def first(self) -> nn.Module:
+        return self._modules["0"]
+
+    @property
+    def second(self) -> nn.Module:
+        return self._modules["1"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+
+# Conv2d attributes the first stage holds with the layer's own values (the one source of this list)
+_CONV_ATTRIBUTES = ("kernel_size", "stride", "padding", "dilation", "groups", "padding_mode",
+                    "transposed", "output_padding", "_reversed_padding_repeated_twice")
+
+
+def _of_first(name: str) -> property:
+    return property(lambda self: getattr(self.first, name),
+                    doc=f"`{name}` of the layer (its first stage's).")
+
+
+class _ConvOfFirst(ComposedLayer):
+    """A composed conv whose first stage is a Conv2d with the layer's kernel, stride, padding,
+    dilation, groups and padding mode."""
+
+    in_channels = property(lambda self: self.first.in_channels)
+
+
+for _name in _CONV_ATTRIBUTES:
+    setattr(_ConvOfFirst, _name, _of_first(_name))
+
+
+class FactorizedLinear(ComposedLayer, nn.Linear):
+    """A rank-r Linear y = U(Vx) + b: `first` Linear(in → r, no bias) holds V = Σ_r V_rᵀ, `second`
+    Linear(r → out) holds U = U_r and the bias.
+
+    `weight` is the dense U·V (out × in), computed on every read: r·out·in multiply-adds and one
+    out × in tensor, differentiable in U and V. A forward that only reads its dtype or device pays
+    that once per call; one that computes with it (nn.MultiheadAttention passes out_proj.weight to
+    F.linear) gets exactly the layer's function, at the dense layer's cost plus the product.
+    """
+
+    in_features = property(lambda self: self.first.in_features)
+    out_features = property(lambda self: self.second.out_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.second.weight @ self.first.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.second.bias
+
+
+class FactorizedConv2d(_ConvOfFirst, nn.Conv2d):
+    """A rank-r conv with g groups: `first` a kh×kw conv with g·r filters Σ_r V_rᵀ (the layer's
+    stride, padding, dilation, padding mode and groups, no bias), `second` a 1×1 conv with groups g
+    holding U_r and the bias.
+
+    `weight` is the dense (c_out, c_in/g, kh, kw) weight W_j = U_j·(Σ V_jᵀ) of every group j,
+    computed on every read: g·r·m·n multiply-adds (m = c_out/g, n = c_in/g·kh·kw) and one tensor of
+    the dense weight's size, differentiable in the factors; F.conv2d with it and the layer's
+    attributes computes the layer's function.
+    """
+
+    out_channels = property(lambda self: self.second.out_channels)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        v, u, g = self.first.weight, self.second.weight, self.groups
+        w = torch.bmm(u.reshape(g, u.shape[0] // g, -1), v.reshape(g, v.shape[0] // g, -1))
+        return w.reshape(u.shape[0], *v.shape[1:])
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.second.bias
+
+
+class ReducedConv2d(_ConvOfFirst, nn.Conv2d):
+    """A conv (groups 1) computing only its kept filters: `first` the conv of those filters,
+    `second` an `Assemble` putting every removed filter back as the constant it emits in the
+    `ln_structured`-masked model (its bias, or 0). Exactly the masked conv.
+
+    `weight` is the masked weight (c_out × c_in × kh × kw, zeros in the removed filters) and `bias`
+    the full bias, both assembled on every read: a copy of the kept filters into a zero tensor of
+    the dense weight's size, no arithmetic.
+    """
+
+    out_channels = property(lambda self: self.second.index.numel())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w, assemble = self.first.weight, self.second
+        full = w.new_zeros((self.out_channels, *w.shape[1:]))
+        return full.index_copy(0, assemble._present_targets, w.index_select(0, assemble._present_sources))
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        b, assemble = self.first.bias, self.second
+        if b is None:
+            return None
+        return assemble.fill.index_copy(0, assemble._present_targets, b.index_select(0, assemble._present_sources))

@@ -4,7 +4,9 @@ A conv weight W (c_out, c_in/g, kh, kw) with g groups is g matrices W_j of m × 
 m = c_out/g, n = c_in/g·kh·kw. With W_j = U_j Σ_j V_jᵀ, the rank-r replacement is
     a kh×kw conv with g·r filters, weights Σ_r V_rᵀ (stride, padding, dilation, padding mode and
     groups kept, no bias), followed by a 1×1 conv with weights U_r (groups g, the original bias);
-a Linear (g = 1) becomes Linear(n → r, no bias) then Linear(r → m, bias).
+a Linear (g = 1) becomes Linear(n → r, no bias) then Linear(r → m, bias). The pair is held by a
+`FactorizedConv2d` / `FactorizedLinear` (`_modules`): still an nn.Conv2d / nn.Linear with the
+layer's attributes, its `weight` the product of the factors, computed when read.
 Weights: g·r·(m + n) instead of g·m·n, so a layer saves only if r·(m + n) < m·n (break-even);
 FLOPs scale the same way (both factors run at the output resolution). Depthwise convs (m = 1)
 never save and are always skipped.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +47,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..graph.arguments import as_input_tuple, check_module
-from ._util import set_submodule
+from ._modules import ComposedLayer, FactorizedConv2d, FactorizedLinear
+from ._util import listed, run_compressed, set_submodule
 from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
+from .metrics import unfused
 
 _BUDGET_KINDS = ("params", "flops", "latency")
 _COSTS = ("auto", "params", "latency")
@@ -54,6 +59,9 @@ _COSTS = ("auto", "params", "latency")
 # "Latency-aware factorization"). A cost-model callable is taken as exact (no margin).
 LATENCY_MARGIN = 0.05
 _LAYER_TYPES = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,), "linear": (nn.Linear,)}
+# Why a layer that could save is kept dense when a cost or FLOP count needs its calls
+NOT_CALLED = ("its forward does not run on example_inputs (its weight is used directly, as "
+              "nn.MultiheadAttention does with out_proj): a factor pair would not be what runs")
 
 
 @dataclass
@@ -70,7 +78,7 @@ class _Layer:
         """(groups, rank_max) singular values, descending."""
         return self.svd[1]
 
-    def pair(self, r: int) -> nn.Sequential:
+    def pair(self, r: int) -> FactorizedConv2d | FactorizedLinear:
         return _factor_pair(self.module, r, self.svd)
 
     @property
@@ -92,11 +100,13 @@ class _Layer:
 
 
 def factorizable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.Module]:
-    """The Conv2d and Linear modules of `model` by name (`layers`: "all", "conv" or "linear")."""
+    """The Conv2d and Linear modules of `model` by name (`layers`: "all", "conv" or "linear"),
+    not counting composed layers (already factorized or reduced: their stages are listed)."""
     if layers not in _LAYER_TYPES:
         raise ValueError(f"layers must be one of {tuple(_LAYER_TYPES)}, got layers={layers!r}")
     types = _LAYER_TYPES[layers]
-    return {name: m for name, m in model.named_modules() if isinstance(m, types)}
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, types) and not isinstance(m, ComposedLayer)}
 
 
 def factorize(model: nn.Module, rank: float | int | None = None, energy: float | None = None,
@@ -129,8 +139,10 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
             layers may be skipped, else "params".
 
     Returns:
-        A copy of `model` with the layers replaced by `nn.Sequential(first, second)`; with
-        `return_recipe` the pair (model, recipe).
+        A copy of `model` with the layers replaced by `FactorizedConv2d` / `FactorizedLinear`;
+        with `return_recipe` the pair (model, recipe). Given example_inputs, the copy is run on them
+        once (a ValueError names the module whose forward fails); a UserWarning says why when no
+        layer was factorized.
     """
     check_module(model)
     given = [k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None]
@@ -178,12 +190,26 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         if layer.name not in skipped:
             set_submodule(result, layer.name, layer.pair(ranks[layer.name]))
             chosen[layer.name] = ranks[layer.name]
+    if inputs is not None:
+        run_compressed(result, inputs, "factorize", chosen)
+    if not chosen:
+        warnings.warn(_unchanged_reason(layers, skipped), stacklevel=2)
     if not return_recipe:
         return result
     recipe = {"kind": "factorize", "ranks": chosen, "skipped": skipped}
     if cost_model is not None:
         recipe["costs"] = costs
     return result, recipe
+
+
+def _unchanged_reason(layers: str, skipped: dict[str, str]) -> str:
+    """Why `factorize` replaced no layer: none selected, or every selected one kept dense."""
+    if not skipped:
+        return (f"factorize(layers={layers!r}) changed nothing: the model has no "
+                f"{' or '.join(t.__name__ for t in _LAYER_TYPES[layers])} layer to factorize")
+    reasons = listed(f"{name}: {why}" for name, why in skipped.items())
+    return (f"factorize changed nothing: all {len(skipped)} selected layer(s) were kept dense as "
+            f"not paying ({reasons})")
 
 
 def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
@@ -195,6 +221,8 @@ def _skip_what_does_not_pay(layers, ranks, cost_model, calls, unit, margin):
         if not layer.saves(r):
             skipped[layer.name] = f"rank {r} does not save: needs r < {layer.break_even:.2f}"
     timed = [layer for layer in layers if cost_model is not None and layer.name not in skipped]
+    skipped.update((layer.name, NOT_CALLED) for layer in timed if not calls[layer.name])
+    timed = [layer for layer in timed if layer.name not in skipped]
     for layer in _progress(timed, "cost of factor pairs"):
         r = ranks[layer.name]
         dense, pair = cost_on_calls(cost_model, [layer.module, layer.pair(r)],
@@ -264,9 +292,10 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
             positions = _output_positions(model, inputs)
         prices = {layer.name: RankCost(scale * layer.groups * layer.m * layer.n * positions[layer.name],
                                        0.0, scale * layer.groups * (layer.m + layer.n) * positions[layer.name])
-                  for layer in layers}
-    # under a latency budget, layers that can never save have no fitted price: dense, in `fixed`
-    skipped = {layer.name: f"no rank saves: needs r < {layer.break_even:.2f}"
+                  for layer in layers if layer.name in positions}
+    # layers that can never save, or whose forward never runs, have no price: dense, in `fixed`
+    skipped = {layer.name: NOT_CALLED if layer.largest_saving_rank >= 1
+               else f"no rank saves: needs r < {layer.break_even:.2f}"
                for layer in layers if layer.name not in prices}
     priced = [layer for layer in layers if layer.name in prices]
     fixed = total - sum(prices[layer.name].dense for layer in priced)
@@ -310,10 +339,11 @@ def _budget_ranks(model, layers, budget, budget_kind, inputs, cost_model, calls,
 
 
 def _fit_rank_costs(layers, cost_model, calls) -> dict[str, RankCost]:
-    """Per layer that can save: the cost line a + b·r fitted to its factor pair at ranks 1, half
-    and all of its largest saving rank, beside the dense layer's cost (the same calls)."""
+    """Per layer that can save and is called: the cost line a + b·r fitted to its factor pair at
+    ranks 1, half and all of its largest saving rank, beside the dense layer's cost (same calls)."""
     fitted = {}
-    for layer in _progress([la for la in layers if la.largest_saving_rank >= 1], "cost of factor pairs"):
+    for layer in _progress([la for la in layers if la.largest_saving_rank >= 1 and calls[la.name]],
+                           "cost of factor pairs"):
         top = layer.largest_saving_rank
         ranks = sorted({1, max(1, top // 2), top})
         pairs = [layer.pair(r) for r in ranks]
@@ -351,7 +381,7 @@ def _greedy(layers, prices, limit, dense, room, infeasible) -> dict[str, int]:
 
 def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     """Output positions (batch × H_out·W_out for convs, batch × leading dims for Linears) of
-    every factorizable layer on `inputs`."""
+    every factorizable layer whose forward runs on `inputs` (unfused, as FLOPs are counted)."""
     positions, handles = {}, []
     for name, module in factorizable_layers(model).items():
         def hook(mod, args, out, name=name):
@@ -361,7 +391,7 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), unfused():
             model(*inputs)
     finally:
         model.train(was_training)
@@ -370,9 +400,9 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     return positions
 
 
-def _factor_pair(module: nn.Module, r: int, svd=None) -> nn.Sequential:
-    """nn.Sequential(first, second) computing the rank-r truncated SVD of `module` (`svd`: the
-    float64 (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
+def _factor_pair(module: nn.Module, r: int, svd=None) -> FactorizedConv2d | FactorizedLinear:
+    """The composed layer computing the rank-r truncated SVD of `module` (`svd`: the float64
+    (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
     weight = module.weight.detach()
     if svd is None:
         svd = torch.linalg.svd(_group_matrices(module).to(torch.float64), full_matrices=False)
@@ -384,18 +414,18 @@ def _factor_pair(module: nn.Module, r: int, svd=None) -> nn.Sequential:
     if isinstance(module, nn.Linear):
         first = nn.Linear(module.in_features, r, bias=False, **kwargs)
         second = nn.Linear(r, module.out_features, bias=has_bias, **kwargs)
-        first.weight.data.copy_(first_w[0])
-        second.weight.data.copy_(second_w[0])
+        kind = FactorizedLinear
     else:
         g = module.groups
         first = nn.Conv2d(module.in_channels, g * r, module.kernel_size, module.stride,
                           module.padding, module.dilation, groups=g, bias=False,
                           padding_mode=module.padding_mode, **kwargs)
         second = nn.Conv2d(g * r, module.out_channels, 1, groups=g, bias=has_bias, **kwargs)
-        first.weight.data.copy_(first_w.reshape(first.weight.shape))
-        second.weight.data.copy_(second_w.reshape(second.weight.shape))
-    if has_bias:
-        second.bias.data.copy_(module.bias.detach())
-    pair = nn.Sequential(first, second)
-    pair.train(module.training)
-    return pair
+        kind = FactorizedConv2d
+    with torch.no_grad():
+        first.weight.copy_(first_w.reshape(first.weight.shape))
+        second.weight.copy_(second_w.reshape(second.weight.shape))
+        if has_bias:
+            second.bias.copy_(module.bias.detach())
+    first.train(module.training)
+    return kind(first, second)

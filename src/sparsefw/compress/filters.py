@@ -14,6 +14,7 @@ in-place fallback (`per_layer_inplace`).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -22,8 +23,9 @@ from torch.nn.utils import prune as torch_prune
 from ..graph.arguments import as_input_tuple, check_module
 from ..graph.capture import output_tensors
 from ..graph.groups import channel_groups
-from .channels.per_layer import FilterSurgery
+from .channels.per_layer import FilterSurgery, FxPassUnavailable
 from .channels.per_layer_inplace import prunable_convs, replace_convs
+from ._util import run_compressed
 from .channels.slicing import apply_plan, plan_removal
 
 _CRITERIA = {"l1": 1, "l2": 2}
@@ -56,13 +58,17 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
         return_recipe: also return a JSON-able recipe for `rebuild`.
         coupled: False = every Conv2d loses the filters `ln_structured(amount, n=1|2, dim=0)` would
             mask, exactly that masked model: a `torch.fx.GraphModule` with the constants of removed
-            filters folded into their consumers, or, for a model torch.fx cannot trace, a copy whose
-            convs compute only their kept filters. True = a copy of the model (same class and
-            forward) with every channel space of `channel_groups` shrunk, exactly the model with
-            those channels' member slices zeroed.
+            filters folded into their consumers, or, for a model torch.fx cannot trace (or whose
+            forward reads a conv's weight itself), a copy whose convs are `ReducedConv2d`s computing
+            only their kept filters (still nn.Conv2d, with the conv's attributes and the masked
+            `weight`, so that forward may read `conv.weight.dtype` or `conv.stride`). True = a copy
+            of the model (same class and forward) with every channel space of `channel_groups`
+            shrunk, exactly the model with those channels' member slices zeroed.
 
     Returns:
-        The compressed module; with `return_recipe` the pair (module, recipe).
+        The compressed module; with `return_recipe` the pair (module, recipe). It has been run on
+        example_inputs (a ValueError names the module whose forward fails); a UserWarning says why
+        when nothing was removed.
     """
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < 1:
         raise ValueError(f"amount must be a float in [0, 1), got {amount!r}")
@@ -76,10 +82,13 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
               "input_shapes": [list(x.shape) for x in inputs],
               "input_dtypes": [str(x.dtype).removeprefix("torch.") for x in inputs]}
     if coupled:
-        plan = plan_removal(model, channel_groups(model, inputs), float(amount), criterion)
+        groups = channel_groups(model, inputs)
+        plan = plan_removal(model, groups, float(amount), criterion)
         compressed = apply_plan(model, plan)
         _check_exact(model, compressed, plan, inputs)
         recipe.update(coupled=True, slices=plan)
+        if not plan:
+            _warn_unchanged(amount, coupled, [g.size for g in groups])
     else:
         surgery = _per_layer_surgery(model, inputs)
         convs = surgery.convs if surgery is not None else prunable_convs(model, inputs)
@@ -92,17 +101,20 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
             compressed, border = replace_convs(model, keep), set()
         recipe.update(filters={name: torch.nonzero(k).flatten().tolist() for name, k in keep.items()},
                       border=sorted(border), in_place=surgery is None)
+        reduced = [name for name, k in keep.items() if not bool(k.all())]
+        run_compressed(compressed, inputs, "remove_filters", reduced)
+        if not reduced:
+            _warn_unchanged(amount, coupled, [conv.out_channels for conv in convs.values()])
     return (compressed, recipe) if return_recipe else compressed
 
 
 def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
-    """The fx pass, or None where torch.fx cannot trace the model but torch.export can capture
-    it (then the in-place fallback runs); ValueError naming both reasons if neither works."""
+    """The fx pass, or None where it cannot rebuild the model (untraceable, or a conv's weight
+    read directly) but torch.export can capture it (then the in-place fallback runs); ValueError
+    naming both reasons if neither works."""
     try:
         return FilterSurgery(model, inputs)
-    except ValueError as fx_error:
-        if "torch.fx" not in str(fx_error):
-            raise
+    except FxPassUnavailable as fx_error:
         try:
             prunable_convs(model, inputs)
         except ValueError as export_error:
@@ -124,19 +136,29 @@ def _check_exact(model: nn.Module, compressed: nn.Module, plan: dict, inputs: tu
                     drop[kept] = False
                     params[name].index_fill_(dim, torch.nonzero(drop).flatten().to(params[name].device), 0)
         expected = list(output_tensors(masked(*inputs)))
-        was_training = compressed.training
-        try:
-            got = list(output_tensors(compressed.eval()(*inputs)))
-        except RuntimeError as exc:
-            raise ValueError("the coupled-compressed model fails on example_inputs, probably because its "
-                             f"forward hard-codes a channel count: {str(exc).splitlines()[0]}") from exc
-        finally:
-            compressed.train(was_training)
+    changed = sorted({name.rpartition(".")[0] for name in plan})
+    got = list(output_tensors(run_compressed(
+        compressed, inputs, "remove_filters(coupled=True)", changed,
+        hint="probably because its forward hard-codes a channel count")))
     for g, e in zip(got, expected):
         scale = float(e.abs().max()) + 1.0 if e.numel() else 1.0
         if g.shape != e.shape or not torch.allclose(g, e, rtol=1e-4, atol=1e-4 * scale):
             raise ValueError("the coupled-compressed model differs from the masked model on example_inputs, "
                              "probably because its forward hard-codes a channel count (a view or reshape)")
+
+
+def _warn_unchanged(amount: float, coupled: bool, sizes: list[int]) -> None:
+    """The UserWarning of a call that removed nothing; `sizes`: the channel counts it could cut
+    from (C of every coupled channel space, or c_out of every prunable conv)."""
+    if not sizes:
+        why = "no coupled channel space" if coupled else "no Conv2d that remove_filters can prune"
+        why = f"the model has {why}"
+    else:
+        rule, size = ("⌊amount·C⌋", "C") if coupled else ("round(amount·c_out)", "c_out")
+        why = (f"{rule} = 0 for every {'channel space' if coupled else 'conv'} (the largest has "
+               f"{size} = {max(sizes)})")
+    flag = ", coupled=True" if coupled else ""
+    warnings.warn(f"remove_filters(amount={amount}{flag}) changed nothing: {why}", stacklevel=3)
 
 
 def _check_not_emptied(keep: dict[str, torch.Tensor]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..graph.arguments import as_input_tuple
@@ -30,11 +31,43 @@ def count_nonzero_parameters(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, example_inputs) -> int:
     """FLOPs of one eval-mode forward pass on `example_inputs`, counted by
-    `torch.utils.flop_counter.FlopCounterMode` (conv/matmul ops; a multiply-add is 2 FLOPs)."""
+    `torch.utils.flop_counter.FlopCounterMode` (conv/matmul/attention ops; a multiply-add is 2
+    FLOPs), with fused fast paths off (`_counting`)."""
     inputs = as_input_tuple(example_inputs, "example_inputs")
-    with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with _counting(model) as counter:
         model(*inputs)
     return int(counter.get_total_flops())
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """Q·Kᵀ and softmax·V: 2·b·h·s_q·s_k·(d_q + d_v), as torch counts its other attention kernels."""
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# Ops FlopCounterMode has no formula for (torch 2.13): the CPU kernel of scaled_dot_product_attention
+_EXTRA_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
+@contextlib.contextmanager
+def unfused():
+    """The fused fast paths of nn.MultiheadAttention / nn.TransformerEncoder(Layer) off
+    (torch.backends.mha; restored after): their fused kernels (torch._transformer_encoder_layer_fwd,
+    torch._native_multi_head_attention) are invisible to FlopCounterMode and skip the Linear
+    modules' forwards; the unfused ops do the same arithmetic, each Linear through its module."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+@contextlib.contextmanager
+def _counting(model: nn.Module):
+    """FlopCounterMode over an eval, no-grad, `unfused` forward."""
+    with unfused(), _eval(model), torch.no_grad(), FlopCounterMode(
+            display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
+        yield counter
 
 
 def count_sparse_flops(model: nn.Module, example_inputs) -> int:
@@ -44,8 +77,8 @@ def count_sparse_flops(model: nn.Module, example_inputs) -> int:
     part in equally many multiply-adds (one per output position), so this is exact for them; FLOPs
     outside weighted leaf modules (functional matmuls) count in full."""
     inputs = as_input_tuple(example_inputs, "example_inputs")
-    weighted = [m for m in model.modules() if isinstance(getattr(m, "weight", None), torch.Tensor)
-                and m.weight.numel() and next(m.children(), None) is None]
+    weighted = [m for m in model.modules() if next(m.children(), None) is None
+                and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.numel()]
     starts, skipped = [], 0.0
 
     def before(module, args):
@@ -58,7 +91,7 @@ def count_sparse_flops(model: nn.Module, example_inputs) -> int:
 
     handles = [h for m in weighted for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
     try:
-        with _eval(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with _counting(model) as counter:
             model(*inputs)
     finally:
         for h in handles:

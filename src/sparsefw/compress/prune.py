@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
 
 from ..graph.arguments import check_module
+from ._modules import ComposedLayer
 
 _SCOPES = ("global", "layer")
 
@@ -17,6 +19,8 @@ def prunable_tensors(model: nn.Module, include_bias: bool = False,
     affine parameters when asked), each shared tensor once."""
     tensors, seen = {}, set()
     for module_name, module in model.named_modules():
+        if isinstance(module, ComposedLayer):   # weight and bias derived: its stages are listed
+            continue
         if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             names = ("weight", "bias") if include_bias else ("weight",)
         elif include_norm and isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
@@ -43,7 +47,7 @@ def prune(model: nn.Module, sparsity: float, scope: str = "global", include_bias
     BN and biases are left alone unless `include_norm` / `include_bias`.
 
     Returns a new model (the input is untouched); with `return_recipe`, also a JSON-able recipe
-    with the zero count per tensor.
+    with the zero count per tensor. A UserWarning says so when no entry changed.
     """
     check_module(model)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity <= 1:
@@ -54,6 +58,7 @@ def prune(model: nn.Module, sparsity: float, scope: str = "global", include_bias
     tensors = prunable_tensors(pruned, include_bias, include_norm)
     if not tensors:
         raise ValueError(f"model {type(model).__name__} has no Conv or Linear weight to prune")
+    nonzero_before = sum(int(torch.count_nonzero(t)) for t in tensors.values())
     with torch.no_grad():
         if scope == "global":
             flat = torch.cat([t.detach().abs().flatten().to(torch.float64) for t in tensors.values()])
@@ -65,6 +70,11 @@ def prune(model: nn.Module, sparsity: float, scope: str = "global", include_bias
             for tensor in tensors.values():
                 tensor.mul_(_keep_mask(tensor.abs().flatten(), round(sparsity * tensor.numel()))
                             .view_as(tensor).to(tensor.dtype))
+    if sum(int(torch.count_nonzero(t)) for t in tensors.values()) == nonzero_before:
+        warnings.warn(f"prune(sparsity={sparsity}, scope={scope!r}) changed nothing: round(sparsity·n) "
+                      f"{'of all' if scope == 'global' else 'per tensor, of the'} "
+                      f"{sum(t.numel() for t in tensors.values())} prunable entries selects none, "
+                      "or only entries that are zero already", stacklevel=2)
     if not return_recipe:
         return pruned
     recipe = {"kind": "prune", "sparsity": float(sparsity), "scope": scope,

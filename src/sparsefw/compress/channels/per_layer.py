@@ -30,13 +30,21 @@ from .layout import Layout, meta_shape
 from .per_layer_rules import find_rule
 
 
+class FxPassUnavailable(ValueError):
+    """The fx pass cannot rebuild this model: torch.fx cannot trace it, or a conv's parameter is
+    read outside the conv's call (`x.to(conv.weight.dtype)`); the in-place fallback may."""
+
+
 class FilterSurgery:
     """One pass over the traced graph, building a new graph with channel-reduced tensors."""
 
     def __init__(self, model: nn.Module, inputs: tuple):
         self.training = model.training
         self.device = inputs[0].device
-        self.root, self.gm = trace_fx(model, inputs)
+        try:
+            self.root, self.gm = trace_fx(model, inputs)
+        except ValueError as exc:
+            raise FxPassUnavailable(str(exc)) from exc
         self.convs: dict[str, nn.Conv2d] = {}
         calls: dict[str, int] = {}
         for node in self.gm.graph.nodes:
@@ -49,8 +57,9 @@ class FilterSurgery:
                                  "times in the forward pass (shared weights)")
         for node in self.gm.graph.nodes:
             if node.op == "get_attr" and any(node.target.startswith(name + ".") for name in calls):
-                raise ValueError(f"remove_filters cannot prune conv {node.target.rsplit('.', 1)[0]!r}"
-                                 f": its parameter {node.target!r} is also read directly")
+                raise FxPassUnavailable(f"the fx pass of remove_filters cannot prune conv "
+                                        f"{node.target.rsplit('.', 1)[0]!r}: its parameter "
+                                        f"{node.target!r} is also read directly")
 
     def module(self, node: fx.Node) -> nn.Module:
         return self.gm.get_submodule(node.target)

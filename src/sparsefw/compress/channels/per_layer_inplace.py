@@ -1,8 +1,9 @@
 """The per-layer pass for models torch.fx cannot trace: each Conv2d replaced in place.
 
-A conv of groups 1 becomes `Sequential(conv of its kept filters, Assemble)`: the Assemble puts the
-removed filters back as the constant each emits in the masked model (its bias, or 0), so the
-module computes exactly the masked conv and the rest of the user's forward runs unchanged. Nothing
+A conv of groups 1 becomes a `ReducedConv2d` (conv of its kept filters, then an Assemble that puts
+the removed filters back as the constant each emits in the masked model: its bias, or 0), so the
+module computes exactly the masked conv, is still an nn.Conv2d with the conv's attributes (its
+`weight` the masked weight) and the rest of the user's forward runs unchanged. Nothing
 is folded into the consumers (that needs the fx pass), so this saves only the removed filters'
 work. A grouped conv keeps its shape with the masked filters' weights zeroed (exact, not smaller).
 """
@@ -13,7 +14,7 @@ import copy
 import torch
 from torch import nn
 
-from .._modules import Assemble
+from .._modules import Assemble, ReducedConv2d
 from .._util import set_submodule
 from ...graph.capture import export_graph
 
@@ -55,6 +56,6 @@ def replace_convs(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
         index = torch.cumsum(mask.long(), 0) - 1
         fill = (conv.bias.detach() if conv.bias is not None else torch.zeros_like(mask, dtype=dtype))
         small.train(conv.training)
-        set_submodule(out, name, nn.Sequential(small, Assemble(index.clamp(min=0), is_fill,
+        set_submodule(out, name, ReducedConv2d(small, Assemble(index.clamp(min=0), is_fill,
                                                                fill * is_fill)))
     return out
