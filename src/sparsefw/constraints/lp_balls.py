@@ -65,9 +65,9 @@ class L2Ball(_FlatBall):
         first normalised by a power of two (`_ops.normalising_factors`; v is homogeneous of degree 0
         in M_i), so that neither ‖M_i‖₂ nor τ_i/‖M_i‖₂ can under- or overflow."""
         work = [working(d) for d in directions]
-        factors = normalising_factors(torch.stack(torch._foreach_norm(work, math.inf)), max(w.numel() for w in work))
-        if factors is not None:
-            work = torch._foreach_mul(torch._foreach_mul(work, list(factors[0].unbind())), list(factors[1].unbind()))
+        powers = normalising_factors(torch.stack(torch._foreach_norm(work, math.inf)), max(w.numel() for w in work))
+        if powers is not None:
+            work = torch._foreach_mul(torch._foreach_mul(work, list(powers[0].unbind())), list(powers[1].unbind()))
         norms = torch.stack(torch._foreach_norm(work, 2, dtype=torch.float64))
         radii = torch.tensor([r.radius for r in regions], dtype=torch.float64).to(norms.device, non_blocking=True)
         factors = torch.where(norms > 0, -radii / torch.where(norms > 0, norms, 1.0), 0.0).to(work[0].dtype)
