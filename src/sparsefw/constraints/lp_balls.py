@@ -23,8 +23,9 @@ def _p_norm(x: torch.Tensor, p: float) -> torch.Tensor:
     """(Σ|x_i|^p)^{1/p} of every row of x (B, n) → (B,), as max|x|·‖x/max|x|‖_p against overflow,
     cascade-summed (see `_ops.l2`). The rows are first normalised by a power of two (exact), so that
     1/max|x| cannot overflow for a subnormal max."""
-    unit = normalise_rows(x.abs())
-    return x.abs().amax(1) * (safe_scale(unit, 1.0, unit.amax(1)) ** p).sum(1) ** (1 / p)
+    a = x.abs()
+    unit = normalise_rows(a)
+    return a.amax(1) * (safe_scale(unit, 1.0, unit.amax(1)) ** p).sum(1) ** (1 / p)
 
 
 class _FlatBall(Constraint):
