@@ -31,16 +31,40 @@ def l2(x: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tenso
 
 
 def normalise_rows(x: torch.Tensor) -> torch.Tensor:
-    """x (B, …) with every row multiplied by the power of two 2^−e that brings its max|x| into [½, 1):
-    exact for normal numbers (order and ties kept), and it keeps squares of tiny directions (|x| ≲ 1e-19 in
-    float32) from underflowing, which would otherwise put an LMO's output outside its ball. On the CPU,
-    where reading the range costs nothing, rows with max|x| within 2^±60 are returned unscaled."""
-    top = x.abs().amax(dim=tuple(range(1, x.ndim)))
-    if x.device.type == "cpu" and bool((top >= 2.0 ** -60).all() & (top <= 2.0 ** 60).all()):
+    """x (B, …) with every row multiplied by the power of two 2^−e that brings its max|x| into [½, 1)
+    (`normalising_factors`; a zero row stays 0). The LMO kernels run on these rows: every LMO is
+    positively homogeneous of degree 0, LMO(c·M) = LMO(M) for c > 0 (argmin_{v∈C} <c·M, v> =
+    argmin <M, v>). Afterwards Σx² ≤ n cannot overflow, and squares and products of entries above
+    2^−63 are normal (no underflow of tiny directions, which would put an output outside its ball or
+    make it NaN). Scaling by a power of two is exact for entries that stay normal, so the kernels'
+    outputs are bitwise those of the unscaled rows wherever those neither under- nor overflow."""
+    factors = normalising_factors(x.abs().amax(dim=tuple(range(1, x.ndim))), x[0].numel())
+    if factors is None:
         return x
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return x.mul(factors[0].reshape(shape)).mul_(factors[1].reshape(shape))
+
+
+def normalising_factors(top: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Two powers of two a = 2^−⌊e/2⌋, b = 2^(⌊e/2⌋−e) per maximum in `top` (float32/float64) of n
+    entries, with e its frexp exponent: a·b·max|x| ∈ [½, 1) (e = 0 for a zero max). One factor 2^−e
+    would overflow for a subnormal max (2^149 in float32). None on the CPU, where reading the range
+    costs nothing, when every max lies in [2^−50, min(2^60, √(max float / 4n))]: there Σx² ≤ n·max²
+    cannot overflow, and squares below the normal range (entries under 2^−63) add up to a relative
+    error of at most n·2^−48, so such rows are used unscaled."""
+    upper = min(2.0 ** 60, math.sqrt(torch.finfo(top.dtype).max / (4 * n)))
+    if top.device.type == "cpu" and bool(((top >= 2.0 ** -50) & (top <= upper)).all()):
+        return None
     _, exponent = torch.frexp(top)
-    factor = torch.ldexp(torch.ones_like(exponent, dtype=x.dtype), -exponent)
-    return x * factor.reshape((-1,) + (1,) * (x.ndim - 1))
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return power_of_two(-half, top.dtype), power_of_two(half - exponent, top.dtype)
+
+
+def power_of_two(k: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """2^k exactly for integers k in the normal exponent range of dtype (float32/float64), from its
+    bits (torch.ldexp forms 2^k in the default dtype, which overflows for |k| > 127)."""
+    bits, bias, mantissa = (torch.int32, 127, 23) if dtype == torch.float32 else (torch.int64, 1023, 52)
+    return ((k.to(bits) + bias) << mantissa).view(dtype)
 
 
 def safe_scale(x: torch.Tensor, numerator: float | torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

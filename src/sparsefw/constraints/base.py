@@ -5,6 +5,10 @@ with C = {x : norm(x) ≤ radius}, and is used only through its linear minimisat
 
     lmo(d) = argmin_{v ∈ C} <d, v>,   with value  <d, lmo(d)> = −radius · dual_norm(d).
 
+The LMO is positively homogeneous of degree 0, lmo(c·d) = lmo(d) for c > 0, so the kernels may
+normalise d first (`_ops.normalise_rows`, by a power of two): every finite d, subnormal or near the
+largest float, gives a finite vertex (the zero direction gives v = 0).
+
 Every LMO has one kernel, batched: `lmo_many` solves B regions that share a `batch_key` (same
 type, shape and parameters; radii may differ) at once, by default as one (B, *shape) stack through
 `_lmo_rows`; `lmo(d)` is its B = 1 case and `sparsefw.constraints.batched.lmos` its many-region use.

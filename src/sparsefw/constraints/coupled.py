@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from ._ops import k_support_norm, safe_scale, top_k_l2, top_k_mask_rows, working
+from ._ops import k_support_norm, normalise_rows, safe_scale, top_k_l2, top_k_mask_rows, working
 from .base import Constraint, _check_positive, resolve_k
 
 
@@ -108,9 +108,12 @@ class CoupledGroupKSupportBall(Constraint):
         return self.entry_weight.to(device=like.device, dtype=like.dtype)
 
     def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+        """On rows normalised by a power of two first (`normalise_rows`; the LMO is homogeneous of
+        degree 0 in d), so that the squares neither overflow nor underflow (for weights far from the
+        float range's ends: Σ d'² ≤ n / min w², the top group's d'² ≥ ¼ / max w²)."""
         w = self._weights(stack)
         group_of = self.group_of.to(stack.device)
-        scaled = stack / w                                     # d' = d / w
+        scaled = normalise_rows(stack) / w                     # d' = d / w
         squares = torch.zeros(stack.shape[0], self.channels, dtype=stack.dtype, device=stack.device)
         squares.index_add_(1, group_of, scaled * scaled)
         keep = top_k_mask_rows(squares, self.k)

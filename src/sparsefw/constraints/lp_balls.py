@@ -15,15 +15,17 @@ from typing import Hashable, Sequence
 
 import torch
 
-from ._ops import l2, safe_scale, working
+from ._ops import l2, normalise_rows, normalising_factors, safe_scale, working
 from .base import Constraint
 
 
 def _p_norm(x: torch.Tensor, p: float) -> torch.Tensor:
-    """(Σ|x_i|^p)^{1/p} of every row of x (B, n) → (B,), scaled by max|x| against overflow,
-    cascade-summed (see `_ops.l2`)."""
-    top = x.abs().amax(1)
-    return top * (safe_scale(x.abs(), 1.0, top) ** p).sum(1) ** (1 / p)
+    """(Σ|x_i|^p)^{1/p} of every row of x (B, n) → (B,), as max|x|·‖x/max|x|‖_p against overflow,
+    cascade-summed (see `_ops.l2`). The rows are first normalised by a power of two (exact), so that
+    1/max|x| cannot overflow for a subnormal max."""
+    a = x.abs()
+    unit = normalise_rows(a)
+    return a.amax(1) * (safe_scale(unit, 1.0, unit.amax(1)) ** p).sum(1) ** (1 / p)
 
 
 class _FlatBall(Constraint):
@@ -60,8 +62,13 @@ class L2Ball(_FlatBall):
     @classmethod
     def lmo_many(cls, regions, directions):
         """v_i = −τ_i·M_i/‖M_i‖₂ for a list of any shapes: ‖M_i‖₂ by `_foreach_norm` accumulated in
-        float64 (float32 accumulation is off by 1e-5 on 1M entries), one `_foreach_mul`."""
+        float64 (float32 accumulation is off by 1e-5 on 1M entries), one `_foreach_mul`. Each M_i is
+        first normalised by a power of two (`_ops.normalising_factors`; v is homogeneous of degree 0
+        in M_i), so that neither ‖M_i‖₂ nor τ_i/‖M_i‖₂ can under- or overflow."""
         work = [working(d) for d in directions]
+        powers = normalising_factors(torch.stack(torch._foreach_norm(work, math.inf)), max(w.numel() for w in work))
+        if powers is not None:
+            work = torch._foreach_mul(torch._foreach_mul(work, list(powers[0].unbind())), list(powers[1].unbind()))
         norms = torch.stack(torch._foreach_norm(work, 2, dtype=torch.float64))
         radii = torch.tensor([r.radius for r in regions], dtype=torch.float64).to(norms.device, non_blocking=True)
         factors = torch.where(norms > 0, -radii / torch.where(norms > 0, norms, 1.0), 0.0).to(work[0].dtype)
@@ -116,7 +123,8 @@ class LpBall(_FlatBall):
     """‖x‖_p ≤ τ for 1 < p < ∞; dual ‖·‖_q with q = p/(p−1).
 
     Diameter 2τ·max(1, n^{1/2 − 1/p}) (the largest L2 norm on the Lp unit sphere).
-    The LMO divides M by max|M| first so |M|^{q−1} cannot overflow.
+    The LMO (homogeneous of degree 0 in M) divides M by max|M| first so |M|^{q−1} cannot overflow,
+    after an exact power-of-two normalisation (`normalise_rows`) so 1/max|M| cannot either.
     """
 
     def __init__(self, shape: Sequence[int] | torch.Size, p: float, radius: float):
@@ -127,6 +135,7 @@ class LpBall(_FlatBall):
         self.q = self.p / (self.p - 1)
 
     def _flat_lmo_rows(self, rows, radii):
+        rows = normalise_rows(rows)
         scaled = safe_scale(rows, 1.0, rows.abs().amax(1))
         powered = torch.sign(scaled) * scaled.abs() ** (self.q - 1)
         return safe_scale(powered, -radii, _p_norm(scaled, self.q) ** (self.q - 1))

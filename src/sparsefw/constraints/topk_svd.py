@@ -43,13 +43,24 @@ def tall(mats: torch.Tensor) -> torch.Tensor:
 
 def _left_factors(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(U_k, B) with orthonormal U_k (…, m × k) spanning the top-k left singular subspace and
-    B = U_kᵀM (…, k × p), for m ≤ p; columns in no particular order."""
+    B = U_kᵀM (…, k × p), for m ≤ p; columns in no particular order.
+
+    The subnormal entries of G are set to 0 (a change below 2^−126 per entry, against ‖G‖ ≥ ¼ for
+    the regions' normalised M): float32 eigh has returned NaN on a G holding subnormals (issue 23).
+    Where U_k is still not finite the factors come from a float64 SVD of M. The check reads one flag
+    (linalg.eigh and linalg.svd synchronise on CUDA anyway)."""
     if M.shape[-2] <= EXACT_MAX_SHORT_SIDE:
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-        return U[..., :k], S[..., :k, None] * Vh[..., :k, :]
-    _, eigvecs = torch.linalg.eigh(M @ M.mT)
-    U = eigvecs[..., -k:]  # ascending order: U_k B and ‖B‖_F do not depend on it; `top_k_svd` sorts
-    return U, U.mT @ M
+        U, B = U[..., :k], S[..., :k, None] * Vh[..., :k, :]
+    else:
+        G = M @ M.mT
+        _, eigvecs = torch.linalg.eigh(torch.where(G.abs() < torch.finfo(G.dtype).tiny, 0.0, G))
+        U = eigvecs[..., -k:]  # ascending order: U_k B and ‖B‖_F do not depend on it; `top_k_svd` sorts
+        B = U.mT @ M
+    if bool(torch.isfinite(U).all()):
+        return U, B
+    U, S, Vh = torch.linalg.svd(M.double(), full_matrices=False)
+    return U[..., :k].to(M.dtype), (S[..., :k, None] * Vh[..., :k, :]).to(M.dtype)
 
 
 def _check(M: torch.Tensor, k: int) -> None:

@@ -202,11 +202,15 @@ class StepPlan:
         where the momentum is non-zero). `lrs`: the learning rate of every param group (floats or
         0-dim tensors). `ok`: None, or a 0-dim bool tensor on the device; where False the step
         changes nothing (weights and existing momentum buffers keep their values; a buffer created
-        now is 0) and every gap is nan — a masked step that reads no device value.
+        now is 0) and every gap is nan — a masked step that reads no device value. A bucket one of
+        whose vertices is not finite (`_finite_vertices`) is masked the same way after its momentum
+        update; `vertex_flags` then holds a 0-dim bool per such bucket (False: masked).
 
         Returns one gap vector per bucket (on its device, math dtype; order: `gap_groups`).
         """
         gaps = []
+        #: per bucket that checked its vertices on the device: whether all were finite
+        self.vertex_flags: list[Tensor] = []
         for bucket in self.buckets:
             gaps.append(self._run_bucket(bucket, grads, buffers, lrs, ok, states))
         return gaps
@@ -268,7 +272,8 @@ class StepPlan:
                 theta, m = [t.to(work) for t in theta], [t.to(work) for t in m]
             norm_m = _stacked_norms(m, b.l2_norm_dtype)
             # c = τ/‖m‖ (0 for m = 0: v = 0); Δ = θ − v = θ + c·m
-            scale = (b.l2_radii / norm_m).nan_to_num_(posinf=0.0)
+            # (at most the largest float: for ‖m‖ < τ/max float, v = −max·m lies inside the ball)
+            scale = (b.l2_radii / norm_m).nan_to_num_(posinf=0.0).clamp_max_(torch.finfo(theta[0].dtype).max)
             diff = torch._foreach_addcmul(theta, m, list(scale.to(theta[0].dtype).unbind(0)))
             norm_t, norm_d = _stacked_norms(theta + list(diff), work).view(2, -1).unbind(0)
             norm_m = norm_m.to(work)
@@ -276,12 +281,14 @@ class StepPlan:
             distances.append(norm_d)
             gap_parts.append(norm_m * ((norm_d * norm_d - norm_t * norm_t) + b.l2_radii_squared) * b.l2_half_inverse)
             updates.append(([params[j] for j in b.l2], diff))
+        flags: list[Tensor] = []
         for batch in b.batches:
             m = _stack([directions[j] for j in batch.local]).to(batch.radii.dtype)
             if self.spectral_refresh and states is not None and hasattr(batch.kind, "warm_lmo_rows"):
                 v = self._warm_lmo(b, batch, m, [states[b.entries[j]] for j in batch.local])
             else:
                 v = lmo_stack(batch.kind, batch.regions, m, batch.radii)
+            v = _finite_vertices(v, flags)
             rows_m = m.reshape(m.shape[0], -1)
             # no temporaries: norms for the step size only, the gaps as dot products
             norms.append(torch.linalg.vector_norm(rows_m, dim=1).to(work))
@@ -298,6 +305,9 @@ class StepPlan:
                 gap_parts.append((rows_m * rows_d).sum(1).to(work))
                 updates.append(([params[j] for j in batch.local], list(diff.unbind(0))))
         norm, distance, gap = (torch.cat(x) if len(x) > 1 else x[0] for x in (norms, distances, gap_parts))
+        if flags:
+            self.vertex_flags.append(torch.stack(flags).all())
+            ok = self.vertex_flags[-1] if ok is None else ok & self.vertex_flags[-1]
         eta = step_size(self._learning_rates(b, lrs, work), b.coefficients, norm, distance,
                         b.all_norm or b.uses_norm, b.all_distance or b.uses_distance, ok)
         if ok is not None:
@@ -345,6 +355,18 @@ class StepPlan:
 
 def _stack(tensors: list[Tensor]) -> Tensor:
     return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _finite_vertices(v: Tensor, flags: list[Tensor]) -> Tensor:
+    """v with its nan and ±inf entries set to 0, after appending to `flags` whether it had none (a
+    0-dim bool on its device): the last line of defence of a step, whose LMOs return finite vertices
+    for finite directions. On the CPU a v with a finite sum (one read) is returned as it is and
+    nothing is appended; elsewhere the check runs on the device (nothing is read)."""
+    if v.device.type == "cpu" and bool(torch.isfinite(v.sum())):
+        return v
+    finite = torch.isfinite(v)
+    flags.append(finite.all())
+    return torch.where(finite, v, 0.0)
 
 
 def _stacked_norms(tensors: list[Tensor], dtype: torch.dtype) -> Tensor:

@@ -12,16 +12,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .functional import _USES_NORM, _coefficient, math_dtype, step_size
+from .functional import _USES_NORM, _coefficient, _finite_vertices, math_dtype, step_size
 
 
 def is_multi_tensor(constraint) -> bool:
     return bool(getattr(constraint, "multi_tensor", False))
 
 
-def joint_step(group: dict, states: list[dict], ok: Tensor | None = None) -> Tensor:
+def joint_step(group: dict, states: list[dict], ok: Tensor | None = None,
+               vertex_flags: list[Tensor] | None = None) -> Tensor:
     """One SFW step of `group` (params, constraint, lr, momentum, dampening, rescale) in place;
-    `states[i]` is the optimizer state of params[i]. Returns the gap (0-dim, math dtype)."""
+    `states[i]` is the optimizer state of params[i]. Returns the gap (0-dim, math dtype). A vertex
+    that is not finite masks the step as `ok` does (after the momentum update); whether it was
+    finite is appended to `vertex_flags` where the check ran on the device (`_finite_vertices`)."""
     params, region = group["params"], group["constraint"]
     rho, delta, rescale = group["momentum"], group["dampening"], group["rescale"]
     work = math_dtype(params[0].dtype)
@@ -41,7 +44,12 @@ def joint_step(group: dict, states: list[dict], ok: Tensor | None = None) -> Ten
         directions.append(buf)
     m = region.pack([d.to(work) for d in directions])
     theta = region.pack([p.detach().to(work) for p in params])
-    diff = theta - region.lmo(m)
+    flags: list[Tensor] = []
+    diff = theta - _finite_vertices(region.lmo(m), flags)
+    if flags:
+        ok = flags[0] if ok is None else ok & flags[0]
+        if vertex_flags is not None:
+            vertex_flags.extend(flags)
     gap = torch.dot(m, diff)
     uses_norm, uses_distance = rescale in _USES_NORM, rescale == "gradient"
     eta = step_size(torch.as_tensor(group["lr"], dtype=work, device=m.device).reshape(()),

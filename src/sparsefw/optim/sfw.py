@@ -21,6 +21,11 @@ Choices (REFERENCE.md §1):
   check reads one flag; on other devices the step is masked on the device instead (nothing is read;
   a momentum buffer first created by a masked step is 0, which differs from "no buffer" only for
   dampening > 0). nonfinite="raise" always reads the flag.
+* The last line of defence: a Frank-Wolfe vertex holding nan or ±inf (the LMOs return finite
+  vertices for finite directions; `functional._finite_vertices`) is treated the same way — no
+  constrained weight of its device and dtype (or of its joint group) moves, the step is counted in
+  `nonfinite_steps` or raises FloatingPointError — except that the momentum buffers keep this step's
+  (finite) gradient: they are updated before the oracle runs. Nothing is read on CUDA under "skip".
 * AMP: `_step_supports_amp_scaling` — `torch.amp.GradScaler.step` hands the optimizer its
   `grad_scale` and `found_inf` (as to torch's fused SGD and Adam): the step unscales the gradients
   in place (by the scaler's float32 reciprocal, as `GradScaler.unscale_`) and is skipped where
@@ -186,7 +191,7 @@ class SFW(Optimizer):
 
     @property
     def nonfinite_steps(self) -> int:
-        """Steps skipped for a non-finite gradient (reading it synchronises once on CUDA)."""
+        """Steps skipped for a non-finite gradient or vertex (reading it synchronises once on CUDA)."""
         device = 0 if self._nonfinite_device is None else int(self._nonfinite_device)
         return self._nonfinite_host + device
 
@@ -288,11 +293,30 @@ class SFW(Optimizer):
                                  if v is not None]
             self._gap_groups = list(plan.gap_groups)
             self._keep_new_buffers(plan, buffers, created)
+        vertex_flags = [] if plan is None else list(plan.vertex_flags)
         if joint:
             self._gap_vectors.append(torch.stack([
-                joint_step(g, [self.state[p] for p in g["params"]], ok).to(torch.float64) for _, g in joint]))
+                joint_step(g, [self.state[p] for p in g["params"]], ok, vertex_flags).to(torch.float64)
+                for _, g in joint]))
             self._gap_groups.extend(index for index, _ in joint)
+        if vertex_flags:
+            self._count_nonfinite_vertices(vertex_flags, ok, device)
         return loss
+
+    def _count_nonfinite_vertices(self, flags: list[torch.Tensor], ok: torch.Tensor | None,
+                                  device: torch.device) -> None:
+        """A step with a non-finite vertex (flags: False) counts in `nonfinite_steps` on the device
+        (once, also where `ok` had masked it already), or raises under nonfinite="raise"."""
+        bad = ~torch.stack([f.to(device, non_blocking=True) for f in flags]).all()
+        if ok is not None:
+            bad = bad & ok
+        if self.nonfinite == "raise":
+            if bool(bad):
+                raise FloatingPointError("SFW.step: non-finite Frank-Wolfe vertex (nan or inf); no constrained "
+                                         "weight of its device and dtype was changed (momentum buffers were)")
+            return
+        count = bad.long()
+        self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
 
     def _keep_new_buffers(self, plan: StepPlan, buffers: list, created: list[bool]) -> None:
         if any(created):
