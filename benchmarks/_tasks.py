@@ -54,19 +54,22 @@ def build_seeded(task: Task, seed: int) -> nn.Module:
         return task.build()
 
 
-def make_optimizer(model: nn.Module, method: str, constraint: dict | None = None, sfw: dict | None = None):
-    """"sgd_wd" → torch SGD; a mode name → SFW on `sparsefw.constrain(model, mode, **constraint)`."""
+def make_optimizer(model: nn.Module, method: str, example: torch.Tensor, constraint: dict | None = None,
+                   sfw: dict | None = None):
+    """"sgd_wd" → torch SGD; a mode name → SFW on `sparsefw.constrain(model, mode,
+    example_inputs=example, **constraint)`."""
     if method == "sgd_wd":
         return torch.optim.SGD(model.parameters(), **SGD)
-    return sparsefw.SFW(sparsefw.constrain(model, method, **(constraint or {})), **(sfw or {}))
+    groups = sparsefw.constrain(model, method, **{"example_inputs": example, **(constraint or {})})
+    return sparsefw.SFW(groups, **(sfw or {}))
 
 
 def train(task: Task, method: str, seed: int, constraint: dict | None = None, sfw: dict | None = None,
           optimizer_factory: Callable | None = None) -> tuple[nn.Module, float]:
     """(trained model in eval mode, seconds)."""
     model = build_seeded(task, seed)
-    opt = (optimizer_factory or make_optimizer)(model, method, constraint, sfw)
     x, y = task.train
+    opt = (optimizer_factory or make_optimizer)(model, method, x[:2], constraint, sfw)
     steps_per_epoch = math.ceil(len(x) / task.batch_size)
     total = task.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))

@@ -1,16 +1,17 @@
 """Robustness across tasks: SGD + weight decay against SFW at the library defaults, on tasks on which
 no setting was ever tuned.
 
-Run:  python benchmarks/bench_robustness.py [--shard 0/2]   (appends to results/robustness_runs.jsonl;
-                                                           two shards use two cores)
+Run:  python benchmarks/bench_robustness.py [--shard 0/2] [--budget 4×]   (appends to
+                                                 results/robustness_runs.jsonl; two shards use two cores)
       python benchmarks/bench_robustness.py --report       (the "robustness" section + robustness.png)
       python benchmarks/bench_robustness.py --quick        (one seed, one epoch, temporary JSONL)
 
-SFW is `sparsefw.SFW(sparsefw.constrain(model, mode))` with nothing else set: the defaults of the
-library (lr, momentum, rescaling, width, k, the radius rule of biases and BN γ/β). SGD: lr 0.1,
-momentum 0.9, weight decay 5e-4. Every method trains each task with seeds 0, 1, 2 under the same
-budget and linear LR decay to 0; the defaults were chosen on Fashion-MNIST with the small CNN
-(bench_radius_rule.py), none of these tasks. Compression: the library's one-shot calls at the issue's
+SFW is `sparsefw.SFW(sparsefw.constrain(model, mode, example_inputs=x))` with nothing else set: the
+defaults of the library (lr, momentum, the step rule, width, k, the radius rule of biases and BN γ/β).
+SGD: lr 0.1, momentum 0.9, weight decay 5e-4. Every method trains each task with seeds 0, 1, 2 under
+the same budget and linear LR decay to 0, at two budgets: 1× (the epochs below, 190-630 steps) and 4×
+(four times the epochs). The radius defaults were chosen on Fashion-MNIST with the small CNN
+(bench_radius_rule.py), the step rule on digits, bars and the ResNet at 1× (docs/tuning.md). Compression: the library's one-shot calls at the issue's
 levels (benchmarks/_tasks.py), global magnitude pruning, L1 filter removal in every conv, per-conv
 truncated SVD (`layers="conv"`), no retraining, no BN recalibration.
 """
@@ -36,6 +37,8 @@ from sparsefw.models import build_model
 from sparsefw.models.resnet import ResNet
 
 HERE = Path(__file__).resolve().parent
+#: budget name → multiple of each task's epochs
+BUDGETS = {"1×": 1, "4×": 4}
 RESULTS = HERE / "results"
 METHODS = ("sgd_wd", "k_support", "group_k_support", "spectral_k_support")
 SEEDS = (0, 1, 2)
@@ -102,21 +105,27 @@ def tasks() -> list[T.Task]:
     ]
 
 
-def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, epochs: int | None = None) -> None:
+def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, epochs: int | None = None, budget: str = "1×") -> None:
     jobs = [(task, method, seed) for task in tasks() for method in METHODS for seed in seeds]
     i, n = shard
+    for task in {id(t): t for t, _, _ in jobs}.values():
+        task.epochs = epochs if epochs is not None else task.epochs * BUDGETS[budget]
     for task, method, seed in jobs[i::n]:
-        if epochs is not None:
-            task.epochs = epochs
 
         def one():
             model, seconds = T.train(task, method, seed)
             return {"seconds": seconds, "scores": T.sweep(task, model)}
-        T.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed}, one)
+        T.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed, "budget": budget}, one)
+
+
+def budget_of(record: dict) -> str:
+    """The budget a record was trained at ("1×" for records written before budgets existed)."""
+    return record.get("budget", "1×")
 
 
 def summary(records: list[dict]) -> dict:
-    """{(task, method): {"dense": (mean, spread), column: kept (mean, spread) or None}}."""
+    """{(task, method): {"dense": (mean, spread), column: kept (mean, spread) or None}} over records
+    of one budget."""
     out = {}
     for task in dict.fromkeys(r["task"] for r in records):
         for method in METHODS:
@@ -183,28 +192,41 @@ def plot(s: dict, path: Path) -> Path:
         plt.close(fig)
 
 
-def report(jsonl: Path, png: Path, notes: list[str] | None = None) -> str:
-    records = read_jsonl(jsonl)
-    s = summary(records)
+def budget_table(s: dict) -> list[str]:
+    """The markdown rows of one budget's summary."""
     cols = [c for _, _, c in T.LEVELS]
     lines = ["| task | method | seeds | dense | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
     for (task, method), cell in s.items():
         d = cell["dense"]
         lines.append(f"| {task} | {method} | {cell['seeds']} | {d[0]:.3f} ± {d[1]:.3f} | "
                      + " | ".join(T.cell(cell[c]) for c in cols) + " |")
-    plot(s, png)
+    return lines
+
+
+def report(jsonl: Path, png: Path, notes: list[str] | None = None) -> str:
+    """The section: per budget a table, a plot (`png`, suffixed by the budget) and the goal lines."""
+    records = read_jsonl(jsonl)
+    parts = []
+    for budget, times in BUDGETS.items():
+        s = summary([r for r in records if budget_of(r) == budget])
+        if not s:
+            continue
+        path = png if times == 1 else png.with_name(f"{png.stem}_{times}x{png.suffix}")
+        plot(s, path)
+        parts += [f"### Budget {budget} (each task's epochs × {times})", "", *budget_table(s), "",
+                  f"![kept share per task and level, budget {budget}](benchmarks/results/{path.name})", "",
+                  f"Goals of the issue at {budget} (means over seeds; SFW in the mode made for each structure):", "",
+                  *goal_lines(s), ""]
     minutes = sum(r["seconds"] for r in records) / 60
     return "\n".join([
         "## Robustness across tasks, at the library defaults (`benchmarks/bench_robustness.py`)", "",
-        f"Command: `python benchmarks/bench_robustness.py --shard 0/2` and `--shard 1/2` in parallel, then "
-        f"`--report` ({minutes:.0f} min of training in all; other agents' processes shared the two cores). "
-        f"{machine_line()}", "",
+        f"Command: `python benchmarks/bench_robustness.py --shard 0/2` and `--shard 1/2` in parallel, the same "
+        f"with `--budget 4×`, then `--report` ({minutes:.0f} min of training in all; other agents' processes "
+        f"shared the two cores). {machine_line()}", "",
         __doc__.split("\n\n", 2)[2].strip().split("\n\n")[0], "",
         "Cells: dense test accuracy, and the kept share (compressed / dense) after "
         "one-shot compression, mean ± half the range over the seeds; — where the model has no conv.", "",
-        *lines, "", f"![kept share per task and level](benchmarks/results/{png.name})", "",
-        "### Goals of the issue (means over seeds; SFW in the mode made for each structure)", "",
-        *goal_lines(s), *(["", "### Reading", "", *notes] if notes else [])])
+        *parts, *(["### Reading", "", *notes] if notes else [])])
 
 
 NOTES = [  # the "Reading" paragraph, written after the run of 2026-12-01 (numbers from the tables above)
@@ -232,6 +254,7 @@ NOTES = [  # the "Reading" paragraph, written after the run of 2026-12-01 (numbe
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shard", default="0/1", help="i/n: every n-th run starting at i")
+    ap.add_argument("--budget", default="1×", choices=list(BUDGETS), help="multiple of each task's epochs")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
@@ -245,7 +268,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     jsonl = RESULTS / "robustness_runs.jsonl"
     if not args.report:
-        run(jsonl, tuple(map(int, args.shard.split("/"))))
+        run(jsonl, tuple(map(int, args.shard.split("/"))), budget=args.budget)
     write_section("robustness", report(jsonl, RESULTS / "robustness.png", NOTES))
 
 

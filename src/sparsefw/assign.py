@@ -39,6 +39,7 @@ onto it in place (`shift_inside`); parameters already inside are not touched.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -47,6 +48,7 @@ from torch import nn
 from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
                           SpectralKSupportBall, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
+from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .radii import expected_init_norms
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
@@ -113,7 +115,7 @@ def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float |
 def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
               example_inputs=None, coupled_width: float | None = None,
-              coupled_step: float | str | None = None) -> list[dict]:
+              coupled_step: float | str | None = None, fixed_step: float | str | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
@@ -126,7 +128,12 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     and they carry their own fixed Frank-Wolfe step, "lr": `coupled_step` (None:
     `DEFAULT_COUPLED_STEP`) with "rescale": None, unless coupled_step="optimizer" (the optimizer's
     lr and rescale); see `assign_coupled`. `bias_and_norm`/`norm_radius` apply to the 1-D parameters
-    outside its regions."""
+    outside its regions.
+    Step rule (`assign_step`): the groups of the parameters `assign_step.fixed_step_parameters` finds
+    on `example_inputs` carry a fixed Frank-Wolfe step, "lr": `fixed_step` (None: `DEFAULT_FIXED_STEP`)
+    with "rescale": None; every other group takes the optimizer's lr and rescale (gradient-rescaled
+    by default). fixed_step="optimizer", or no `example_inputs` (with a warning), leaves every group
+    to the optimizer."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if mode not in DEFAULT_K:
@@ -142,6 +149,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         check_k(k)
 
     coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
+    fixed = _fixed_step(model, example_inputs, fixed_step)
     norms = expected_init_norms(model)
     joint, coupled = [], set()
     if mode == "coupled_group_k_support":
@@ -174,8 +182,25 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
             inside = region.shift_inside(current)
             if inside is not current:
                 p.copy_(inside)
-        groups.append({"params": [p], "constraint": region, "name": name})
+        step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
+        groups.append({"params": [p], "constraint": region, "name": name, **step})
     return groups + joint
+
+
+def _fixed_step(model: nn.Module, example_inputs, fixed_step: Any) -> dict[str, float]:
+    """{parameter name: its fixed Frank-Wolfe step} under `constrain`'s step rule."""
+    check_step(fixed_step, "fixed_step")
+    if fixed_step == "optimizer":
+        return {}
+    if example_inputs is None:
+        warnings.warn("constrain: without example_inputs the tensors whose scale the model ignores cannot be found, "
+                      "so every parameter takes the optimizer's step (gradient-rescaled by default), which decays "
+                      "unrenewed weights slowly; pass example_inputs=<an input batch> for the fixed Frank-Wolfe step "
+                      "on them (docs/tuning.md, 'The step rule'), or fixed_step='optimizer' to silence this",
+                      stacklevel=3)
+        return {}
+    step = DEFAULT_FIXED_STEP if fixed_step is None else float(fixed_step)
+    return dict.fromkeys(fixed_step_parameters(model, example_inputs), step)
 
 
 def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, float | str | None]:
@@ -196,6 +221,4 @@ def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, fl
 
 def check_coupled_step(step: Any) -> None:
     """ValueError unless step is None, 'optimizer' or a Frank-Wolfe step in (0, 1]."""
-    if step is not None and step != "optimizer" and (isinstance(step, bool) or not isinstance(step, (int, float))
-                                                     or not 0 < step <= 1):
-        raise ValueError(f"coupled_step must be a Frank-Wolfe step in (0, 1] or 'optimizer', got coupled_step={step!r}")
+    check_step(step, "coupled_step")

@@ -1,0 +1,112 @@
+"""Which weights a normalisation layer makes scale-invariant.
+
+A weight W is *scale-invariant* when the model computes the same function (in training mode) for
+c·W, every c > 0. That holds where the layer reading W feeds a normalisation only, possibly through
+positively homogeneous ops (h(c·x) = c·h(x): ReLU, max/avg pooling, dropout):
+
+* BatchNorm: BN(c·z + b) = BN(z) per channel (train mode subtracts each channel's batch mean and
+  divides by its standard deviation), so the layer's own bias does not matter either — when BN reads
+  the layer directly; through other ops the layer must have no bias;
+* LayerNorm / GroupNorm: LN(c·z) = LN(z) (up to ε) for a layer without a bias (a per-feature bias is
+  not removed by their statistics).
+
+For such a W only its direction matters: Frank-Wolfe steps θ ← (1 − η)θ + η·v change it by an angle
+of order η whatever the radius, and the weight the vertices do not renew decays by (1 − η) per step.
+Elsewhere the scale of W is the layer's gain, which a fixed step would set by the coherence of the
+recent vertices rather than by the loss (the choice of `sparsefw.constrain`'s step rule).
+
+The analysis reads the `torch.export` graph of `capture.export_graph`; a weight used more than once
+(tied) is never reported.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx, nn
+
+from .arguments import as_input_tuple, check_module
+from .capture import export_graph
+
+aten = torch.ops.aten
+_LAYERS = {getattr(aten, n).default for n in ("conv1d", "conv2d", "conv3d", "linear")}
+_BATCH_NORM = {aten.batch_norm.default}
+_OTHER_NORMS = {aten.layer_norm.default, aten.group_norm.default}
+#: single-input ops with h(c·x) = c·h(x) for c > 0, followed from a layer to its normalisation
+_HOMOGENEOUS = {overload for name in ("relu", "relu_", "dropout", "dropout_", "max_pool1d", "max_pool2d",
+                                      "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+                                      "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+                                      "clone", "contiguous", "alias")
+                if hasattr(aten, name)
+                for overload in (getattr(getattr(aten, name), o) for o in getattr(aten, name).overloads())}
+
+
+def _passes_scale(node: fx.Node) -> bool:
+    """A positively homogeneous op, or the values (item 0) of a max pooling with indices."""
+    return (node.target in _HOMOGENEOUS or node.target is aten.max_pool2d_with_indices.default
+            or (node.target is operator.getitem and node.args[1] == 0))
+
+
+def _normalised(node: fx.Node, has_bias: bool) -> bool:
+    """True when every path from `node`'s output reaches a normalisation as its input through
+    positively homogeneous ops only (and, for LayerNorm/GroupNorm, the layer has no bias)."""
+    if not node.users:
+        return False
+    for user in node.users:
+        if user.op != "call_function":
+            return False
+        if user.target in _BATCH_NORM or (user.target in _OTHER_NORMS and not has_bias):
+            if user.args[0] is not node:
+                return False
+        elif has_bias or not (_passes_scale(user) and _normalised(user, has_bias)):
+            return False   # h(c·z + b) ≠ c·h(z + b/c): a bias stops the scale at the first op
+    return True
+
+
+def _feeds_only(node: fx.Node, layers: set[fx.Node]) -> bool:
+    """True when every path from `node`'s output reaches one of `layers` as its input (argument 0)
+    through positively homogeneous ops only."""
+    if not node.users:
+        return False
+    for user in node.users:
+        if user.op != "call_function":
+            return False
+        if user in layers:
+            if user.args[0] is not node or any(a is node for a in user.args[1:]):
+                return False
+        elif not (_passes_scale(user) and _feeds_only(user, layers)):
+            return False
+    return True
+
+
+def scale_invariant_parameters(model: nn.Module, example_inputs) -> frozenset[str]:
+    """Qualified names of the parameters of `model` whose scale the function ignores, from a
+    `torch.export` capture on `example_inputs` (a tensor or a tuple of tensors):
+
+    * conv/Linear weights whose output a normalisation removes the scale of (module docstring);
+    * the affine γ and β of a normalisation whose output only such layers read (through positively
+      homogeneous ops): scaling (γ, β) by c scales what those layers read by c, which their own
+      normalisation removes — BN → ReLU → conv → BN, but not a BN whose output joins a residual
+      add or reaches a classifier.
+    """
+    check_module(model)
+    captured = export_graph(model, as_input_tuple(example_inputs, "example_inputs"))
+    uses: dict[str, int] = {}
+    for node, name in captured.state_names.items():
+        uses[name] = uses.get(name, 0) + len(node.users)
+    once = {name for name in captured.parameters if uses.get(name) == 1}
+    layers = {}
+    for node in captured.graph.nodes:
+        if node.op == "call_function" and node.target in _LAYERS:
+            weight = captured.state_names.get(node.args[1])
+            bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+            if weight in once and _normalised(node, bias is not None):
+                layers[node] = weight
+    found = set(layers.values())
+    for node in captured.graph.nodes:
+        if node.op == "call_function" and node.target in _BATCH_NORM | _OTHER_NORMS:
+            first = 1 if node.target in _BATCH_NORM else 2  # (x, γ, β, …) or (x, shape|groups, γ, β)
+            affine = [captured.state_names.get(a) for a in node.args[first:first + 2] if isinstance(a, fx.Node)]
+            if affine and all(name in once for name in affine) and _feeds_only(node, set(layers)):
+                found.update(affine)
+    return frozenset(found)
