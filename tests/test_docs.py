@@ -2,11 +2,12 @@
 `*.md` file that is not tracked here (as the two notes on the method and the design once were),
 and a cited `#anchor` is a heading of its target.
 
-A mention is a markdown link target `](path.md#anchor)` — resolved, as GitHub does, from the
-citing file's folder — or a bare `path.md` / `path.md#anchor` anywhere, resolved from the
-repository root, from the citing file's folder or, without a folder, by file name; a section
-citation (an upper-case NAME, a space, §N) needs a tracked NAME.md. The names of the markdown files
-the package writes (`report.md`, `demo.md`) are output, not citations.
+A mention is a file name ending in .md, with a folder or not, maybe followed by #anchor. As the
+target of a markdown link in a markdown file it resolves, as GitHub does, from the citing file's
+folder; anywhere else from the repository root, from the citing file's folder or, without a
+folder, by file name. A section citation (an upper-case NAME, a space, §N) needs a tracked
+markdown file of that NAME. The names of the markdown files the package writes (`report.md`,
+`demo.md`) are output, not citations.
 """
 from __future__ import annotations
 
@@ -87,16 +88,16 @@ def dangling(name: str, text: str, markdown: dict[str, str]) -> list[str]:
         if cited in OUTPUT_NAMES:
             continue
         candidates = [normalise(folder / cited)]
-        if not m.group("link"):
+        link = bool(m.group("link")) and name.endswith(".md")
+        if not link:
             candidates.append(normalise(PurePosixPath(cited)))
             if "/" not in cited:
                 candidates += by_name.get(cited, [])
         targets = [c for c in candidates if c in markdown]
         line = text.count("\n", 0, m.start()) + 1
         if not targets:
-            how = "the link" if m.group("link") else "it"
-            problems.append(f"{name}:{line}: {cited} is not in the repository ({how} resolves from "
-                            f"{'its folder' if m.group('link') else 'the root, its folder or by name'})")
+            how = "the link resolves from its folder" if link else "it resolves from the root, its folder or by name"
+            problems.append(f"{name}:{line}: {cited} is not in the repository ({how})")
         elif anchor and not any(anchor in anchors(markdown[t]) for t in targets):
             problems.append(f"{name}:{line}: {cited} has no heading #{anchor}")
     for m in SECTION.finditer(text):
@@ -129,6 +130,7 @@ MARKDOWN = {"README.md": "# sparsefw\n", "docs/method.md": "# The method\n## The
     ("src/sparsefw/radii.py", f"width · E‖θ‖ ({MISSING} §1)",
      [f"src/sparsefw/radii.py:1: {MISSING} is not in the repository (it resolves from the root, its folder "
       "or by name)"]),
+    ("benchmarks/bench_quality.py", '"([docs/method.md](docs/method.md#the-sfw-step))"', []),  # text for BENCHMARKS.md
     ("README.md", "\n[method](method.md)", ["README.md:2: method.md is not in the repository (the link resolves "
                                             "from its folder)"]),
     ("docs/tuning.md", f"README §1 (issue 17 §6), in {ABSENT}\n  §4's setting",
