@@ -116,7 +116,8 @@ def test_every_cited_markdown_file_and_anchor_is_in_the_repository():
     assert not problems, "citations outside the repository:\n" + "\n".join(problems)
 
 
-#: a markdown file that is not in the repository, spelled in two pieces so that this file does not cite it
+#: a markdown file that is not in the repository; it and the absent anchors below are spelled in two
+#: pieces so that this file does not cite them
 ABSENT = "REFERENCE"
 MISSING = ABSENT + ".md"
 MARKDOWN = {"README.md": "# sparsefw\n", "docs/method.md": "# The method\n## The SFW step\n```\n# not a heading\n```\n",
@@ -135,7 +136,7 @@ MARKDOWN = {"README.md": "# sparsefw\n", "docs/method.md": "# The method\n## The
                                             "from its folder)"]),
     ("docs/tuning.md", f"README §1 (issue 17 §6), in {ABSENT}\n  §4's setting",
      [f"docs/tuning.md:1: {ABSENT} §4 cites {MISSING}, which is not in the repository"]),
-    ("tests/test_layers.py", "docs/method.md#no-such-section and docs/method.md#not-a-heading",
+    ("tests/test_layers.py", "docs/method.md#" "no-such-section and docs/method.md#" "not-a-heading",
      ["tests/test_layers.py:1: docs/method.md has no heading #no-such-section",
       "tests/test_layers.py:1: docs/method.md has no heading #not-a-heading"]),
 ])
