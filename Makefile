@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # pytest imports torch itself, so it needs OMP_WAIT_POLICY from here; the `sparsefw` command sets it.
+# --durations=15: CI (.ci/run) prints the 15 slowest tests.
 test: venv
-	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -x -q
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -x -q --durations=15
 
 demo: venv
 	$(VENV)/bin/sparsefw demo

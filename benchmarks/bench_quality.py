@@ -347,13 +347,14 @@ def _describe_model(model: dict) -> str:
 
 
 def reference_table(reference: dict, summary: dict) -> list[str]:
-    """Our selected settings next to the reference numbers of the config (REFERENCE.md §4), on the
-    cells both have; the better of each pair in bold."""
+    """Our selected settings next to the reference numbers of the config
+    (docs/method.md#reference-results), on the cells both have; the better of each pair in bold."""
     cells = [("dense", 0.0)] + sorted({(k, float(lv)) for ref in reference.values()
                                        for k in KINDS for lv in ref.get(k, {})}, key=lambda c: (KINDS.index(c[0]), c[1]))
     name = {"dense": lambda lv: "dense", "unstructured": lambda lv: f"{100 * lv:g}% unstr.",
             "filters": lambda lv: f"{100 * lv:g}% filters", "lowrank": lambda lv: f"{100 * lv:g}% rank removed"}
-    lines = ["### Against the paper's code in this setting (REFERENCE.md §4)", "",
+    lines = ["### Against the paper's code in this setting "
+             "([docs/method.md](docs/method.md#reference-results))", "",
              "| method | code | " + " | ".join(name[k](lv) for k, lv in cells) + " |", "|---|---|" + "---|" * len(cells)]
     for method, ref in reference.items():
         if method not in summary:

@@ -1,5 +1,6 @@
-"""The package layers: no module of src/sparsefw imports a higher layer (DESIGN.md, README "What is
-in the box"), read from the source with `ast`, so imports inside functions count as well.
+"""The package layers: no module of src/sparsefw imports a higher layer (docs/design.md#layers,
+README "What is in the box"), read from the source with `ast`, so imports inside functions count
+as well.
 
 A module may import its own layer and any layer of a lower tier; the layers of one tier are
 independent of each other. `sparsefw/__init__.py` is the facade above every layer (it imports

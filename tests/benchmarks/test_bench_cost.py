@@ -110,7 +110,7 @@ def test_resnet50_shapes_match_torchvision_counts():
 
 
 def test_quick_run_writes_three_sections_and_a_png(tmp_path):
-    out, results = tmp_path / "BENCH.md", tmp_path / "results"
+    out, results = tmp_path / "BENCHMARKS.md", tmp_path / "results"
     res = bench_cost.main(["--quick", "--threads", "1", "--out", str(out), "--results-dir", str(results)])
     text = out.read_text()
     for section in ("cost", "cost_scaling", "cost_whole_step"):

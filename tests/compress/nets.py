@@ -107,6 +107,21 @@ class ConcatNet(nn.Module):
         return self.fc(F.adaptive_max_pool2d(x, 1).flatten(1))
 
 
+class SplitNet(nn.Module):
+    """A split along the channels (sizes written in the forward) and a chunk along the width."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 7, 3, padding=1)
+        self.c, self.d = nn.Conv2d(6, 8, 1), nn.Conv2d(7, 8, 1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        p, q = torch.split(torch.cat([self.a(x), self.b(x)], 1), [6, 7], dim=1)
+        left, right = (torch.relu(self.c(p)) + self.d(q)).chunk(2, dim=3)
+        return self.fc((left * right.sigmoid()).mean((2, 3)))
+
+
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BN statistics/affine and biases so removed channels emit non-zero constants
     (some positive, some killed by the ReLU). In place; returns the model in float64 eval mode."""

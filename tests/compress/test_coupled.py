@@ -7,25 +7,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from nets import CifarResNet, ConcatNet, DepthwiseNet, PlainCNN, randomize
+from cases import NETS, build, inputs
+from nets import CifarResNet, PlainCNN, SplitNet, randomize
 from sparsefw.compress import channel_groups, count_parameters, rebuild, remove_filters
 from zoo import ZOO, LibResNet, first_tensor
-
-NETS = {**ZOO,
-        "plain": (lambda: PlainCNN(spatial=8), [(8, 8), (8, 8)]),
-        "cifar_resnet": (lambda: CifarResNet(blocks=1), [(16, 16), (12, 20)]),
-        "depthwise": (DepthwiseNet, [(16, 16), (10, 12)]),
-        "concat": (ConcatNet, [(16, 16), (11, 13)])}
-
-
-def build(name):
-    make, sizes = NETS[name]
-    torch.manual_seed(0)
-    return randomize(make()), sizes
-
-
-def inputs(size, seed):
-    return torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def coupled_masked_copy(model, x, amount):
@@ -105,64 +90,6 @@ def test_every_space_loses_floor_amount_channels_and_streams_shrink():
     assert compressed.num_classes == model.num_classes
 
 
-def test_groups_of_a_cifar_resnet_by_hand():
-    """The spaces of CifarResNet(blocks=1) written down from its architecture."""
-    model = CifarResNet(blocks=1).eval()
-    groups = channel_groups(model, torch.randn(1, 3, 16, 16), include_fixed=True)
-    got = {frozenset((m.name, m.dim) for m in g.members if m.parameter): g.fixed for g in groups}
-
-    def norm(prefix):
-        return {(f"{prefix}.weight", 0), (f"{prefix}.bias", 0)}
-    stream1 = {("conv1.weight", 0), *norm("bn1"), ("layers.0.conv2.weight", 0), *norm("layers.0.bn2"),
-               ("layers.0.conv1.weight", 1), ("layers.1.conv1.weight", 1), ("layers.1.shortcut.0.weight", 1)}
-    stream2 = {("layers.1.conv2.weight", 0), *norm("layers.1.bn2"), ("layers.1.shortcut.0.weight", 0),
-               *norm("layers.1.shortcut.1"), ("layers.2.conv1.weight", 1), ("layers.2.shortcut.0.weight", 1)}
-    stream3 = {("layers.2.conv2.weight", 0), *norm("layers.2.bn2"), ("layers.2.shortcut.0.weight", 0),
-               *norm("layers.2.shortcut.1"), ("fc.weight", 1)}
-    hidden = [{(f"layers.{i}.conv1.weight", 0), *norm(f"layers.{i}.bn1"), (f"layers.{i}.conv2.weight", 1)}
-              for i in range(3)]
-    expected = {frozenset(s): None for s in [stream1, stream2, stream3, *hidden]}
-    expected[frozenset({("fc.weight", 0), ("fc.bias", 0)})] = "reaches the model output"
-    assert got == expected
-    sizes = {frozenset((m.name, m.dim) for m in g.members if m.parameter): g.size for g in groups}
-    assert sizes[frozenset(stream3)] == 32 and sizes[frozenset(hidden[1])] == 16
-
-
-def test_index_mappings_concat_offsets_flatten_and_depthwise():
-    # DenseNet: the stem's channels sit at offset 0 of every concat, the first layer's at 8..11
-    model, sizes = build("densenet")
-    groups = channel_groups(model, inputs(sizes[0], 0))
-    first_new = next(g for g in groups if any(m.name == "blocks.0.0.conv2.weight" and m.role == "out"
-                                                for m in g.members))
-    reader = next(m for m in first_new.members if m.name == "blocks.0.1.conv1.weight")
-    assert reader.dim == 1 and reader.index.flatten().tolist() == [8, 9, 10, 11]
-    # flatten → Linear: channel c of the last conv covers features 4c..4c+3 of the classifier
-    model, sizes = build("plain")
-    groups = channel_groups(model, inputs(sizes[0], 0))
-    fc = next(m for g in groups for m in g.members if m.name == "classifier.weight" and m.dim == 1)
-    assert fc.index.tolist() == [[4 * c + j for j in range(4)] for c in range(10)]
-    # a depthwise conv shares the space of its input (MobileNetV2's expansion → depthwise)
-    model, sizes = build("mobilenetv2")
-    groups = channel_groups(model, inputs(sizes[0], 0))
-    dw = next(g for g in groups if any(m.name == "features.2.conv.1.0.weight" for m in g.members))
-    assert {"features.2.conv.0.0.weight", "features.2.conv.1.0.weight",
-            "features.2.conv.2.weight"} <= {m.name for m in dw.members}
-
-
-def test_fixed_spaces_name_their_reason():
-    model, sizes = build("convnext")
-    groups = channel_groups(model, inputs(sizes[0], 0), include_fixed=True)
-    streams = [g for g in groups if any(m.name == "stages.0.1.conv_dw.weight" for m in g.members)]
-    assert len(streams) == 1 and "layer_norm" in streams[0].fixed  # LayerNorm statistics
-    free = [g for g in groups if g.fixed is None]
-    assert {m.name for g in free for m in g.members} == {  # the MLP hidden units can go
-        "stages.0.1.mlp.0.weight", "stages.0.1.mlp.0.bias", "stages.0.1.mlp.2.weight",
-        "stages.1.1.mlp.0.weight", "stages.1.1.mlp.0.bias", "stages.1.1.mlp.2.weight"}
-    model, sizes = build("depthwise")
-    groups = channel_groups(model, inputs(sizes[0], 0), include_fixed=True)
-    assert any(g.fixed == "read by a grouped conv" for g in groups)
-
-
 def test_ranking_is_the_joint_norm_over_members():
     """One space: conv1 filters + bias + BN γ/β + conv2 columns; the kept channels are those of the
     largest joint l2 norm, computed here by hand."""
@@ -238,29 +165,12 @@ def test_coupled_onnx_export(tmp_path):
     torch.testing.assert_close(torch.from_numpy(got), compressed(y).detach(), rtol=1e-4, atol=1e-4)
 
 
-class _SplitNet(nn.Module):
-    """A split along the channels (sizes written in the forward) and a chunk along the width."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 7, 3, padding=1)
-        self.c, self.d = nn.Conv2d(6, 8, 1), nn.Conv2d(7, 8, 1)
-        self.fc = nn.Linear(8, 2)
-
-    def forward(self, x):
-        p, q = torch.split(torch.cat([self.a(x), self.b(x)], 1), [6, 7], dim=1)
-        left, right = (torch.relu(self.c(p)) + self.d(q)).chunk(2, dim=3)
-        return self.fc((left * right.sigmoid()).mean((2, 3)))
-
-
-def test_a_split_along_the_channels_keeps_its_spaces_whole():
+def test_coupled_removal_around_a_split_along_the_channels():
+    """The spaces the split keeps whole stay (tests/graph/test_channel_groups.py), the one after it
+    shrinks, exactly as the masked model."""
     torch.manual_seed(0)
-    model = randomize(_SplitNet())
+    model = randomize(SplitNet())
     x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
-    groups = channel_groups(model, x, include_fixed=True)
-    space = {m.name: g for g in groups for m in g.members if m.role == "out"}
-    assert "split along its channels" in space["a.weight"].fixed and space["b.weight"].fixed
-    assert space["c.weight"] is space["d.weight"] and space["c.weight"].fixed is None
     compressed = remove_filters(model, 0.5, x, coupled=True)
     assert (compressed.a.out_channels, compressed.c.out_channels, compressed.fc.in_features) == (6, 4, 4)
     y = torch.randn(3, 3, 9, 6, dtype=torch.float64)

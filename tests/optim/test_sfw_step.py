@@ -13,7 +13,7 @@ def _l2_vertex(m, radius):
 
 
 def _reference_steps(theta, grads, radius, lr, momentum, dampening, rescale):
-    """SFW on an L2 ball written out from REFERENCE.md §1 (float64)."""
+    """SFW on an L2 ball written out from docs/method.md#the-sfw-step (float64)."""
     theta, buf, gaps = theta.clone(), None, []
     for g in grads:
         buf = g.clone() if buf is None else momentum * buf + (1 - dampening) * g
@@ -177,8 +177,8 @@ def test_add_param_group_validates_and_keeps_state_clean():
 
 def test_step_size_vector_equals_the_formula_entry_by_entry():
     """`step_size` over entries of mixed rescales (per-entry flags, as a StepPlan bucket holds them)
-    = η = clip(α·s, 0, 1) written out per entry with s of REFERENCE.md §1; θ = v gives η = 1 (not
-    nan) when α‖m‖ > 0; a masked step gives 0 everywhere."""
+    = η = clip(α·s, 0, 1) written out per entry with s of docs/method.md#step-size-rescaling; θ = v
+    gives η = 1 (not nan) when α‖m‖ > 0; a masked step gives 0 everywhere."""
     from sparsefw.optim.functional import _USES_NORM, step_size
 
     rescales = [None, "diameter", "gradient", "fast_gradient", "gradient", "gradient"]
