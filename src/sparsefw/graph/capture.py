@@ -18,14 +18,20 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 
+class CaptureError(ValueError):
+    """The model's graph cannot be captured on the example inputs (the reason from torch.fx or
+    torch.export in the message, their exception chained)."""
+
+
 def trace_fx(model: nn.Module, inputs: tuple) -> tuple[nn.Module, fx.GraphModule]:
-    """(copy of `model`, its fx graph in eval mode with tensor shapes in node.meta)."""
+    """(copy of `model`, its fx graph in eval mode with tensor shapes in node.meta); CaptureError
+    if torch.fx cannot trace it."""
     root = copy.deepcopy(model)
     try:
         gm = fx.symbolic_trace(root)
     except Exception as exc:  # torch.fx raises many types; re-raise one with the reason
-        raise ValueError("remove_filters needs a model that torch.fx can trace symbolically; "
-                         f"tracing {type(model).__name__} failed: {exc}") from exc
+        raise CaptureError("remove_filters needs a model that torch.fx can trace symbolically; "
+                           f"tracing {type(model).__name__} failed: {exc}") from exc
     gm.eval()
     with torch.no_grad():
         ShapeProp(gm).propagate(*inputs)
@@ -76,7 +82,7 @@ def output_tensors(value):
 def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
     """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`.
 
-    Raises ValueError naming the model and torch.export's reason when it cannot be captured.
+    Raises CaptureError naming the model and torch.export's reason when it cannot be captured.
     """
     wrapper = _FlatOutputs(copy.deepcopy(model).eval())
     try:
@@ -84,7 +90,7 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
             program = torch.export.export(wrapper, inputs, strict=False)
     except Exception as exc:  # torch.export raises many types; re-raise one with the reason
         reason = str(exc).strip().split("\n")[0]
-        raise ValueError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
+        raise CaptureError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
                          f"with torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
     signature = program.graph_signature
     by_input = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}

@@ -101,10 +101,10 @@ class Tracked:
 
 
 class DependencyAnalysis:
-    """Walk the exported graph once, applying the rule of every op (`group_rules.RULES`)."""
+    """Walk the exported graph once, applying the rule of every op (`group_rules.rule_of`)."""
 
     def __init__(self, captured: ExportedGraph):
-        from .group_rules import RULES, unknown_op  # the registry imports this module's types
+        from .group_rules import rule_of  # the rules import this module's types
         self.captured = captured
         self.parent: list[int] = []
         self.sizes: list[int] = []
@@ -113,8 +113,7 @@ class DependencyAnalysis:
         self.tracked: dict[fx.Node, object] = {}
         for node in captured.graph.nodes:
             if node.op == "call_function":
-                rule = RULES.get(node.target, unknown_op)
-                self.tracked[node] = rule(self, node)
+                self.tracked[node] = rule_of(node.target)(self, node)
             elif node.op == "output":
                 for tracked in self.tracked_args(node.args):
                     self.fix_tracked(tracked, "reaches the model output")

@@ -25,7 +25,7 @@ import torch
 from torch import fx, nn
 
 from .._modules import Assemble
-from ...graph.capture import trace_fx
+from ...graph.capture import CaptureError, trace_fx
 from .layout import Layout, meta_shape
 from .per_layer_rules import find_rule
 
@@ -43,7 +43,7 @@ class FilterSurgery:
         self.device = inputs[0].device
         try:
             self.root, self.gm = trace_fx(model, inputs)
-        except ValueError as exc:
+        except CaptureError as exc:
             raise FxPassUnavailable(str(exc)) from exc
         self.convs: dict[str, nn.Conv2d] = {}
         calls: dict[str, int] = {}
@@ -156,5 +156,3 @@ class FilterSurgery:
             else:
                 out = getattr(args[0], node.target)(*args[1:], **kwargs)
         return out.reshape(-1)
-
-    # ---- rules ---------------------------------------------------------------------------------
