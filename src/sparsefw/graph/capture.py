@@ -44,12 +44,26 @@ class ExportedGraph:
 
     `graph`: the fx graph of the ExportedProgram (tensor values as FakeTensors in node.meta["val"]);
     `state_names`: placeholder node → qualified name in the model of the parameter or buffer it
-    stands for; `parameters`: the qualified names that are parameters (the others are buffers).
+    stands for; `parameters`: the qualified names that are parameters (the others are buffers);
+    `aliases`: `tensor_aliases` of the model (torch.export may lift a tied tensor once per name).
     """
 
     graph: fx.Graph
     state_names: dict[fx.Node, str]
     parameters: set[str]
+    aliases: dict[str, tuple[str, ...]]
+
+
+def tensor_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """{name: the other names of the same tensor} for every parameter or buffer of `model` that
+    has several qualified names (tied weights, `head.weight = embed.weight`, or a module
+    registered twice); names with one tensor of their own are absent."""
+    names: dict[int, list[str]] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                         *model.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), []).append(name)
+    return {name: tuple(other for other in group if other != name)
+            for group in names.values() if len(group) > 1 for name in group}
 
 
 class _FlatOutputs(nn.Module):
@@ -84,7 +98,8 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
 
     Raises CaptureError naming the model and torch.export's reason when it cannot be captured.
     """
-    wrapper = _FlatOutputs(copy.deepcopy(model).eval())
+    copied = copy.deepcopy(model).eval()
+    wrapper = _FlatOutputs(copied)
     try:
         with torch.no_grad():
             program = torch.export.export(wrapper, inputs, strict=False)
@@ -98,4 +113,4 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
                    for node in program.graph.nodes
                    if node.op == "placeholder" and node.name in by_input}
     parameters = {name.removeprefix("model.") for name in signature.inputs_to_parameters.values()}
-    return ExportedGraph(program.graph, state_names, parameters)
+    return ExportedGraph(program.graph, state_names, parameters, tensor_aliases(copied))

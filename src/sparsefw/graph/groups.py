@@ -16,7 +16,7 @@ spaces side by side (offsets); a flatten makes a channel cover `inner` consecuti
 A space is *fixed* (cannot shrink) where removing a channel would change what the model computes or
 what it is: it reaches the model's input or output, an op not in the rule registry reads it, a
 LayerNorm/GroupNorm normalizes over it (its statistics count every channel), a grouped conv reads or
-writes it, or one of its parameters is used twice.
+writes it, or one of its parameters is used twice (tied weights count every name's uses).
 
 The analysis runs on a `torch.export` graph of the model on example inputs (`capture`); the per-op
 rules live in `group_rules`. `channel_groups` is the one source of truth for coupled removal
@@ -121,8 +121,11 @@ class DependencyAnalysis:
         for node, name in captured.state_names.items():
             uses[name] = len(node.users)
         for space, member in self.members:
-            if uses.get(member.name, 0) > 1:
-                self.fix(space, f"its parameter {member.name!r} is used {uses[member.name]} times")
+            aliases = captured.aliases.get(member.name, ())
+            count = sum(uses.get(name, 0) for name in (member.name, *aliases))
+            if count > 1:
+                tied = f" (tied to {', '.join(aliases)})" if aliases else ""
+                self.fix(space, f"its parameter {member.name!r} is used {count} times{tied}")
 
     # ---- union-find over spaces -----------------------------------------------------------------
     def new_space(self, size: int) -> int:

@@ -259,6 +259,9 @@ RULES = {  # category (`sparsefw.graph.ops.Op`) → (rule, guard(s, node) or Non
 
 
 def find_rule(s: FilterSurgery, node: fx.Node):
-    """The rule for `node`, or None (the node then sees full tensors)."""
+    """The rule for `node`, or None (the node then sees full tensors, as does a module holding a
+    tied tensor: a rule may rebuild the module, which would untie it)."""
+    if node.op == "call_module" and s.is_tied(node):
+        return None
     rule, guard = RULES.get(fx_op(node, s.gm), (None, None))
     return rule if guard is None or guard(s, node) else None
