@@ -9,7 +9,9 @@ a Linear (g = 1) becomes Linear(n → r, no bias) then Linear(r → m, bias). Th
 layer's attributes, its `weight` the product of the factors, computed when read.
 Weights: g·r·(m + n) instead of g·m·n, so a layer saves only if r·(m + n) < m·n (break-even);
 FLOPs scale the same way (both factors run at the output resolution). Depthwise convs (m = 1)
-never save and are always skipped.
+never save and are always skipped; so is a layer whose weight or bias is tied to another name
+(an output head sharing the token embedding): its pair would untie it and add the factors'
+parameters to the tensor that stays.
 
 Fewer FLOPs do not make a layer faster: two thin convs can run slower than one (per-op overhead,
 kernels tuned for wide layers). With `cost="latency"` (the default when example_inputs are given)
@@ -47,6 +49,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..graph.arguments import as_input_tuple, check_module
+from ..graph.capture import tensor_aliases
 from ._modules import ComposedLayer, FactorizedConv2d, FactorizedLinear
 from ._util import listed, run_compressed, set_submodule
 from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
@@ -173,7 +176,9 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
     inputs = None if example_inputs is None else as_input_tuple(example_inputs, "example_inputs")
 
     result = copy.deepcopy(model)
-    selected = [_describe(name, module) for name, module in factorizable_layers(result, layers).items()]
+    candidates = factorizable_layers(result, layers)
+    tied = _tied_layers(result, candidates)
+    selected = [_describe(name, module) for name, module in candidates.items() if name not in tied]
     can_save = [layer.name for layer in selected if layer.largest_saving_rank >= 1]
     calls = layer_inputs(model, can_save, inputs) if cost_model else {}
     unit = "ms" if cost == "latency" else "cost units"
@@ -185,6 +190,7 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         ranks = {layer.name: _layer_rank(layer, rank, energy) for layer in selected}
         skipped, costs = ({}, {}) if not skip_no_saving else _skip_what_does_not_pay(
             selected, ranks, cost_model, calls, unit, margin)
+    skipped.update(tied)
     chosen = {}
     for layer in selected:
         if layer.name not in skipped:
@@ -200,6 +206,18 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
     if cost_model is not None:
         recipe["costs"] = costs
     return result, recipe
+
+
+def _tied_layers(model: nn.Module, layers: dict[str, nn.Module]) -> dict[str, str]:
+    """{layer: "tied to ..."} for the layers whose weight or bias is tied to a tensor of another
+    name (an output head sharing the token embedding): a factor pair would untie them."""
+    aliases = tensor_aliases(model)
+    tied = {}
+    for name in layers:
+        others = [o for leaf in ("weight", "bias") for o in aliases.get(f"{name}.{leaf}", ())]
+        if others:
+            tied[name] = f"tied to {', '.join(others)}"
+    return tied
 
 
 def _unchanged_reason(layers: str, skipped: dict[str, str]) -> str:

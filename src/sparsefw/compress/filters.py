@@ -6,8 +6,8 @@ module that computes the same function as that masked model (eval mode). With `c
 removes ⌊amount·C⌋ channels from every coupled channel space instead (`graph.groups`), so
 residual streams and MLP hidden layers shrink too, exactly the model with those channels masked.
 
-Graph capture (`graph.capture`) and the dependency analysis (`graph.groups`, with its per-op rules
-`graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `channels/`: coupled
+Graph capture (`graph.capture`), the op registry (`graph.ops`) and the dependency analysis
+(`graph.groups`, with its per-op rules `graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `channels/`: coupled
 (`slicing`), the per-layer pass (`per_layer`, its per-op rules `per_layer_rules`, `layout`) and its
 in-place fallback (`per_layer_inplace`).
 """

@@ -18,14 +18,20 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 
+class CaptureError(ValueError):
+    """The model's graph cannot be captured on the example inputs (the reason from torch.fx or
+    torch.export in the message, their exception chained)."""
+
+
 def trace_fx(model: nn.Module, inputs: tuple) -> tuple[nn.Module, fx.GraphModule]:
-    """(copy of `model`, its fx graph in eval mode with tensor shapes in node.meta)."""
+    """(copy of `model`, its fx graph in eval mode with tensor shapes in node.meta); CaptureError
+    if torch.fx cannot trace it."""
     root = copy.deepcopy(model)
     try:
         gm = fx.symbolic_trace(root)
     except Exception as exc:  # torch.fx raises many types; re-raise one with the reason
-        raise ValueError("remove_filters needs a model that torch.fx can trace symbolically; "
-                         f"tracing {type(model).__name__} failed: {exc}") from exc
+        raise CaptureError("remove_filters needs a model that torch.fx can trace symbolically; "
+                           f"tracing {type(model).__name__} failed: {exc}") from exc
     gm.eval()
     with torch.no_grad():
         ShapeProp(gm).propagate(*inputs)
@@ -38,12 +44,26 @@ class ExportedGraph:
 
     `graph`: the fx graph of the ExportedProgram (tensor values as FakeTensors in node.meta["val"]);
     `state_names`: placeholder node → qualified name in the model of the parameter or buffer it
-    stands for; `parameters`: the qualified names that are parameters (the others are buffers).
+    stands for; `parameters`: the qualified names that are parameters (the others are buffers);
+    `aliases`: `tensor_aliases` of the model (torch.export may lift a tied tensor once per name).
     """
 
     graph: fx.Graph
     state_names: dict[fx.Node, str]
     parameters: set[str]
+    aliases: dict[str, tuple[str, ...]]
+
+
+def tensor_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """{name: the other names of the same tensor} for every parameter or buffer of `model` that
+    has several qualified names (tied weights, `head.weight = embed.weight`, or a module
+    registered twice); names with one tensor of their own are absent."""
+    names: dict[int, list[str]] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                         *model.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), []).append(name)
+    return {name: tuple(other for other in group if other != name)
+            for group in names.values() if len(group) > 1 for name in group}
 
 
 class _FlatOutputs(nn.Module):
@@ -76,15 +96,16 @@ def output_tensors(value):
 def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
     """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`.
 
-    Raises ValueError naming the model and torch.export's reason when it cannot be captured.
+    Raises CaptureError naming the model and torch.export's reason when it cannot be captured.
     """
-    wrapper = _FlatOutputs(copy.deepcopy(model).eval())
+    copied = copy.deepcopy(model).eval()
+    wrapper = _FlatOutputs(copied)
     try:
         with torch.no_grad():
             program = torch.export.export(wrapper, inputs, strict=False)
     except Exception as exc:  # torch.export raises many types; re-raise one with the reason
         reason = str(exc).strip().split("\n")[0]
-        raise ValueError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
+        raise CaptureError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
                          f"with torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
     signature = program.graph_signature
     by_input = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
@@ -92,4 +113,4 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
                    for node in program.graph.nodes
                    if node.op == "placeholder" and node.name in by_input}
     parameters = {name.removeprefix("model.") for name in signature.inputs_to_parameters.values()}
-    return ExportedGraph(program.graph, state_names, parameters)
+    return ExportedGraph(program.graph, state_names, parameters, tensor_aliases(copied))

@@ -1,21 +1,20 @@
-"""The registry of per-op rules of the dependency analysis (aten ops of a `torch.export` graph).
+"""The per-op rules of the dependency analysis (aten ops of a `torch.export` graph), by category of
+the op registry (`ops`).
 
 A rule reads the channel layouts (`Tracked`) of its inputs, registers the model parameters it
 touches as members of their spaces, unites or fixes spaces, and returns the layout of its output
-(None: no prunable channels; a list for ops returning several tensors). An op not in `RULES` fixes
+(None: no prunable channels; a list for ops returning several tensors). An op whose category has no rule fixes
 every space it reads (`unknown_op`), so an unknown op can cost speed, never exactness.
 """
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 from torch import fx
 
 from .groups import DependencyAnalysis, Segment, Tracked
-
-aten = torch.ops.aten
+from .ops import Op, exported_op
 
 
 def _shape(node) -> tuple | None:
@@ -62,7 +61,7 @@ def getitem(a: DependencyAnalysis, node: fx.Node):
 
 def conv(a: DependencyAnalysis, node: fx.Node):
     """conv{1,2,3}d and conv_transpose{1,2,3}d (weight dims swapped: in = 0, out = 1)."""
-    transposed = "transpose" in str(node.target)
+    transposed = exported_op(node.target) is Op.CONV_TRANSPOSE
     x, weight, bias = node.args[0], node.args[1], _arg(node, 2, "bias")
     groups = _arg(node, 6, "groups", 1)
     tracked = a.get(x)
@@ -126,7 +125,7 @@ def normalization(a: DependencyAnalysis, node: fx.Node):
     if tracked is None:
         return None
     ndim = len(_shape(node.args[0]))
-    is_layer = node.target is aten.layer_norm.default
+    is_layer = exported_op(node.target) is Op.LAYER_NORM
     first = ndim - len(node.args[1]) if is_layer else 1
     if tracked.dim < first:
         return tracked
@@ -264,41 +263,29 @@ def split(a: DependencyAnalysis, node: fx.Node):
     return [tracked] * len(node.meta["val"])
 
 
-_CHANNELWISE = [
-    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "gelu", "gelu_", "silu", "silu_", "sigmoid",
-    "sigmoid_", "tanh", "tanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
-    "leaky_relu", "leaky_relu_", "elu", "elu_", "mish", "mish_", "softplus", "exp", "neg", "abs",
-    "clamp", "clamp_", "clamp_min", "clamp_min_", "clamp_max", "dropout", "dropout_",
-    "feature_dropout", "alpha_dropout", "clone", "contiguous", "alias", "detach", "_to_copy",
-    "to", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "upsample_nearest2d",
-    "upsample_bilinear2d", "pad", "constant_pad_nd"]
-RULES = {
-    operator.getitem: getitem,
-    **{overload: channelwise for name in _CHANNELWISE if hasattr(aten, name)
-       for overload in (getattr(getattr(aten, name), o) for o in getattr(aten, name).overloads())},
-    **{getattr(aten, n).default: pooled_pair
-       for n in ("max_pool2d_with_indices", "adaptive_max_pool2d", "adaptive_max_pool1d")},
-    **{getattr(aten, n).default: conv for n in ("conv1d", "conv2d", "conv3d")},
-    aten.conv_transpose1d.default: conv,
-    aten.conv_transpose2d.input: conv,
-    aten.conv_transpose3d.input: conv,
-    aten.linear.default: linear,
-    aten.batch_norm.default: batch_norm,
-    aten.layer_norm.default: normalization,
-    aten.group_norm.default: normalization,
-    **{getattr(getattr(aten, n), o): binary for n in ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_")
-       for o in ("Tensor", "Scalar")},
-    aten.cat.default: cat,
-    aten.concat.default: cat,
-    aten.permute.default: permute,
-    aten.transpose.int: transpose,
-    **{getattr(getattr(aten, n), o): reshape for n, o in
-       [("view", "default"), ("reshape", "default"), ("_unsafe_view", "default"),
-        ("flatten", "using_ints"), ("unsqueeze", "default"), ("squeeze", "dim"), ("squeeze", "dims")]},
-    **{getattr(getattr(aten, n), o): reduction for n, o in
-       [("mean", "dim"), ("sum", "dim_IntList"), ("amax", "default"), ("amin", "default")]},
-    aten.split.Tensor: split,
-    aten.split_with_sizes.default: split,
-    aten.chunk.default: split,
+RULES = {  # category (`ops.Op`) → rule
+    **dict.fromkeys((Op.ELEMENTWISE, Op.DROPOUT, Op.COPY, Op.POOL, Op.AVG_POOL, Op.UPSAMPLE, Op.PAD),
+                    channelwise),
+    Op.POOL_WITH_INDICES: pooled_pair,
+    Op.GETITEM: getitem,
+    Op.CONV: conv,
+    Op.CONV_TRANSPOSE: conv,
+    Op.LINEAR: linear,
+    Op.BATCH_NORM: batch_norm,
+    Op.LAYER_NORM: normalization,
+    Op.GROUP_NORM: normalization,
+    Op.BINARY: binary,
+    Op.CONCAT: cat,
+    Op.PERMUTE: permute,
+    Op.TRANSPOSE: transpose,
+    Op.FLATTEN: reshape,
+    Op.RESHAPE: reshape,
+    Op.MEAN_MAX: reduction,
+    Op.SUM: reduction,
+    Op.SPLIT: split,
 }
+
+
+def rule_of(target):
+    """The rule for a call_function target of the exported graph (`unknown_op` if none)."""
+    return RULES.get(exported_op(target), unknown_op)

@@ -16,7 +16,7 @@ spaces side by side (offsets); a flatten makes a channel cover `inner` consecuti
 A space is *fixed* (cannot shrink) where removing a channel would change what the model computes or
 what it is: it reaches the model's input or output, an op not in the rule registry reads it, a
 LayerNorm/GroupNorm normalizes over it (its statistics count every channel), a grouped conv reads or
-writes it, or one of its parameters is used twice.
+writes it, or one of its parameters is used twice (tied weights count every name's uses).
 
 The analysis runs on a `torch.export` graph of the model on example inputs (`capture`); the per-op
 rules live in `group_rules`. `channel_groups` is the one source of truth for coupled removal
@@ -101,10 +101,10 @@ class Tracked:
 
 
 class DependencyAnalysis:
-    """Walk the exported graph once, applying the rule of every op (`group_rules.RULES`)."""
+    """Walk the exported graph once, applying the rule of every op (`group_rules.rule_of`)."""
 
     def __init__(self, captured: ExportedGraph):
-        from .group_rules import RULES, unknown_op  # the registry imports this module's types
+        from .group_rules import rule_of  # the rules import this module's types
         self.captured = captured
         self.parent: list[int] = []
         self.sizes: list[int] = []
@@ -113,8 +113,7 @@ class DependencyAnalysis:
         self.tracked: dict[fx.Node, object] = {}
         for node in captured.graph.nodes:
             if node.op == "call_function":
-                rule = RULES.get(node.target, unknown_op)
-                self.tracked[node] = rule(self, node)
+                self.tracked[node] = rule_of(node.target)(self, node)
             elif node.op == "output":
                 for tracked in self.tracked_args(node.args):
                     self.fix_tracked(tracked, "reaches the model output")
@@ -122,8 +121,11 @@ class DependencyAnalysis:
         for node, name in captured.state_names.items():
             uses[name] = len(node.users)
         for space, member in self.members:
-            if uses.get(member.name, 0) > 1:
-                self.fix(space, f"its parameter {member.name!r} is used {uses[member.name]} times")
+            aliases = captured.aliases.get(member.name, ())
+            count = sum(uses.get(name, 0) for name in (member.name, *aliases))
+            if count > 1:
+                tied = f" (tied to {', '.join(aliases)})" if aliases else ""
+                self.fix(space, f"its parameter {member.name!r} is used {count} times{tied}")
 
     # ---- union-find over spaces -----------------------------------------------------------------
     def new_space(self, size: int) -> int:

@@ -25,8 +25,9 @@ import torch
 from torch import fx, nn
 
 from .._modules import Assemble
-from ...graph.capture import trace_fx
+from ...graph.capture import CaptureError, tensor_aliases, trace_fx
 from .layout import Layout, meta_shape
+from .per_layer_inplace import refuse_tied
 from .per_layer_rules import find_rule
 
 
@@ -43,7 +44,7 @@ class FilterSurgery:
         self.device = inputs[0].device
         try:
             self.root, self.gm = trace_fx(model, inputs)
-        except ValueError as exc:
+        except CaptureError as exc:
             raise FxPassUnavailable(str(exc)) from exc
         self.convs: dict[str, nn.Conv2d] = {}
         calls: dict[str, int] = {}
@@ -55,6 +56,8 @@ class FilterSurgery:
             if count > 1:
                 raise ValueError(f"remove_filters cannot prune conv {name!r}: it is called {count} "
                                  "times in the forward pass (shared weights)")
+        self.aliases = tensor_aliases(self.root)
+        refuse_tied(self.convs, self.aliases)
         for node in self.gm.graph.nodes:
             if node.op == "get_attr" and any(node.target.startswith(name + ".") for name in calls):
                 raise FxPassUnavailable(f"the fx pass of remove_filters cannot prune conv "
@@ -63,6 +66,14 @@ class FilterSurgery:
 
     def module(self, node: fx.Node) -> nn.Module:
         return self.gm.get_submodule(node.target)
+
+    def is_tied(self, node: fx.Node) -> bool:
+        """Whether the module `node` calls holds a tensor tied to another name (rebuilding the
+        module would untie it)."""
+        module = self.module(node)
+        names = [name for name, _ in (*module.named_parameters(remove_duplicate=False),
+                                      *module.named_buffers(remove_duplicate=False))]
+        return any(f"{node.target}.{name}" in self.aliases for name in names)
 
     # ----------------------------------------------------------------------------------------
     def run(self, keep: dict[str, torch.Tensor], border: set[str] | None):
@@ -156,5 +167,3 @@ class FilterSurgery:
             else:
                 out = getattr(args[0], node.target)(*args[1:], **kwargs)
         return out.reshape(-1)
-
-    # ---- rules ---------------------------------------------------------------------------------

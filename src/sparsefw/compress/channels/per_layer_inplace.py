@@ -16,7 +16,7 @@ from torch import nn
 
 from .._modules import Assemble, ReducedConv2d
 from .._util import set_submodule
-from ...graph.capture import export_graph
+from ...graph.capture import export_graph, tensor_aliases
 
 
 def prunable_convs(model: nn.Module, inputs: tuple) -> dict[str, nn.Conv2d]:
@@ -28,7 +28,19 @@ def prunable_convs(model: nn.Module, inputs: tuple) -> dict[str, nn.Conv2d]:
         if uses.get(f"{name}.weight", 0) > 1:
             raise ValueError(f"remove_filters cannot prune conv {name!r}: it is called "
                              f"{uses[name + '.weight']} times in the forward pass (shared weights)")
-    return {name: conv for name, conv in convs.items() if uses.get(f"{name}.weight", 0) == 1}
+    convs = {name: conv for name, conv in convs.items() if uses.get(f"{name}.weight", 0) == 1}
+    refuse_tied(convs, captured.aliases)
+    return convs
+
+
+def refuse_tied(convs: dict[str, nn.Conv2d], aliases: dict[str, tuple[str, ...]]) -> None:
+    """ValueError if a conv's weight or bias is tied to a tensor of another name: rebuilding the
+    conv would untie them."""
+    for name in convs:
+        for leaf in ("weight", "bias"):
+            if f"{name}.{leaf}" in aliases:
+                raise ValueError(f"remove_filters cannot prune conv {name!r}: its {leaf} is tied to "
+                                 f"{', '.join(aliases[f'{name}.{leaf}'])} (shared weights)")
 
 
 def replace_convs(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:

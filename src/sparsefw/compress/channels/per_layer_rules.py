@@ -1,21 +1,22 @@
-"""The registry of per-op rules of the per-layer pass (`coupled=False`).
+"""The per-op rules of the per-layer pass (`coupled=False`), by category of the op registry
+(`sparsefw.graph.ops`).
 
 Each rule maps one fx node of the original graph to (new node, Layout | None) in the graph being
 built (`FilterSurgery`), keeping the channels along dim 1 that are physically present and the
-constants the removed ones carry. `find_rule` looks a node up in three small tables — modules by
-type, functions and tensor methods by target — each entry a predicate and a rule; a node found
-in none falls back to the full tensor (`FilterSurgery.fallback`).
+constants the removed ones carry. `find_rule` takes the node's category (module, function or
+method alike) and its entry in `RULES`: a rule and a guard on the node's arguments or module
+(e.g. a flatten must start at dim 1); a node with no category, no entry or a failing guard falls
+back to the full tensor (`FilterSurgery.fallback`).
 """
 from __future__ import annotations
 
 import math
-import operator
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
+from ...graph.ops import Op, fx_op
 from .._modules import BorderCorrection
 from .._util import set_submodule
 from .layout import (Layout, avg_pool_keeps_constants, flatten_from_1, is_batch_flatten, meta_shape,
@@ -23,31 +24,6 @@ from .layout import (Layout, avg_pool_keeps_constants, flatten_from_1, is_batch_
 
 if TYPE_CHECKING:
     from .per_layer import FilterSurgery
-
-_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-                        nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
-                        nn.Softplus, nn.Identity)
-_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                    nn.FeatureAlphaDropout)
-_ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.leaky_relu, F.elu,
-                          F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
-                          F.hardtanh, F.softplus, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh,
-                          torch.clamp, torch.clip, torch.abs, torch.neg, torch.exp}
-_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-                      F.feature_alpha_dropout}
-_ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_",
-                        "clip", "clip_", "abs", "neg", "exp"}
-_BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
-                     operator.isub, operator.imul, operator.itruediv, torch.add, torch.sub,
-                     torch.mul, torch.div}
-_BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
-_CHANNEL_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveAvgPool1d,
-                         nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-                         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-_CHANNEL_POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_avg_pool1d,
-                           F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
-                           F.adaptive_max_pool2d, F.adaptive_max_pool3d}
-
 
 # ---- rules -----------------------------------------------------------------------------------
 def metadata(s: FilterSurgery, node: fx.Node):
@@ -252,42 +228,40 @@ def conv(s: FilterSurgery, node: fx.Node):
     return out, Layout(out_idx, const)
 
 
-# ---- the registry ----------------------------------------------------------------------------
+# ---- rules by category ---------------------------------------------------------------------
+def _module_is(predicate):
+    """A guard: the node calls a module for which `predicate` holds."""
+    return lambda s, n: n.op == "call_module" and predicate(s.module(n))
 
-MODULE_RULES = [  # (predicate on the module, rule)
-    (lambda m: isinstance(m, nn.Conv2d), conv),
-    (lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats, batchnorm),
-    (lambda m: isinstance(m, nn.Linear), linear),
-    (lambda m: isinstance(m, _ELEMENTWISE_MODULES)
-     or (isinstance(m, nn.PReLU) and m.num_parameters == 1), elementwise),
-    (lambda m: isinstance(m, _DROPOUT_MODULES + _CHANNEL_POOL_MODULES)
-     or (isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d))
-         and avg_pool_keeps_constants(m)), passthrough),
-    (lambda m: isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1, flatten),
-]
-FUNCTION_RULES = [  # (predicate on the node, rule) for call_function nodes
-    (lambda n: n.target in _ELEMENTWISE_FUNCTIONS, elementwise),
-    (lambda n: n.target in _DROPOUT_FUNCTIONS or n.target in _CHANNEL_POOL_FUNCTIONS, passthrough),
-    (lambda n: n.target in _BINARY_FUNCTIONS, binary),
-    (lambda n: n.target is torch.cat or n.target is torch.concat, cat),
-    (lambda n: n.target is torch.flatten and flatten_from_1(n.args[1:], n.kwargs), flatten),
-    (lambda n: n.target is torch.mean and spatial_reduction(n), passthrough),
-]
-METHOD_RULES = [  # (predicate on the node, rule) for call_method nodes
-    (lambda n: n.target in _ELEMENTWISE_METHODS, elementwise),
-    (lambda n: n.target in _BINARY_METHODS, binary),
-    (lambda n: n.target == "flatten" and flatten_from_1(n.args[1:], n.kwargs), flatten),
-    (lambda n: n.target in ("view", "reshape") and is_batch_flatten(n), flatten),
-    (lambda n: n.target in ("mean", "amax") and spatial_reduction(n), passthrough),
-    (lambda n: n.target == "size" and (n.args[1:] == (0,) or n.kwargs == {"dim": 0}), metadata),
-    (lambda n: n.target == "dim", metadata),
-]
+def _flattens_from_1(s: FilterSurgery, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        module = s.module(node)
+        return module.start_dim == 1 and module.end_dim == -1
+    return flatten_from_1(node.args[1:], node.kwargs)
+
+RULES = {  # category (`sparsefw.graph.ops.Op`) → (rule, guard(s, node) or None)
+    Op.CONV: (conv, _module_is(lambda m: isinstance(m, nn.Conv2d))),
+    Op.BATCH_NORM: (batchnorm, _module_is(lambda m: m.track_running_stats)),
+    Op.LINEAR: (linear, None),
+    Op.ELEMENTWISE: (elementwise, None),
+    Op.PRELU: (elementwise, _module_is(lambda m: m.num_parameters == 1)),
+    Op.DROPOUT: (passthrough, None),
+    Op.POOL: (passthrough, None),
+    Op.AVG_POOL: (passthrough, _module_is(avg_pool_keeps_constants)),
+    Op.BINARY: (binary, None),
+    Op.CONCAT: (cat, None),
+    Op.FLATTEN: (flatten, _flattens_from_1),
+    Op.RESHAPE: (flatten, lambda s, n: is_batch_flatten(n)),
+    Op.MEAN_MAX: (passthrough, lambda s, n: spatial_reduction(n)),
+    Op.SIZE: (metadata, lambda s, n: n.args[1:] == (0,) or n.kwargs == {"dim": 0}),
+    Op.NDIM: (metadata, None),
+}
 
 
 def find_rule(s: FilterSurgery, node: fx.Node):
-    """The rule for `node`, or None (the node then sees full tensors)."""
-    if node.op == "call_module":
-        module = s.module(node)
-        return next((rule for matches, rule in MODULE_RULES if matches(module)), None)
-    table = {"call_function": FUNCTION_RULES, "call_method": METHOD_RULES}.get(node.op, ())
-    return next((rule for matches, rule in table if matches(node)), None)
+    """The rule for `node`, or None (the node then sees full tensors, as does a module holding a
+    tied tensor: a rule may rebuild the module, which would untie it)."""
+    if node.op == "call_module" and s.is_tied(node):
+        return None
+    rule, guard = RULES.get(fx_op(node, s.gm), (None, None))
+    return rule if guard is None or guard(s, node) else None
