@@ -31,7 +31,7 @@ k: a float in
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
 every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width
-10 (REFERENCE.md §4).
+10 (docs/method.md#reference-results).
 
 Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
 onto it in place (`shift_inside`); parameters already inside are not touched.
@@ -189,7 +189,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
 
 def _fixed_step(model: nn.Module, example_inputs, fixed_step: Any) -> dict[str, float]:
     """{parameter name: its fixed Frank-Wolfe step} under `constrain`'s step rule."""
-    check_step(fixed_step, "fixed_step")
+    check_fixed_step(fixed_step)
     if fixed_step == "optimizer":
         return {}
     if example_inputs is None:
@@ -222,3 +222,8 @@ def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, fl
 def check_coupled_step(step: Any) -> None:
     """ValueError unless step is None, 'optimizer' or a Frank-Wolfe step in (0, 1]."""
     check_step(step, "coupled_step")
+
+
+def check_fixed_step(step: Any) -> None:
+    """ValueError unless step is None, 'optimizer' or a Frank-Wolfe step in (0, 1]."""
+    check_step(step, "fixed_step")

@@ -1,6 +1,6 @@
 """Expected L2 norm of every parameter at its default initialisation, never touching the model.
 
-The radius of a parameter's region is width · E‖θ^init‖₂ (REFERENCE.md §1). Sources, in order:
+The radius of a parameter's region is width · E‖θ^init‖₂ (docs/method.md#radius-and-k). Sources, in order:
 
 * analytic, for PyTorch's default layers:
   - Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d: weight and bias ~ U(−b, b), b = 1/√fan_in

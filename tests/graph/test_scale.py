@@ -1,17 +1,13 @@
 """`graph.scale.scale_invariant_parameters` against the definition: the model's training-mode output
 does not change when the parameter (a norm layer's γ and β: both together) is multiplied by c > 0."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compress"))
-from nets import CifarResNet, ConcatNet, DepthwiseNet, PlainCNN  # noqa: E402
-from sparsefw.graph.scale import scale_invariant_parameters  # noqa: E402
-from sparsefw.models import build_model  # noqa: E402
-from zoo import ZOO, first_tensor  # noqa: E402
+from nets import CifarResNet, ConcatNet, DepthwiseNet, PlainCNN
+from sparsefw.graph.scale import scale_invariant_parameters
+from sparsefw.models import build_model
+from zoo import ZOO, first_tensor
 
 
 class ReluThenNorm(nn.Module):

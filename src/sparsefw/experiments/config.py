@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..assign import MODES, check_coupled_step, check_k, check_norm_radius
+from ..assign import MODES, check_coupled_step, check_fixed_step, check_k, check_norm_radius
 from ..models import check_model_option, model_options
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
@@ -107,6 +107,10 @@ class OptimizerConfig:
     coupled_step: Optional[Union[float, str]] = _opt(None, check_coupled_step, "fixed Frank-Wolfe step of the coupled "
                                                      "regions, scheduled like lr ('optimizer': lr and rescale; "
                                                      "null: sparsefw.assign_coupled.DEFAULT_COUPLED_STEP)")
+    fixed_step: Optional[Union[float, str]] = _opt(None, check_fixed_step, "fixed Frank-Wolfe step of the "
+                                                   "parameters whose scale the model ignores, scheduled like lr "
+                                                   "('optimizer': lr and rescale; null: "
+                                                   "sparsefw.assign_step.DEFAULT_FIXED_STEP)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -249,6 +253,8 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"config key 'optimizer.penalty': penalties apply to SGD only, got {opt.penalty!r}")
     elif opt.norm_radius is not None:
         raise ConfigError(f"config key 'optimizer.norm_radius': a radius of SFW's regions, not for {opt.name!r}")
+    elif opt.fixed_step is not None:
+        raise ConfigError(f"config key 'optimizer.fixed_step': a step of SFW's regions, not for {opt.name!r}")
     for key in ("coupled_width", "coupled_step"):
         if getattr(opt, key) is not None and (opt.name != "sfw" or opt.mode != "coupled_group_k_support"):
             raise ConfigError(f"config key 'optimizer.{key}': applies to SFW with mode 'coupled_group_k_support' "

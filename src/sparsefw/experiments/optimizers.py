@@ -18,12 +18,13 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module, example_inputs=None)
     """(optimizer, penalty(model) added to the loss or None, proximal step run after each
     optimizer step or None). SFW makes the model's start feasible (scales weights outside their
     region onto it), as `sparsefw.constrain` does; `example_inputs` (one input batch) feeds the channel
-    analysis of mode "coupled_group_k_support"."""
+    analysis of mode "coupled_group_k_support" and the step rule (`sparsefw.assign_step`)."""
     try:
         if cfg.name == "sfw":
             groups = constrain(model, cfg.mode, k=cfg.k, width=cfg.width, bias_and_norm=cfg.bias_and_norm,
                                norm_radius=cfg.norm_radius, example_inputs=example_inputs,
-                               coupled_width=cfg.coupled_width, coupled_step=cfg.coupled_step)
+                               coupled_width=cfg.coupled_width, coupled_step=cfg.coupled_step,
+                               fixed_step=cfg.fixed_step)
             return SFW(groups, lr=cfg.lr, momentum=cfg.momentum, rescale=cfg.rescale), None, None
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)

@@ -20,31 +20,30 @@ The analysis reads the `torch.export` graph of `capture.export_graph`; a weight 
 """
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import fx, nn
 
 from .arguments import as_input_tuple, check_module
 from .capture import export_graph
+from .ops import Op, exported_op
 
-aten = torch.ops.aten
-_LAYERS = {getattr(aten, n).default for n in ("conv1d", "conv2d", "conv3d", "linear")}
-_BATCH_NORM = {aten.batch_norm.default}
-_OTHER_NORMS = {aten.layer_norm.default, aten.group_norm.default}
-#: single-input ops with h(c·x) = c·h(x) for c > 0, followed from a layer to its normalisation
-_HOMOGENEOUS = {overload for name in ("relu", "relu_", "dropout", "dropout_", "max_pool1d", "max_pool2d",
-                                      "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-                                      "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
-                                      "clone", "contiguous", "alias")
-                if hasattr(aten, name)
-                for overload in (getattr(getattr(aten, name), o) for o in getattr(aten, name).overloads())}
+_LAYERS = (Op.CONV, Op.LINEAR)
+_OTHER_NORMS = (Op.LAYER_NORM, Op.GROUP_NORM)
+#: categories whose ops are positively homogeneous, h(c·x) = c·h(x) for c > 0 (max/average pools,
+#: copies; item 0 of a pool with indices), followed from a layer to its normalisation
+_HOMOGENEOUS = (Op.COPY, Op.POOL, Op.POOL_WITH_INDICES, Op.AVG_POOL)
+#: the homogeneous members of categories that also hold other ops (ELEMENTWISE, DROPOUT)
+_HOMOGENEOUS_ATEN = {overload for name in ("relu", "relu_", "dropout", "dropout_", "feature_dropout")
+                     for overload in (getattr(getattr(torch.ops.aten, name), o)
+                                      for o in getattr(torch.ops.aten, name).overloads())}
 
 
 def _passes_scale(node: fx.Node) -> bool:
-    """A positively homogeneous op, or the values (item 0) of a max pooling with indices."""
-    return (node.target in _HOMOGENEOUS or node.target is aten.max_pool2d_with_indices.default
-            or (node.target is operator.getitem and node.args[1] == 0))
+    """A positively homogeneous op, or the values (item 0) of a pool with indices."""
+    op = exported_op(node.target)
+    if op is Op.GETITEM:
+        return node.args[1] == 0 and exported_op(node.args[0].target) is Op.POOL_WITH_INDICES
+    return op in _HOMOGENEOUS or node.target in _HOMOGENEOUS_ATEN
 
 
 def _normalised(node: fx.Node, has_bias: bool) -> bool:
@@ -55,7 +54,8 @@ def _normalised(node: fx.Node, has_bias: bool) -> bool:
     for user in node.users:
         if user.op != "call_function":
             return False
-        if user.target in _BATCH_NORM or (user.target in _OTHER_NORMS and not has_bias):
+        op = exported_op(user.target)
+        if op is Op.BATCH_NORM or (op in _OTHER_NORMS and not has_bias):
             if user.args[0] is not node:
                 return False
         elif has_bias or not (_passes_scale(user) and _normalised(user, has_bias)):
@@ -94,18 +94,19 @@ def scale_invariant_parameters(model: nn.Module, example_inputs) -> frozenset[st
     uses: dict[str, int] = {}
     for node, name in captured.state_names.items():
         uses[name] = uses.get(name, 0) + len(node.users)
-    once = {name for name in captured.parameters if uses.get(name) == 1}
+    once = {name for name in captured.parameters if uses.get(name) == 1 and name not in captured.aliases}
     layers = {}
     for node in captured.graph.nodes:
-        if node.op == "call_function" and node.target in _LAYERS:
+        if node.op == "call_function" and exported_op(node.target) in _LAYERS:
             weight = captured.state_names.get(node.args[1])
             bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
             if weight in once and _normalised(node, bias is not None):
                 layers[node] = weight
     found = set(layers.values())
     for node in captured.graph.nodes:
-        if node.op == "call_function" and node.target in _BATCH_NORM | _OTHER_NORMS:
-            first = 1 if node.target in _BATCH_NORM else 2  # (x, γ, β, …) or (x, shape|groups, γ, β)
+        op = exported_op(node.target) if node.op == "call_function" else None
+        if op is Op.BATCH_NORM or op in _OTHER_NORMS:
+            first = 1 if op is Op.BATCH_NORM else 2  # (x, γ, β, …) or (x, shape|groups, γ, β)
             affine = [captured.state_names.get(a) for a in node.args[first:first + 2] if isinstance(a, fx.Node)]
             if affine and all(name in once for name in affine) and _feeds_only(node, set(layers)):
                 found.update(affine)

@@ -1,6 +1,6 @@
 """`SFW`: Stochastic Frank-Wolfe as a `torch.optim.Optimizer` (the shell around `functional.sfw`).
 
-Choices (REFERENCE.md §1):
+Choices (docs/method.md#the-sfw-step):
 
 * Momentum m_t = ρ·m_{t−1} + (1−δ)·g_t with m_1 = g_1 (torch SGD's convention; it is the running
   sum started at m_0 = 0 for δ = 0 and the bias-free start of the average for δ = ρ). The default
