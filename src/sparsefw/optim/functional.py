@@ -146,8 +146,11 @@ def _frank_wolfe(region: Constraint, params: list[Tensor], directions: list[Tens
     eta = step_size(torch.as_tensor(lr, dtype=work, device=m.device).reshape(()), coefficient(rescale, region),
                     torch.linalg.vector_norm(m), torch.linalg.vector_norm(diff), rescale in _USES_NORM,
                     rescale == "gradient", ok)
-    for p, d in zip(params, region.unpack(diff) if joint else [diff]):
-        p.addcmul_(d, -eta)
+    if joint:                   # as the planned path: θ − η·Δ packed, copied to the members
+        for p, new in zip(params, region.unpack(theta - eta * diff)):
+            p.copy_(new)
+    else:                       # θ + Δ·(−η) in one kernel (fused where the CPU has an FMA)
+        params[0].addcmul_(diff, -eta)
     return gap if ok is None else torch.where(ok, gap, torch.nan)
 
 

@@ -22,7 +22,7 @@ Choices (REFERENCE.md §1):
   a momentum buffer first created by a masked step is 0, which differs from "no buffer" only for
   dampening > 0). nonfinite="raise" always reads the flag.
 * The last line of defence: a Frank-Wolfe vertex holding nan or ±inf (the LMOs return finite
-  vertices for finite directions; `functional._finite_vertices`) is treated the same way — no
+  vertices for finite directions; `rules.finite_vertices`) is treated the same way — no
   constrained weight of its device and dtype (or of its joint group) moves, the step is counted in
   `nonfinite_steps` or raises FloatingPointError — except that the momentum buffers keep this step's
   (finite) gradient: they are updated before the oracle runs. Nothing is read on CUDA under "skip".
@@ -32,7 +32,7 @@ Choices (REFERENCE.md §1):
   `found_inf` is set, so the scaler's one check serves; such skips are the scaler's business and
   are not counted in `nonfinite_steps`.
 * `lr` may be a float or a 1-element tensor (as in torch.optim); a tensor lr is read on the device.
-* The structure of a step (`functional.StepPlan`) is built once and rebuilt only when the param
+* The structure of a step (`plan.StepPlan`, run through `functional.sfw`) is built once and rebuilt only when the param
   groups change (regions, momentum, dampening, rescale, parameters, which parameters have
   gradients) or a state dict is loaded.
 * `state_dict()` stores each region as `constraint.to_spec()` (plain data), so
