@@ -24,7 +24,8 @@ COUPLED = CoupledGroupKSupportBall([(4, 2, 3), (4,), (3, 8)], [0, 0, 1],
 REGIONS = [KSupportBall((6, 5), k=0.3, radius=2.0), KSupportBall((6, 5), k=0.3, radius=3.0), L2Ball((7,), 1.0),
            L2Ball((3, 4), 2.0), L1Ball((9,), 1.5), LinfBall((4, 3), 0.5), LpBall((10,), 3.0, 1.0),
            GroupKSupportBall((5, 2, 3), k=2, radius=2.0), SpectralKSupportBall((6, 4), k=2, radius=2.0),
-           SpectralKSupportBall((6, 4), k=2, radius=1.0), NuclearBall((5, 3), 1.0), KSparsePolytope((12,), k=3, radius=1.0),
+           SpectralKSupportBall((6, 4), k=2, radius=1.0), NuclearBall((5, 3), 1.0),
+           KSparsePolytope((12,), k=3, radius=1.0),
            KSupportBall((80, 60), k=0.1, radius=2.0), None, None, COUPLED, COUPLED, COUPLED]
 L2 = [2, 3]
 DOT_GAPS = {12: 2, 15: 4}    # ≥ 4096-entry rows, the multi-tensor region (gap on its first member): ulps

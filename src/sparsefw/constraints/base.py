@@ -96,12 +96,19 @@ class Constraint(ABC):
 
     @classmethod
     def frank_wolfe_terms(cls, thetas: Sequence[torch.Tensor], directions: Sequence[torch.Tensor],
-                          radii: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+                          radii: torch.Tensor, *constants: torch.Tensor
+                          ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
         """A closed form of one Frank-Wolfe step's terms for B regions of this class (one dtype):
         (Δ_i = θ_i − v_i, ‖m_i‖₂, ‖Δ_i‖₂, G_i = <m_i, Δ_i>) with v_i = lmo_i(m_i), radii (B,), without
-        forming v_i where the region allows; regions that override it are stepped by it
-        (`has_closed_form`), the others by their LMO."""
+        forming v_i where the region allows (`constants`: `frank_wolfe_constants(radii)`, which a
+        caller stepping repeatedly keeps; computed here when left out); regions that override it
+        are stepped by it (`has_closed_form`), the others by their LMO."""
         raise NotImplementedError(f"{cls.__name__} has no closed-form Frank-Wolfe step")
+
+    @classmethod
+    def frank_wolfe_constants(cls, radii: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The values of the radii that `frank_wolfe_terms` uses at every step (none by default)."""
+        return ()
 
     @abstractmethod
     def norm(self, x: torch.Tensor) -> torch.Tensor:

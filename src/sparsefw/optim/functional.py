@@ -19,13 +19,14 @@ path (`plan.StepPlan`: a fixed number of `_foreach` ops and one batched LMO per 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ..constraints import Constraint
 from .plan import Entry, StepPlan
+# RESCALES and step_size are re-exported: the step's public rules
 from .rules import (_USES_NORM, RESCALES, coefficient, finite_vertices, is_multi_tensor, math_dtype,  # noqa: F401
                     step_size)
 
@@ -35,7 +36,7 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
         dampenings: Sequence[float], rescales: Sequence[str | None], groups: Sequence[int] | None = None,
         ok: Tensor | None = None, states: list[dict] | None = None, spectral_refresh: int | None = None,
         vertex_flags: list[Tensor] | None = None, foreach: bool | None = None,
-        plan: StepPlan | None = None) -> list[Tensor | None]:
+        plan: StepPlan | None = None) -> Gaps:
     """One SFW step over parallel lists (one entry per parameter, hyper-parameters per entry).
 
     Updates `params` in place and `momentum_buffers` (entries that are None are created where the
@@ -47,7 +48,7 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
     `foreach=False`: the single-tensor reference path; otherwise the planned path, with `plan` (a
     `StepPlan` of these same entries, kept across steps by `SFW`) or one built for this call.
 
-    Returns the Frank-Wolfe gap <m, θ−v> as a 0-dim tensor for every constrained entry (a
+    Returns `Gaps`: the Frank-Wolfe gap <m, θ−v> as a 0-dim tensor for every constrained entry (a
     multi-tensor region's on its first member) and None for the others.
     """
     args = (lrs, ok, states, vertex_flags)
@@ -63,18 +64,33 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
     return _multi_tensor_sfw(plan, grads, momentum_buffers, *args)
 
 
+class Gaps(Sequence):
+    """A step's gap of every entry (None: no region), kept as `vectors` — 1-dim tensors on their
+    devices whose values belong, in order, to the entries `entries` — and split only when read."""
+
+    def __init__(self, size: int, vectors: list[Tensor], entries: list[int]):
+        self.size, self.vectors, self.entries = size, vectors, entries
+        self._items: list[Tensor | None] | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index):
+        if self._items is None:
+            self._items = [None] * self.size
+            for entry, gap in zip(self.entries, (g for vec in self.vectors for g in vec.unbind(0))):
+                self._items[entry] = gap
+        return self._items[index]
+
+
 def _multi_tensor_sfw(plan: StepPlan, grads: list[Tensor], momentum_buffers: list[Tensor | None], lrs: Sequence,
-                      ok: Tensor | None, states: list[dict] | None, vertex_flags: list[Tensor] | None
-                      ) -> list[Tensor | None]:
-    vectors = plan.run(list(grads), momentum_buffers, lrs, ok=ok, states=states, vertex_flags=vertex_flags)
-    gaps: list[Tensor | None] = [None] * plan.size
-    for index, gap in zip(plan.gap_entries, (g for vec in vectors for g in vec.unbind(0))):
-        gaps[index] = gap
-    return gaps
+                      ok: Tensor | None, states: list[dict] | None, vertex_flags: list[Tensor] | None) -> Gaps:
+    vectors = plan.run(grads, momentum_buffers, lrs, ok=ok, states=states, vertex_flags=vertex_flags)
+    return Gaps(plan.size, vectors, plan.gap_entries)
 
 
 def _single_tensor_sfw(params, grads, momentum_buffers, constraints, momentums, dampenings, rescales,
-                       spectral_refresh, lrs, ok, states, vertex_flags) -> list[Tensor | None]:
+                       spectral_refresh, lrs, ok, states, vertex_flags) -> Gaps:
     """The reference path: region by region, the module docstring's formulas as written. A vertex
     that is not finite masks its own region (the planned path masks its batch's bucket)."""
     gaps: list[Tensor | None] = [None] * len(params)
@@ -89,7 +105,8 @@ def _single_tensor_sfw(params, grads, momentum_buffers, constraints, momentums, 
         state = None if states is None or not spectral_refresh else states[first]
         gaps[first] = _frank_wolfe(constraints[first], [params[i] for i in idx], directions, lrs[first],
                                    rescales[first], ok, state, spectral_refresh, flags)
-    return gaps
+    entries = [i for i, gap in enumerate(gaps) if gap is not None]
+    return Gaps(len(params), [gaps[i].reshape(1) for i in entries], entries)
 
 
 def _regions(constraints: Sequence[Constraint | None]) -> list[list[int]]:

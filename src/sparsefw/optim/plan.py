@@ -32,7 +32,8 @@ from torch import Tensor
 
 from ..constraints import Constraint
 from ..constraints.base import has_closed_form, lmo_stack
-from .rules import _USES_NORM, by_device_and_dtype, coefficient, finite_vertices, is_multi_tensor, math_dtype, step_size
+from .rules import (_USES_NORM, by_device_and_dtype, coefficient, finite_vertices, is_multi_tensor, math_dtype,
+                    step_size)
 
 #: rows (entries per region) from which a batch's Δ and gaps are formed per tensor with BLAS dots
 #: (no stacked copy of θ; a batched 1 × n by n × 1 bmm is 5× slower than dots there)
@@ -66,12 +67,11 @@ def _rate_flags(flags: list[bool], device: torch.device) -> bool | Tensor | None
 
 
 class StepPlan:
-    """The structure of an SFW step over `entries` (see the module docstring)."""
+    """The structure of an SFW step over `entries` (see the module docstring). `spectral_refresh`:
+    None for exact spectral LMOs; R for warm-started ones (`warm_lmo_rows`), exact every R-th step."""
 
     def __init__(self, entries: Sequence[Entry], spectral_refresh: int | None = None):
         self.entries = list(entries)
-        #: None: exact spectral LMOs; R: warm-started ones (`warm_lmo_rows`), exact every R-th step
-        self.spectral_refresh = spectral_refresh
         self.size = len(self.entries)
         groups = by_device_and_dtype([e.param for e in self.entries])
         self.buckets = [_Bucket(self.entries, idx, device, dtype, spectral_refresh)
@@ -193,12 +193,13 @@ class _ClosedForm:
                  device: torch.device):
         self.kind, self.local = kind, local
         self.radii = _vector([r.radius for r in regions], work, device)
+        self.constants = kind.frank_wolfe_constants(self.radii)
 
     def terms(self, params, directions, states, flags) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         theta, m = [params[j] for j in self.local], [directions[j] for j in self.local]
         if theta[0].dtype != self.radii.dtype:
             theta, m = [t.to(self.radii.dtype) for t in theta], [t.to(self.radii.dtype) for t in m]
-        diff, norm, distance, gap = self.kind.frank_wolfe_terms(theta, m, self.radii)
+        diff, norm, distance, gap = self.kind.frank_wolfe_terms(theta, m, self.radii, *self.constants)
         return norm, distance, gap, diff
 
 

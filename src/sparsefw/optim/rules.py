@@ -60,9 +60,11 @@ def is_multi_tensor(constraint) -> bool:
 
 
 def by_device_and_dtype(tensors: list[Tensor]) -> dict[tuple, tuple[list[Tensor], list[int]]]:
-    """{(device, dtype): (tensors, their positions in `tensors`)}, by torch.optim's own helper."""
+    """{(device, dtype): (tensors, their positions in `tensors`)}: torch.optim's grouping
+    (`_group_tensors_by_device_and_dtype`), called through its kernel — its no_grad wrapper costs
+    2 µs a call, which a step (already under no_grad) would pay every time."""
     return {key: (lists[0], indices)
-            for key, (lists, indices) in _group_tensors_by_device_and_dtype([tensors], with_indices=True).items()}
+            for key, (lists, indices) in _group_tensors_by_device_and_dtype.__wrapped__([tensors], True).items()}
 
 
 def finite_vertices(v: Tensor, flags: list[Tensor]) -> Tensor:

@@ -47,9 +47,9 @@ import torch
 from torch.optim import Optimizer
 
 from ..constraints import Constraint, constraint_from_spec
-from .functional import sfw
+from .functional import Gaps, sfw
 from .plan import Entry, StepPlan
-from .rules import RESCALES, by_device_and_dtype, finite_mask, is_multi_tensor, unscale_
+from .rules import RESCALES, finite_mask, is_multi_tensor, unscale_
 
 NONFINITE = ("skip", "raise")
 
@@ -183,8 +183,8 @@ class SFW(Optimizer):
         self._plans: dict[tuple, tuple[StepPlan, list, list, dict]] = {}
         self._plan_key: tuple | None = None
         self._joint_spans: list[tuple[int, int, int]] = []
-        #: the last step's gap of every entry of its plan (None: no region) and the entries' groups
-        self._gaps: list[torch.Tensor | None] = []
+        #: the last step's gaps (`functional.Gaps`, None: no step) and its entries' groups
+        self._gaps: Gaps | None = None
         self._gap_groups: list[int] = []
         self._nonfinite_host = nonfinite_steps
         self._nonfinite_device: torch.Tensor | None = None
@@ -275,7 +275,7 @@ class SFW(Optimizer):
         plan, buffers, states, lists, grads = planned
         ok = self._finite_mask(grads, plan.device)
         if ok is False:
-            self._gaps = []
+            self._gaps = None
             return loss
         created = [b is None for b in buffers]
         lr = [g["lr"] for g in self.param_groups]
@@ -347,10 +347,10 @@ class SFW(Optimizer):
         """The Frank-Wolfe gap <m_t, θ_t − v_t> ≥ 0 of each param group at the last step (nan where
         the group has no constraint or took no step). Synchronises with the device once."""
         gaps = [math.nan] * len(self.param_groups)
-        present = [(index, gap) for index, gap in zip(self._gap_groups, self._gaps) if gap is not None]
-        for tensors, positions in (by_device_and_dtype([gap for _, gap in present]).values() if present else ()):
-            for i, value in zip(positions, torch.stack(tensors).to("cpu", torch.float64).tolist()):
-                gaps[present[i][0]] = value
+        if self._gaps is not None and self._gaps.vectors:
+            values = torch.cat([v.to("cpu", torch.float64) for v in self._gaps.vectors]).tolist()
+            for entry, value in zip(self._gaps.entries, values):
+                gaps[self._gap_groups[entry]] = value
         return gaps
 
     # --- state ---------------------------------------------------------------------------
