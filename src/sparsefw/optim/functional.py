@@ -41,7 +41,7 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
 
     Updates `params` in place and `momentum_buffers` (entries that are None are created where the
     momentum is non-zero). The members of a multi-tensor region are consecutive entries with that
-    region (and one group); their lr, momentum, dampening and rescale are the first member's.
+    region (and one group); their lr and rescale are the first member's.
     `groups`: each entry's param group (entries of one group share their lr; default: one group per
     entry). `ok`: None or a 0-dim bool tensor; where False nothing moves and the gaps are nan (see
     `StepPlan.run`, which also describes `states`, `spectral_refresh` and `vertex_flags`).
@@ -97,8 +97,7 @@ def _single_tensor_sfw(params, grads, momentum_buffers, constraints, momentums, 
     flags = [] if vertex_flags is None else vertex_flags
     for idx in _regions(constraints):
         first = idx[0]
-        directions = [_momentum(grads[i], momentum_buffers, i, momentums[first], dampenings[first], ok)
-                      for i in idx]
+        directions = [_momentum(grads[i], momentum_buffers, i, momentums[i], dampenings[i], ok) for i in idx]
         if constraints[first] is None:
             _sgd(params[first], directions[0], lrs[first], ok)
             continue
