@@ -1,6 +1,6 @@
 """torch.compile of the L2-ball SFW step's elementwise part against the eager planned step (issue 17 §6).
 
-The same maths as `sparsefw.optim.functional.StepPlan` for L2 balls (momentum, closed-form vertex,
+The same maths as `sparsefw.optim.plan.StepPlan` for L2 balls (momentum, closed-form vertex,
 three norms, update), written as one function over ResNet-20's tensor lists, eager and under
 torch.compile (inductor, CPU C++ codegen), timed by thread CPU time at one thread, interleaved.
 

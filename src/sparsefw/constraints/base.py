@@ -94,6 +94,22 @@ class Constraint(ABC):
         """The LMOs of B copies of this region with radii (B,), for directions stack (B, *shape)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither _lmo_rows nor lmo_many")
 
+    @classmethod
+    def frank_wolfe_terms(cls, thetas: Sequence[torch.Tensor], directions: Sequence[torch.Tensor],
+                          radii: torch.Tensor, *constants: torch.Tensor
+                          ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A closed form of one Frank-Wolfe step's terms for B regions of this class (one dtype):
+        (Δ_i = θ_i − v_i, ‖m_i‖₂, ‖Δ_i‖₂, G_i = <m_i, Δ_i>) with v_i = lmo_i(m_i), radii (B,), without
+        forming v_i where the region allows (`constants`: `frank_wolfe_constants(radii)`, which a
+        caller stepping repeatedly keeps; computed here when left out); regions that override it
+        are stepped by it (`has_closed_form`), the others by their LMO."""
+        raise NotImplementedError(f"{cls.__name__} has no closed-form Frank-Wolfe step")
+
+    @classmethod
+    def frank_wolfe_constants(cls, radii: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The values of the radii that `frank_wolfe_terms` uses at every step (none by default)."""
+        return ()
+
     @abstractmethod
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         """The gauge whose ball of radius `radius` is C (a 0-dim tensor)."""
@@ -142,6 +158,11 @@ def lmo_stack(kind: type[Constraint], regions: Sequence[Constraint], stack: torc
     if kind._lmo_rows is not Constraint._lmo_rows:
         return regions[0]._lmo_rows(stack, radii)
     return torch.stack(kind.lmo_many(regions, list(stack.unbind(0))))
+
+
+def has_closed_form(kind: type[Constraint]) -> bool:
+    """Whether the regions of class `kind` give their step's terms in closed form (`frank_wolfe_terms`)."""
+    return kind.frank_wolfe_terms.__func__ is not Constraint.frank_wolfe_terms.__func__
 
 
 def constraint_from_spec(spec: dict) -> Constraint:

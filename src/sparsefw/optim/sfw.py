@@ -22,7 +22,7 @@ Choices (docs/method.md#the-sfw-step):
   a momentum buffer first created by a masked step is 0, which differs from "no buffer" only for
   dampening > 0). nonfinite="raise" always reads the flag.
 * The last line of defence: a Frank-Wolfe vertex holding nan or ±inf (the LMOs return finite
-  vertices for finite directions; `functional._finite_vertices`) is treated the same way — no
+  vertices for finite directions; `rules.finite_vertices`) is treated the same way — no
   constrained weight of its device and dtype (or of its joint group) moves, the step is counted in
   `nonfinite_steps` or raises FloatingPointError — except that the momentum buffers keep this step's
   (finite) gradient: they are updated before the oracle runs. Nothing is read on CUDA under "skip".
@@ -32,7 +32,7 @@ Choices (docs/method.md#the-sfw-step):
   `found_inf` is set, so the scaler's one check serves; such skips are the scaler's business and
   are not counted in `nonfinite_steps`.
 * `lr` may be a float or a 1-element tensor (as in torch.optim); a tensor lr is read on the device.
-* The structure of a step (`functional.StepPlan`) is built once and rebuilt only when the param
+* The structure of a step (`plan.StepPlan`, run through `functional.sfw`) is built once and rebuilt only when the param
   groups change (regions, momentum, dampening, rescale, parameters, which parameters have
   gradients) or a state dict is loaded.
 * `state_dict()` stores each region as `constraint.to_spec()` (plain data), so
@@ -41,15 +41,15 @@ Choices (docs/method.md#the-sfw-step):
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 import torch
 from torch.optim import Optimizer
 
 from ..constraints import Constraint, constraint_from_spec
-from .functional import RESCALES, Entry, StepPlan
-from .joint import is_multi_tensor, joint_step
+from .functional import Gaps, sfw
+from .plan import Entry, StepPlan
+from .rules import RESCALES, finite_mask, is_multi_tensor, unscale_
 
 NONFINITE = ("skip", "raise")
 
@@ -180,9 +180,11 @@ class SFW(Optimizer):
 
     def _reset_step_state(self, nonfinite_steps: int) -> None:
         """Forget the plan and the last gaps; `nonfinite_steps` counted on the host so far."""
-        self._plans: dict[tuple, tuple[StepPlan, list, list]] = {}
+        self._plans: dict[tuple, tuple[StepPlan, list, list, dict]] = {}
         self._plan_key: tuple | None = None
-        self._gap_vectors: list[torch.Tensor] = []
+        self._joint_spans: list[tuple[int, int, int]] = []
+        #: the last step's gaps (`functional.Gaps`, None: no step) and its entries' groups
+        self._gaps: Gaps | None = None
         self._gap_groups: list[int] = []
         self._nonfinite_host = nonfinite_steps
         self._nonfinite_device: torch.Tensor | None = None
@@ -212,34 +214,53 @@ class SFW(Optimizer):
             self._plans, self._plan_key = {}, None
 
     # --- the step ------------------------------------------------------------------------
-    def _plan(self) -> tuple[StepPlan, list, list[dict], list[torch.Tensor]] | None:
-        """(plan, its momentum-buffer list, its parameters' state dicts, gradients) for the parameters that have a gradient now;
-        the plan is rebuilt only when the groups' structure or the set of gradients changed."""
+    def _plan(self) -> tuple[StepPlan, list, list[dict], dict, list[torch.Tensor]] | None:
+        """(plan, its momentum-buffer list, its parameters' state dicts, its `sfw` lists, gradients)
+        for the parameters that have a gradient now (every member of a multi-tensor region that has
+        one: 0 for the others); the plan is rebuilt only when the groups' structure or the set of
+        gradients changed."""
         groups = self.param_groups
         key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], *map(id, g["params"]))
                     for g in groups)
         if key != self._plan_key:
             self._plans, self._plan_key = {}, key
-            joint = [is_multi_tensor(g["constraint"]) for g in groups]
-            self._planned_groups = [(index, g) for index, g in enumerate(groups) if not joint[index]]
-            self._joint_indices = [index for index, is_joint in enumerate(joint) if is_joint]
-        planned_groups = self._planned_groups
-        grads = [p.grad for _, g in planned_groups for p in g["params"]]
+            starts = [0]
+            for g in groups:
+                starts.append(starts[-1] + len(g["params"]))
+            self._joint_spans = [(i, starts[i], starts[i + 1]) for i, g in enumerate(groups)
+                                 if is_multi_tensor(g["constraint"])]
+        grads = self._gradients()
         present = tuple(grad is not None for grad in grads)
         if present not in self._plans:
             entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"])
-                       for index, g in planned_groups for p in g["params"]]
+                       for index, g in enumerate(groups) for p in g["params"]]
             entries = [e for e, has in zip(entries, present) if has]
             if not entries:
                 return None
+            lists = dict(params=[e.param for e in entries], constraints=[e.constraint for e in entries],
+                         momentums=[e.momentum for e in entries], dampenings=[e.dampening for e in entries],
+                         rescales=[e.rescale for e in entries], groups=[e.group for e in entries])
+            for e in sorted(entries, key=lambda e: is_multi_tensor(e.constraint)):
+                self.state[e.param]          # created single-tensor entries first: state dicts keep their order
             self._plans[present] = (StepPlan(entries, self.spectral_refresh),
                                     [self.state[e.param].get("momentum_buffer") for e in entries],
-                                    [self.state[e.param] for e in entries])
-        plan, buffers, states = self._plans[present]
+                                    [self.state[e.param] for e in entries], lists)
+        plan, buffers, states, lists = self._plans[present]
         grads = [grad for grad in grads if grad is not None] if not all(present) else grads
         if any(grad.is_sparse for grad in grads):
             raise RuntimeError("SFW does not support sparse gradients")
-        return plan, buffers, states, grads
+        return plan, buffers, states, lists, grads
+
+    def _gradients(self) -> list[torch.Tensor | None]:
+        """Every parameter's gradient, group by group; a multi-tensor region with a gradient for
+        some member has a zero one for the others (its step moves them all)."""
+        grads = [p.grad for g in self.param_groups for p in g["params"]]
+        for index, start, stop in self._joint_spans:
+            members = grads[start:stop]
+            if any(g is None for g in members) and any(g is not None for g in members):
+                grads[start:stop] = [torch.zeros_like(p) if g is None else g
+                                     for p, g in zip(self.param_groups[index]["params"], members)]
+        return grads
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -249,59 +270,50 @@ class SFW(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         planned = self._plan()
-        joint = [(index, g) for index, g in ((i, self.param_groups[i]) for i in self._joint_indices)
-                 if any(p.grad is not None for p in g["params"])]
-        if planned is None and not joint:
+        if planned is None:
             return loss
-        plan, buffers, states, grads = planned if planned is not None else (None, [], [], [])
-        joint_grads = [p.grad for _, g in joint for p in g["params"] if p.grad is not None]
-        if any(grad.is_sparse for grad in joint_grads):
-            raise RuntimeError("SFW does not support sparse gradients")
-        grads_all = grads + joint_grads
-        device = plan.entries[0].param.device if plan is not None else joint[0][1]["params"][0].device
-        on_device = device.type != "cpu" or self._mask_on_device
-        found_inf = getattr(self, "found_inf", None)
-        ok = None
-        if found_inf is not None:                      # GradScaler.step: its check serves
-            grad_scale = getattr(self, "grad_scale", None)
-            if grad_scale is not None:
-                _unscale_(grads_all, grad_scale)
-            if not on_device:
-                if bool(found_inf):
-                    self._gap_vectors = []
-                    return loss
-            else:
-                ok = found_inf.to(device, non_blocking=True) == 0
-        elif self.nonfinite == "raise" or not on_device:
-            if not _all_finite(grads_all):
-                if self.nonfinite == "raise":
-                    raise FloatingPointError(f"SFW.step: non-finite gradient (nan or inf) for "
-                                             f"{self._describe(grads_all)}; no parameter was changed")
-                self._nonfinite_host += 1
-                self._gap_vectors = []
-                return loss
-        else:
-            ok = _finite_flag(grads_all, device)
-            count = (~ok).long()
-            self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
-        if plan is None:
-            self._gap_vectors, self._gap_groups = [], []
-        else:
-            created = [b is None for b in buffers]
-            self._gap_vectors = [v for v in plan.run(grads, buffers, [g["lr"] for g in self.param_groups], ok=ok,
-                                                          states=states)
-                                 if v is not None]
-            self._gap_groups = list(plan.gap_groups)
-            self._keep_new_buffers(plan, buffers, created)
-        vertex_flags = [] if plan is None else list(plan.vertex_flags)
-        if joint:
-            self._gap_vectors.append(torch.stack([
-                joint_step(g, [self.state[p] for p in g["params"]], ok, vertex_flags).to(torch.float64)
-                for _, g in joint]))
-            self._gap_groups.extend(index for index, _ in joint)
-        if vertex_flags:
-            self._count_nonfinite_vertices(vertex_flags, ok, device)
+        plan, buffers, states, lists, grads = planned
+        ok = self._finite_mask(grads, plan.device)
+        if ok is False:
+            self._gaps = None
+            return loss
+        created = [b is None for b in buffers]
+        lr = [g["lr"] for g in self.param_groups]
+        flags: list[torch.Tensor] = []
+        self._gaps = sfw(lists["params"], grads, buffers, lists["constraints"], lrs=[lr[i] for i in lists["groups"]],
+                         momentums=lists["momentums"], dampenings=lists["dampenings"], rescales=lists["rescales"],
+                         groups=lists["groups"], ok=ok, states=states, spectral_refresh=self.spectral_refresh,
+                         vertex_flags=flags, plan=plan)
+        self._gap_groups = lists["groups"]
+        self._keep_new_buffers(plan, buffers, created)
+        if flags:
+            self._count_nonfinite_vertices(flags, ok, plan.device)
         return loss
+
+    def _finite_mask(self, grads: list[torch.Tensor], device: torch.device) -> torch.Tensor | bool | None:
+        """The non-finite policy: None (step), False (skip: counted, or raised, unless GradScaler's
+        `found_inf` decided) or a 0-dim bool on `device` (mask the step there; nothing is read).
+        Under GradScaler.step the gradients are first unscaled by its `grad_scale`."""
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and getattr(self, "grad_scale", None) is not None:
+            unscale_(grads, self.grad_scale)
+        on_device = device.type != "cpu" or self._mask_on_device
+        read = not on_device or (found_inf is None and self.nonfinite == "raise")
+        ok = finite_mask(grads, device, read=read, found_inf=found_inf)
+        if ok is True:
+            return None
+        if found_inf is None and ok is False:
+            if self.nonfinite == "raise":
+                raise FloatingPointError(f"SFW.step: non-finite gradient (nan or inf) for "
+                                         f"{self._describe(grads)}; no parameter was changed")
+            self._nonfinite_host += 1
+        elif found_inf is None:
+            self._count_on_device(~ok)
+        return ok
+
+    def _count_on_device(self, bad: torch.Tensor) -> None:
+        count = bad.long()
+        self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
 
     def _count_nonfinite_vertices(self, flags: list[torch.Tensor], ok: torch.Tensor | None,
                                   device: torch.device) -> None:
@@ -315,8 +327,7 @@ class SFW(Optimizer):
                 raise FloatingPointError("SFW.step: non-finite Frank-Wolfe vertex (nan or inf); no constrained "
                                          "weight of its device and dtype was changed (momentum buffers were)")
             return
-        count = bad.long()
-        self._nonfinite_device = count if self._nonfinite_device is None else self._nonfinite_device + count
+        self._count_on_device(bad)
 
     def _keep_new_buffers(self, plan: StepPlan, buffers: list, created: list[bool]) -> None:
         if any(created):
@@ -336,10 +347,10 @@ class SFW(Optimizer):
         """The Frank-Wolfe gap <m_t, θ_t − v_t> ≥ 0 of each param group at the last step (nan where
         the group has no constraint or took no step). Synchronises with the device once."""
         gaps = [math.nan] * len(self.param_groups)
-        if self._gap_vectors:
-            values = torch.cat([v.to("cpu", torch.float64) for v in self._gap_vectors]).tolist()
-            for index, gap in zip(self._gap_groups, values):
-                gaps[index] = gap
+        if self._gaps is not None and self._gaps.vectors:
+            values = torch.cat([v.to("cpu", torch.float64) for v in self._gaps.vectors]).tolist()
+            for entry, value in zip(self._gaps.entries, values):
+                gaps[self._gap_groups[entry]] = value
         return gaps
 
     # --- state ---------------------------------------------------------------------------
@@ -366,45 +377,3 @@ class SFW(Optimizer):
             where = f" in loaded param group {index}"
             _check_hyper_parameters(group, where)
             _check_constraint(group, where)
-
-
-def _unscale_(grads: list[torch.Tensor], grad_scale: torch.Tensor) -> None:
-    """grads *= 1/scale in place, by the float32 reciprocal GradScaler.unscale_ uses."""
-    inverse = grad_scale.double().reciprocal().float()
-    by_device: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-    for g in grads:
-        by_device[(g.device, g.dtype)].append(g)
-    for (device, _), gs in by_device.items():
-        torch._foreach_mul_(gs, inverse.to(device, non_blocking=True))
-
-
-def _all_finite(grads: list[torch.Tensor]) -> bool:
-    """True iff no gradient entry is nan or ±inf (reads one flag per device and dtype).
-
-    Fast test: Σ‖g‖₂ (one `_foreach_norm`, float32 accumulation) is finite iff every entry is — unless
-    finite entries beyond ~1e19 overflow it; only then does an exact per-tensor test decide.
-    """
-    by_device: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-    for g in grads:
-        by_device[(g.device, g.dtype)].append(g)
-    for (_, dtype), gs in by_device.items():
-        norms = torch._foreach_norm(gs, 2, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-        if not math.isfinite(float(torch.stack(norms).sum())):
-            if not all(bool(torch.isfinite(g).all()) for g in gs):
-                return False
-    return True
-
-
-def _finite_flag(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """A 0-dim bool tensor on `device`: no gradient entry is nan or ±inf (GradScaler's fused
-    check-and-unscale kernel with scale 1; nothing is read)."""
-    found = torch.zeros((), dtype=torch.float32, device=device)
-    one = torch.ones((), dtype=torch.float32, device=device)
-    by_device: dict[tuple, list[torch.Tensor]] = defaultdict(list)
-    for g in grads:
-        by_device[(g.device, g.dtype)].append(g)
-    for (grad_device, _), gs in by_device.items():
-        part = torch.zeros((), dtype=torch.float32, device=grad_device)
-        torch._amp_foreach_non_finite_check_and_unscale_(gs, part, one.to(grad_device))
-        found = found + part.to(device, non_blocking=True)
-    return found == 0
