@@ -8,6 +8,12 @@ Choices (docs/method.md#the-sfw-step):
   step moves θ by α·‖m_t‖₂, which in steady state is α‖g‖/(1−ρ), the length of an SGD-with-momentum
   step with the same α and ρ, so α is tuned like an SGD learning rate. The EMA form (δ = ρ) makes
   the steps 1/(1−ρ) times shorter (10× at ρ = 0.9): multiply α by 1/(1−ρ) to compare.
+* Two step sizes, per param group: rescale="gradient" (the default) moves θ by the SGD length
+  α‖m‖, so weight no vertex renews decays by (1 − η), η = α‖m‖/‖θ − v‖, which is tiny in a wide
+  region; rescale=None with lr = η is the fixed Frank-Wolfe step, a (1 − η) decay per step at any
+  radius. `sparsefw.constrain(model, mode, example_inputs=x)` gives the fixed step (its own "lr"
+  and "rescale" keys, `sparsefw.assign_step`) to the parameters whose scale the model ignores and
+  leaves the others to these defaults; a group's own keys override the optimizer's arguments.
 * A param group with no "constraint" (or constraint=None) takes the unconstrained
   SGD-with-momentum step θ ← θ − α·m, whatever its rescale mode.
 * A group with a constraint holds exactly one parameter of the constraint's shape, and that
