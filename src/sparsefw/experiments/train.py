@@ -209,7 +209,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
         end = cfg.training.epochs if stop_after_epochs is None else min(cfg.training.epochs, start + stop_after_epochs)
         for epoch in range(start, end):
             t0 = time.perf_counter()
-            row = {"epoch": epoch + 1, "lr": s.optimizer.param_groups[0]["lr"], **_train_one_epoch(s, net, epoch)}
+            row = {"epoch": epoch + 1, "lr": _scheduled_lr(s), **_train_one_epoch(s, net, epoch)}
             _broadcast_buffers(s.model, s.dist)
             test = evaluate(s.model, s.test_loader, s.info.task, s.info.num_classes, s.device, s.dist, s.use_amp)
             row.update({f"test_{k}": v for k, v in test.items()})
@@ -241,6 +241,15 @@ def _end_of_epoch(s: Setup, out_dir: Path, history: list[dict], metric: str) -> 
     print(f"[{cfg.name}] epoch {row['epoch']}/{cfg.training.epochs}  loss {row['train_loss']:.4f}  "
           f"train acc {row['train_accuracy']:.4f}  test {metric} {row[f'test_{metric}']:.4f}  "
           f"lr {row['lr']:.4g}{gap}  {row['epoch_time']:.1f}s", flush=True)
+
+
+def _scheduled_lr(s) -> float:
+    """The optimizer's own lr as scheduled now: that of the first param group that started at the
+    optimizer's lr (groups with their own step, e.g. the fixed Frank-Wolfe step of the step rule,
+    are scheduled alike but from another value)."""
+    base = s.optimizer.defaults["lr"]
+    first = next((i for i, lr in enumerate(s.scheduler.base_lrs) if lr == base), 0)
+    return s.optimizer.param_groups[first]["lr"]
 
 
 def _restore(s: Setup, out_dir: Path, cfg: ExperimentConfig) -> tuple[list[dict], int]:
