@@ -152,7 +152,8 @@ def comparison_table(c: Comparison) -> str:
 
 
 def _latency_panel(ax, c: Comparison) -> None:
-    """Metric vs measured milliseconds, each point labelled by its level, dense starred."""
+    """Metric vs measured milliseconds from 0, each point labelled by its level (SparseFW's above,
+    SGD's below), dense starred."""
     for side, (run, role, marker, color) in enumerate([(c.sfw, "SparseFW", "o", "C0"),
                                                        (c.sgd, "baseline", "s", "gray")]):
         ms, ys = [t[side] for t in c.latency], [p[1 + side] for p in c.points]
@@ -160,7 +161,8 @@ def _latency_panel(ax, c: Comparison) -> None:
         ax.plot(ms[:1], ys[:1], marker="*", markersize=14, color=color, linestyle="none")
         for (x, *_), t, y in zip(c.points, ms, ys):
             ax.annotate("dense" if x == 0 else f"{100 * x:g} %", (t, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7, color=color)
+                        xytext=(-8, 6 if side == 0 else -12), fontsize=7, color=color)
+    ax.set_xlim(0, 1.1 * max(max(t) for t in c.latency))
     ax.set_title(f"{KIND_TITLES[c.kind].split(' (')[0]}: {c.metric} vs latency", fontsize=10)
     ax.set_xlabel(f"measured latency, ms ({c.timing})", fontsize=8)
 
