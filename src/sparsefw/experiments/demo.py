@@ -64,7 +64,8 @@ def _levels(levels: list[float]) -> str:
 
 def verdict(c: Comparison) -> str:
     """One sentence from the numbers: where SparseFW is ahead, where SGD is, where they are even
-    (within TIE) and where both are near chance (at most NEAR_CHANCE × chance)."""
+    (within TIE) and where both are near chance (at most NEAR_CHANCE × chance); for a timed pair, the
+    speed clause (`_speed`)."""
     (_, dense_sfw, dense_sgd), *levels = c.points
     chance = [(x, a, b) for x, a, b in levels if _near_chance(c, a, b)]
     rest = [p for p in levels if p not in chance]
