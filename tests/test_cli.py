@@ -15,6 +15,7 @@ import yaml
 
 from sparsefw.cli import main
 from sparsefw.experiments.compression import load_compressed
+from sparsefw.experiments.config import read_config_file
 from sparsefw.experiments.evaluation import evaluate
 from sparsefw.experiments.sweep import compress_model, load_trained
 
@@ -163,7 +164,7 @@ def _cli(*args, **kwargs) -> subprocess.CompletedProcess:
 
 TINY_DEMO = ["--set", "data.subset=[300, 200]", "--set", "model.widths=[4, 4, 8, 8]", "--set", "training.epochs=3",
              "--set", "data.batch_size=16", "--set", "sweep.unstructured=[0.5, 0.9]", "--set", "sweep.filters=[0.5]",
-             "--set", "sweep.lowrank=[0.5]"]
+             "--set", "sweep.lowrank=[0.5]", "--set", "sweep.channels=[0.5]"]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,7 @@ def test_demo_sentences_are_computed_from_the_runs_numbers(tiny_demo):
     rows = {p.name: json.loads((p / "sweep.json").read_text())["rows"] for p in out.iterdir() if p.is_dir()}
     acc = {run: {(r["kind"], r["level"]): r["accuracy"] for r in rs} for run, rs in rows.items()}
     for mode, kind, level in [("sfw_k_support", "unstructured", 0.5), ("sfw_group_k_support", "filters", 0.5),
-                              ("sfw_spectral_k_support", "lowrank", 0.5)]:
+                              ("sfw_spectral_k_support", "lowrank", 0.5), ("sfw_coupled", "channels", 0.5)]:
         sentence = next(line for line in printed.splitlines() if line.endswith(".") and f", {mode} vs sgd:" in line)
         assert f"dense {acc[mode][('dense', 0.0)]:.3f} vs {acc['sgd'][('dense', 0.0)]:.3f}" in sentence
         a, b = acc[mode][(kind, level)], acc["sgd"][(kind, level)]      # each mode at its own kind
@@ -198,8 +199,45 @@ def test_demo_sentences_are_computed_from_the_runs_numbers(tiny_demo):
             else:
                 assert "even (within 0.01) at 50 %" in sentence
         assert f"| 50 % | {a:.3f} | {b:.3f} |" in printed
+    assert "Coupled channel removal, sfw_coupled vs sgd:" in printed
     assert "mnist5k (300 training / 200 test images), one-shot compression, no retraining" in printed
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "demo.md").is_file()
+
+
+def test_demo_times_coupled_removal_and_says_how_much_faster_from_the_rows(tiny_demo):
+    """The coupled sentence's speed-up is sfw_coupled's dense latency over its 50 % channels row's, and
+    the share of accuracy kept is that row's over dense; the other kinds' rows were not timed."""
+    out, printed = tiny_demo
+    rows = json.loads((out / "sfw_coupled" / "sweep.json").read_text())["rows"]
+    dense, half = rows[0], next(r for r in rows if (r["kind"], r["level"]) == ("channels", 0.5))
+    sentence = next(line for line in printed.splitlines() if line.startswith("Coupled channel removal, sfw_coupled"))
+    ratio, kept = dense["latency_ms"] / half["latency_ms"], half["accuracy"] / dense["accuracy"]
+    speed = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+    assert (f"at 50 % of channels removed sfw_coupled keeps {100 * kept:.0f} % of its dense accuracy "
+            f"({half['accuracy']:.3f} vs ") in sentence
+    assert (f"runs {speed} than dense ({half['latency_ms']:.1f} vs {dense['latency_ms']:.1f} ms, measured: "
+            f"batch 200, 1 thread, median of {dense['latency_rounds']} interleaved rounds)") in sentence
+    assert half["speedup"] == pytest.approx(ratio) and dense["latency_batch"] == 200
+    assert [r["kind"] for r in rows if "latency_ms" in r] == ["dense", "channels"]
+
+
+def test_demo_plot_has_a_panel_per_pair_the_coupled_one_against_measured_latency(tiny_demo):
+    import matplotlib.pyplot as plt
+    from sparsefw.experiments.demo import comparison_figure, run_demo
+    out, _ = tiny_demo
+    result = run_demo(out, TINY_DEMO[1::2], progress=False)     # every run finished and swept: a reprint
+    fig = comparison_figure(result["comparisons"], result["data"])
+    try:
+        assert len(fig.axes) == 4 and [ax.get_xlabel()[:9] for ax in fig.axes] == ["% removed"] * 3 + ["measured "]
+        timed = fig.axes[3]
+        for run, line in zip(["sfw_coupled", "sgd"], timed.get_lines()[::2]):      # each line, then its dense star
+            rows = json.loads((out / run / "sweep.json").read_text())["rows"]
+            assert list(line.get_xdata()) == [r["latency_ms"] for r in rows if r["kind"] in ("dense", "channels")]
+            assert list(line.get_ydata()) == [r["accuracy"] for r in rows if r["kind"] in ("dense", "channels")]
+        assert [t.get_text() for t in timed.texts] == ["dense", "50 %"] * 2
+        assert any(set(line.get_ydata()) == {0.1} for line in timed.get_lines())           # chance
+    finally:
+        plt.close(fig)
 
 
 def test_demo_with_other_settings_says_what_to_do(tiny_demo):
@@ -219,7 +257,7 @@ def test_demo_with_other_settings_says_what_to_do(tiny_demo):
 
 def test_report_skips_folders_without_a_sweep_with_a_note(tiny_demo, tmp_path):
     out, _ = tiny_demo
-    runs = {"sgd", "sfw_k_support", "sfw_group_k_support", "sfw_spectral_k_support"}
+    runs = set(read_config_file("demo")["methods"])                # the demo's runs
     for attempt in range(2):                       # the second time `out/*` also matches out/report
         matched = sorted(out.glob("*"))            # what the shell makes of `sparsefw report out/*`
         done = _cli("report", *matched, "--out", out / "report")

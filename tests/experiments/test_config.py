@@ -11,6 +11,8 @@ def test_empty_config_gives_the_defaults():
     cfg = validate({})
     assert cfg.optimizer.name == "sfw" and cfg.data.name == "mnist5k" and cfg.training.epochs == 5
     assert cfg.sweep.channels == [] and cfg.sweep.filters == [0.1, 0.3, 0.5, 0.7]   # coupled removal is opt-in
+    assert cfg.sweep.latency is False
+    assert [validate({"sweep": {"latency": v}}).sweep.latency for v in (True, ["channels"])] == [True, ["channels"]]
 
 
 @pytest.mark.parametrize("raw, key, words", [
@@ -32,6 +34,8 @@ def test_empty_config_gives_the_defaults():
     ({"sweep": {"channels": [-0.5]}}, "sweep.channels", "not -0.5"),
     ({"sweep": {"channels": ["half"]}}, "sweep.channels[0]", "expected a number"),
     ({"sweep": {"channels": 0.5}}, "sweep.channels", "expected a list of numbers"),
+    ({"sweep": {"latency": ["channel"]}}, "sweep.latency", "not 'channel'"),
+    ({"sweep": {"latency": "channels"}}, "sweep.latency", "expected true or false or a list of strings"),
     ({"data": {"subset": [100]}}, "data.subset", "pair"),
     ({"schedule": {"warmup_epochs": 5}, "training": {"epochs": 5}}, "schedule.warmup_epochs", "shorter"),
     ({"model": "cnn"}, "model", "expected a mapping"),

@@ -171,3 +171,34 @@ def test_channels_rows_are_coupled_removal_beside_the_per_layer_filters(swept, t
     assert table == "| run (accuracy) | dense | 50% filters removed | 30% channels removed | 50% channels removed |"
     files = write_sweep(got, tmp_path, "accuracy")                        # a panel per kind, titled
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_times_dense_and_the_asked_kinds_together(swept, monkeypatch):
+    """sweep.latency: [channels] — one interleaved measurement of the dense model and the channels
+    models on the first test batch; those rows carry its medians, speedup = dense / own, and how it
+    was measured; rows of other kinds carry no latency and none of their models is timed."""
+    from sparsefw import compress
+    from sparsefw.experiments import sweep
+    model, loader, info, cfg, _ = swept
+    calls = []
+
+    def fake(models, inputs, warmup=3, repeats=20):
+        calls.append((models, inputs, repeats))
+        return [10.0 / (i + 1) for i in range(len(models))]     # dense 10 ms, then 5, 3.33 ms
+
+    monkeypatch.setattr(compress, "measure_latency", fake)
+    timed = dataclasses.replace(cfg.sweep, unstructured=[0.5], filters=[0.5], channels=[0.3, 0.5], lowrank=[],
+                                latency=["channels"])
+    got = run_sweep(model, loader, info.task, info.num_classes, timed, "tiny")
+    [(models, inputs, repeats)] = calls
+    assert models[0] is model and len(models) == 3 and repeats == sweep.LATENCY_ROUNDS
+    assert torch.equal(inputs, next(iter(loader))[0])                      # the first test batch
+    assert [sum(p.numel() for p in m.parameters()) for m in models] == [r["params"] for r in got if "latency_ms" in r]
+    assert [(r["kind"], r["level"], r["latency_ms"], r["speedup"]) for r in got if "latency_ms" in r] == [
+        ("dense", 0.0, 10.0, 1.0), ("channels", 0.3, 5.0, 2.0), ("channels", 0.5, 10 / 3, 3.0)]
+    assert all(r["latency_batch"] == len(inputs) and r["latency_threads"] == torch.get_num_threads()
+               and r["latency_rounds"] == repeats for r in got if "latency_ms" in r)
+    assert not any("latency_ms" in r for r in got if r["kind"] in ("unstructured", "filters"))
+    every = run_sweep(model, loader, info.task, info.num_classes,
+                      dataclasses.replace(timed, channels=[], latency=True), "tiny")
+    assert all("latency_ms" in r for r in every) and len(calls[1][0]) == 3     # true: every kind

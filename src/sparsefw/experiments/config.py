@@ -60,6 +60,12 @@ def _levels(v):
         raise ValueError(f"levels are fractions removed, each in (0, 1), not {', '.join(map(repr, bad))}, got {v!r}")
 
 
+def _latency_kinds(v):
+    bad = [k for k in ([] if isinstance(v, bool) else v) if k not in COMPRESSION_KINDS]
+    if bad:
+        raise ValueError(f"kinds are {', '.join(map(repr, COMPRESSION_KINDS))}, not {', '.join(map(repr, bad))}")
+
+
 def _opt(default, check=None, doc=""):
     """A field: its default, its value check (raises ValueError: the config's own rules above, or the
     validator of the layer that owns the value, e.g. assign.check_k) and what it means."""
@@ -150,7 +156,8 @@ class SweepConfig:
     lowrank_layers: str = _opt("conv", _choice("all", "conv"), "layers factorized: conv only (what the low-rank mode trains low-rank), or conv and linear")
     bn_recalibration: int = _opt(0, _non_negative, "training batches to re-estimate BatchNorm statistics on after "
                                  "compression (0: none, the paper's protocol)")
-    latency: bool = _opt(False, doc="also measure wall-clock latency (slow)")
+    latency: Union[bool, list[str]] = _opt(False, _latency_kinds, "kinds whose rows (and the dense row) carry "
+                                           "measured CPU latency (true: every kind; slow), see sweep.py")
 
 
 @dataclass
@@ -172,7 +179,8 @@ def _type_name(tp) -> str:
     args = typing.get_args(tp)
     if typing.get_origin(tp) is list:
         return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    names = [_TYPE_NAMES[a] for a in args or (tp,) if a is not int or float not in args]    # int | float: a number
+    names = [_TYPE_NAMES[a] if a in _TYPE_NAMES else _type_name(a)                     # int | float: a number
+             for a in args or (tp,) if a is not int or float not in args]
     return " or ".join(names)
 
 
@@ -197,6 +205,13 @@ def _coerce(value: Any, tp, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise bad
         return float(value) if tp is float else value   # int | float keeps which (k: count vs fraction)
+    if origin is Union:                                 # bool | list: a switch or a list
+        listed = next(a for a in args if typing.get_origin(a) is list)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, list):
+            return _coerce(value, listed, key)
+        raise bad
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):

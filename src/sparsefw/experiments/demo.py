@@ -1,11 +1,15 @@
-"""`sparsefw demo`: SparseFW (k-support, group-k-support, spectral-k-support) and SGD with weight decay
-on the built-in MNIST digits, every model compressed at every level, no retraining.
+"""`sparsefw demo`: SparseFW (k-support, group-k-support, coupled-group-k-support, spectral-k-support)
+and SGD with weight decay on the built-in MNIST digits, every model compressed at every level, no
+retraining.
 
 Each SparseFW mode is shown beside SGD at the compression it was trained for (`TRAINED_FOR`:
 k-support → unstructured pruning, group-k-support → filter removal, coupled-group-k-support →
 coupled channel removal, spectral-k-support → low rank),
-with one sentence per pair generated from the run's own numbers (`verdict`); demo.md and demo.png
-hold them, report.{md,csv,json,png} every run at every level.
+with one sentence per pair generated from the run's own numbers (`verdict`); where the sweep rows
+carry measured latency (the demo times coupled channel removal: `sweep.latency`), the sentence also
+says how much faster the compressed model ran and how much of its accuracy it kept, and the plot
+shows accuracy against latency. demo.md and demo.png hold them, report.{md,csv,json,png} every run
+at every level.
 
 Uses the packaged config `demo.yaml`. Runs already in the output directory with the same settings
 are continued (finished ones are not retrained, their sweeps not redone), so running the demo twice
@@ -34,6 +38,7 @@ TRAINED_FOR = {"k_support": "unstructured", "k_sparse": "unstructured", "group_k
                "coupled_group_k_support": "channels", "spectral_k_support": "lowrank", "nuclear": "lowrank"}
 TIE = 0.01                # accuracies closer than this are reported as even
 NEAR_CHANCE = 1.5         # both models at most 1.5 × chance accuracy: "near chance", no winner
+KEPT = 0.9                # the speed clause quotes the largest level where SparseFW keeps this share of dense
 _LEVEL_WORDS = {"unstructured": "sparsity", "filters": "of filters removed", "channels": "of channels removed",
                 "lowrank": "of rank removed"}
 
@@ -41,13 +46,16 @@ _LEVEL_WORDS = {"unstructured": "sparsity", "filters": "of filters removed", "ch
 @dataclass(frozen=True)
 class Comparison:
     """One SparseFW run beside the SGD baseline at the kind it was trained for; `points` are
-    (level removed, SparseFW metric, SGD metric), dense (level 0) first."""
+    (level removed, SparseFW metric, SGD metric), dense (level 0) first; `latency` the (SparseFW,
+    SGD) median milliseconds at the same points when both runs' rows were timed, `timing` how."""
     sfw: str
     sgd: str
     kind: str
     metric: str
     chance: float | None
     points: list[tuple[float, float, float]]
+    latency: list[tuple[float, float]] | None = None
+    timing: str = ""
 
 
 def _levels(levels: list[float]) -> str:
@@ -56,9 +64,10 @@ def _levels(levels: list[float]) -> str:
 
 def verdict(c: Comparison) -> str:
     """One sentence from the numbers: where SparseFW is ahead, where SGD is, where they are even
-    (within TIE) and where both are near chance (at most NEAR_CHANCE × chance)."""
+    (within TIE) and where both are near chance (at most NEAR_CHANCE × chance); for a timed pair, the
+    speed clause (`_speed`)."""
     (_, dense_sfw, dense_sgd), *levels = c.points
-    chance = [(x, a, b) for x, a, b in levels if c.chance is not None and max(a, b) <= NEAR_CHANCE * c.chance]
+    chance = [(x, a, b) for x, a, b in levels if _near_chance(c, a, b)]
     rest = [p for p in levels if p not in chance]
     ahead = [p for p in rest if p[1] - p[2] >= TIE]
     behind = [p for p in rest if p[2] - p[1] >= TIE]
@@ -78,13 +87,39 @@ def verdict(c: Comparison) -> str:
         parts.append(f"even (within {TIE}) at {_levels([p[0] for p in even])}")
     if chance:
         parts.append(f"both near chance ({c.chance:.2f}) at {_levels([p[0] for p in chance])}")
+    if c.latency:
+        parts.append(_speed(c))
     return f"{KIND_TITLES[c.kind].split(' (')[0].capitalize()}, {c.sfw} vs {c.sgd}: " + "; ".join(parts) + "."
+
+
+def _near_chance(c: Comparison, *values: float) -> bool:
+    return c.chance is not None and max(values) <= NEAR_CHANCE * c.chance
+
+
+def _speed(c: Comparison) -> str:
+    """At the largest level where SparseFW keeps at least KEPT of its dense metric (else the least
+    removal): the share it kept, SGD's value there and the measured speed-up of its compressed model."""
+    dense, dense_ms = c.points[0][1], c.latency[0][0]
+    kept = [i for i, (_, a, _) in enumerate(c.points) if i and a >= KEPT * dense]
+    i = kept[-1] if kept else 1
+    (x, a, b), ms = c.points[i], c.latency[i][0]
+    speed = f"{dense_ms / ms:.2f}× faster" if ms <= dense_ms else f"{ms / dense_ms:.2f}× slower"
+    near = ", both near chance" if _near_chance(c, a, b) else ""
+    return (f"at {100 * x:g} % {_LEVEL_WORDS[c.kind]} {c.sfw} keeps {100 * a / dense:.0f} % of its dense "
+            f"{c.metric} ({a:.3f} vs {b:.3f} for {c.sgd}{near}) and runs {speed} than dense ({ms:.1f} vs "
+            f"{dense_ms:.1f} ms, measured: {c.timing})")
+
+
+def _timing(row: dict) -> str:
+    threads = row["latency_threads"]
+    return (f"batch {row['latency_batch']}, {threads} thread{'s' * (threads != 1)}, median of "
+            f"{row['latency_rounds']} interleaved rounds")
 
 
 def comparisons(rows_by_run: dict[str, list[dict]], configs: dict, metric: str,
                 chance: float | None) -> list[Comparison]:
     """Every SparseFW run whose mode targets a compression kind swept in both runs, beside the first
-    SGD run."""
+    SGD run; with latency where every row of the pair carries it."""
     sgd = next((name for name, cfg in configs.items() if cfg.optimizer.name == "sgd"), None)
     if sgd is None:
         return []
@@ -93,40 +128,66 @@ def comparisons(rows_by_run: dict[str, list[dict]], configs: dict, metric: str,
         kind = TRAINED_FOR.get(cfg.optimizer.mode) if cfg.optimizer.name == "sfw" else None
         if kind is None:
             continue
-        value = {run: {(r["kind"], r["level"]): r[metric] for r in rows_by_run[run]} for run in (name, sgd)}
-        levels = [0.0] + sorted(level for k, level in value[name] if k == kind and (k, level) in value[sgd])
+        at = {run: {(r["kind"], r["level"]): r for r in rows_by_run[run]} for run in (name, sgd)}
+        levels = [0.0] + sorted(level for k, level in at[name] if k == kind and (k, level) in at[sgd])
         if len(levels) == 1:        # that kind was not swept (sweep.channels is empty by default)
             continue
-        keys = [("dense", 0.0)] + [(kind, x) for x in levels[1:]]
+        pairs = [(at[name][key], at[sgd][key]) for key in [("dense", 0.0)] + [(kind, x) for x in levels[1:]]]
+        timed = all("latency_ms" in r for pair in pairs for r in pair)
         out.append(Comparison(name, sgd, kind, metric, chance,
-                              [(x, value[name][key], value[sgd][key]) for x, key in zip(levels, keys)]))
+                              [(x, a[metric], b[metric]) for x, (a, b) in zip(levels, pairs)],
+                              [(a["latency_ms"], b["latency_ms"]) for a, b in pairs] if timed else None,
+                              _timing(pairs[0][0]) if timed else ""))
     return out
 
 
 def comparison_table(c: Comparison) -> str:
-    head = f"| {KIND_TITLES[c.kind]} | {c.sfw} | {c.sgd} |"
-    lines = [head, "|---|---|---|"]
-    for x, a, b in c.points:
-        lines.append(f"| {'dense' if x == 0 else f'{100 * x:g} %'} | {a:.3f} | {b:.3f} |")
+    """The pair's metric at every level, and its measured milliseconds when timed."""
+    ms = c.latency or [()] * len(c.points)
+    head = [KIND_TITLES[c.kind], c.sfw, c.sgd] + ([f"{c.sfw} ms", f"{c.sgd} ms"] if c.latency else [])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for (x, a, b), t in zip(c.points, ms):
+        cells = ["dense" if x == 0 else f"{100 * x:g} %", f"{a:.3f}", f"{b:.3f}", *(f"{v:.1f}" for v in t)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _latency_panel(ax, c: Comparison) -> None:
+    """Metric vs measured milliseconds from 0, each point labelled by its level (SparseFW's above,
+    SGD's below), dense starred."""
+    for side, (run, role, marker, color) in enumerate([(c.sfw, "SparseFW", "o", "C0"),
+                                                       (c.sgd, "baseline", "s", "gray")]):
+        ms, ys = [t[side] for t in c.latency], [p[1 + side] for p in c.points]
+        ax.plot(ms, ys, marker=marker, color=color, label=f"{run} ({role})")
+        ax.plot(ms[:1], ys[:1], marker="*", markersize=14, color=color, linestyle="none")
+        for (x, *_), t, y in zip(c.points, ms, ys):
+            ax.annotate("dense" if x == 0 else f"{100 * x:g} %", (t, y), textcoords="offset points",
+                        xytext=(-8, 6 if side == 0 else -12), fontsize=7, color=color)
+    ax.set_xlim(0, 1.1 * max(max(t) for t in c.latency))
+    ax.set_title(f"{KIND_TITLES[c.kind].split(' (')[0]}: {c.metric} vs latency", fontsize=10)
+    ax.set_xlabel(f"measured latency, ms ({c.timing})", fontsize=8)
+
+
 def comparison_figure(comps: list[Comparison], data: str):
-    """One panel per pair: metric vs % removed (0 = dense), SparseFW and SGD, a chance line; the
-    title names the data and says there was no retraining. A matplotlib Figure (close it)."""
+    """One panel per pair, SparseFW and SGD with a chance line: metric vs % removed (0 = dense), or,
+    for a timed pair, metric vs measured latency; the title names the data and says there was no
+    retraining. A matplotlib Figure (close it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, max(len(comps), 1), figsize=(4.5 * max(len(comps), 1), 3.8), squeeze=False)
     for ax, c in zip(axes[0], comps):
-        xs = [100 * x for x, _, _ in c.points]
-        ax.plot(xs, [a for _, a, _ in c.points], marker="o", label=f"{c.sfw} (SparseFW)")
-        ax.plot(xs, [b for _, _, b in c.points], marker="s", color="gray", label=f"{c.sgd} (baseline)")
+        if c.latency:
+            _latency_panel(ax, c)
+        else:
+            xs = [100 * x for x, _, _ in c.points]
+            ax.plot(xs, [a for _, a, _ in c.points], marker="o", label=f"{c.sfw} (SparseFW)")
+            ax.plot(xs, [b for _, _, b in c.points], marker="s", color="gray", label=f"{c.sgd} (baseline)")
+            ax.set_title(KIND_TITLES[c.kind], fontsize=10)
+            ax.set_xlabel("% removed (0 = dense)")
         if c.chance is not None:
             ax.axhline(c.chance, color="black", linestyle=":", linewidth=1, label=f"chance ({c.chance:.2f})")
-        ax.set_title(KIND_TITLES[c.kind], fontsize=10)
-        ax.set_xlabel("% removed (0 = dense)")
         ax.set_ylabel(f"test {c.metric}")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)

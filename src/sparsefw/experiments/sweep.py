@@ -11,7 +11,14 @@ Kinds and levels (a level is always the fraction REMOVED):
 Each row: run, kind, level (and rank_kept for lowrank), the metrics of `evaluate` (accuracy, top5 or
 mIoU), relative_drop = (dense − compressed)/dense of the primary metric, stored parameters, nonzero
 parameters (what unstructured pruning reduces), FLOPs as counted by torch's FlopCounterMode (dense
-arithmetic: zeros still cost) and their ratios to the dense model; latency only if asked for.
+arithmetic: zeros still cost) and their ratios to the dense model.
+With `sweep.latency: [kind, ...]` (true: every kind) the dense row and the rows of those kinds also
+carry measured latency: the dense model and every compressed model of those kinds run interleaved
+(`compress.measure_latency`: one eval forward each per round, 3 warm-up rounds, then
+LATENCY_ROUNDS timed ones) on the first test batch (`data.eval_batch_size` images) with torch's
+current thread count, after the accuracy sweep; each row gets latency_ms (the median), speedup
+(dense latency_ms / latency_ms) and latency_batch, latency_threads, latency_rounds. The timed models
+are kept until then; the other kinds cost no time.
 With `sweep.bn_recalibration: B` every compressed model first re-estimates its BatchNorm statistics
 on the same B training batches (no augmentation, shuffled with the run's seed); rows then carry
 `bn_recalibration: B`.
@@ -40,6 +47,7 @@ from .models import build_experiment_model
 from .report import SWEEP_JSON, plot_sweeps
 
 SWEEP_CSV, SWEEP_PNG = "sweep.csv", "sweep.png"
+LATENCY_ROUNDS = 20       # timed rounds of the interleaved latency measurement (median over them)
 
 
 def unaugmented_splits(cfg: ExperimentConfig):
@@ -89,18 +97,23 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"kind must be one of {', '.join(map(repr, COMPRESSION_KINDS))}, got kind={kind!r}")
 
 
-def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tensor, latency: bool) -> dict:
-    """Stored parameters, nonzero parameters, FLOPs (dense count) and their ratios to `dense`;
-    with `latency`, interleaved median latencies and the speed-up."""
+def _size_columns(dense: nn.Module, small: nn.Module, example_inputs: torch.Tensor) -> dict:
+    """Stored parameters, nonzero parameters, FLOPs (dense count) and their ratios to `dense`."""
     p, p_dense = compress.count_parameters(small), compress.count_parameters(dense)
     nz, nz_dense = count_nonzero_parameters(small), count_nonzero_parameters(dense)
     f, f_dense = compress.count_flops(small, example_inputs), compress.count_flops(dense, example_inputs)
-    cols = {"params": p, "params_ratio": p / p_dense, "nonzero_params": nz, "nonzero_ratio": nz / nz_dense,
+    return {"params": p, "params_ratio": p / p_dense, "nonzero_params": nz, "nonzero_ratio": nz / nz_dense,
             "flops": f, "flops_ratio": f / f_dense if f_dense else float("nan")}
-    if latency:
-        ms_dense, ms = compress.measure_latency([dense, small], example_inputs)
-        cols.update(latency_ms=ms, speedup=ms_dense / ms)
-    return cols
+
+
+def _add_latency(timed: list[tuple[dict, nn.Module]], inputs: torch.Tensor) -> None:
+    """Time the (row, model) pairs' models (the dense one first) interleaved on `inputs`; write each
+    median, the speed-up over the first and how they were measured into its row."""
+    ms = compress.measure_latency([model for _, model in timed], inputs, repeats=LATENCY_ROUNDS)
+    setting = {"latency_batch": len(inputs), "latency_threads": torch.get_num_threads(),
+               "latency_rounds": LATENCY_ROUNDS}
+    for (row, _), t in zip(timed, ms):
+        row.update(latency_ms=t, speedup=ms[0] / t, **setting)
 
 
 def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int, cfg: SweepConfig,
@@ -111,11 +124,14 @@ def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int,
     if cfg.bn_recalibration and not calibration:
         raise ValueError(f"sweep.bn_recalibration={cfg.bn_recalibration} needs calibration batches")
     model = model.eval()
-    example = next(iter(loader))[0][:1].to(device)
+    batch = next(iter(loader))[0].to(device)
+    example = batch[:1]
     metric = primary_metric(task)
     dense_eval = evaluate(model, loader, task, num_classes, device)
     rows = [{"run": label, "kind": "dense", "level": 0.0, **dense_eval, "relative_drop": 0.0,
-             **_size_columns(model, model, example, cfg.latency)}]
+             **_size_columns(model, model, example)}]
+    timed_kinds = COMPRESSION_KINDS if cfg.latency is True else cfg.latency or ()
+    timed = [(rows[0], model)]
     jobs = [(kind, level) for kind in COMPRESSION_KINDS for level in getattr(cfg, kind)]
     for kind, level in tqdm(jobs, desc=f"sweep {label}", leave=False, disable=not (progress and sys.stderr.isatty())):
         small = compress_model(model, kind, level, example, cfg.scope, cfg.criterion, cfg.lowrank_layers).eval()
@@ -128,7 +144,11 @@ def run_sweep(model: nn.Module, loader: DataLoader, task: str, num_classes: int,
         if cfg.bn_recalibration:
             row["bn_recalibration"] = cfg.bn_recalibration
         drop = (dense_eval[metric] - scores[metric]) / dense_eval[metric] if dense_eval[metric] else float("nan")
-        rows.append({**row, **scores, "relative_drop": drop, **_size_columns(model, small, example, cfg.latency)})
+        rows.append({**row, **scores, "relative_drop": drop, **_size_columns(model, small, example)})
+        if kind in timed_kinds:
+            timed.append((rows[-1], small))
+    if timed_kinds:
+        _add_latency(timed, batch)
     return rows
 
 
