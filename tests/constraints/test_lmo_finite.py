@@ -240,3 +240,32 @@ def test_float32_eigh_failure_falls_back_to_a_float64_svd(monkeypatch, shape):
     m = _fixture() if shape == (64, 32, 1, 5) else _input(shape, torch.float32, "gaussian", "1", 3)
     region = SpectralKSupportBall(shape, k=0.3, radius=1.0)
     _check("spectral_k_support", region, m, region.lmo(m))
+
+
+def _raising(function, when):
+    """`function` that raises LinAlgError ("failed to converge", as LAPACK did in a ResNet run of
+    issue 23's benchmark) where `when(input)` holds."""
+    def fake(A, *args, **kwargs):
+        if when(A):
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge because the input matrix "
+                                           "is ill-conditioned or has too many repeated eigenvalues")
+        return function(A, *args, **kwargs)
+    return fake
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 1, 5), (40, 12), (6, 20)])
+def test_a_lapack_error_in_float32_falls_back_to_float64(monkeypatch, shape):
+    """Gram-eigh (long short side) or SVD (short side ≤ 8) raising in float32: float64 takes over."""
+    monkeypatch.setattr(torch.linalg, "eigh", _raising(torch.linalg.eigh, lambda A: A.dtype == torch.float32))
+    monkeypatch.setattr(torch.linalg, "svd", _raising(torch.linalg.svd, lambda A: A.dtype == torch.float32))
+    m = _fixture() if shape == (64, 32, 1, 5) else _input(shape, torch.float32, "gaussian", "1", 3)
+    region = SpectralKSupportBall(shape, k=0.3, radius=1.0)
+    _check("spectral_k_support", region, m, region.lmo(m))
+
+
+def test_a_float64_svd_error_falls_back_to_the_gram_eigenvectors(monkeypatch):
+    monkeypatch.setattr(torch.linalg, "eigh", _raising(torch.linalg.eigh, lambda A: A.dtype == torch.float32))
+    monkeypatch.setattr(torch.linalg, "svd", _raising(torch.linalg.svd, lambda A: True))
+    m = _input((40, 12), torch.float32, "gaussian", "1", 3)
+    region = SpectralKSupportBall((40, 12), k=0.3, radius=1.0)
+    _check("spectral_k_support", region, m, region.lmo(m))

@@ -46,21 +46,42 @@ def _left_factors(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     B = U_kᵀM (…, k × p), for m ≤ p; columns in no particular order.
 
     The subnormal entries of G are set to 0 (a change below 2^−126 per entry, against ‖G‖ ≥ ¼ for
-    the regions' normalised M): float32 eigh has returned NaN on a G holding subnormals (issue 23).
-    Where U_k is still not finite the factors come from a float64 SVD of M. The check reads one flag
-    (linalg.eigh and linalg.svd synchronise on CUDA anyway)."""
-    if M.shape[-2] <= EXACT_MAX_SHORT_SIDE:
-        U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    the regions' normalised M): float32 eigh has returned NaN on a G holding subnormals (issue 23),
+    and LAPACK raises LinAlgError ("failed to converge") on some ill-conditioned G and M. Where the
+    fast path raises or U_k is not finite the factors come from float64 (`_float64_left_factors`).
+    The check reads one flag (linalg.eigh and linalg.svd synchronise on CUDA anyway)."""
+    try:
+        if M.shape[-2] <= EXACT_MAX_SHORT_SIDE:
+            U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+            U, B = U[..., :k], S[..., :k, None] * Vh[..., :k, :]
+        else:
+            U = _gram_eigenvectors(M, k)
+            B = U.mT @ M
+        if bool(torch.isfinite(U).all()):
+            return U, B
+    except torch.linalg.LinAlgError:
+        pass
+    return _float64_left_factors(M, k)
+
+
+def _gram_eigenvectors(M: torch.Tensor, k: int) -> torch.Tensor:
+    """The eigenvectors of the k largest eigenvalues of G = MMᵀ (ascending: U_k B and ‖B‖_F do not
+    depend on the order; `top_k_svd` sorts), subnormal entries of G set to 0."""
+    G = M @ M.mT
+    return torch.linalg.eigh(torch.where(G.abs() < torch.finfo(G.dtype).tiny, 0.0, G))[1][..., -k:]
+
+
+def _float64_left_factors(M: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_left_factors` in float64: an SVD of M, or where LAPACK's SVD does not converge, the Gram
+    eigenvectors (a different algorithm: they fail on different matrices), cast back to M's dtype."""
+    M64 = M.double()
+    try:
+        U, S, Vh = torch.linalg.svd(M64, full_matrices=False)
         U, B = U[..., :k], S[..., :k, None] * Vh[..., :k, :]
-    else:
-        G = M @ M.mT
-        _, eigvecs = torch.linalg.eigh(torch.where(G.abs() < torch.finfo(G.dtype).tiny, 0.0, G))
-        U = eigvecs[..., -k:]  # ascending order: U_k B and ‖B‖_F do not depend on it; `top_k_svd` sorts
-        B = U.mT @ M
-    if bool(torch.isfinite(U).all()):
-        return U, B
-    U, S, Vh = torch.linalg.svd(M.double(), full_matrices=False)
-    return U[..., :k].to(M.dtype), (S[..., :k, None] * Vh[..., :k, :]).to(M.dtype)
+    except torch.linalg.LinAlgError:
+        U = _gram_eigenvectors(M64, k)
+        B = U.mT @ M64
+    return U.to(M.dtype), B.to(M.dtype)
 
 
 def _check(M: torch.Tensor, k: int) -> None:
