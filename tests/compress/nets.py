@@ -141,3 +141,15 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=gen, dtype=torch.float64))
     return model
+
+
+class DataDependent(nn.Module):
+    """A forward that branches on the values of its input: neither torch.fx nor torch.export can
+    capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > 0 else x

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from cases import NETS, build, inputs
-from nets import CifarResNet, PlainCNN, SplitNet, randomize
+from nets import CifarResNet, DataDependent, PlainCNN, SplitNet, randomize
 from sparsefw.compress import channel_groups, count_parameters, rebuild, remove_filters
 from zoo import ZOO, LibResNet, first_tensor
 
@@ -131,21 +131,12 @@ def test_per_layer_in_place_fallback_keeps_the_class_and_rebuilds(tmp_path):
     torch.testing.assert_close(run(rebuilt, y), run(compressed, y), rtol=0, atol=0)
 
 
-class _DataDependent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-
-    def forward(self, x):
-        return self.conv(x) if x.sum() > 0 else x
-
-
 def test_capture_errors_are_one_clear_message():
     x = torch.randn(1, 3, 8, 8)
-    with pytest.raises(ValueError, match=r"could not capture _DataDependent with torch.export"):
-        remove_filters(_DataDependent(), 0.5, x, coupled=True)
+    with pytest.raises(ValueError, match=r"could not capture DataDependent with torch.export"):
+        remove_filters(DataDependent(), 0.5, x, coupled=True)
     with pytest.raises(ValueError, match=r"torch.fx.*; and .*torch.export"):
-        remove_filters(_DataDependent(), 0.5, x)
+        remove_filters(DataDependent(), 0.5, x)
     with pytest.raises(ValueError, match="coupled must be True or False"):
         remove_filters(PlainCNN(), 0.5, x, coupled="yes")
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from nets import CifarResNet, ConcatNet, DepthwiseNet, PlainCNN, randomize
+from nets import CifarResNet, ConcatNet, DataDependent, DepthwiseNet, PlainCNN, randomize
 from sparsefw.compress import count_parameters, rebuild, remove_filters
 from sparsefw.compress._modules import BorderCorrection
 
@@ -115,15 +115,6 @@ class _Shared(nn.Module):
         return self.conv(self.conv(x))
 
 
-class _Untraceable(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-
-    def forward(self, x):
-        return self.conv(x) if x.sum() > 0 else x
-
-
 def test_clear_errors():
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(ValueError, match="amount"):
@@ -135,7 +126,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="called 2 times"):
         remove_filters(_Shared(), 0.5, torch.randn(1, 4, 8, 8))
     with pytest.raises(ValueError, match="torch.fx"):
-        remove_filters(_Untraceable(), 0.5, x)
+        remove_filters(DataDependent(), 0.5, x)
     one_filter = nn.Sequential(nn.Conv2d(3, 1, 3), nn.ReLU())
     with pytest.raises(ValueError, match="empties conv '0'"):
         remove_filters(one_filter, 0.7, x)
