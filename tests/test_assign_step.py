@@ -67,3 +67,17 @@ def test_one_step_moves_fixed_groups_by_eta_and_the_others_by_the_rescaled_step(
             eta = min(1.0, 0.3 * float(grad.norm() / (theta - v).norm()))
         torch.testing.assert_close(g["params"][0].detach(), (1 - eta) * theta + eta * v, rtol=1e-10, atol=1e-12)
     assert fixed == len(scale_invariant_parameters(model, x[:2]))
+
+
+def test_a_model_torch_export_cannot_capture_keeps_the_optimizers_step_with_a_warning():
+    class DataDependent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x
+
+    with pytest.warns(UserWarning, match="could not capture DataDependent"):
+        groups = sparsefw.constrain(DataDependent(), "k_support", example_inputs=_x().abs())
+    assert len(groups) == 4 and not any("lr" in g or "rescale" in g for g in groups)

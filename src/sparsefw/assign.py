@@ -49,6 +49,7 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           SpectralKSupportBall, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
+from .graph.capture import CaptureError
 from .radii import expected_init_norms
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
@@ -200,7 +201,14 @@ def _fixed_step(model: nn.Module, example_inputs, fixed_step: Any) -> dict[str, 
                       stacklevel=3)
         return {}
     step = DEFAULT_FIXED_STEP if fixed_step is None else float(fixed_step)
-    return dict.fromkeys(fixed_step_parameters(model, example_inputs), step)
+    try:
+        names = fixed_step_parameters(model, example_inputs)
+    except CaptureError as exc:
+        warnings.warn(f"constrain: {exc}; every parameter takes the optimizer's step (gradient-rescaled by "
+                      f"default) — the step rule needs a capture of the model (docs/tuning.md, 'The step rule')",
+                      stacklevel=3)
+        return {}
+    return dict.fromkeys(names, step)
 
 
 def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, float | str | None]:
