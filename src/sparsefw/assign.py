@@ -205,7 +205,7 @@ def _warn_rescaled(rescaled: list[tuple[str, float]]) -> None:
     listed = ", ".join(f"{name} ×{factor:.4g}" for name, factor in rescaled)
     warnings.warn(f"constrain: {len(rescaled)} tensor(s) lay outside their regions and were scaled onto them, "
                   f"changing what the model computes: {listed}. radius_rule='checkpoint' gives every region "
-                  f"width × its tensor's own gauge, so that none is scaled", RescaledWarning, stacklevel=3)
+                  f"width times its tensor's own gauge, so that none is scaled", RescaledWarning, stacklevel=3)
 
 
 class RescaledWarning(UserWarning):
