@@ -195,7 +195,33 @@ def test_structured_linear_on_a_cnn_changes_only_its_hidden_linear():
 
 
 @pytest.mark.parametrize("kwargs,name", [(dict(radius_rule="ckpt"), "radius_rule"), (dict(linear="group"), "linear"),
-                                         (dict(radius_rule="checkpoint", norm_radius="width"), "norm_radius")])
+                                         (dict(radius_rule="checkpoint", norm_radius="width"), "norm_radius"),
+                                         (dict(radius_rule="auto", norm_radius="init"), "norm_radius")])
 def test_bad_options_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         sparsefw.constrain(_bn_net(), "l2", **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_auto_rule_takes_init_on_fresh_models_and_checkpoint_on_trained_ones(name):
+    """radius_rule="auto" = "init" where every norm γ = 1 and β = 0 (fresh), else "checkpoint"."""
+    from sparsefw.radii import moved_norm_parameters
+    radii = {}
+    for pretrained in (False, True):
+        for rule in ("auto", "init", "checkpoint"):
+            model, x = build(name, pretrained)
+            groups, _ = _constrain(model, x, "k_support", radius_rule=rule)
+            radii[pretrained, rule] = [g["constraint"].radius for g in groups]
+        assert bool(moved_norm_parameters(model)) is pretrained
+    assert radii[False, "auto"] == radii[False, "init"] != radii[False, "checkpoint"]
+    assert radii[True, "auto"] == radii[True, "checkpoint"] != radii[True, "init"]
+
+
+def test_moved_norm_parameters_sees_batchnorm_and_ignores_biases():
+    from sparsefw.radii import moved_norm_parameters
+    model = _bn_net()   # PyTorch's init: conv and Linear biases nonzero, norms 1 / 0
+    assert moved_norm_parameters(model) == []
+    with torch.no_grad():
+        model[1].bias.add_(0.1)
+        model[4].weight[0] = 2.0
+    assert moved_norm_parameters(model) == ["1.bias", "4.weight"]

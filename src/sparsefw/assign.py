@@ -39,7 +39,10 @@ Radius rules (`radius_rule`): "init" (default) is the above, made for a model at
 initialisation; "checkpoint" gives every region τ = width · g(θ), g that region's gauge (x ∈ C ⇔
 g(x) ≤ τ; the K-sparse polytope's too) at the tensor's current value θ — radii from
 the weights the model has, every region holding the start (width ≥ 1); a tensor that is 0 keeps
-the "init" radius; a number given as `norm_radius` still sets every 1-D radius. Under either rule
+the "init" radius; a number given as `norm_radius` still sets every 1-D radius. "auto" is
+"checkpoint" where a norm layer's γ ≠ 1 or β ≠ 0 (`radii.moved_norm_parameters`: trained weights;
+every library starts them at exactly 1 and 0), else "init" (fresh models, and models without norm
+layers, which it cannot tell apart). Under any rule
 the γ, β of LayerNorm, RMSNorm and GroupNorm layers (torch's classes, or any class whose name ends
 so: the libraries' own) are never shrunk at set-up: their radius is at least their gauge (a
 number as norm_radius excepted). BatchNorm γ keeps the rule above, shrink included.
@@ -63,7 +66,7 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
-from .radii import expected_init_norms
+from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
              "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5}
@@ -77,7 +80,7 @@ DEFAULT_NORM_RADIUS = dict.fromkeys(DEFAULT_K, "width")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SCALE_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 #: values of `constrain(..., radius_rule=...)` (module docstring, "Radius rules")
-RADIUS_RULES = ("init", "checkpoint")
+RADIUS_RULES = ("init", "checkpoint", "auto")
 
 
 def check_k(k: Any) -> None:
@@ -222,10 +225,11 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
     the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`),
     "init" (width · E‖θ_init‖), "width" (width) or a positive number.
-    `radius_rule`: "init" (radii from the expected init norm, above) or "checkpoint" (τ = width ·
+    `radius_rule`: "init" (radii from the expected init norm, above), "checkpoint" (τ = width ·
     the tensor's current gauge in its region: every region holds the start; with it `norm_radius`
-    may only be None or a number). `linear`: "l2" (the paper's table) or "structured" (hidden
-    Linear and Conv1D weights get the mode's structured region, `assign_linear`).
+    may only be None or a number) or "auto" (one of the two, by `radii.moved_norm_parameters`).
+    `linear`: "l2" (the paper's table) or "structured" (hidden Linear and Conv1D weights get the
+    mode's structured region, `assign_linear`).
     Makes the starting point feasible, changing only parameters that lie outside their region, and
     then warns (`RescaledWarning`) naming each and its factor; LayerNorm/RMSNorm/GroupNorm γ, β are
     never shrunk (their radius is at least their gauge) unless norm_radius is a number.
@@ -251,6 +255,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
     fixed = _fixed_step(model, example_inputs, fixed_step)
     norms = expected_init_norms(model)
+    if radius_rule == "auto":
+        radius_rule = "checkpoint" if moved_norm_parameters(model) else "init"
     hidden = hidden_linear_weights(model) if linear == "structured" and mode in STRUCTURED_MODES else {}
     rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, norms)
     rescaled: list[tuple[str, float]] = []
@@ -284,8 +290,8 @@ def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radi
         raise ValueError(f"radius_rule must be one of {RADIUS_RULES}, got radius_rule={radius_rule!r}")
     if not isinstance(linear, str) or linear not in LINEAR_RULES:
         raise ValueError(f"linear must be one of {LINEAR_RULES}, got linear={linear!r}")
-    if radius_rule == "checkpoint" and isinstance(norm_radius, str):
-        raise ValueError(f"norm_radius must be None or a number with radius_rule='checkpoint' (its rules are "
+    if radius_rule != "init" and isinstance(norm_radius, str):
+        raise ValueError(f"norm_radius must be None or a number with radius_rule={radius_rule!r} (its rules are "
                          f"those of radius_rule='init'), got norm_radius={norm_radius!r}")
 
 
