@@ -15,7 +15,9 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
                            init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
 
-(Linear weights get L2 balls in the filter and low-rank modes, as in the paper.) With
+(Linear weights get L2 balls in the filter and low-rank modes, as in the paper; `linear="structured"`
+gives hidden Linear and (in, out)-stored Conv1D weights the mode's structured region over their
+output units, `assign_linear`: not the default until training measures it.) With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
 a departure from the paper for "k_support"/"k_sparse", whose vertices keep only ⌊k·C⌋ of C BN
 channels, so every step shrinks all the others; compression never prunes these tensors. By
@@ -33,13 +35,27 @@ at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support
 every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width
 10 (docs/method.md#reference-results).
 
+Radius rules (`radius_rule`): "init" (default) is the above, made for a model at its default
+initialisation; "checkpoint" gives every region τ = width · g(θ), g that region's gauge (x ∈ C ⇔
+g(x) ≤ τ; the K-sparse polytope's too) at the tensor's current value θ — radii from
+the weights the model has, every region holding the start (width ≥ 1); a tensor that is 0 keeps
+the "init" radius; a number given as `norm_radius` still sets every 1-D radius. "auto" is
+"checkpoint" where a norm layer's γ ≠ 1 or β ≠ 0 (`radii.moved_norm_parameters`: trained weights;
+every library starts them at exactly 1 and 0), else "init" (fresh models, and models without norm
+layers, which it cannot tell apart). Under any rule
+the γ, β of LayerNorm, RMSNorm and GroupNorm layers (torch's classes, or any class whose name ends
+so: the libraries' own) are never shrunk at set-up: their radius is at least their gauge (a
+number as norm_radius excepted). BatchNorm γ keeps the rule above, shrink included.
+
 Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
-onto it in place (`shift_inside`); parameters already inside are not touched.
+onto it in place (`shift_inside`), and one `RescaledWarning` lists each (name, factor);
+parameters already inside are not touched.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,9 +64,10 @@ from torch import nn
 from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
                           SpectralKSupportBall, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
+from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
-from .radii import expected_init_norms
+from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
              "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5}
@@ -62,6 +79,9 @@ MODES = tuple(DEFAULT_K)
 NORM_RADIUS_RULES = ("init", "width")
 DEFAULT_NORM_RADIUS = dict.fromkeys(DEFAULT_K, "width")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_SCALE_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+#: values of `constrain(..., radius_rule=...)` (module docstring, "Radius rules")
+RADIUS_RULES = ("init", "checkpoint", "auto")
 
 
 def check_k(k: Any) -> None:
@@ -96,45 +116,169 @@ def _norm_radius(mode: str, width: float, norm_radius: Any) -> float | None:
     return None if rule == "init" else float(width) if rule == "width" else float(rule)
 
 
-def _region(mode: str, is_conv_weight: bool, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
-    """The region of one parameter; `scale` = width · E‖θ^init‖₂."""
+@dataclass(frozen=True)
+class _Rules:
+    """What decides the region of one parameter (`constrain`'s arguments, resolved)."""
+
+    mode: str
+    k: int | float
+    width: float
+    bias_and_norm: str
+    norm_radius: float | None   # the radius of every 1-D region, None for width · E‖θ_init‖
+    explicit_norm: bool         # norm_radius was given as a number (it then holds under any radius_rule)
+    radius_rule: str
+    hidden: dict[str, int]      # hidden Linear-like weights under linear="structured": output dim
+    norms: dict[str, float]     # E‖θ_init‖₂
+
+    def region(self, model: nn.Module, name: str, p: torch.Tensor) -> Constraint:
+        """The region of parameter `name`, its radius set by the radius rule (module docstring)."""
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        kind = self.hidden.get(name, "conv" if attr == "weight" and isinstance(module, _CONV) else None)
+        one_d = p.dim() <= 1
+        region_mode = "l2" if self.bias_and_norm == "l2" and one_d else self.mode
+        scale = self.width * self.norms[name] if self.norm_radius is None or not one_d else self.norm_radius
+        region = _region(region_mode, kind, p.shape, self.k, scale)
+        rule = "init" if one_d and self.explicit_norm else self.radius_rule
+        _set_radius(region, [p], rule, self.width, floor=is_norm_scale_layer(module) and not self.explicit_norm)
+        return region
+
+
+def is_norm_scale_layer(module: nn.Module) -> bool:
+    """LayerNorm, RMSNorm and GroupNorm layers, the libraries' own classes (by class name) included:
+    their γ, β are never shrunk at set-up. BatchNorm and InstanceNorm are not among them."""
+    return isinstance(module, _SCALE_NORMS) or type(module).__name__.endswith(("LayerNorm", "RMSNorm", "GroupNorm"))
+
+
+def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
+    """The region of one parameter; `kind`: "conv" (a conv weight), an int (a hidden Linear-like
+    weight: its output dim, `assign_linear`) or None; `scale` = width · E‖θ^init‖₂."""
     n = math.prod(shape)
     if mode == "k_support":
         return KSupportBall(shape, k=_capped(k, n), radius=scale)
     if mode == "k_sparse":
         k = _capped(k, n)
         return KSparsePolytope(shape, k=k, radius=scale / math.sqrt(resolve_k(k, n)))
-    if is_conv_weight and mode == "group_k_support":
+    if isinstance(kind, int) and mode in STRUCTURED_MODES:
+        return structured_region(mode, shape, kind, k, scale)
+    if kind == "conv" and mode == "group_k_support":
         return GroupKSupportBall(shape, k=_capped(k, shape[0]), radius=scale)
-    if is_conv_weight and mode == "spectral_k_support":
+    if kind == "conv" and mode == "spectral_k_support":
         return SpectralKSupportBall(shape, k=_capped(k, min(shape[0], n // shape[0])), radius=scale)
-    if is_conv_weight and mode == "nuclear":
+    if kind == "conv" and mode == "nuclear":
         return NuclearBall(shape, radius=scale)
     return L2Ball(shape, radius=scale)
+
+
+def _point(region: Constraint, params: list[torch.Tensor]) -> torch.Tensor:
+    """The point of `region` the parameters make (packed for a region over several tensors)."""
+    values = [p.detach() for p in params]
+    return region.pack(values) if getattr(region, "multi_tensor", False) else values[0]
+
+
+def _set_radius(region: Constraint, params: list[torch.Tensor], rule: str, width: float, floor: bool) -> None:
+    """Rule "checkpoint": τ = width · g, g the start's gauge in the region (τ kept where g = 0); with
+    `floor`, τ ≥ g. Rule "init" leaves the radius the region was built with."""
+    if rule == "init" and not floor:
+        return
+    with torch.no_grad():
+        gauge = float(region.norm(_point(region, params)))
+    if rule == "checkpoint" and gauge > 0:
+        region.radius = width * gauge
+    if floor:
+        region.radius = max(region.radius, gauge)
+
+
+def _place(region: Constraint, params: list[torch.Tensor], name: str, rescaled: list[tuple[str, float]]) -> None:
+    """Scale the parameters onto `region` if they lie outside it, appending (name, factor) to `rescaled`."""
+    with torch.no_grad():
+        point = _point(region, params)
+        inside = region.shift_inside(point)
+        if inside is point:
+            return
+        rescaled.append((name, region.radius / float(region.norm(point))))
+        new = region.unpack(inside) if getattr(region, "multi_tensor", False) else [inside]
+        for p, value in zip(params, new):
+            p.copy_(value)
+
+
+def _warn_rescaled(rescaled: list[tuple[str, float]]) -> None:
+    """One warning naming every tensor scaled at set-up and its factor."""
+    if not rescaled:
+        return
+    listed = ", ".join(f"{name} ×{factor:.4g}" for name, factor in rescaled)
+    warnings.warn(f"constrain: {len(rescaled)} tensor(s) lay outside their regions and were scaled onto them, "
+                  f"changing what the model computes: {listed}. radius_rule='checkpoint' gives every region "
+                  f"width times its tensor's own gauge, so that none is scaled", RescaledWarning, stacklevel=3)
+
+
+class RescaledWarning(UserWarning):
+    """`constrain` scaled tensors of the model onto their regions (the message lists them)."""
 
 
 def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: float = 10.0,
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
               example_inputs=None, coupled_width: float | None = None,
-              coupled_step: float | str | None = None, fixed_step: float | str | None = None) -> list[dict]:
+              coupled_step: float | str | None = None, fixed_step: float | str | None = None,
+              radius_rule: str = "init", linear: str = "l2") -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
     the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`),
     "init" (width · E‖θ_init‖), "width" (width) or a positive number.
-    Makes the starting point feasible, changing only parameters that lie outside their region.
+    `radius_rule`: "init" (radii from the expected init norm, above), "checkpoint" (τ = width ·
+    the tensor's current gauge in its region: every region holds the start; with it `norm_radius`
+    may only be None or a number) or "auto" (one of the two, by `radii.moved_norm_parameters`).
+    `linear`: "l2" (the paper's table) or "structured" (hidden Linear and Conv1D weights get the
+    mode's structured region, `assign_linear`).
+    Makes the starting point feasible, changing only parameters that lie outside their region, and
+    then warns (`RescaledWarning`) naming each and its factor; LayerNorm/RMSNorm/GroupNorm γ, β are
+    never shrunk (their radius is at least their gauge) unless norm_radius is a number.
     "coupled_group_k_support" needs `example_inputs` (for the channel analysis); its groups hold
     several parameters ("name": their names joined by "+") and come after the others; their radius
-    is `coupled_width` (None: `DEFAULT_COUPLED_WIDTH`) times the members' joint expected init norm,
-    and they carry their own fixed Frank-Wolfe step, "lr": `coupled_step` (None:
-    `DEFAULT_COUPLED_STEP`) with "rescale": None, unless coupled_step="optimizer" (the optimizer's
-    lr and rescale); see `assign_coupled`. `bias_and_norm`/`norm_radius` apply to the 1-D parameters
-    outside its regions.
+    is `coupled_width` (None: `DEFAULT_COUPLED_WIDTH`) times the members' joint expected init norm
+    (rule "checkpoint": times their joint gauge), and they carry their own fixed Frank-Wolfe step,
+    "lr": `coupled_step` (None: `DEFAULT_COUPLED_STEP`) with "rescale": None, unless
+    coupled_step="optimizer" (the optimizer's lr and rescale); see `assign_coupled`.
+    `bias_and_norm`/`norm_radius` apply to the 1-D parameters outside its regions.
     Step rule (`assign_step`): the groups of the parameters `assign_step.fixed_step_parameters` finds
     on `example_inputs` carry a fixed Frank-Wolfe step, "lr": `fixed_step` (None: `DEFAULT_FIXED_STEP`)
     with "rescale": None; every other group takes the optimizer's lr and rescale (gradient-rescaled
     by default). fixed_step="optimizer", or no `example_inputs` (with a warning), leaves every group
     to the optimizer."""
+    _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear, norm_radius)
+    explicit_norm = isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool)
+    norm_radius = _norm_radius(mode, width, norm_radius)
+    if k is None:
+        k = DEFAULT_K[mode]
+    else:
+        check_k(k)
+    coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
+    fixed = _fixed_step(model, example_inputs, fixed_step)
+    norms = expected_init_norms(model)
+    if radius_rule == "auto":
+        radius_rule = "checkpoint" if moved_norm_parameters(model) else "init"
+    hidden = hidden_linear_weights(model) if linear == "structured" and mode in STRUCTURED_MODES else {}
+    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, norms)
+    rescaled: list[tuple[str, float]] = []
+    joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
+    coupled = {name for g in joint for name in g["name"].split("+")}
+    groups = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name in coupled:
+            continue
+        region = rules.region(model, name, p)
+        _place(region, [p], name, rescaled)
+        step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
+        groups.append({"params": [p], "constraint": region, "name": name, **step})
+    _warn_rescaled(rescaled)
+    return groups + joint
+
+
+def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any,
+                     norm_radius: Any) -> None:
+    """ValueError naming the first bad argument of `constrain` (k, norm_radius's value and the
+    coupled options are checked where they are resolved)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if mode not in DEFAULT_K:
@@ -143,49 +287,32 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         raise ValueError(f"width must be a positive finite number, got width={width!r}")
     if bias_and_norm not in ("mode", "l2"):
         raise ValueError(f"bias_and_norm must be 'mode' or 'l2', got bias_and_norm={bias_and_norm!r}")
-    norm_radius = _norm_radius(mode, width, norm_radius)
-    if k is None:
-        k = DEFAULT_K[mode]
-    else:
-        check_k(k)
+    if not isinstance(radius_rule, str) or radius_rule not in RADIUS_RULES:
+        raise ValueError(f"radius_rule must be one of {RADIUS_RULES}, got radius_rule={radius_rule!r}")
+    if not isinstance(linear, str) or linear not in LINEAR_RULES:
+        raise ValueError(f"linear must be one of {LINEAR_RULES}, got linear={linear!r}")
+    if radius_rule != "init" and isinstance(norm_radius, str):
+        raise ValueError(f"norm_radius must be None or a number with radius_rule={radius_rule!r} (its rules are "
+                         f"those of radius_rule='init'), got norm_radius={norm_radius!r}")
 
-    coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
-    fixed = _fixed_step(model, example_inputs, fixed_step)
-    norms = expected_init_norms(model)
-    joint, coupled = [], set()
-    if mode == "coupled_group_k_support":
-        if example_inputs is None:
-            raise ValueError("mode='coupled_group_k_support' needs example_inputs (a tensor or tuple of tensors "
-                             "to trace the model's channel dependencies), got example_inputs=None")
-        state = dict(model.named_parameters())
-        for names, region in coupled_regions(model, example_inputs, k, coupled_width, norms):
-            params = [state[n] for n in names]
-            with torch.no_grad():
-                packed = region.pack([p.detach() for p in params])
-                inside = region.shift_inside(packed)
-                if inside is not packed:
-                    for p, new in zip(params, region.unpack(inside)):
-                        p.copy_(new)
-            step = {} if coupled_step == "optimizer" else {"lr": coupled_step, "rescale": None}
-            joint.append({"params": params, "constraint": region, "name": "+".join(names), **step})
-            coupled.update(names)
-    groups = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or name in coupled:
-            continue
-        module_name, _, attr = name.rpartition(".")
-        is_conv_weight = attr == "weight" and isinstance(model.get_submodule(module_name), _CONV)
-        region_mode = "l2" if bias_and_norm == "l2" and p.dim() <= 1 else mode
-        scale = width * norms[name] if norm_radius is None or p.dim() > 1 else norm_radius
-        region = _region(region_mode, is_conv_weight, p.shape, k, scale)
-        with torch.no_grad():
-            current = p.detach()
-            inside = region.shift_inside(current)
-            if inside is not current:
-                p.copy_(inside)
-        step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
-        groups.append({"params": [p], "constraint": region, "name": name, **step})
-    return groups + joint
+
+def _coupled_groups(model: nn.Module, rules: _Rules, example_inputs, width: float | None, step: Any,
+                    rescaled: list[tuple[str, float]]) -> list[dict]:
+    """The param groups of the coupled regions (mode "coupled_group_k_support"; else none)."""
+    if rules.mode != "coupled_group_k_support":
+        return []
+    if example_inputs is None:
+        raise ValueError("mode='coupled_group_k_support' needs example_inputs (a tensor or tuple of tensors "
+                         "to trace the model's channel dependencies), got example_inputs=None")
+    state = dict(model.named_parameters())
+    out = []
+    for names, region in coupled_regions(model, example_inputs, rules.k, width, rules.norms):
+        params = [state[n] for n in names]
+        _set_radius(region, params, rules.radius_rule, width, floor=False)
+        _place(region, params, "+".join(names), rescaled)
+        extra = {} if step == "optimizer" else {"lr": step, "rescale": None}
+        out.append({"params": params, "constraint": region, "name": "+".join(names), **extra})
+    return out
 
 
 def _fixed_step(model: nn.Module, example_inputs, fixed_step: Any) -> dict[str, float]:

@@ -111,3 +111,20 @@ def expected_init_norms(model: nn.Module, samples: int = 100, seed: int = 0) -> 
                 norm = float(torch.linalg.vector_norm(p.detach().double()))
         norms[qualified] = norm if norm > 0 else 1.0
     return norms
+
+
+def moved_norm_parameters(model: nn.Module) -> list[str]:
+    """Qualified names of the norm-layer scales γ ≠ 1 and shifts β ≠ 0 of `model` (BatchNorm,
+    InstanceNorm, LayerNorm, GroupNorm, RMSNorm, and any class whose name ends in "Norm": the
+    libraries' own). PyTorch and every library initialise them to exactly 1 and 0, so one that moved
+    is the sign of trained weights (`constrain(..., radius_rule="auto")`); biases are no sign
+    (PyTorch initialises them U(−b, b))."""
+    moved = []
+    for module_name, module in model.named_modules():
+        if not (isinstance(module, _NORM_LAYERS) or type(module).__name__.endswith("Norm")):
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            start = 1.0 if name == "weight" else 0.0
+            if name in ("weight", "bias") and not bool((p.detach() == start).all()):
+                moved.append(f"{module_name}.{name}" if module_name else name)
+    return moved
