@@ -29,7 +29,8 @@ def test_ce_dice_is_cross_entropy_plus_one_minus_mean_class_dice():
 
 def _rec(net, method, seed, dense, kept, latency=0.5):
     scores = {"dense": dense, **{c: dense * kept for _, _, c in bs.LEVELS}}
-    costs = {c: {"params": 0.5, "flops": 0.5, "latency": latency} for _, _, c in bs.LEVELS}
+    costs = {"dense": {"latency_ms": 10.0}, **{c: {"params": 0.5, "flops": 0.5, "latency": latency}
+                                               for _, _, c in bs.LEVELS}}
     return {"task": net, "method": method, "seed": seed, "scores": scores, "costs": costs, "seconds": 1.0}
 
 
@@ -68,5 +69,6 @@ def test_tiny_run_records_the_library_compression_and_reports(tmp_path, monkeypa
     assert cost["50% filters"]["flops"] == pytest.approx(compress.count_flops(per_layer, x)
                                                          / compress.count_flops(model, x))
     text = bs.report(jsonl, tmp_path / "seg.png", command="--quick")
+    assert records[1]["costs"]["dense"]["latency_ms"] > 0
     assert "| U-Net 2-3-4 | coupled_group_k_support | 1 |" in text and "32 train canvases, 2 epochs" in text
     assert (tmp_path / "seg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
