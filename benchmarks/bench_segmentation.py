@@ -45,7 +45,7 @@ from sparsefw.models import build_model
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BUDGET = {"canvases": 2000, "test": 500, "epochs": 12, "batch_size": 32}
-NETS = {"FCN 8-16-32": ("fcn", (8, 16, 32)), "U-Net 8-16-32": ("unet", (8, 16, 32))}
+NETS = {"U-Net 8-16-32": ("unet", (8, 16, 32)), "FCN 8-16-32": ("fcn", (8, 16, 32))}
 METHODS = ("sgd_wd", "adam", "k_support", "group_k_support", "spectral_k_support", "coupled_group_k_support")
 BASELINES = ("sgd_wd", "adam")
 SEEDS = (0, 1, 2)
@@ -82,7 +82,7 @@ def costs(model: torch.nn.Module, example: torch.Tensor) -> dict[str, dict[str, 
 
 
 def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, budget: dict = BUDGET, methods=METHODS) -> None:
-    jobs = [(task, method, seed) for task in tasks(budget) for method in methods for seed in seeds]
+    jobs = [(task, method, seed) for task in tasks(budget) for seed in seeds for method in methods]  # seed-major
     i, n = shard
     for task, method, seed in jobs[i::n]:
         def one():
