@@ -2,10 +2,11 @@
 (choosing the defaults) and bench_robustness.py (checking them on tasks nobody tuned for).
 
 Training: `sparsefw.constrain(model, mode, **constraint)` + `sparsefw.SFW(groups)` at the library's
-defaults unless a run overrides them, or SGD (lr 0.1, momentum 0.9, weight decay 5e-4); linear decay
-of the learning rate to 0, batches drawn with a seeded generator. Compression: the library's own
-one-shot calls — `compress.prune` (global magnitude), `compress.remove_filters` (L1, every conv),
-`compress.factorize(layers="conv")` (per-conv truncated SVD, as in the paper's code).
+defaults unless a run overrides them, or SGD (lr 0.1, momentum 0.9, weight decay 5e-4), or Adam
+(lr 1e-2); linear decay of the learning rate to 0, batches drawn with a seeded generator, the task's
+loss (cross-entropy unless it sets another, e.g. `ce_dice`). Compression: the library's own one-shot
+calls — `compress.prune` (global magnitude), `compress.remove_filters` (L1, every conv; or coupled
+channel spaces), `compress.factorize(layers="conv")` (per-conv truncated SVD, as in the paper's code).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from sparsefw import compress
 from sparsefw.experiments.evaluation import evaluate, primary_metric
 
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+ADAM = {"lr": 1e-2}           # torch's default 1e-3 stalls on the narrow M2NIST nets (bench_segmentation)
 # (kind, level, column name): the issue's compression levels
 LEVELS = (("unstructured", 0.9, "90% unstr."), ("unstructured", 0.95, "95% unstr."),
           ("filters", 0.3, "30% filters"), ("filters", 0.5, "50% filters"),
@@ -42,6 +44,7 @@ class Task:
     batch_size: int = 64
     description: str = ""
     extra: dict = field(default_factory=dict)
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
 
     @property
     def metric(self) -> str:
@@ -56,10 +59,12 @@ def build_seeded(task: Task, seed: int) -> nn.Module:
 
 def make_optimizer(model: nn.Module, method: str, example: torch.Tensor, constraint: dict | None = None,
                    sfw: dict | None = None):
-    """"sgd_wd" → torch SGD; a mode name → SFW on `sparsefw.constrain(model, mode,
+    """"sgd_wd" → torch SGD, "adam" → torch Adam; a mode name → SFW on `sparsefw.constrain(model, mode,
     example_inputs=example, **constraint)`."""
     if method == "sgd_wd":
         return torch.optim.SGD(model.parameters(), **SGD)
+    if method == "adam":
+        return torch.optim.Adam(model.parameters(), **ADAM)
     groups = sparsefw.constrain(model, method, **{"example_inputs": example, **(constraint or {})})
     return sparsefw.SFW(groups, **(sfw or {}))
 
@@ -80,13 +85,23 @@ def train(task: Task, method: str, seed: int, constraint: dict | None = None, sf
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), task.batch_size):
             idx = order[i:i + task.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = task.loss(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
     model.eval()
     return model, time.perf_counter() - t0
+
+
+def ce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus the soft Dice loss 1 − mean over classes of (2·Σ p·t + 1) / (Σ p + Σ t + 1),
+    sums over the batch's pixels (p: softmax, t: one-hot target) — every class weighs alike."""
+    p = logits.softmax(1)
+    t = F.one_hot(target.long(), p.shape[1]).movedim(-1, 1).to(p.dtype)
+    dims = (0, *range(2, p.ndim))
+    dice = (2 * (p * t).sum(dims) + 1) / (p.sum(dims) + t.sum(dims) + 1)
+    return F.cross_entropy(logits, target.long()) + 1 - dice.mean()
 
 
 def score(task: Task, model: nn.Module) -> float:
@@ -98,8 +113,8 @@ def score(task: Task, model: nn.Module) -> float:
 def compressed(model: nn.Module, kind: str, level: float, example: torch.Tensor) -> nn.Module:
     if kind == "unstructured":
         return compress.prune(model, sparsity=level)
-    if kind == "filters":
-        return compress.remove_filters(model, amount=level, example_inputs=example)
+    if kind in ("filters", "coupled"):
+        return compress.remove_filters(model, amount=level, example_inputs=example, coupled=kind == "coupled")
     return compress.factorize(model, rank=level, layers="conv")
 
 
@@ -107,11 +122,11 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def sweep(task: Task, model: nn.Module) -> dict[str, float | None]:
+def sweep(task: Task, model: nn.Module, levels=LEVELS) -> dict[str, float | None]:
     """{"dense": metric, column: metric after compression (None where the model has no conv)}."""
     out: dict[str, float | None] = {"dense": score(task, model)}
     example = task.test[0][:2]
-    for kind, level, col in LEVELS:
+    for kind, level, col in levels:
         if kind != "unstructured" and not has_conv(model):
             out[col] = None
             continue

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsefw.models import UNet as SegUNet
+
 
 # ---- ResNet with forward_features / forward_head and a dataclass output -----------------------
 @dataclass
@@ -288,6 +290,8 @@ ZOO = {  # name: (constructor, two input sizes)
     "densenet": (DenseNetMini, [(8, 8), (10, 6)]),
     "senet": (SENet, [(8, 8), (7, 9)]),
     "unet": (UNet, [(16, 16), (24, 20)]),
+    # the library's own: bilinear upsampling, skip concatenations, a dilated conv
+    "sparsefw_unet": (lambda: SegUNet(3, 5, widths=(6, 8, 10)), [(16, 16), (24, 20)]),
 }
 
 

@@ -20,6 +20,7 @@ CASES = {
     "vgg16_bn": (100, 3, 32, (1, 100)),
     "wrn28_10": (100, 3, 32, (1, 100)),
     "fcn": (11, 1, 64, (1, 11, 64, 64)),
+    "unet": (11, 1, 64, (1, 11, 64, 64)),
 }
 
 
@@ -44,7 +45,7 @@ def test_forward_shape_and_fx_trace(name):
     assert any(n.op == "call_module" for n in traced.graph.nodes)
 
 
-@pytest.mark.parametrize("name", ["cnn", "resnet20", "fcn"])
+@pytest.mark.parametrize("name", ["cnn", "resnet20", "fcn", "unet"])
 def test_default_init(name):
     """kaiming_uniform(a=√5): |w| ≤ 1/√fan_in for conv/linear weights; BN γ = 1, β = 0."""
     classes, channels, size, _ = CASES[name]
@@ -96,6 +97,7 @@ def test_seed_is_reproducible_and_isolated():
 def test_other_input_sizes():
     assert build_model("resnet20", 5, 1, seed=0)(torch.randn(2, 1, 28, 28)).shape == (2, 5)
     assert build_model("fcn", 3, 3, seed=0)(torch.randn(1, 3, 32, 48)).shape == (1, 3, 32, 48)
+    assert build_model("unet", 3, 3, seed=0)(torch.randn(1, 3, 20, 12)).shape == (1, 3, 20, 12)
 
 
 def test_validation():
@@ -105,6 +107,8 @@ def test_validation():
         build_model("mlp", 10, 1)
     with pytest.raises(ValueError, match="image_size=30"):
         build_model("fcn", 11, 1, 30)
+    with pytest.raises(ValueError, match="image_size=18"):
+        build_model("unet", 11, 1, 18)
     with pytest.raises(ValueError, match="image_size=16"):
         build_model("vgg16_bn", 10, 3, 16)
     for kw, arg in [({"num_classes": 0}, "num_classes"), ({"in_channels": 2.0}, "in_channels"),
@@ -156,3 +160,14 @@ def test_declared_options_are_keyword_arguments_of_tuples_of_ints_whose_defaults
         assert typing.get_origin(annotation) is tuple and set(typing.get_args(annotation)) - {Ellipsis} == {int}
         default = parameters[option].default
         assert check_model_option(name, option, list(default)) == default
+
+
+def test_unet_widths_skip_concatenations_and_dilation():
+    """Encoder 3-5-7-7 (the last at dilation 2), decoder convs reading upsampled + skip channels."""
+    unet = build_model("unet", 11, 2, 16, widths=(3, 5, 7), seed=0)
+    convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(2, 3), (3, 5), (5, 7), (7, 7), (12, 5), (8, 3),
+                                                                 (3, 11)]
+    assert [c.dilation for c in convs[:4]] == [(1, 1)] * 3 + [(2, 2)] and convs[3].padding == (2, 2)
+    convs_bn = 9 * (2 * 3 + 3 * 5 + 5 * 7 + 7 * 7 + 12 * 5 + 8 * 3) + 2 * (3 + 5 + 7 + 7 + 5 + 3)
+    assert n_params(unet) == convs_bn + 3 * 11 + 11

@@ -7,8 +7,9 @@ from .fcn import FCN
 from .mlp import MLP
 from .registry import available_models, build_model, check_model_option, model_options
 from .resnet import BasicBlock, ResNet
+from .unet import UNet
 from .vgg import VGG
 from .wide_resnet import PreActBlock, WideResNet
 
 __all__ = ["available_models", "build_model", "check_model_option", "model_options", "MLP", "SmallCNN", "ResNet",
-           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN"]
+           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN", "UNet"]

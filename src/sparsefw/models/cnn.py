@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-    """3×3 conv (no bias: BN follows), BN, ReLU."""
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
+    """3×3 conv (no bias: BN follows; padding = dilation keeps the size at stride 1), BN, ReLU."""
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 class SmallCNN(nn.Module):

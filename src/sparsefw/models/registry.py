@@ -13,6 +13,7 @@ from .cnn import SmallCNN
 from .fcn import FCN
 from .mlp import MLP
 from .resnet import cifar_resnet, resnet18_cifar
+from .unet import UNet
 from .vgg import VGG
 from .wide_resnet import WideResNet
 
@@ -34,6 +35,7 @@ _MODELS: dict[str, _Model] = {
     "vgg16_bn": _Model(VGG, lambda k, c, s: (c, k), min_size=32),
     "wrn28_10": _Model(WideResNet, lambda k, c, s: (28, 10, c, k)),
     "fcn": _Model(FCN, lambda k, c, s: (c, k), ("widths",), multiple=4),
+    "unet": _Model(UNet, lambda k, c, s: (c, k), ("widths",), multiple=4),
 }
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -94,11 +96,11 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int |
                 seed: int | None = None, **options: Any) -> nn.Module:
     """A freshly initialised model (PyTorch default init; BN γ=1, β=0).
 
-    Classifiers return logits (N, num_classes); "fcn" returns (N, num_classes, H, W). "mlp" needs
+    Classifiers return logits (N, num_classes); "fcn" and "unet" return (N, num_classes, H, W). "mlp" needs
     `image_size` (square inputs); others accept any large enough size (global average pooling).
     With `seed`, initialisation uses its own seeded generator and leaves the global RNG untouched.
     `options` are the model's own keyword arguments (`model_options(name)`): widths (four ints) of
-    "cnn", widths (three) of "fcn", hidden (the layer sizes) of "mlp"; None keeps the default.
+    "cnn", widths (three) of "fcn" and "unet", hidden (the layer sizes) of "mlp"; None keeps the default.
     """
     num_classes = _positive_int("num_classes", num_classes)
     in_channels = _positive_int("in_channels", in_channels)
