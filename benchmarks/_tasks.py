@@ -152,6 +152,19 @@ def kept(record: dict, col: str) -> float | None:
     return None if v is None else v / record["scores"]["dense"]
 
 
+def summary(records: list[dict], methods: tuple, levels: tuple = LEVELS) -> dict:
+    """{(task, method): {"dense": (mean, spread), "seeds": n, column: kept (mean, spread) or None}}, in
+    the order tasks first appear and `methods` lists them."""
+    out = {}
+    for task in dict.fromkeys(r["task"] for r in records):
+        for method in methods:
+            rs = [r for r in records if r["task"] == task and r["method"] == method]
+            if rs:
+                out[task, method] = {"dense": mean_spread([r["scores"]["dense"] for r in rs]), "seeds": len(rs),
+                                     **{c: mean_spread([kept(r, c) for r in rs]) for _, _, c in levels}}
+    return out
+
+
 def mean_spread(values: list[float | None]) -> tuple[float, float] | None:
     """(mean, half the range) over seeds; None if any value is missing."""
     if not values or any(v is None for v in values):

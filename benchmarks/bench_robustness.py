@@ -136,16 +136,8 @@ def budget_of(record: dict) -> str:
 
 
 def summary(records: list[dict]) -> dict:
-    """{(task, method): {"dense": (mean, spread), column: kept (mean, spread) or None}} over records
-    of one budget."""
-    out = {}
-    for task in dict.fromkeys(r["task"] for r in records):
-        for method in METHODS:
-            rs = [r for r in records if r["task"] == task and r["method"] == method]
-            if rs:
-                out[task, method] = {"dense": T.mean_spread([r["scores"]["dense"] for r in rs]), "seeds": len(rs),
-                                     **{c: T.mean_spread([T.kept(r, c) for r in rs]) for _, _, c in T.LEVELS}}
-    return out
+    """`_tasks.summary` of this benchmark's methods and levels (records of one budget)."""
+    return T.summary(records, METHODS)
 
 
 def goal_lines(s: dict) -> list[str]:
