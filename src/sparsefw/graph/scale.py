@@ -1,4 +1,4 @@
-"""Which weights a normalisation layer makes scale-invariant.
+"""Which parameters a normalisation layer makes scale-invariant.
 
 A weight W is *scale-invariant* when the model computes the same function (in training mode) for
 c·W, every c > 0. That holds where the layer reading W feeds a normalisation only, possibly through
@@ -46,37 +46,30 @@ def _passes_scale(node: fx.Node) -> bool:
     return op in _HOMOGENEOUS or node.target in _HOMOGENEOUS_ATEN
 
 
-def _normalised(node: fx.Node, has_bias: bool) -> bool:
-    """True when every path from `node`'s output reaches a normalisation as its input through
-    positively homogeneous ops only (and, for LayerNorm/GroupNorm, the layer has no bias)."""
+def _only_reaches(node: fx.Node, is_end, through: bool) -> bool:
+    """True when every path from `node`'s output reaches a node with `is_end(node)` as its input
+    (argument 0 only), through positively homogeneous ops where `through` allows them."""
     if not node.users:
         return False
     for user in node.users:
         if user.op != "call_function":
             return False
-        op = exported_op(user.target)
-        if op is Op.BATCH_NORM or (op in _OTHER_NORMS and not has_bias):
-            if user.args[0] is not node:
-                return False
-        elif has_bias or not (_passes_scale(user) and _normalised(user, has_bias)):
-            return False   # h(c·z + b) ≠ c·h(z + b/c): a bias stops the scale at the first op
-    return True
-
-
-def _feeds_only(node: fx.Node, layers: set[fx.Node]) -> bool:
-    """True when every path from `node`'s output reaches one of `layers` as its input (argument 0)
-    through positively homogeneous ops only."""
-    if not node.users:
-        return False
-    for user in node.users:
-        if user.op != "call_function":
-            return False
-        if user in layers:
+        if is_end(user):
             if user.args[0] is not node or any(a is node for a in user.args[1:]):
                 return False
-        elif not (_passes_scale(user) and _feeds_only(user, layers)):
+        elif not (through and _passes_scale(user) and _only_reaches(user, is_end, through)):
             return False
     return True
+
+
+def _normalised(node: fx.Node, has_bias: bool) -> bool:
+    """Every path from the layer `node` reaches a normalisation that removes its scale: a BatchNorm
+    reading it directly, else (no bias: h(c·z + b) ≠ c·h(z + b/c)) through homogeneous ops a
+    BatchNorm, LayerNorm or GroupNorm."""
+    def removes_scale(user: fx.Node) -> bool:
+        op = exported_op(user.target)
+        return op is Op.BATCH_NORM or (op in _OTHER_NORMS and not has_bias)
+    return _only_reaches(node, removes_scale, through=not has_bias)
 
 
 def scale_invariant_parameters(model: nn.Module, example_inputs) -> frozenset[str]:
@@ -108,6 +101,6 @@ def scale_invariant_parameters(model: nn.Module, example_inputs) -> frozenset[st
         if op is Op.BATCH_NORM or op in _OTHER_NORMS:
             first = 1 if op is Op.BATCH_NORM else 2  # (x, γ, β, …) or (x, shape|groups, γ, β)
             affine = [captured.state_names.get(a) for a in node.args[first:first + 2] if isinstance(a, fx.Node)]
-            if affine and all(name in once for name in affine) and _feeds_only(node, set(layers)):
+            if affine and all(name in once for name in affine) and _only_reaches(node, layers.__contains__, True):
                 found.update(affine)
     return frozenset(found)
