@@ -13,11 +13,12 @@ predict background only. Nets: the library's "fcn" (strided encoder, bilinear de
 "unet" (max-pool encoder to 1/4 with a dilated conv, bilinear upsampling, skip concatenations).
 Methods: SGD (lr 0.1, momentum 0.9, weight decay 5e-4), Adam (lr 1e-2; 1e-3 stalls near mIoU 0.28
 on these narrow nets), and SFW at the library defaults, `sparsefw.SFW(sparsefw.constrain(model, mode,
-example_inputs=x))`; seeds 0, 1, 2, linear LR decay to 0. Compression, no retraining, no BN recalibration: global magnitude pruning, L1 filter
-removal in every conv (per layer), coupled channel removal (`coupled=True`), per-conv truncated SVD
-(`layers="conv"`). Cost of each compressed net: stored parameters (non-zero ones for pruning), FLOPs
-(sparse-kernel FLOPs for pruning) and latency (eval forward of a batch of 16 canvases, one thread,
-interleaved medians), as ratios to the dense net, medians over runs.
+example_inputs=x))`; seeds 0, 1, 2, linear LR decay to 0. Compression, no retraining, no BN
+recalibration: global magnitude pruning, L1 filter removal in every conv (per layer), coupled channel
+removal (`coupled=True`), per-conv truncated SVD (`layers="conv"`). Cost of each compressed net:
+stored parameters (non-zero ones for pruning), FLOPs (sparse-kernel FLOPs for pruning) and latency
+(eval forward of a batch of 16 canvases, one thread, interleaved medians), as ratios to the dense
+net, medians over runs.
 """
 from __future__ import annotations
 
@@ -92,23 +93,17 @@ def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, budget: dict = BUDGET,
 
 
 def summary(records: list[dict]) -> dict:
-    """{(net, method): {"dense": (mean, spread), "seeds": n, column: kept (mean, spread)}}."""
-    out = {}
+    """`_tasks.summary` of this benchmark's methods and levels, the nets in the order of NETS."""
     order = list(NETS)
-    for net in sorted(dict.fromkeys(r["task"] for r in records), key=lambda n: order.index(n) if n in order else 0):
-        for method in METHODS:
-            rs = [r for r in records if r["task"] == net and r["method"] == method]
-            if rs:
-                out[net, method] = {"dense": T.mean_spread([r["scores"]["dense"] for r in rs]), "seeds": len(rs),
-                                    **{c: T.mean_spread([T.kept(r, c) for r in rs]) for _, _, c in LEVELS}}
-    return out
+    records = sorted(records, key=lambda r: order.index(r["task"]) if r["task"] in order else 0)
+    return T.summary(records, METHODS, LEVELS)
 
 
 def cost_lines(records: list[dict]) -> list[str]:
     """One row per net: params / FLOPs / latency ratio at each level, medians over its runs."""
     cols = [c for _, _, c in LEVELS]
-    lines = [f"| net | dense: params / MFLOPs per canvas / ms per batch of {LATENCY_BATCH} | " + " | ".join(cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
+    head = f"| net | dense: params / MFLOPs per canvas / ms per batch of {LATENCY_BATCH} | "
+    lines = [head + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for net, (model, widths) in NETS.items():
         rs = [r["costs"] for r in records if r["task"] == net]
         if not rs:
@@ -191,7 +186,8 @@ def report(jsonl: Path, png: Path, notes: list[str] | None = None, command: str 
     records = read_jsonl(jsonl)
     s = summary(records)
     cols = [c for _, _, c in LEVELS]
-    lines = ["| net | method | seeds | dense mIoU | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+    lines = ["| net | method | seeds | dense mIoU | " + " | ".join(cols) + " |",
+             "|---|---|---|---|" + "---|" * len(cols)]
     for (net, method), cell in s.items():
         d = cell["dense"]
         lines.append(f"| {net} | {method} | {cell['seeds']} | {d[0]:.3f} ± {d[1]:.3f} | "
@@ -246,10 +242,10 @@ NOTES = [  # the "Reading" paragraph, written after the run of 2026-12-05 (numbe
     "kept shares near 1 are those of nets that predict background before and after compression and measure nothing; "
     "its rows are kept for the cost table (same structures, no concatenations) and as the evidence that skips, not "
     "the optimizer, decide this task at this budget.",
-    "- **Latency on one thread**: only coupled removal buys time (50 %: ×0.49 U-Net, ×0.52 FCN). Per-layer removal of "
-    "50 % leaves FLOPs at 0.37-0.41 but latency at 0.93 (removed channels are re-assembled to full width before the "
-    "upsampling and concatenations that read them, in the profile), and factorizing these small convs is slower than the dense net "
-    "(×1.11-1.19): two thin convs cost more per FLOP than one.",
+    "- **Latency on one thread**: only coupled removal buys time (50 %: ×0.49 U-Net, ×0.52 FCN). Per-layer removal "
+    "of 50 % leaves FLOPs at 0.37-0.41 but latency at 0.93 (removed channels are re-assembled to full width before "
+    "the upsampling and concatenations that read them, in the profile), and factorizing these small convs is slower "
+    "than the dense net (×1.11-1.19): two thin convs cost more per FLOP than one.",
     "- **Time**: 111 min of training summed over the 36 runs, about 70 min of wall time on two shards while other "
     "processes shared both cores (runs took 150-290 s; the last FCN runs, with the cores to themselves, 91-106 s). "
     "Unshared, the whole benchmark should take about 40 min (an estimate, not measured).",
