@@ -1,7 +1,7 @@
 """Small offline tasks, one training loop and one compression sweep, shared by bench_radius_rule.py
 (choosing the defaults) and bench_robustness.py (checking them on tasks nobody tuned for).
 
-Training: `sparsefw.constrain(model, mode, **constraint)` + `sparsefw.SFW(groups)` at the library's
+Training: `sparsefw.constrain(model, mode, example_inputs=x, **constraint)` + `sparsefw.SFW(groups)` at the library's
 defaults unless a run overrides them, or SGD (lr 0.1, momentum 0.9, weight decay 5e-4), or Adam
 (lr 1e-2); linear decay of the learning rate to 0, batches drawn with a seeded generator, the task's
 loss (cross-entropy unless it sets another, e.g. `ce_dice`). Compression: the library's own one-shot
