@@ -165,6 +165,21 @@ def summary(records: list[dict], methods: tuple, levels: tuple = LEVELS) -> dict
     return out
 
 
+def kept_bars(ax, s: dict, task: str, methods: tuple, cols: list[str], dense: str = "dense") -> None:
+    """Draw on `ax` the kept share of every method of `s` (a `summary`) at each column for `task`: one
+    bar per method and column, error bar = spread, the method's dense metric in its label."""
+    width = 0.8 / len(methods)
+    for j, method in enumerate(methods):
+        cell = s.get((task, method))
+        if cell is None:
+            continue
+        vals = [cell[c] or (0.0, 0.0) for c in cols]
+        ax.bar([i + (j - (len(methods) - 1) / 2) * width for i in range(len(cols))], [v[0] for v in vals], width,
+               yerr=[v[1] for v in vals], label=f"{method} ({dense} {cell['dense'][0]:.2f})", capsize=2)
+    ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+
 def mean_spread(values: list[float | None]) -> tuple[float, float] | None:
     """(mean, half the range) over seeds; None if any value is missing."""
     if not values or any(v is None for v in values):

@@ -172,21 +172,12 @@ def plot(s: dict, path: Path) -> Path:
     cols = [c for _, _, c in T.LEVELS]
     fig, axes = plt.subplots(2, (len(task_names) + 1) // 2, figsize=(5.2 * ((len(task_names) + 1) // 2), 7),
                              squeeze=False)
-    width = 0.8 / len(METHODS)
     for ax, task in zip(axes.flat, task_names):
-        for j, method in enumerate(METHODS):
-            cell = s.get((task, method))
-            if cell is None:
-                continue
-            vals = [cell[c] or (0.0, 0.0) for c in cols]
-            ax.bar([i + (j - 1.5) * width for i in range(len(cols))], [v[0] for v in vals], width,
-                   yerr=[v[1] for v in vals], label=f"{method} (dense {cell['dense'][0]:.2f})", capsize=2)
-        ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=8)
+        T.kept_bars(ax, s, task, METHODS, cols)
         ax.set_ylim(0, 1.45)
         ax.set_title(task, fontsize=9)
         ax.set_ylabel("kept share of dense metric")
         ax.legend(fontsize=6, loc="upper left", framealpha=0.5)
-        ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[len(task_names):]:
         ax.axis("off")
     fig.tight_layout()

@@ -158,22 +158,13 @@ def plot(s: dict, path: Path) -> Path:
     nets = list(dict.fromkeys(t for t, _ in s))
     cols = [c for _, _, c in LEVELS]
     fig, axes = plt.subplots(1, len(nets), figsize=(7.5 * len(nets), 4.6), squeeze=False)
-    width = 0.84 / len(METHODS)
     for ax, net in zip(axes.flat, nets):
-        for j, method in enumerate(METHODS):
-            cell = s.get((net, method))
-            if cell is None:
-                continue
-            vals = [cell[c] or (0.0, 0.0) for c in cols]
-            ax.bar([i + (j - (len(METHODS) - 1) / 2) * width for i in range(len(cols))], [v[0] for v in vals],
-                   width, yerr=[v[1] for v in vals], label=f"{method} (dense mIoU {cell['dense'][0]:.2f})", capsize=2)
-        ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=8)
+        T.kept_bars(ax, s, net, METHODS, cols, dense="dense mIoU")
         ax.set_ylim(0, 1.3)
         ax.axhline(0.9, color="gray", lw=0.8, ls="--")
         ax.set_title(f"M2NIST, {net}", fontsize=10)
         ax.set_ylabel("kept share of dense mIoU")
         ax.legend(fontsize=7, loc="upper right", framealpha=0.6, ncol=2)
-        ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     try:
         return save_figure(path, fig)
