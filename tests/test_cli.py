@@ -277,9 +277,12 @@ def test_ctrl_c_in_train_prints_one_line_with_the_resume_command(tmp_path):
     cfg = {**{k: v for k, v in TINY.items() if k != "methods"}, "training": {"epochs": 40, "progress": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
+    # SIGINT at its default in the child: an ignored SIGINT is inherited across exec (a shell's background
+    # job, or the test process after some earlier test) and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "sparsefw.cli", "train", "--config", str(tmp_path / "c.yaml"),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if "epoch 2/40" in line:
             proc.send_signal(signal.SIGINT)                  # what Ctrl-C sends
