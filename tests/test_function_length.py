@@ -12,10 +12,11 @@ LIMIT = 60
 def code_lines(function: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> int:
     """Lines of code of `function`: its source lines less blanks, comment lines and its docstring."""
     body = function.body
-    docstring = (body[0].end_lineno - body[0].lineno + 1 if isinstance(body[0], ast.Expr)
-                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str) else 0)
-    text = lines[function.lineno - 1:function.end_lineno]
-    return sum(1 for line in text if line.strip() and not line.strip().startswith("#")) - docstring
+    first = body[0]
+    docstring = (range(first.lineno, first.end_lineno + 1) if isinstance(first, ast.Expr)
+                 and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str) else range(0))
+    return sum(1 for number in range(function.lineno, function.end_lineno + 1)
+               if number not in docstring and (line := lines[number - 1].strip()) and not line.startswith("#"))
 
 
 def long_functions(source: str, limit: int = LIMIT) -> list[tuple[str, int]]:
