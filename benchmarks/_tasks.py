@@ -1,5 +1,5 @@
-"""Small offline tasks, one training loop and one compression sweep, shared by bench_radius_rule.py
-(choosing the defaults) and bench_robustness.py (checking them on tasks nobody tuned for).
+"""Small offline tasks, one training recipe and one compression sweep, shared by the variants of
+bench_robustness.py (choosing the defaults, checking them on tasks nobody tuned for, segmentation).
 
 Training: `sparsefw.constrain(model, mode, example_inputs=x, **constraint)` + `sparsefw.SFW(groups)` at the library's
 defaults unless a run overrides them, or SGD (lr 0.1, momentum 0.9, weight decay 5e-4), or Adam
@@ -10,7 +10,6 @@ channel spaces), `compress.factorize(layers="conv")` (per-conv truncated SVD, as
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,6 +21,8 @@ from torch import nn
 import sparsefw
 from sparsefw import compress
 from sparsefw.experiments.evaluation import evaluate, primary_metric
+
+import _harness as H
 
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 ADAM = {"lr": 1e-2}           # torch's default 1e-3 stalls on the narrow M2NIST nets (bench_segmentation)
@@ -75,22 +76,8 @@ def train(task: Task, method: str, seed: int, constraint: dict | None = None, sf
     model = build_seeded(task, seed)
     x, y = task.train
     opt = (optimizer_factory or make_optimizer)(model, method, x[:2], constraint, sfw)
-    steps_per_epoch = math.ceil(len(x) / task.batch_size)
-    total = task.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
-    g = torch.Generator().manual_seed(1000 + seed)
     t0 = time.perf_counter()
-    model.train()
-    for _ in range(task.epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), task.batch_size):
-            idx = order[i:i + task.batch_size]
-            loss = task.loss(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
+    H.fit(model, opt, x, y, task.epochs, task.batch_size, torch.Generator().manual_seed(1000 + seed), task.loss)
     return model, time.perf_counter() - t0
 
 
@@ -137,11 +124,10 @@ def sweep(task: Task, model: nn.Module, levels=LEVELS) -> dict[str, float | None
 # --- runs, logged to a JSONL and summarised ------------------------------------------------------
 def run_logged(jsonl, key: dict, fn: Callable[[], dict]) -> None:
     """fn() → record fields, appended to `jsonl` under `key` unless a record with `key` is there."""
-    from _runlog import append_jsonl, read_jsonl
-    if any(all(r.get(k) == v for k, v in key.items()) for r in read_jsonl(jsonl)):
+    if any(all(r.get(k) == v for k, v in key.items()) for r in H.read_jsonl(jsonl)):
         return
     record = {**key, **fn()}
-    append_jsonl(jsonl, record)
+    H.append_jsonl(jsonl, record)
     print(f"{time.strftime('%H:%M:%S')} {key} dense {record['scores']['dense']:.3f} "
           f"{record.get('seconds', 0):.0f}s", flush=True)
 
