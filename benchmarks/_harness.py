@@ -192,10 +192,11 @@ class Variant:
     extra: dict = field(default_factory=dict)
 
 
-def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | None = None) -> dict[str, str]:
+def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line of `script` (sub-commands when there are several variants; common options
     --threads, --quick, --report, --out), set the torch threads, run the variant and write its sections.
-    `--quick` runs seconds-long sizes into temporary files and only prints, unless --out is given."""
+    `--quick` runs seconds-long sizes into temporary files and only prints, unless --out is given.
+    Returns the parsed arguments, with the sections written (`args.sections`)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog=f"benchmarks/{script}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,9 +215,9 @@ def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | 
         parser.error(f"--threads must be ≥ 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     args.command = " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, argv)])
-    sections = variant.run(args)
+    args.sections = sections = variant.run(args)
     for name, text in sections.items():
         if args.out or not args.quick:
             write_section(name, text, args.out or BENCHMARKS_MD)
         print(text if args.quick else f"wrote the '{name}' section", flush=True)
-    return sections
+    return args
