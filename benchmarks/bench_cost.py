@@ -11,6 +11,8 @@ by side in one process, interleaved, medians.
         optimizer-step overhead (penalty fwd+bwd + step + prox − SGD's step) per layer shape of WRN-28-10
         and ResNet-50 and per whole model, the spectral LMO against k, whole training steps
     python benchmarks/bench_cost.py goal --threads 1            # "cost_goal": issue 17's WRN-28-10 goals
+    python benchmarks/bench_cost.py topk-svd                    # "topk_svd": top-k SVD candidates for the
+        spectral LMO against torch.linalg.svd, time and error (chose `sparsefw.constraints.topk_svd`)
     ... --quick                                                 # tiny shapes, one repeat, prints only
 
 Methods: SGD (lr 0.1, momentum 0.9); SFW on `constrain(model, mode, k, width 10)`, lr 0.1, momentum
@@ -21,9 +23,14 @@ inflate; otherwise wall-clock time.
 """
 from __future__ import annotations
 
-import copy
-import math
 import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared CPU, spinning makes the multi-threaded
+# LAPACK SVD 10-20x slower (13.6 s vs 0.84 s for 512x4608). Set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import copy  # noqa: E402
+import math  # noqa: E402
 import statistics
 import tempfile
 import time
@@ -39,6 +46,7 @@ import _harness as H
 import sparsefw
 from sparsefw.constraints import KSupportBall, SpectralKSupportBall, lmos
 from sparsefw.constraints._ops import kth_largest_rows
+from sparsefw.constraints.topk_svd import best_rank_k, top_k_svd
 from sparsefw.models import build_model
 from sparsefw.models.resnet import ResNet
 from sparsefw.models.wide_resnet import WideResNet
@@ -214,14 +222,15 @@ def optimizer_step_costs(model: nn.Module, names: list[str], repeats: int, seed:
                    "setup": setup[name]} for name in names}
 
 
-def _test_matrix(m: int, p: int, spectrum: str, gen: torch.Generator) -> torch.Tensor:
-    """GRAD_SCALE-sized float32 matrix: iid Gaussian, or singular values ∝ 1/√i with random vectors."""
+def _test_matrix(m: int, p: int, spectrum: str, gen: torch.Generator, scale: float = GRAD_SCALE) -> torch.Tensor:
+    """float32 matrix: iid Gaussian N(0, scale²), or singular values scale·√p/√i with random vectors
+    ("1/√i"; the topk-svd variant, scale 1/√p, calls it "1/sqrt(i)")."""
     if spectrum == "gaussian":
-        return GRAD_SCALE * torch.randn(m, p, generator=gen)
+        return scale * torch.randn(m, p, generator=gen)
     r = min(m, p)
     u = torch.linalg.qr(torch.randn(m, r, generator=gen, dtype=torch.float64)).Q
     v = torch.linalg.qr(torch.randn(p, r, generator=gen, dtype=torch.float64)).Q
-    return (GRAD_SCALE * math.sqrt(p) * (u * torch.arange(1, r + 1, dtype=torch.float64).rsqrt()) @ v.mT).float()
+    return (scale * math.sqrt(p) * (u * torch.arange(1, r + 1, dtype=torch.float64).rsqrt()) @ v.mT).float()
 
 
 def spectral_lmo_error(shape: Shape, k: float, spectrum: str, seed: int = 0) -> tuple[float, float, float]:
@@ -605,6 +614,102 @@ def goal(args) -> dict[str, str]:
         f"SGD step: {_ms(sgd)} ms.", "", *H.table(["method", "step ms", "overhead ms", "own ms", "goal"], rows)])}
 
 
+# --- variant "topk-svd" ------------------------------------------------------------------------------
+def as_approximation(U, S, Vh):
+    """(rank-k matrix P = U diag(S) Vᵀ, claimed ‖Σ_k‖₂) — what the LMO consumes."""
+    return (U * S) @ Vh, torch.linalg.vector_norm(S)
+
+
+def full_svd(M, k):
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    return as_approximation(U[:, :k], S[:k], Vh[:k])
+
+
+def subspace_iteration(M, k, power_iters, oversample=10):
+    """Seeded randomized subspace iteration (Halko et al. 2011, Alg. 4.4) with QR each half-step."""
+    if M.shape[0] > M.shape[1]:
+        approx_t, size = subspace_iteration(M.mT, k, power_iters, oversample)
+        return approx_t.mT, size
+    gen = torch.Generator(device=M.device).manual_seed(0)
+    Q = torch.linalg.qr(M @ torch.randn(M.shape[1], min(k + oversample, M.shape[0]), generator=gen, dtype=M.dtype)).Q
+    for _ in range(power_iters):
+        Q = torch.linalg.qr(M @ torch.linalg.qr(M.mT @ Q).Q).Q
+    Ub, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
+    return as_approximation(Q @ Ub[:, :k], S[:k], Vh[:k])
+
+
+def svd_lowrank_seeded(M, k, oversample=10):
+    """torch.svd_lowrank takes no generator: seed the global RNG inside fork_rng."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        U, S, V = torch.svd_lowrank(M, q=min(k + oversample, min(M.shape)), niter=2)
+    return as_approximation(U[:, :k], S[:k], V[:, :k].mT)
+
+
+def gram_eigh_no_threshold(M, k):
+    """The Gram-eigh path even on matrices below EXACT_MAX_SHORT_SIDE (for choosing it)."""
+    U = torch.linalg.eigh(M @ M.mT).eigenvectors[:, -k:].flip(1)
+    B = U.mT @ M
+    return U @ B, torch.linalg.vector_norm(B)
+
+
+SVD_CANDIDATES = {
+    "best_rank_k: Gram-eigh f32 (chosen)": best_rank_k,
+    "top_k_svd: + SVD of B": lambda M, k: as_approximation(*top_k_svd(M, k)),
+    "Gram-eigh f64": lambda M, k: best_rank_k(M.double(), k),
+    "subspace it. q=k+10, 4 it.": lambda M, k: subspace_iteration(M, k, 4),
+    "svd_lowrank q=k+10, 2 it.": svd_lowrank_seeded,
+}
+
+
+def svd_errors(M, k, result) -> tuple[float, float]:
+    """(|‖σ̂_k‖ − ‖σ_k‖| / ‖σ_k‖, 1 − ⟨M, P⟩/(‖P‖_F‖σ_k‖)) against float64 singular values."""
+    exact = torch.linalg.vector_norm(torch.linalg.svdvals(M.double())[:k])
+    approx, size = (t.double() for t in result)
+    return float(abs(size - exact) / exact), float(1 - (M.double() * approx).sum() / (torch.linalg.vector_norm(approx) * exact))
+
+
+def svd_times(M, k, fns, repeats) -> dict[str, tuple[float, float, float]]:
+    """name → (median ms of interleaved calls, ‖Σ_k‖ error, LMO error)."""
+    ms = H.medians(H.interleaved({n: (lambda f=f: f(M, k)) for n, f in fns.items()}, repeats, 0.0))
+    return {n: (1e3 * ms[n], *svd_errors(M, k, fns[n](M, k))) for n in fns}
+
+
+def topk_svd(args) -> dict[str, str]:
+    gen, names = torch.Generator().manual_seed(0), list(SVD_CANDIDATES)
+    shapes = [(16, 144)] if args.quick else [(64, 576), (256, 2304), (512, 4608), (640, 5760), (2048, 512)]
+    rows, worst = [], {n: [0.0, 0.0] for n in names}
+    for m, p in shapes:
+        for spectrum in ("gaussian", "1/sqrt(i)"):
+            M = _test_matrix(m, p, spectrum.replace("sqrt(i)", "√i"), gen, scale=p ** -0.5 if spectrum != "gaussian" else 1.0)
+            for k in sorted({1, max(1, min(m, p) // 10), max(1, int(0.3 * min(m, p)))}):
+                res = svd_times(M, k, {"svd": full_svd, **SVD_CANDIDATES}, 1 if args.quick else 3)
+                svd_ms = res["svd"][0]
+                for n in names:
+                    worst[n] = [max(worst[n][0], res[n][1]), max(worst[n][1], res[n][2])]
+                rows.append([f"{m}×{p}", spectrum, k, f"{svd_ms:.1f}",
+                             *(f"{res[n][0]:.1f} ({svd_ms / res[n][0]:.1f}×, {res[n][2]:.0e})" for n in names)])
+    small = []
+    for m, p in [(4, 36), (8, 72)] if args.quick else [(4, 36), (8, 72), (12, 108), (16, 144), (32, 288)]:
+        M = _test_matrix(m, p, "gaussian", gen, scale=1.0)
+        for k in sorted({1, max(1, int(0.3 * m))}):
+            res = svd_times(M, k, {"svd": full_svd, "gram": gram_eigh_no_threshold}, 1 if args.quick else 41)
+            small.append([f"{m}×{p}", k, f"{res['svd'][0]:.3f}", f"{res['gram'][0]:.3f}"])
+    return {"topk_svd": "\n".join([
+        "## Top-k SVD for the spectral LMO (`sparsefw.constraints.topk_svd`)", "",
+        f"Command: `{args.command}`  ", H.machine_line(),
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; {H.load_line()} (the CPUs are shared with other jobs, so "
+        "absolute times are noisy).", "",
+        f"float32 matrices; k = 1, 10 % and 30 % of the rank. Medians of {1 if args.quick else 3} interleaved repeats; "
+        "times include forming the rank-k matrix. LMO err = relative shortfall of ⟨M, v⟩ against the exact "
+        "−τ‖σ_1..k‖₂; ‖Σ_k‖ err = relative error of the returned singular values' norm (vs float64 svdvals).", "",
+        *H.table(["shape", "spectrum", "k", "torch.linalg.svd ms", *(f"{n}: ms (×faster, LMO err)" for n in names)], rows),
+        "", "Worst errors over all rows above:", "",
+        *H.table(["method", "max ‖Σ_k‖ err", "max LMO err"], [[n, f"{w[0]:.1e}", f"{w[1]:.1e}"] for n, w in worst.items()]),
+        "", "Small matrices (41 repeats; decides `EXACT_MAX_SHORT_SIDE`, below which the full SVD is used):", "",
+        *H.table(["shape", "k", "torch.linalg.svd ms", "gram-eigh ms"], small)])}
+
+
 def step_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--training", action="store_true", help="also the whole ResNet-20 training step (CPU)")
@@ -617,6 +722,7 @@ VARIANTS = {
     "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
                       arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),
     "goal": H.Variant(goal, "issue 17's goals on WRN-28-10 (section cost_goal)", threads=2),
+    "topk-svd": H.Variant(topk_svd, "top-k SVD candidates for the spectral LMO (section topk_svd)", threads=2),
 }
 
 
