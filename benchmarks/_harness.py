@@ -70,9 +70,9 @@ def batches(x, y, size: int = 500) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
 
 
-def accuracy(model, x, y, size: int = 500) -> float:
+def accuracy(model, x, y, num_classes: int, size: int = 500) -> float:
     """Test accuracy in batches of `size` (the library's `evaluate`)."""
-    return evaluate(model, batches(x, y, size), "classification", int(y.max()) + 1)["accuracy"]
+    return evaluate(model, batches(x, y, size), "classification", num_classes)["accuracy"]
 
 
 # --- timing ------------------------------------------------------------------------------------

@@ -105,6 +105,25 @@ def compressed(model: nn.Module, kind: str, level: float, example: torch.Tensor)
     return compress.factorize(model, rank=level, layers="conv")
 
 
+def columns(levels=LEVELS) -> list[str]:
+    return [col for _, _, col in levels]
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, the BN right after it) in module order — the layout of the library's CNN."""
+    mods = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    return [(a, b) for a, b in zip(mods, mods[1:]) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
+
+
+SHRUNKEN = 0.1      # a filter is shrunken below this fraction of its layer's largest L2 norm
+
+
+def shrunken(conv: nn.Conv2d) -> torch.Tensor:
+    """Mask of the conv's shrunken filters."""
+    norms = conv.weight.detach().flatten(1).norm(dim=1)
+    return norms < SHRUNKEN * norms.max()
+
+
 def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -175,3 +194,10 @@ def mean_spread(values: list[float | None]) -> tuple[float, float] | None:
 
 def cell(ms: tuple[float, float] | None) -> str:
     return "—" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}"
+
+
+def summary_table(s: dict, levels=LEVELS, first: str = "task", dense: str = "dense") -> list[str]:
+    """The markdown rows of a `summary`: dense metric and kept share at each level."""
+    return H.table([first, "method", "seeds", dense, *columns(levels)],
+                   [[task, method, c["seeds"], f"{c['dense'][0]:.3f} ± {c['dense'][1]:.3f}",
+                     *(cell(c[col]) for col in columns(levels))] for (task, method), c in s.items()])
