@@ -11,7 +11,7 @@ channel spaces), `compress.factorize(layers="conv")` (per-conv truncated SVD, as
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -43,8 +43,6 @@ class Task:
     kind: str = "classification"          # or "segmentation"
     epochs: int = 4
     batch_size: int = 64
-    description: str = ""
-    extra: dict = field(default_factory=dict)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
 
     @property
@@ -92,9 +90,7 @@ def ce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def score(task: Task, model: nn.Module) -> float:
-    x, y = task.test
-    loader = [(x[i:i + 500], y[i:i + 500]) for i in range(0, len(x), 500)]
-    return evaluate(model, loader, task.kind, task.num_classes)[task.metric]
+    return evaluate(model, H.batches(*task.test), task.kind, task.num_classes)[task.metric]
 
 
 def compressed(model: nn.Module, kind: str, level: float, example: torch.Tensor) -> nn.Module:
@@ -124,20 +120,12 @@ def shrunken(conv: nn.Conv2d) -> torch.Tensor:
     return norms < SHRUNKEN * norms.max()
 
 
-def has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
 def sweep(task: Task, model: nn.Module, levels=LEVELS) -> dict[str, float | None]:
     """{"dense": metric, column: metric after compression (None where the model has no conv)}."""
-    out: dict[str, float | None] = {"dense": score(task, model)}
-    example = task.test[0][:2]
-    for kind, level, col in levels:
-        if kind != "unstructured" and not has_conv(model):
-            out[col] = None
-            continue
-        out[col] = score(task, compressed(model, kind, level, example).eval())
-    return out
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return {"dense": score(task, model), **{
+        col: score(task, compressed(model, kind, level, task.test[0][:2]).eval()) if has_conv or kind == "unstructured"
+        else None for kind, level, col in levels}}
 
 
 # --- runs, logged to a JSONL and summarised ------------------------------------------------------
