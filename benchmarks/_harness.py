@@ -23,8 +23,9 @@ import re
 import shlex
 import statistics
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -189,13 +190,12 @@ class Variant:
     arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
     threads: int = 1
     report: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line of `script` (sub-commands when there are several variants; common options
     --threads, --quick, --report, --out), set the torch threads, run the variant and write its sections.
-    `--quick` runs seconds-long sizes into temporary files and only prints, unless --out is given.
+    `--quick` runs seconds-long sizes into a temporary `args.results` and only prints, unless --out is given.
     Returns the parsed arguments, with the sections written (`args.sections`)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog=f"benchmarks/{script}", description=doc,
@@ -215,6 +215,7 @@ def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | 
         parser.error(f"--threads must be ≥ 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     args.command = " ".join(["python", f"benchmarks/{script}", *map(shlex.quote, argv)])
+    args.results = Path(tempfile.mkdtemp(prefix="quick-")) if args.quick else RESULTS   # run logs, plots
     args.sections = sections = variant.run(args)
     for name, text in sections.items():
         if args.out or not args.quick:

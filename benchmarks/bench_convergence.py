@@ -19,7 +19,6 @@ full-batch Frank-Wolfe gap, summed over the regions (the gap of the product regi
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def convergence(args) -> dict[str, str]:
         series[label] = [run_horizon(data, T, c, min(T, len(data[0])) if batch_rule == "growing" else batch_rule, rescale)
                          for T in horizons]
     seconds = time.perf_counter() - start
-    plot(series, horizons, (Path(tempfile.mkdtemp()) if args.quick else H.RESULTS) / "convergence.png")
+    plot(series, horizons, args.results / "convergence.png")
     return {"convergence": report(series, horizons, seconds, args.command)}
 
 

@@ -32,7 +32,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import copy  # noqa: E402
 import math  # noqa: E402
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,41 +124,31 @@ class Trainer:
         if self.prox is not None:
             self.prox.step()
 
-    def regions(self) -> tuple[list, list[torch.Tensor]]:
-        """(regions, their momentum buffers) of an SFW method after a first step."""
-        groups = [g for g in self.optimizer.param_groups if g["constraint"] is not None]
-        return [g["constraint"] for g in groups], [self.optimizer.state[g["params"][0]]["momentum_buffer"] for g in groups]
+    def regions(self) -> tuple[list, list[torch.Tensor], list[dict]]:
+        """(regions, their momentum buffers, their optimizer states) of an SFW method after a first step."""
+        states = [self.optimizer.state[g["params"][0]] for g in self.optimizer.param_groups if g["constraint"] is not None]
+        return ([g["constraint"] for g in self.optimizer.param_groups if g["constraint"] is not None],
+                [st["momentum_buffer"] for st in states], states)
 
     def own_work(self) -> Callable[[], None] | None:
         """The method's own work alone — its LMOs (for "warm" the warm-started LMO on the last step's
         bases), its penalty's forward+backward, or its prox — as a callable (None for SGD)."""
         if self.method.kind == "sfw":
-            constraints, buffers = self.regions()
+            regions, buffers, states = self.regions()
             if self.method.spectral_refresh:
-                return lambda: self._warm_lmos(constraints, buffers)
-            return lambda: lmos(constraints, buffers)
+                return lambda: [c.lmo(m) if "spectral_basis" not in st else c.warm_lmo_rows(
+                    m.unsqueeze(0), torch.tensor([c.radius]), st["spectral_basis"].unsqueeze(0))
+                    for c, m, st in zip(regions, buffers, states)]
+            return lambda: lmos(regions, buffers)
         if self.method.penalty is not None:
             return lambda: self.method.penalty(self.model, LAM).backward()
         return self.prox.step if self.prox is not None else None
 
-    def _warm_lmos(self, constraints, buffers) -> None:
-        for group, c, m in zip([g for g in self.optimizer.param_groups if g["constraint"] is not None], constraints, buffers):
-            basis = self.optimizer.state[group["params"][0]].get("spectral_basis")
-            if basis is None:
-                c.lmo(m)
-            else:
-                c.warm_lmo_rows(m.unsqueeze(0), torch.tensor([c.radius]), basis.unsqueeze(0))
-
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Forward, loss (+ penalty), backward, optimizer step (+ prox)."""
+        """Forward, loss, backward, then `optimizer_step`."""
         self.optimizer.zero_grad()
-        loss = F.cross_entropy(self.model(x), y)
-        if self.method.penalty is not None:
-            loss = loss + self.method.penalty(self.model, LAM)
-        loss.backward()
-        self.optimizer.step()
-        if self.prox is not None:
-            self.prox.step()
+        F.cross_entropy(self.model(x), y).backward()
+        self.optimizer_step()
 
 
 # --- shapes: conv weights (c_out, c_in, kh, kw), matrix view c_out × c_in·kh·kw --------------------
@@ -283,7 +272,7 @@ def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
         t.optimizer.step()
         fns[row] = t.optimizer.step
         if row != "SGD":
-            regions, buffers = t.regions()
+            regions, buffers, _ = t.regions()
             fns[f"{row} lmo"] = lambda rb=list(zip(regions, buffers)): [c.lmo(m) for c, m in rb]
             fns[f"{row} batched"] = lambda r=regions, b=buffers: lmos(r, b)
     samples = H.interleaved(fns, repeats, min_sample_s=0.005, clock=clock())
@@ -365,8 +354,7 @@ def gpu_step(args) -> dict[str, str]:
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA device")
     rows = []
-    for name in ("resnet18", "wrn28_10"):
-        classes = 100 if name == "wrn28_10" else 10
+    for name, classes in (("resnet18", 10), ("wrn28_10", 100)):
         model = build_model(name, num_classes=classes, in_channels=3, seed=0).cuda().to(memory_format=torch.channels_last)
         trainers = {row: Trainer(METHODS[m], model) for row, m in STEP_ROWS.items()}
         gen = torch.Generator(device="cuda").manual_seed(0)
@@ -375,10 +363,9 @@ def gpu_step(args) -> dict[str, str]:
         scalers = {key: torch.amp.GradScaler("cuda") for key in trainers}
 
         def backward(key: str) -> None:
-            t = trainers[key]
-            t.optimizer.zero_grad(set_to_none=True)
+            trainers[key].optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.float16):
-                loss = F.cross_entropy(t.model(x), y)
+                loss = F.cross_entropy(trainers[key].model(x), y)
             scalers[key].scale(loss).backward()
 
         def train_step(key: str) -> None:
@@ -386,30 +373,30 @@ def gpu_step(args) -> dict[str, str]:
             scalers[key].step(trainers[key].optimizer)
             scalers[key].update()
 
-        for key in trainers:
-            for _ in range(3):
-                train_step(key)
-        info = {}
-        for key, t in trainers.items():
+        def kernels_and_sync(key: str) -> tuple[int, str]:
             backward(key)
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                scalers[key].step(t.optimizer)
+                scalers[key].step(trainers[key].optimizer)
                 torch.cuda.synchronize()
             scalers[key].update()
-            kernels = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
             backward(key)
             torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("error")
             try:
-                scalers[key].step(t.optimizer)
+                scalers[key].step(trainers[key].optimizer)
                 sync = "no"
             except RuntimeError as err:
                 sync = f"yes ({str(err).splitlines()[0][:60]})"
             finally:
                 torch.cuda.set_sync_debug_mode("default")
             scalers[key].update()
-            info[key] = (kernels, sync)
+            return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()), sync
+
+        for key in trainers:
+            for _ in range(3):
+                train_step(key)
+        info = {key: kernels_and_sync(key) for key in trainers}
         times = {key: [] for key in trainers}
         for _ in range(2 if args.quick else args.repeats):
             for key in trainers:
@@ -422,10 +409,9 @@ def gpu_step(args) -> dict[str, str]:
                 torch.cuda.synchronize()
                 times[key].append(start.elapsed_time(end) / 5)
         sgd = statistics.median(times["SGD"])
-        for key in trainers:
-            t = statistics.median(times[key])
-            goal = "" if key == "SGD" else f"≤ 1.10: {'met' if t / sgd <= 1.10 else 'missed'}"
-            rows.append([name, key, f"{t:.2f}", f"{t / sgd:.3f}", goal, info[key][1], info[key][0]])
+        rows += [[name, key, f"{statistics.median(t):.2f}", f"{statistics.median(t) / sgd:.3f}",
+                  "" if key == "SGD" else f"≤ 1.10: {'met' if statistics.median(t) / sgd <= 1.10 else 'missed'}",
+                  info[key][1], info[key][0]] for key, t in times.items()]
         del trainers, model
         torch.cuda.empty_cache()
     return {"sfw_step_gpu": "\n".join([
@@ -527,7 +513,7 @@ def cost(args) -> dict[str, str]:
     for label, model, batch, size, names, repeats, _ in p["whole_steps"]:
         x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
         whole[label] = whole_step_costs(model, x, y, names, repeats)
-    plot_path = (args.results_dir or (Path(tempfile.mkdtemp()) if args.quick else H.RESULTS)) / "cost_scaling.png"
+    plot_path = (args.results_dir or args.results) / "cost_scaling.png"
     plot_scaling({s: layers[s] for s in p["layers"] if s[2] == 3}, k_results, plot_path)
     args.measured = dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
 

@@ -21,7 +21,6 @@ import copy
 import json
 import math
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
@@ -111,8 +110,7 @@ def plot(results: dict, latency: dict, path: Path) -> None:
 
 
 def training(args) -> dict[str, str]:
-    results_dir = Path(tempfile.mkdtemp()) if args.quick else H.RESULTS
-    stored = results_dir / f"{args.name}.json"
+    stored = args.results / f"{args.name}.json"
     if args.report:                              # the stored run's own arguments and numbers
         old = json.loads(stored.read_text())
         vars(args).update({k: v for k, v in old["args"].items() if k not in ("report", "quick", "out", "threads")})
@@ -174,7 +172,7 @@ def training(args) -> dict[str, str]:
             [[f"{a:.0%}", f"{ms[str(a)]:.2f} ({ms['0.0'] / ms[str(a)]:.2f}×)", *(H.mean_range(acc[m][str(a)]) for m in methods)]
              for a in AMOUNTS]), "", "Share of dense accuracy kept at 50 %: " + ", ".join(
             f"{m} {statistics.mean(acc[m]['0.5']) / statistics.mean(acc[m]['0.0']):.1%}" for m in methods) + ".", ""]
-    plot(results, latency, results_dir / f"{args.name}.png")
+    plot(results, latency, args.results / f"{args.name}.png")
     lines += [f"Plot: `benchmarks/results/{args.name}.png`; numbers: `benchmarks/results/{stored.name}`."]
     return {args.name: "\n".join(lines)}
 

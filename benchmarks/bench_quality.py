@@ -31,7 +31,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -70,7 +69,7 @@ def load_data(cfg: dict):
 
 
 def batches(ds, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [ds[torch.arange(i, min(i + size, len(ds)))] for i in range(0, len(ds), size)]
+    return H.batches(*ds[torch.arange(len(ds))], size)
 
 
 def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.nn.Module, dict]:
@@ -204,38 +203,30 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     heads = (["dense"] + [f"{100 * lv:g}% unstr." for lv in levels["unstructured"]]
              + [f"{100 * lv:g}% filters" for lv in levels["filters"]]
              + [f"{100 * (1 - lv):g}% rank kept" for lv in levels["lowrank"]])
-    lines = ["| method (selected setting) | seeds | " + " | ".join(heads) + " |",
-             "|---|---|" + "---|" * len(heads)]
     recal = cfg.get("bn_recalibration", 0) and all("test_accuracy_bn" in r["rows"][-1] for r in records)
-    bn_lines, summary_bn = list(lines), {}
-    plot_rows, summary = [], {}
-    for method in cfg["methods"]:
-        if not any(r["method"] == method and r["seed"] == seeds[0] for r in records):
-            continue
-        best = best_setting(records, method, seeds[0], cfg.get("dense_margin", DENSE_MARGIN))
-        runs = [r for r in records if r["method"] == method and r["setting"] == best]
-        accs = {c: [_acc(r, *c) for r in runs] for c in cols}
-        summary[method] = {c: statistics.mean(v) for c, v in accs.items()}
-        lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
-                     + " | ".join(_cell(accs[c]) for c in cols) + " |")
-        if recal:
-            accs_bn = {c: [_acc(r, *c, key="test_accuracy_bn") for r in runs] for c in cols}
-            summary_bn[method] = {c: statistics.mean(v) for c, v in accs_bn.items()}
-            bn_lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
-                            + " | ".join(_cell(accs_bn[c]) for c in cols) + " |")
-        plot_rows += [{"run": method, "kind": k, "level": lv, "accuracy": summary[method][(k, lv)]} for k, lv in cols]
-    all_lines = ["| method | setting | final train loss | validation score | " + " | ".join(heads) + " |",
-                 "|---|---|---|---|" + "---|" * len(heads)]
-    all_bn_lines = ["| method | setting | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
     order = {m: i for i, m in enumerate(cfg["methods"])}
-    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"])):
-        if r["seed"] == seeds[0]:
-            all_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | {r['final_epoch_train_loss']:.3f} | "
-                             f"{selection_score(r['rows']):.3f} | "
-                             + " | ".join(f"{_acc(r, *c):.3f}" for c in cols) + " |")
-            if recal:
-                all_bn_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | "
-                                    + " | ".join(f"{_acc(r, *c, key='test_accuracy_bn'):.3f}" for c in cols) + " |")
+    first = [r for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"]))
+             if r["seed"] == seeds[0]]
+    selected = {m: [r for r in records if r["method"] == m and r["setting"] == best_setting(
+        records, m, seeds[0], cfg.get("dense_margin", DENSE_MARGIN))] for m in cfg["methods"] if any(
+        r["method"] == m and r["seed"] == seeds[0] for r in records)}
+
+    def tables(key: str) -> tuple[list[str], dict, list[list]]:
+        """(selected-setting table, its means per method and cell, every-setting rows) of accuracy `key`."""
+        accs = {m: {c: [_acc(r, *c, key=key) for r in runs] for c in cols} for m, runs in selected.items()}
+        return (H.table(["method (selected setting)", "seeds", *heads],
+                        [[f"{m} ({_describe(runs[0]['optimizer'])})", len(runs), *(_cell(accs[m][c]) for c in cols)]
+                         for m, runs in selected.items()]),
+                {m: {c: statistics.mean(v) for c, v in a.items()} for m, a in accs.items()},
+                [[r["method"], _describe(r["optimizer"]), *(f"{_acc(r, *c, key=key):.3f}" for c in cols)] for r in first])
+    lines, summary, every = tables("test_accuracy")
+    all_lines = H.table(["method", "setting", "final train loss", "validation score", *heads],
+                        [[*row[:2], f"{r['final_epoch_train_loss']:.3f}", f"{selection_score(r['rows']):.3f}", *row[2:]]
+                         for row, r in zip(every, first)])
+    if recal:
+        bn_lines, summary_bn, every_bn = tables("test_accuracy_bn")
+        all_bn_lines = H.table(["method", "setting", *heads], every_bn)
+    plot_rows = [{"run": m, "kind": k, "level": lv, "accuracy": v[(k, lv)]} for m, v in summary.items() for k, lv in cols]
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
     d, t = cfg["data"], cfg["training"]
@@ -376,11 +367,7 @@ def grid(args) -> dict[str, str]:
     if args.quick:
         cfg["data"].update(n_train=256, n_val=128, n_test=128)
         cfg["training"]["epochs"] = 1
-        with tempfile.TemporaryDirectory() as tmp:
-            jsonl, t0 = Path(tmp) / "quick.jsonl", time.perf_counter()
-            run_all(cfg, jsonl)
-            return {name: report(cfg, name, jsonl, command, f"{time.perf_counter() - t0:.0f} s", Path(tmp) / "q.png")}
-    jsonl, t0 = H.RESULTS / f"{name}_runs.jsonl", time.perf_counter()
+    jsonl, t0 = args.results / f"{name}_runs.jsonl", time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or []) - set(cfg["methods"]))
     if unknown:
@@ -389,7 +376,7 @@ def grid(args) -> dict[str, str]:
         run_all(cfg, jsonl, methods)
     elapsed = (f"{sum(r['train_seconds'] for r in read_jsonl(jsonl)) / 60:.0f} min of training in all" if args.report
                else f"{(time.perf_counter() - t0) / 60:.0f} min")
-    return {name: report(cfg, name, jsonl, command, elapsed, H.RESULTS / f"{name}_accuracy.png")}
+    return {name: report(cfg, name, jsonl, command, elapsed, args.results / f"{name}_accuracy.png")}
 
 
 # --- variant "bn-hidden" ------------------------------------------------------------------------------

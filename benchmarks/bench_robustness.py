@@ -16,7 +16,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import contextlib  # noqa: E402
-import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -199,16 +198,14 @@ def report(jsonl: Path, png: Path, command: str = "") -> str:
 
 
 def tasks_variant(args) -> dict[str, str]:
+    jsonl = args.results / "robustness_runs.jsonl"
     if args.quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp) / "quick.jsonl", (0, 1), seeds=(0,), epochs=1)
-            return {"robustness": report(Path(tmp) / "quick.jsonl", Path(tmp) / "robustness.png", args.command)}
-    jsonl = H.RESULTS / "robustness_runs.jsonl"
-    if not args.report:
+        run(jsonl, (0, 1), seeds=(0,), epochs=1)
+    elif not args.report:
         run(jsonl, shard(args.shard), budget=args.budget, old_rule=args.old_rule)
-    return {"robustness": report(jsonl, H.RESULTS / "robustness.png", (   # the section covers every run logged
+    return {"robustness": report(jsonl, args.results / "robustness.png", args.command if args.quick else (
         "python benchmarks/bench_robustness.py tasks --shard 0/2` and `--shard 1/2` in parallel, the same with "
-        "`--budget 4×` and with `--old-rule` at both budgets, then `--report"))}
+        "`--budget 4×` and with `--old-rule` at both budgets, then `--report"))}   # the section covers every run logged
 
 
 # --- variant "radius-rule" ---------------------------------------------------------------------------
@@ -220,7 +217,6 @@ for the setting in the run's name: `norm_radius` "init" (width · E‖θ_init‖
 (radius = width, the paper code's effective rule), `bias_and_norm="l2"`; k; and the spectral LMO
 replaced by the paper's inexact one (10 QR power iterations from a fresh random start every call).
 Three seeds each, compression at the issue's levels (benchmarks/_tasks.py)."""
-RADIUS_JSONL = H.RESULTS / "radius_rule_runs.jsonl"
 # label → (method, constrain kwargs, spectral LMO); the last four explain why the modes differ
 RADIUS_RUNS = {
     "SGD + wd 5e-4": ("sgd_wd", {}, "exact"),
@@ -324,15 +320,14 @@ def radius_report(jsonl: Path, command: str) -> str:
 
 def radius_variant(args) -> dict[str, str]:
     labels = args.only.split(";") if args.only else list(RADIUS_RUNS)
+    jsonl = args.results / "radius_rule_runs.jsonl"
     if args.quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            jsonl = Path(tmp) / "quick.jsonl"
-            radius_run(jsonl, tuning_task(1, 600, 200), labels[:2] + labels[-4:-2], seeds=(0,))
-            return {"radius_rule": radius_report(jsonl, args.command)}
+        radius_run(jsonl, tuning_task(1, 600, 200), labels[:2] + labels[-4:-2], seeds=(0,))
+        return {"radius_rule": radius_report(jsonl, args.command)}
     if not args.report:
         i, n = shard(args.shard)
-        radius_run(RADIUS_JSONL, tuning_task(args.epochs), labels[i::n])
-    return {"radius_rule": radius_report(RADIUS_JSONL, (   # the section covers every run logged
+        radius_run(jsonl, tuning_task(args.epochs), labels[i::n])
+    return {"radius_rule": radius_report(jsonl, (   # the section covers every run logged
         "python benchmarks/bench_robustness.py radius-rule --shard 0/2` and `--shard 1/2` in parallel (4 epochs), the "
         "same with `--epochs 12 --only 'k-support, init;k-support, width;group, init;group, width;spectral, init;"
         "spectral, width'`, then `--report"))}

@@ -27,7 +27,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import statistics  # noqa: E402
-import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -183,16 +182,13 @@ def _budget_text(records: list[dict]) -> str:
 
 
 def segmentation(args) -> dict[str, str]:
+    jsonl = args.results / "segmentation_runs.jsonl"
     if args.quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            jsonl = Path(tmp) / "quick.jsonl"
-            run(jsonl, (0, 1), seeds=(0,), budget={"canvases": 200, "test": 50, "epochs": 1, "batch_size": 32})
-            return {"segmentation": report(jsonl, Path(tmp) / "segmentation.png", command="--quick")}
-    jsonl = H.RESULTS / "segmentation_runs.jsonl"
-    if not args.report:
+        run(jsonl, (0, 1), seeds=(0,), budget={"canvases": 200, "test": 50, "epochs": 1, "batch_size": 32})
+    elif not args.report:
         i, n = map(int, args.shard.split("/"))
         run(jsonl, (i, n))
-    return {"segmentation": report(jsonl, H.RESULTS / "segmentation.png")}
+    return {"segmentation": report(jsonl, args.results / "segmentation.png", *(["--quick"] if args.quick else []))}
 
 
 VARIANTS = {"segmentation": H.Variant(
