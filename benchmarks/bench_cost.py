@@ -145,10 +145,13 @@ class Trainer:
         return self.prox.step if self.prox is not None else None
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Forward, loss, backward, then `optimizer_step`."""
+        """Forward, loss (+ penalty), one backward, optimizer step (+ prox)."""
         self.optimizer.zero_grad()
-        F.cross_entropy(self.model(x), y).backward()
-        self.optimizer_step()
+        loss = F.cross_entropy(self.model(x), y)
+        (loss if self.method.penalty is None else loss + self.method.penalty(self.model, LAM)).backward()
+        self.optimizer.step()
+        if self.prox is not None:
+            self.prox.step()
 
 
 # --- shapes: conv weights (c_out, c_in, kh, kw), matrix view c_out × c_in·kh·kw --------------------
