@@ -14,18 +14,19 @@ import warnings
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import Shard, distribute_tensor
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import sparsefw
-from sparsefw.constraints import (KSupportBall, L1Ball, L2Ball, LinfBall, LpBall, NuclearBall,
-                                  SpectralKSupportBall)
+from sparsefw.constraints import KSupportBall, L1Ball, L2Ball, LinfBall, LpBall, NuclearBall, SpectralKSupportBall
 from sparsefw.optim.sharded import rebind, traffic
 
 MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear")
-STEPS = 4
+STEPS = 3
 
 
 class Net(nn.Module):
@@ -65,7 +66,7 @@ def train_pair(ref, fsdp, opt_ref, opt_fsdp, data, rank):
 
 
 def error(ref: nn.Module, fsdp: nn.Module) -> float:
-    full = {n: p.full_tensor() for n, p in fsdp.named_parameters()}
+    full = {n: p.detach().full_tensor() for n, p in fsdp.named_parameters()}
     return max(float((full[n] - p).abs().max()) for n, p in ref.named_parameters())
 
 
@@ -167,7 +168,9 @@ def case_empty_shard(strategy, dtype, mesh):
     g = torch.Generator().manual_seed(6)
     grads = [torch.randn(1, 9, generator=g, dtype=dtype) for _ in range(3)]
     plain, sharded, _ = direct((1, 9), KSupportBall((1, 9), k=4, radius=2.0), grads, mesh, strategy, dtype)
-    return {"error": float((sharded.full_tensor() - plain).abs().max()), "local": sharded.to_local().numel()}
+    sizes = [None] * dist.get_world_size()
+    dist.all_gather_object(sizes, sharded.to_local().numel())
+    return {"error": float((sharded.full_tensor() - plain).abs().max()), "local": sizes}
 
 
 def case_inf(dtype, mesh):
@@ -206,6 +209,55 @@ def case_mixed_precision(mesh, rank):
     return {"error": error(ref, fsdp)}
 
 
+def case_state_dict(mesh, rank, folder: str):
+    """`torch.distributed.checkpoint` of model and optimizer after 2 steps; a fresh pair loads it
+    and its next 2 steps are bitwise those of the uninterrupted run, whose parameters are saved
+    (whole) for the test to resume the checkpoint on one process. `optimizer.state_dict()` also
+    loads with weights_only=True."""
+    def make():
+        torch.manual_seed(0)
+        model = shard(Net().double(), mesh)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            groups = sparsefw.constrain(model, "k_support", width=0.5, fixed_step="optimizer")
+        return model, sparsefw.SFW(groups, lr=0.1, momentum=0.9)
+
+    def steps(model, opt, data):
+        for x, y in data:
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x[4 * rank:4 * rank + 4]), y[4 * rank:4 * rank + 4]).backward()
+            opt.step()
+    data = batches(torch.float64)
+    model, opt = make()
+    steps(model, opt, data[:2])
+    dcp.save(dict(zip(("model", "optim"), get_state_dict(model, opt))), checkpoint_id=f"{folder}/ckpt")
+    torch.save(opt.state_dict(), f"{folder}/optim{rank}.pt")
+    loaded = torch.load(f"{folder}/optim{rank}.pt", weights_only=True)
+    steps(model, opt, data[2:])
+    after = {n: p.detach().full_tensor() for n, p in model.named_parameters()}
+    again, opt2 = make()
+    state = dict(zip(("model", "optim"), get_state_dict(again, opt2)))
+    dcp.load(state, checkpoint_id=f"{folder}/ckpt")
+    set_state_dict(again, opt2, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    steps(again, opt2, data[2:])
+    if rank == 0:
+        torch.save(after, f"{folder}/after.pt")
+    return {"bitwise": all(torch.equal(p.full_tensor(), after[n]) for n, p in again.named_parameters()),
+            "weights_only": type(loaded["state"][0]["momentum_buffer"]).__name__}
+
+
+def case_placement(mesh):
+    """A DTensor replicated instead of sharded on dim 0: the step raises a ValueError naming it."""
+    w = nn.Parameter(distribute_tensor(torch.zeros(4, 3), mesh, [Replicate()]))
+    opt = sparsefw.SFW([{"params": [w], "constraint": L2Ball((4, 3), radius=1.0), "name": "w"}])
+    w.grad = distribute_tensor(torch.ones(4, 3), mesh, [Replicate()])
+    try:
+        opt.step()
+    except ValueError as exc:
+        return {"message": str(exc)}
+    return {"message": None}
+
+
 def main(out: str, only: str | None = None) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -223,6 +275,8 @@ def main(out: str, only: str | None = None) -> None:
             results[f"coupled/gather/{name}"] = case_coupled(dtype, mesh, rank)
             results[f"inf/native/{name}"] = case_inf(dtype, mesh)
         results["mixed_precision/auto/float32"] = case_mixed_precision(mesh, rank)
+        results["state_dict"] = case_state_dict(mesh, rank, os.path.dirname(out))
+        results["placement"] = case_placement(mesh)
     finally:
         if rank == 0:
             with open(out, "w") as f:
