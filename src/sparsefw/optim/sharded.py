@@ -26,7 +26,12 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.distributed.tensor import DTensor, Shard
+try:
+    from torch.distributed.tensor import DTensor, Shard
+except ImportError:                      # a torch built without torch.distributed: nothing is sharded
+    class DTensor:                       # noqa: D101 (never instantiated: isinstance is always False)
+        pass
+    Shard = None
 
 from .functional import _lmo, _momentum, _sgd
 from .plan import Entry
