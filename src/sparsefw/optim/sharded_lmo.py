@@ -135,9 +135,8 @@ def vertices(kind: str, comm: Comm, regions: list, ms: list[Tensor], layouts: li
 
 
 def _square_sum(t: Tensor) -> Tensor:
-    """Σ t² accumulated in float64 (a 0-dim float64 tensor)."""
-    flat = t.reshape(-1).double()
-    return torch.dot(flat, flat)
+    """Σ t² (torch's cascade summation in t's dtype) as a 0-dim float64 tensor."""
+    return (t * t).sum().double()
 
 
 def _scaled(m: Tensor, numerator: float, square: Tensor) -> Tensor:
@@ -202,28 +201,37 @@ def top_k_masks(comm: Comm, values: list[Tensor], ks: list[int], sizes: list[int
 
 
 def _select(comm: Comm, values: list[Tensor], ks: list[int], dtype: torch.dtype) -> list[Tensor]:
-    """Radix select of the k-th largest of each sharded tensor, then the tie fill in rank order."""
+    """Radix select of the k-th largest of each sharded tensor, then the tie fill in rank order.
+    The keys are views of the values' bits; each round keeps only the entries whose digits so far
+    equal the k-th value's (after the first round a small fraction), so a select costs about two
+    passes over the local entries."""
     int_dtype, bits = _KEY[dtype]
-    keys = [v.contiguous().view(int_dtype).long() for v in values]
+    keys = [v.contiguous().view(int_dtype) for v in values]
+    candidates = list(keys)
     k = torch.tensor(ks, dtype=torch.int64)
-    above = torch.zeros(len(keys), dtype=torch.int64)      # #{entries > the prefix fixed so far}
+    above = torch.zeros(len(keys), dtype=torch.int64)      # #{entries above the candidates}
     prefix = torch.zeros(len(keys), dtype=torch.int64)     # the digits fixed so far
     for shift in range(8 * ((bits - 1) // 8), -8, -8):
-        hist = torch.zeros(len(keys), 256, dtype=torch.int64)
-        for t, key in enumerate(keys):
-            candidates = key[(key >> (shift + 8)) == prefix[t]] if shift + 8 < 64 else key
-            hist[t] = torch.bincount((candidates >> shift) & 255, minlength=256)
+        digits = [((c >> shift) & 255).long() for c in candidates]
+        hist = torch.stack([torch.bincount(d, minlength=256) for d in digits])
         comm.all_reduce(hist)
         at_least = hist.flip(1).cumsum(1).flip(1)          # #{candidates with digit ≥ d}
         digit = ((above[:, None] + at_least) >= k[:, None]).sum(1) - 1
         above += at_least.gather(1, digit[:, None]).squeeze(1) - hist.gather(1, digit[:, None]).squeeze(1)
         prefix = (prefix << 8) | digit
+        candidates = [c[d == digit[t]] for t, (c, d) in enumerate(zip(candidates, digits))]
     ties = torch.zeros(comm.world, len(keys), dtype=torch.int64)
-    ties[comm.rank] = torch.stack([(key == prefix[t]).sum() for t, key in enumerate(keys)])
+    ties[comm.rank] = torch.tensor([c.numel() for c in candidates], dtype=torch.int64)   # = #{key == prefix}
     comm.all_reduce(ties)
     allowed = k - above - ties[:comm.rank].sum(0)          # ties this rank may keep (≤ 0: none)
     masks = []
-    for t, key in enumerate(keys):
-        tied = key == prefix[t]
-        masks.append((key > prefix[t]) | (tied & (torch.cumsum(tied, 0) <= allowed[t])))
+    for t, (key, tied_here) in enumerate(zip(keys, ties[comm.rank].tolist())):
+        threshold, room = prefix[t].to(key.dtype), int(allowed[t])
+        if room >= tied_here:                              # every local tie is kept (the usual case)
+            masks.append(key >= threshold)
+        elif room <= 0:
+            masks.append(key > threshold)
+        else:
+            tied = key == threshold
+            masks.append((key > threshold) | (tied & (torch.cumsum(tied, 0) <= room)))
     return masks
