@@ -10,9 +10,10 @@ per rank. Under FSDP2 the model is built on the meta device and materialised sha
 ever holds it whole. Per rank:
 
 * state: bytes of the parameters, gradients and momentum buffers the rank holds (local shards);
-* peak RSS − RSS at start: the process's high-water mark over the run (getrusage) minus its
-  resident size before the model was built. glibc keeps freed heap blocks in its arenas, so a
-  freed all-gather buffer would stay resident and count again; MALLOC_MMAP_THRESHOLD_=65536 (set
+* peak RSS − start: the process's resident high-water mark (VmHWM) minus its resident size before
+  the model was built, for the set-up (model, `constrain`, optimizer) and, after resetting the mark
+  (/proc/self/clear_refs), for the training steps. glibc keeps freed heap blocks in its arenas, so
+  a freed all-gather buffer would stay resident and count again; MALLOC_MMAP_THRESHOLD_=65536 (set
   for every launch) serves blocks ≥ 64 KiB by mmap, which returns them on free;
 * SFW traffic: bytes this rank received in the optimizer's collectives per step
   (`optim.sharded.traffic`, the ring model of `optim.sharded_lmo`); FSDP2's own: its all-gathers and
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +42,16 @@ CONFIGS = (("ddp", "auto"), ("fsdp", "gather"), ("fsdp", "native"), ("fsdp", "au
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak(reset: bool = False) -> int:
+    """The resident high-water mark (bytes); reset=True starts a new one afterwards."""
+    with open("/proc/self/status") as f:
+        peak = int(f.read().split("VmHWM:")[1].split()[0]) * 1024
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    return peak
 
 
 def _model():
@@ -106,6 +116,7 @@ def rank_job(kind: str, strategy: str, steps: int) -> dict:
         warnings.simplefilter("ignore")
         opt = sparsefw.SFW(sparsefw.constrain(model, "k_support", fixed_step="optimizer"), lr=0.05,
                            momentum=0.9, distributed_lmo=strategy)
+    setup_peak = _peak(reset=True) - start_rss
     g = torch.Generator().manual_seed(rank)
     x, y = torch.randn(16, WIDTHS[0], generator=g), torch.randint(0, WIDTHS[-1], (16,), generator=g)
     times, step_times = [], []
@@ -125,7 +136,7 @@ def rank_job(kind: str, strategy: str, steps: int) -> dict:
     state = sum(local(t).numel() * local(t).element_size() for p in params
                 for t in (p, p.grad, opt.state[p].get("momentum_buffer")) if t is not None)
     full = sum(p.numel() * p.element_size() for p in params)
-    out = {"state": state, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start_rss,
+    out = {"state": state, "peak": _peak() - start_rss, "setup": setup_peak,
            "sfw": (traffic(opt)[0] - sfw0) / steps, "calls": traffic(opt)[1] / (steps + 1),
            "fsdp": (counter["fsdp"] - fsdp0) / steps if kind == "fsdp" else 2 * (world - 1) * full / world,
            "time": sum(times) / steps, "step": sum(step_times) / steps, "params": full // 4,
@@ -149,13 +160,13 @@ def _launch(kind: str, strategy: str, steps: int) -> list[dict]:
 
 def _table(results: dict, steps: int) -> str:
     mib = 2 ** 20
-    rows = ["| run | LMO kernels | state per rank (MiB) | peak RSS − start (MiB) | SFW bytes/step | "
-            "FSDP/DDP bytes/step | SFW / FSDP traffic | step (s) | optimizer step (s) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | LMO kernels | state per rank (MiB) | training peak RSS − start (MiB) | set-up peak (MiB) | "
+            "SFW bytes/step | FSDP/DDP bytes/step | SFW / FSDP traffic | step (s) | optimizer step (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for (kind, strategy), ranks in results.items():
         r = max(ranks, key=lambda x: x["peak"])
         name = "DDP" if kind == "ddp" else f"FSDP2, {strategy}"
-        rows.append(f"| {name} | {', '.join(r['kernels'])} | {r['state'] / mib:.1f} | {r['peak'] / mib:.1f} | "
+        rows.append(f"| {name} | {', '.join(r['kernels'])} | {r['state'] / mib:.1f} | {r['peak'] / mib:.1f} | {r['setup'] / mib:.1f} | "
                     f"{r['sfw'] / 1024:.1f} KiB | {r['fsdp'] / mib:.1f} MiB | "
                     f"{100 * r['sfw'] / r['fsdp']:.2f} % | {r['time']:.3f} | {r['step']:.3f} |")
     params = next(iter(results.values()))[0]["params"]

@@ -43,6 +43,10 @@ Choices (docs/method.md#the-sfw-step):
   gradients) or a state dict is loaded.
 * `state_dict()` stores each region as `constraint.to_spec()` (plain data), so
   `torch.load(..., weights_only=True)` works; `load_state_dict` rebuilds the regions.
+* FSDP2: a step over parameters that are DTensors sharded on dim 0 runs `sharded.ShardedPlan` — the
+  same formulas on local shards, every scalar all-reduced, the LMO gathered or native per
+  `distributed_lmo`, the momentum kept as Shard(0) DTensors — and its non-finite check is one
+  all-reduce, so every rank skips alike (docs/distributed.md). GradScaler is not supported there.
 """
 from __future__ import annotations
 

@@ -187,9 +187,10 @@ class ShardedPlan:
         ms = [[directions[p].to(r.work) for p in r.positions] for r in self.regions]
         vs = self._vertices(ms, states)
         diffs, sums = [], []
-        for r, m, v in zip(self.regions, ms, vs):
+        for i, (r, m) in enumerate(zip(self.regions, ms)):
+            v, vs[i] = vs[i], None           # each vertex is freed once its Δ is formed
             bad = [(~torch.isfinite(x)).sum().double() for x in v]
-            v = [torch.where(torch.isfinite(x), x, 0.0) for x in v]
+            v = [torch.where(torch.isfinite(x), x, 0.0) if b > 0 else x for x, b in zip(v, bad)]   # local only
             d = [local(self.entries[p].param).to(r.work) - x for p, x in zip(r.positions, v)]
             diffs.append(d)
             # a replicated (plain) member counts on rank 0 only: the all-reduce then gives its sums

@@ -212,7 +212,7 @@ def _select(comm: Comm, values: list[Tensor], ks: list[int], dtype: torch.dtype)
     above = torch.zeros(len(keys), dtype=torch.int64)      # #{entries above the candidates}
     prefix = torch.zeros(len(keys), dtype=torch.int64)     # the digits fixed so far
     for shift in range(8 * ((bits - 1) // 8), -8, -8):
-        digits = [((c >> shift) & 255).long() for c in candidates]
+        digits = [((c >> shift) & 255).to(torch.uint8) for c in candidates]
         hist = torch.stack([torch.bincount(d, minlength=256) for d in digits])
         comm.all_reduce(hist)
         at_least = hist.flip(1).cumsum(1).flip(1)          # #{candidates with digit ≥ d}
