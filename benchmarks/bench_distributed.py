@@ -178,7 +178,14 @@ def _table(results: dict, steps: int) -> str:
         "the benchmark's docstring (MALLOC_MMAP_THRESHOLD_=65536, so that freed all-gather buffers leave the "
         "resident set). SFW traffic is what the optimizer's own collectives bring to one rank per step; "
         "FSDP2's is its parameter all-gathers (forward and backward) and gradient reduce-scatters; DDP's, "
-        "its gradient all-reduce (ring model).", "", *rows, ""])
+        "its gradient all-reduce (ring model). Each rank runs one torch thread (OMP_NUM_THREADS=1) on "
+        "cores shared with other work: compare times within the table.", "", *rows, "",
+        "\"auto\" gathers the biases (fewer than ~4K entries, where the fixed ~8 KiB of histograms costs "
+        "more) and selects the top-k of the weights natively. The state per rank halves exactly; the "
+        "training peak adds what a step holds for a moment: FSDP2's unsharded layer and its full "
+        "gradient, and SFW's Δ of every local shard (\"gather\" also a whole direction and vertex "
+        "per tensor). The set-up peak is alike in all runs: `constrain` gathers each tensor once for its "
+        "gauge.", ""])
 
 
 def main() -> None:
