@@ -41,7 +41,7 @@ def results(tmp_path_factory):
 
 def _cases(prefix: str = "") -> list[str]:
     modes = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear", "other", "ties",
-             "empty")
+             "empty", "tall_spectral")
     out = [f"{m}/{s}/{d}" for d in TOLERANCE for s in ("gather", "native", "auto") for m in modes]
     out += [f"{m}/{d}" for d in TOLERANCE for m in ("warm_spectral/gather", "coupled/gather", "inf/native")]
     return out + ["mixed_precision/auto/float32"]
@@ -60,7 +60,9 @@ def test_native_strategy_uses_native_kernels(results):
     r = results[1]
     assert r["k_support/native/float64"]["kernels"] == ["topk"]
     assert r["group_k_support/native/float64"]["kernels"] == ["group", "l2"]
-    assert r["spectral_k_support/native/float64"]["kernels"] == ["gather", "l2"]     # no native spectral LMO
+    assert r["spectral_k_support/native/float64"]["kernels"] == ["gather", "l2"]     # wide convs: gathered
+    assert r["tall_spectral/native/float64"]["kernels"] == ["spectral"]           # tall: the column Gram
+    assert r["tall_spectral/gather/float32"]["kernels"] == ["gather"]
     assert "topk" in r["k_support/auto/float64"]["kernels"]                        # fc1: 5184 entries
     assert r["l2/native/float64"]["bytes"] < r["l2/gather/float64"]["bytes"] / 50
     assert r["empty/native/float64"]["local"] == [9, 0]

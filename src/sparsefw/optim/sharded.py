@@ -94,13 +94,15 @@ class _Region:
     """One constrained region of the step: its plan positions, layouts and LMO strategy."""
 
     def __init__(self, region, positions: list[int], layouts: list[Layout | None], entry: Entry, strategy: str,
-                 world: int):
+                 world: int, refresh: int | None):
         self.region, self.positions, self.layouts = region, positions, layouts
         self.work = math_dtype(entry.param.dtype)
         self.coefficient = coefficient(entry.rescale, region)
         self.uses_norm, self.uses_distance = entry.rescale in _USES_NORM, entry.rescale == "gradient"
         sharded = all(lay is not None for lay in layouts)
         kind = native_kind(region) if sharded and not is_multi_tensor(region) else None
+        if kind == "spectral" and refresh:        # the warm-started LMO keeps a basis: gathered
+            kind = None
         if kind is not None and strategy == "auto":
             size = torch.finfo(self.work).bits // 8
             kind = kind if cost(region, layouts, world, size, True) <= cost(region, layouts, world, size, False) else None
@@ -142,7 +144,7 @@ class ShardedPlan:
                 j += 1
             positions = list(range(i, j))
             out.append(_Region(e.constraint, positions, [self.layouts[p] for p in positions], e, strategy,
-                               self.comm.world))
+                               self.comm.world, self.refresh))
             i = j
         return out
 

@@ -16,10 +16,13 @@ Two strategies per region:
             float32, 8 for float64), batched over every such tensor; then one all-reduce of the
             per-rank counts of entries equal to the k-th value (ties fill in rank order, which is
             global index order) and, for k-support, one of Σ over the kept M²;
-    group   (k-support over filters = dim 0 = the shard dim): all-gather only the row norms ‖M_f‖².
-  Regions without a native kernel (Lp, spectral, nuclear, coupled) are gathered.
+    group   (k-support over filters = dim 0 = the shard dim): all-gather only the row norms ‖M_f‖²;
+    spectral (spectral k-support, nuclear) on a tall matrix view, m × p with 2p < m: all-reduce
+            the column Gram MᵀM = Σ_r M_rᵀM_r (p × p); its top-k eigenvectors V_k give the rows
+            M_r V_k V_kᵀ of [M]_k.
+  Regions without a native kernel (Lp, wide spectral, coupled, warm-started spectral) are gathered.
 
-`COSTS` gives the bytes a rank receives per step for either strategy (ring all-reduce 2(w−1)/w·b,
+`cost` gives the bytes a rank receives per step for either strategy (ring all-reduce 2(w−1)/w·b,
 all-gather (w−1)·b for b local bytes); "auto" picks the cheaper, per tensor.
 """
 from __future__ import annotations
@@ -31,7 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..constraints import GroupKSupportBall, KSparsePolytope, KSupportBall, L1Ball, L2Ball, LinfBall
+from ..constraints import (GroupKSupportBall, KSparsePolytope, KSupportBall, L1Ball, L2Ball, LinfBall,
+                           SpectralKSupportBall)
 from ..constraints._ops import top_k_mask
 
 #: bits of an 8-bit-digit radix select of |x| (sign bit excluded) per float dtype
@@ -91,6 +95,8 @@ def native_kind(region) -> str | None:
         return "topk"
     if kind is GroupKSupportBall:
         return "group"
+    if issubclass(kind, SpectralKSupportBall) and 2 * (region.n // region.shape[0]) < region.shape[0]:
+        return "spectral"
     return None
 
 
@@ -107,6 +113,9 @@ def cost(region, layouts: list[Layout], world: int, itemsize: int, native: bool)
     if kind == "topk":
         rounds = math.ceil(_KEY[torch.float64 if itemsize == 8 else torch.float32][1] / 8)
         return int((rounds * 256 * 8 + world * 8 + 8) * ring)
+    if kind == "spectral":
+        columns = region.n // region.shape[0]
+        return int((columns * columns + 1) * 8 * ring)
     return (world - 1) * layouts[0].chunk * 8
 
 
@@ -119,6 +128,8 @@ def vertices(kind: str, comm: Comm, regions: list, ms: list[Tensor], layouts: li
         return [torch.sign(m) * -r.radius for r, m in zip(regions, ms)]
     if kind == "group":
         return _group_vertices(comm, regions, ms, layouts)
+    if kind == "spectral":
+        return [_spectral_vertex(comm, r, m) for r, m in zip(regions, ms)]
     masks = top_k_masks(comm, [m.abs().reshape(-1) for m in ms], [1 if type(r) is L1Ball else r.k for r in regions],
                         [r.n for r in regions])
     out: list[Tensor | None] = [None] * len(ms)
@@ -163,6 +174,20 @@ def _group_vertices(comm: Comm, regions: list, ms: list[Tensor], layouts: list[L
         local = keep[lay.start:lay.start + lay.count].to(m.dtype).view((-1,) + (1,) * (m.dim() - 1))
         out.append(_scaled(m * local, -r.radius, total))
     return out
+
+
+def _spectral_vertex(comm: Comm, region, m: Tensor) -> Tensor:
+    """Spectral k-support / nuclear LMO of a tall row-sharded M (m × p, 2p < m): the column Gram
+    MᵀM = Σ_r M_rᵀM_r (p × p, float64) is all-reduced, V_k = its top-k eigenvectors (the top right
+    singular vectors of M), [M]_k = M V_k V_kᵀ row by row, ‖[M]_k‖_F² = Σ_r ‖M_r V_k‖_F² (one more
+    all-reduce); v_r = −τ·M_r V_k V_kᵀ / ‖[M]_k‖_F. The same Gram eigen-decomposition as one
+    process's `best_rank_k` on the tall side (`constraints.topk_svd`), in float64."""
+    rows = m.reshape(m.shape[0], -1).double()
+    gram = comm.all_reduce(rows.mT @ rows)
+    basis = torch.linalg.eigh(gram).eigenvectors[:, -region.k:]
+    projected = rows @ basis
+    square = comm.all_reduce((projected * projected).sum().reshape(1))[0]
+    return _scaled((projected @ basis.mT).to(m.dtype).view(m.shape), -region.radius, square)
 
 
 def _row_squares(m: Tensor) -> Tensor:
