@@ -169,7 +169,7 @@ class SFW(Optimizer):
         distributed_lmo: how the oracle of an FSDP2 parameter (a DTensor sharded on dim 0) sees the
             whole direction (`sharded`, docs/distributed.md): "gather" (all-gather it, the region's
             own LMO on every rank), "native" (per-region kernels that exchange only what the vertex
-            needs: a norm, row norms, top-k histograms; other regions are gathered) or "auto" (default:
+            needs: a norm, row norms, top-k histograms, a column Gram; others gathered) or "auto" (default:
             the fewer bytes, per tensor). Exact under each: the parameters one process computes.
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
