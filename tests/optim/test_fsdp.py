@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import sparsefw
-from sparsefw.constraints import GroupKSupportBall, KSupportBall, L2Ball
+from sparsefw.constraints import GroupKSupportBall, KSupportBall, L2Ball, SpectralKSupportBall
 from sparsefw.optim.sharded_lmo import Layout, cost
 
 HERE = Path(__file__).resolve().parent
@@ -120,3 +120,5 @@ def test_auto_cost_model_prefers_native_above_about_4k_entries():
     assert pick(KSupportBall((128, 64), k=0.1, radius=1.0), (128, 64))
     assert pick(L2Ball((64, 32), radius=1.0), (64, 32))
     assert pick(GroupKSupportBall((16, 8, 3, 3), k=0.5, radius=1.0), (16, 8, 3, 3))
+    assert pick(SpectralKSupportBall((4096, 64), k=8, radius=1.0), (4096, 64))      # Gram 32 KiB < 512 KiB
+    assert not pick(SpectralKSupportBall((200, 64), k=8, radius=1.0), (200, 64))    # Gram 32 KiB > 25 KiB

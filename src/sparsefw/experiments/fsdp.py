@@ -8,7 +8,8 @@ sharded parameters of the same names. `sparsefw.SFW` steps them exactly (`optim.
 
 Mixed precision: `training.fsdp_param_dtype` ("bfloat16"/"float16": forward and backward in that
 dtype, FSDP2's `MixedPrecisionPolicy`) and `training.fsdp_reduce_dtype` (the gradient reduction's
-dtype); the sharded master weights and the optimizer stay in float32.
+dtype); the sharded master weights and the optimizer stay in float32. `training.amp` (autocast and
+GradScaler) is not used under FSDP2.
 
 Checkpoints hold the full (unsharded) model state dict, as without FSDP, and the optimizer's full
 state dict keyed by parameter name (`torch.distributed.checkpoint.state_dict`); every rank takes

@@ -120,7 +120,8 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
                           step_size=s.step_size, milestones=s.milestones, gamma=s.gamma)
     except ValueError as e:
         raise ConfigError(f"config key 'schedule': {e}") from None
-    use_amp = cfg.training.amp and device.type == "cuda"
+    # under FSDP2 mixed precision is its policy (training.fsdp_*_dtype): no autocast, no GradScaler
+    use_amp = cfg.training.amp and device.type == "cuda" and not (cfg.training.fsdp and dist_info.enabled)
     return Setup(cfg, device, dist_info, info, model, train_loader, test_loader, optimizer, penalty, after_step,
                  LambdaLR(optimizer, factor), torch.amp.GradScaler(device.type, enabled=use_amp), generator, use_amp)
 
