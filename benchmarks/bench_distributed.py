@@ -161,13 +161,13 @@ def _launch(kind: str, strategy: str, steps: int) -> list[dict]:
 def _table(results: dict, steps: int) -> str:
     mib = 2 ** 20
     rows = ["| run | LMO kernels | state per rank (MiB) | training peak RSS − start (MiB) | set-up peak (MiB) | "
-            "SFW bytes/step | FSDP/DDP bytes/step | SFW / FSDP traffic | step (s) | optimizer step (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "SFW bytes/step | SFW collectives/step | FSDP/DDP bytes/step | SFW / FSDP traffic | step (s) | "
+            "optimizer step (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (kind, strategy), ranks in results.items():
         r = max(ranks, key=lambda x: x["peak"])
         name = "DDP" if kind == "ddp" else f"FSDP2, {strategy}"
         rows.append(f"| {name} | {', '.join(r['kernels'])} | {r['state'] / mib:.1f} | {r['peak'] / mib:.1f} | {r['setup'] / mib:.1f} | "
-                    f"{r['sfw'] / 1024:.1f} KiB | {r['fsdp'] / mib:.1f} MiB | "
+                    f"{r['sfw'] / 1024:.1f} KiB | {r['calls']:.0f} | {r['fsdp'] / mib:.1f} MiB | "
                     f"{100 * r['sfw'] / r['fsdp']:.2f} % | {r['time']:.3f} | {r['step']:.3f} |")
     params = next(iter(results.values()))[0]["params"]
     return "\n".join([

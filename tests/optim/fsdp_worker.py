@@ -197,6 +197,22 @@ def case_inf(dtype, mesh):
             "skipped": [opts[0].nonfinite_steps, opts[1].nonfinite_steps]}
 
 
+class NanVertexBall(L1Ball):
+    """An L1 ball whose LMO returns nan (the last line of defence: the step must not move θ)."""
+
+    def _flat_lmo_rows(self, rows, radii):
+        return torch.full_like(rows, float("nan"))
+
+
+def case_nan_vertex(dtype, mesh):
+    """A non-finite vertex: neither run moves θ, both count every step (the momentum moves)."""
+    g = torch.Generator().manual_seed(9)
+    grads = [torch.randn(15, 8, generator=g, dtype=dtype) for _ in range(2)]
+    plain, sharded, opts = direct((15, 8), NanVertexBall((15, 8), radius=2.0), grads, mesh, "auto", dtype)
+    return {"error": float((sharded.full_tensor() - plain).abs().max()),
+            "skipped": [opts[0].nonfinite_steps, opts[1].nonfinite_steps]}
+
+
 def case_mixed_precision(mesh, rank):
     """MixedPrecisionPolicy(param bf16, reduce float32): the single process runs each half batch on
     a bfloat16 copy, averages the float32 gradients and steps its float32 master weights."""
@@ -289,6 +305,7 @@ def main(out: str, only: str | None = None) -> None:
             results[f"warm_spectral/gather/{name}"] = case_other_regions("gather", dtype, mesh, rank, refresh=2)
             results[f"coupled/gather/{name}"] = case_coupled(dtype, mesh, rank)
             results[f"inf/native/{name}"] = case_inf(dtype, mesh)
+            results[f"nan_vertex/auto/{name}"] = case_nan_vertex(dtype, mesh)
         results["mixed_precision/auto/float32"] = case_mixed_precision(mesh, rank)
         results["state_dict"] = case_state_dict(mesh, rank, os.path.dirname(out))
         results["placement"] = case_placement(mesh)

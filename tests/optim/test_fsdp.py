@@ -43,7 +43,8 @@ def _cases(prefix: str = "") -> list[str]:
     modes = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear", "other", "ties",
              "empty", "tall_spectral")
     out = [f"{m}/{s}/{d}" for d in TOLERANCE for s in ("gather", "native", "auto") for m in modes]
-    out += [f"{m}/{d}" for d in TOLERANCE for m in ("warm_spectral/gather", "coupled/gather", "inf/native")]
+    out += [f"{m}/{d}" for d in TOLERANCE for m in ("warm_spectral/gather", "coupled/gather", "inf/native",
+                                                    "nan_vertex/auto")]
     return out + ["mixed_precision/auto/float32"]
 
 
@@ -71,6 +72,11 @@ def test_native_strategy_uses_native_kernels(results):
 def test_inf_on_one_rank_skips_on_both(results):
     for dtype in TOLERANCE:
         assert results[1][f"inf/native/{dtype}"]["skipped"] == [1, 1]
+
+
+def test_non_finite_vertex_moves_nothing_and_is_counted(results):
+    for dtype in TOLERANCE:
+        assert results[1][f"nan_vertex/auto/{dtype}"]["skipped"] == [2, 2]
 
 
 def test_non_shard0_placement_names_the_parameter(results):
