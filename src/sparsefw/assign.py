@@ -68,6 +68,7 @@ from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
+from .optim.sharded import full_value, is_sharded
 from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
@@ -175,8 +176,9 @@ def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float
 
 
 def _point(region: Constraint, params: list[torch.Tensor]) -> torch.Tensor:
-    """The point of `region` the parameters make (packed for a region over several tensors)."""
-    values = [p.detach() for p in params]
+    """The point of `region` the parameters make (packed for a region over several tensors; FSDP2
+    DTensors all-gathered, once per region at set-up)."""
+    values = [full_value(p.detach()) for p in params]
     return region.pack(values) if getattr(region, "multi_tensor", False) else values[0]
 
 
@@ -200,7 +202,12 @@ def _place(region: Constraint, params: list[torch.Tensor], name: str, rescaled: 
         inside = region.shift_inside(point)
         if inside is point:
             return
-        rescaled.append((name, region.radius / float(region.norm(point))))
+        factor = region.radius / float(region.norm(point))
+        rescaled.append((name, factor))
+        if any(is_sharded(p) for p in params):      # shift_inside scales radially: on the local shards
+            for p in params:
+                p.mul_(factor)
+            return
         new = region.unpack(inside) if getattr(region, "multi_tensor", False) else [inside]
         for p, value in zip(params, new):
             p.copy_(value)

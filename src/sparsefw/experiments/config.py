@@ -147,6 +147,13 @@ class TrainingConfig:
     amp: bool = _opt(True, doc="mixed precision (used only on CUDA)")
     progress: bool = _opt(True, doc="tqdm bars (shown only on a terminal)")
     check_rank_consistency: bool = _opt(False, doc="under DDP, compare a parameter digest across ranks at the end")
+    fsdp: bool = _opt(False, doc="under torchrun, shard parameters, gradients and optimizer state with FSDP2 "
+                      "instead of replicating them with DDP (`sparsefw train --fsdp`; docs/distributed.md)")
+    fsdp_param_dtype: Optional[str] = _opt(None, _choice(None, "float32", "bfloat16", "float16"),
+                                           "FSDP2 mixed precision: forward and backward in this dtype (null: none)")
+    fsdp_reduce_dtype: Optional[str] = _opt(None, _choice(None, "float32", "bfloat16", "float16"),
+                                            "FSDP2 mixed precision: dtype of the gradient reduction (null: the "
+                                            "forward's)")
 
 
 @dataclass
