@@ -206,8 +206,8 @@ def main() -> None:
     print(markdown)
     if not args.no_write:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import _report
-        _report.write_section("distributed", markdown + "\n" + _report.machine_line())
+        import _harness
+        _harness.write_section("distributed", markdown + "\n" + _harness.machine_line())
 
 
 if __name__ == "__main__":
