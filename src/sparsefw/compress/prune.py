@@ -86,10 +86,7 @@ def prune(model: nn.Module, sparsity: float | None = None, scope: str = "global"
                 tensor.mul_(_keep_mask(tensor.abs().flatten(), round(sparsity * tensor.numel()))
                             .view_as(tensor).to(tensor.dtype))
     if sum(int(torch.count_nonzero(t)) for t in tensors.values()) == nonzero_before:
-        warnings.warn(f"prune(sparsity={sparsity}, scope={scope!r}) changed nothing: round(sparsity·n) "
-                      f"{'of all' if scope == 'global' else 'per tensor, of the'} "
-                      f"{sum(t.numel() for t in tensors.values())} prunable entries selects none, "
-                      "or only entries that are zero already", stacklevel=2)
+        _warn_unchanged(sparsity, scope, nm, sum(t.numel() for t in tensors.values()))
     if not return_recipe:
         return pruned
     how = {"pattern": f"{nm[0]}:{nm[1]}"} if nm else {}
@@ -97,6 +94,17 @@ def prune(model: nn.Module, sparsity: float | None = None, scope: str = "global"
     recipe = {"kind": "prune", "sparsity": float(sparsity), "scope": scope, **how,
               "zeros": {name: int((t == 0).sum()) for name, t in tensors.items()}}
     return pruned, recipe
+
+
+def _warn_unchanged(sparsity: float, scope: str, nm: tuple[int, int] | None, entries: int) -> None:
+    if nm is not None:
+        warnings.warn(f"prune(pattern='{nm[0]}:{nm[1]}') changed nothing: the weights are already "
+                      f"{nm[0]}:{nm[1]}-sparse", stacklevel=3)
+        return
+    warnings.warn(f"prune(sparsity={sparsity}, scope={scope!r}) changed nothing: round(sparsity·n) "
+                  f"{'of all' if scope == 'global' else 'per tensor, of the'} "
+                  f"{entries} prunable entries selects none, "
+                  "or only entries that are zero already", stacklevel=3)
 
 
 def _check_pattern(pattern, sparsity, criterion, calibration, extra: bool) -> tuple[int, int] | None:
