@@ -1,0 +1,108 @@
+"""2:4 semi-structured pruning after training: SFW in mode "nm_k_support" (joint gauge, the default, and
+the product-of-balls gauge combine="max") against SGD + weight decay and SFW "k_support", each model
+then pruned once to 2:4 by magnitude (`prune(pattern="2:4")`) and by Wanda (`criterion="wanda"`,
+calibration: 4 training batches of 64), no retraining. Accuracy, not time.
+
+Run:  python benchmarks/bench_nm.py [--tasks digits,mlp] [--seeds 0,1,2]   (prints a markdown table,
+                                                                          appends results/nm_runs.jsonl)
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+
+import _tasks as T
+import sparsefw
+from sparsefw import compress
+from sparsefw.constraints import NMKSupportBall
+from sparsefw.data import get_datasets
+from sparsefw.models import build_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("sgd_wd", "k_support", "nm_k_support", "nm_max")
+
+
+def _tensors(ds):
+    return ds[torch.arange(len(ds))]
+
+
+def tasks() -> dict[str, T.Task]:
+    digits_tr, digits_te, _ = get_datasets("digits")
+    mnist_tr, mnist_te, _ = get_datasets("mnist5k")
+    return {"digits": T.Task("digits (8×8), CNN 16-16-32-32 (BN)", lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32]),
+                             _tensors(digits_tr), _tensors(digits_te), 10, epochs=10, batch_size=32),
+            "mlp": T.Task("MNIST-5k, MLP 784-300-100-10", lambda: build_model("mlp", 10, 1, image_size=28),
+                          _tensors(mnist_tr), _tensors(mnist_te), 10, epochs=5)}
+
+
+def product_optimizer(model, method, example, constraint, sfw):
+    """SFW "nm_k_support" with every N:M region replaced by the product of group balls (combine="max"),
+    radius τ/√G per group (vertices of L2 norm τ, as the joint ball's)."""
+    groups = sparsefw.constrain(model, "nm_k_support", example_inputs=example)
+    for g in groups:
+        c = g["constraint"]
+        if isinstance(c, NMKSupportBall):
+            g["constraint"] = region = NMKSupportBall(c.shape, c.k, c.m, radius=c.radius / math.sqrt(c.groups),
+                                                      dim=c.dim, combine="max")
+            with torch.no_grad():
+                g["params"][0].copy_(region.shift_inside(g["params"][0]))
+    return sparsefw.SFW(groups)
+
+
+def one(task: T.Task, method: str, seed: int) -> dict:
+    factory = product_optimizer if method == "nm_max" else None
+    model, seconds = T.train(task, "nm_k_support" if method == "nm_max" else method, seed, optimizer_factory=factory)
+    x = task.train[0]
+    calibration = [x[i * 64:(i + 1) * 64] for i in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {"dense": T.score(task, model),
+                "magnitude 2:4": T.score(task, compress.prune(model, pattern="2:4")),
+                "wanda 2:4": T.score(task, compress.prune(model, pattern="2:4", criterion="wanda",
+                                                          calibration=calibration)),
+                "magnitude 50%": T.score(task, compress.prune(model, 0.5)), "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", default="digits,mlp")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    all_tasks = tasks()
+    RESULTS.mkdir(exist_ok=True)
+    rows = []
+    for key in args.tasks.split(","):
+        for method in args.methods.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                r = {"task": key, "method": method, "seed": seed, **one(all_tasks[key], method, seed)}
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+                with open(RESULTS / "nm_runs.jsonl", "a") as f:
+                    f.write(json.dumps(r) + "\n")
+    cols = ("dense", "magnitude 2:4", "wanda 2:4", "magnitude 50%")
+    print("| task | method | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols))
+    for key in args.tasks.split(","):
+        for method in args.methods.split(","):
+            rs = [r for r in rows if r["task"] == key and r["method"] == method]
+            cells = [f"{sum(r[c] for r in rs) / len(rs):.3f} ± {_spread([r[c] for r in rs]):.3f}" for c in cols]
+            print(f"| {key} | {method} | " + " | ".join(cells) + " |")
+
+
+def _spread(values):
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+
+
+if __name__ == "__main__":
+    main()
