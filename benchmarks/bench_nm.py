@@ -41,7 +41,14 @@ def tasks() -> dict[str, T.Task]:
     return {"digits": T.Task("digits (8×8), CNN 16-16-32-32 (BN)", lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32]),
                              _tensors(digits_tr), _tensors(digits_te), 10, epochs=10, batch_size=32),
             "mlp": T.Task("MNIST-5k, MLP 784-300-100-10", lambda: build_model("mlp", 10, 1, image_size=28),
-                          _tensors(mnist_tr), _tensors(mnist_te), 10, epochs=5)}
+                          _tensors(mnist_tr), _tensors(mnist_te), 10, epochs=5),
+            "fashion": T.Task("Fashion-MNIST 4k, CNN 16-16-32-32 (BN)", lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32]),
+                              *_fashion(), 10, epochs=4)}
+
+
+def _fashion():
+    train, test, _ = get_datasets("fashion_mnist", subset=(4000, 2000))
+    return _tensors(train), _tensors(test)
 
 
 def product_optimizer(model, method, example, constraint, sfw):
