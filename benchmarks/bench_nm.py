@@ -70,8 +70,9 @@ def product_optimizer(model, method, example, constraint, sfw):
 
 
 def one(task: T.Task, method: str, seed: int, pattern: str) -> dict:
+    method, _, trained = method.partition("@")       # "nm_k_support@1:4": trained for 1:4, pruned to `pattern`
     factory = product_optimizer if method == "nm_max" else None
-    constraint = {"k": pattern} if method in ("nm_k_support", "nm_max") else None
+    constraint = {"k": trained or pattern} if method in ("nm_k_support", "nm_max") else None
     model, seconds = T.train(task, "nm_k_support" if method == "nm_max" else method, seed, constraint=constraint,
                              optimizer_factory=factory)
     x = task.train[0]        # a random sample: some tasks' training tensors are sorted by class
