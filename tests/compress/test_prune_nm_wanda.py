@@ -74,7 +74,8 @@ def test_pattern_arguments_are_validated():
     model = nn.Linear(8, 2)
     assert torch.count_nonzero(prune(model, 0.5, pattern="2:4").weight) == 8
     for kwargs, match in [(dict(sparsity=0.3, pattern="2:4"), "sparsity=0.3"), (dict(pattern="4:2"), "pattern='4:2'"),
-                          (dict(sparsity=None), "sparsity=None"), (dict(pattern="2:4", include_bias=True), "include_bias"),
+                          (dict(sparsity=None), "sparsity=None"),
+                          (dict(pattern="2:4", include_bias=True), "include_bias"),
                           (dict(sparsity=0.5, criterion="wanda"), "calibration"),
                           (dict(sparsity=0.5, calibration=[torch.zeros(1, 8)]), "calibration"),
                           (dict(sparsity=0.5, criterion="snip"), "criterion='snip'")]:
