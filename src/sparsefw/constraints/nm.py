@@ -100,9 +100,9 @@ class NMKSupportBall(Constraint):
         #: k = N nonzeros per group (`n` is the base class's entry count), M the group length
         self.k, self.m, self.dim, self.combine = n, m, dim % ndim, combine
         #: number of groups G (shorter last runs included)
-        self.groups = self.numel_groups()
+        self.groups = self._count_groups()
 
-    def numel_groups(self) -> int:
+    def _count_groups(self) -> int:
         lines = math.prod(self.shape) // self.shape[self.dim]
         return lines * math.ceil(self.shape[self.dim] / self.m)
 
