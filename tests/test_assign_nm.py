@@ -89,3 +89,14 @@ def test_a_full_step_lands_on_a_vertex_that_prune_pattern_leaves_as_it_is():
         rescaled.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         rescaled.step()
+
+
+def test_config_takes_a_quoted_pattern_and_names_the_unquoted_one():
+    from sparsefw.experiments.config import ConfigError, validate
+
+    assert validate({"optimizer": {"mode": "nm_k_support", "k": "2:4"}}).optimizer.k == "2:4"
+    assert validate({"optimizer": {"mode": "k_support", "k": "5e-2"}}).optimizer.k == 0.05   # YAML 1.1's string
+    for raw, match in [({"mode": "nm_k_support", "k": 124}, "base-60"), ({"mode": "k_support", "k": "2:4"}, "only"),
+                       ({"mode": "nm_k_support", "k": "2/4"}, "N:M")]:
+        with pytest.raises(ConfigError, match=match):
+            validate({"optimizer": raw})
