@@ -5,6 +5,7 @@ for large language models"): |W_ij|·‖X_j‖₂, with X_j the values input fea
 over all calibration inputs (every batch row and token; for a conv, feature j is an (input channel,
 kernel offset) column of the unfolded input), gathered by forward hooks in one pass of the dense
 model (the paper's code recomputes the activations block by block on the partly pruned model).
+The calibration batches must be a random sample: class-sorted data scores for one class only.
 
 Comparison groups. With a pattern "N:M": the groups of M consecutive weights along the layer's
 input dim (`input_dim`), exactly the groups of `constraints.NMKSupportBall` (one source of truth),
