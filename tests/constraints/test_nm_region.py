@@ -166,10 +166,14 @@ def test_spec_round_trip_batching_low_precision_and_extremes(combine):
     for dtype in (torch.float16, torch.bfloat16):
         v = c.lmo(ds[0].to(dtype))
         assert v.dtype == dtype and torch.isfinite(v).all() and float(c.norm(v.float())) <= 1.5 * 1.01
-    for scale in (1e-40, 1e-300, 1e300):
-        d = ds[0].double() * scale
-        v = c.lmo(d)
-        assert torch.isfinite(v).all() and float(c.norm(v)) == pytest.approx(1.5, rel=1e-9)
+    for dtype, scales, tol in ((torch.float64, (1e-40, 1e-300, 1e300), 1e-9),
+                               (torch.float32, (1e-42, 1e-38, 1e37), 1e-6)):
+        for scale in scales:
+            d = (ds[0].double() * scale).to(dtype)
+            v = c.lmo(d)
+            assert torch.isfinite(v).all() and float(c.norm(v.double())) == pytest.approx(1.5, rel=tol)
+            value = float((d.double() * v.double()).sum())
+            assert value == pytest.approx(-1.5 * float(c.dual_norm(d.double())), rel=tol)
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
