@@ -133,3 +133,11 @@ def test_wanda_on_a_conv1d_layer_and_a_model_with_layers_it_never_calls():
     with pytest.warns(UserWarning, match="out_proj"):
         pruned = prune(encoder, 0.5, criterion="wanda", calibration=[torch.randn(2, 5, 8)])
     assert pruned.layers[0].linear1.weight.count_nonzero() == 16 * 4
+
+
+def test_wanda_refuses_layers_it_cannot_score_and_empty_calibration():
+    model = nn.Sequential(nn.ConvTranspose2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 5 * 5, 2))
+    with pytest.raises(ValueError, match=r"0.weight \(ConvTranspose2d\)"):
+        prune(model, 0.5, criterion="wanda", calibration=[torch.randn(1, 2, 3, 3)])
+    with pytest.raises(ValueError, match="reached no layer"):
+        prune(nn.Linear(4, 2), 0.5, criterion="wanda", calibration=[])
