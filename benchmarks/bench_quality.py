@@ -10,19 +10,11 @@
         SFW shrank — a conv followed by BN ignores each filter's scale, so global magnitude pruning deletes
         filters that still carry signal; shrunken: L2 norm < 10% of the layer's largest)
 
-Protocol (grid, sizes, levels in benchmarks/configs/quality.yaml): every method gets the same number of settings
-(three; the other configs say how many), trained with seed 0; among the settings whose dense validation
-accuracy lies within `dense_margin` (config key, default 1.5 points) of the best dense validation accuracy
-of the method's grid, the one with the highest validation score — mean validation accuracy over the dense
-model and the headline levels (90% unstructured, 50% filters, 25% rank kept), the same rule for every
-method — is trained again with seed 1. The margin keeps degenerate-but-robust settings (a low dense
-accuracy that compression cannot lower much) from being selected. Test numbers: mean ± half the range over the two
-seeds. The validation split is carved from Fashion-MNIST's training split (disjoint from the
-training subset); test numbers come from the test split. Training is a plain loop over in-memory
-batches with the library's optimizer builder, LR schedule, compression functions and evaluation.
-Runs already in the JSONL are skipped, so an interrupted run resumes where it stopped. A config key
-`bn_recalibration: B` also evaluates every compressed model after BatchNorm recalibration on B fixed
-training batches (an extra table; not the paper's protocol).
+Protocol (benchmarks/configs/quality.yaml; the section states it in full): every setting of each method's
+grid trained with the first seed; among the settings within `dense_margin` (default 1.5 points) of the
+grid's best dense validation accuracy, the one with the best validation score (`selection_score`) is
+trained again with the other seeds. Runs already in the JSONL are skipped (an interrupted run resumes).
+Config key `bn_recalibration: B` adds a table after BatchNorm recalibration on B training batches.
 """
 from __future__ import annotations
 
