@@ -52,6 +52,8 @@ Shape = tuple[int, int, int, int]
 # --- the methods, each bound to its own copy of a model ---------------------------------------------
 @dataclass(frozen=True)
 class Method:
+    """SGD (lr 0.1, momentum 0.9); SFW on `constrain(model, mode, k, width 10)`, same lr and momentum,
+    rescale "gradient"; SGD + a penalty (λ = 1e-4); prox-SGD (SGD step, then singular-value soft-thresholding)."""
     name: str
     kind: str                     # "sgd" | "sfw" | "penalty" | "prox"
     mode: str | None = None       # sparsefw.constrain mode (kind "sfw")

@@ -10,10 +10,9 @@ coupled channel space without retraining.
         each (section "coupled_design")
     ... --quick     (a few hundred images, one epoch, prints only)
 
-Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (16-16-32-32) on 28×28 Fashion-MNIST, a
-subset of the training set, linear learning-rate decay to 0, batch 64. Latency: eval forward at batch
-64, medians of interleaved rounds; the removed nets of one amount have the same widths whatever the
-training, so latency is measured once per amount and task.
+Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (16-16-32-32) on 28×28 Fashion-MNIST; the
+sections state the protocol. The removed nets of one amount have the same widths whatever the training,
+so latency is measured once per amount and task.
 """
 from __future__ import annotations
 

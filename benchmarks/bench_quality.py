@@ -310,9 +310,7 @@ def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
         title = {"unstructured": f"{100 * level:g}% unstructured sparsity",
                  "filters": f"{100 * level:g}% filters removed",
                  "lowrank": f"{100 * (1 - level):g}% rank kept"}[kind]
-        ax.set_title(title)
-        ax.set_xlabel("dense test accuracy")
-        ax.set_ylabel("test accuracy after one-shot compression")
+        ax.set(title=title, xlabel="dense test accuracy", ylabel="test accuracy after one-shot compression")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -369,14 +367,19 @@ def goals(summary: dict, heading: str = "### Goals of the issue (means of the se
     return out
 
 
-def grid(args) -> dict[str, str]:
-    cfg = yaml.safe_load(args.config.read_text())
-    name = args.config.stem
-    command = "python benchmarks/bench_quality.py grid" + (" --quick" if args.quick else "") + (
-        f" --config benchmarks/configs/{args.config.name}" if args.config.resolve() != CONFIG else "")
-    if args.quick:
+def load_config(path: Path, quick: bool) -> dict:
+    """The YAML config; `quick`: 256 / 128 / 128 images and one epoch."""
+    cfg = yaml.safe_load(path.read_text())
+    if quick:
         cfg["data"].update(n_train=256, n_val=128, n_test=128)
         cfg["training"]["epochs"] = 1
+    return cfg
+
+
+def grid(args) -> dict[str, str]:
+    cfg, name = load_config(args.config, args.quick), args.config.stem
+    command = "python benchmarks/bench_quality.py grid" + (" --quick" if args.quick else "") + (
+        f" --config benchmarks/configs/{args.config.name}" if args.config.resolve() != CONFIG else "")
     jsonl, t0 = args.results / f"{name}_runs.jsonl", time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or []) - set(cfg["methods"]))
@@ -414,10 +417,7 @@ def bn_hidden(args) -> dict[str, str]:
     """Data, model and training of configs/quality.yaml (seed 0): k-support at the paper's settings with
     and without `norm_radius: 10`, and SGD; per conv/BN pair the shrunken filters and their |γ|, then
     pruning, with and without BN recalibration."""
-    cfg = yaml.safe_load(CONFIG.read_text())
-    if args.quick:
-        cfg["data"].update(n_train=256, n_val=128, n_test=128)
-        cfg["training"]["epochs"] = 1
+    cfg = load_config(CONFIG, args.quick)
     train, _, test, info = load_data(cfg)
     test_batches = batches(test, cfg["data"]["eval_batch_size"])
     calib = calibration(cfg, train)
