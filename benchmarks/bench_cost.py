@@ -12,7 +12,7 @@ by side in one process, interleaved, medians.
     ... --quick                                                 # tiny shapes, one repeat, prints only
 
 At one thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do
-not inflate; otherwise wall-clock time. The methods are METHODS below; the sections name their settings.
+not inflate; otherwise wall-clock time. The methods and their settings: `Method` and `METHODS` in this file.
 """
 from __future__ import annotations
 
