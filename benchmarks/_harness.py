@@ -181,6 +181,14 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 # --- the command line --------------------------------------------------------------------------
+def add_shard_option(parser: argparse.ArgumentParser, what: str = "run") -> None:
+    """--shard i/n (parsed to (i, n)): every n-th `what` starting at i, so that n processes share a run log."""
+    def shard(text: str) -> tuple[int, int]:
+        i, n = map(int, text.split("/"))
+        return i, n
+    parser.add_argument("--shard", type=shard, default=(0, 1), help=f"i/n: every n-th {what} starting at i")
+
+
 @dataclass
 class Variant:
     """One sub-command: `run(args)` → {section name: markdown}; `arguments(parser)` adds its options.

@@ -249,6 +249,49 @@ def factorize_cell(model, dense, x1, ms, speedup, layers) -> str:
             f"FLOPs {count_flops(model, x1) / count_flops(dense, x1):.2f}, {ms:.2f} ms (**{speedup:.2f}×**)")
 
 
+def why_rows(dense, x: torch.Tensor, batch: int, conv_recipe: dict, timed_recipe: dict) -> list[list]:
+    """One row per layer of WHY_LAYERS: its rank, the pair's FLOPs share and its measured latency share."""
+    rows = []
+    for layer in WHY_LAYERS:
+        c_layer, c = dense.get_submodule(layer), timed_recipe["costs"][layer]
+        m, k = c_layer.out_channels, c_layer.in_channels * 9
+        r = timed_recipe["ranks"].get(layer, conv_recipe["ranks"][layer])
+        rows.append([f"{layer} ({c_layer.in_channels}→{m}, {x.shape[2] >> WHY_LAYERS.index(layer)}²)", batch, r,
+                     f"{r * (m + k) / (m * k):.2f}",
+                     f"{c['dense']:.3f} → {c['factorized']:.3f} ms ({c['factorized'] / c['dense']:.2f})"])
+    return rows
+
+
+def rank_row(name: str, dense, x: torch.Tensor, x1: torch.Tensor, kept: float, repeats: int, n_passes: int):
+    """(table row, the recipes of the conv and timed rules, the timed model's speed-up) at one rank kept:
+    the old default, conv layers by break-even and the latency-aware default against dense."""
+    before, rb = factorize(dense, rank=kept, layers="all", cost="params", return_recipe=True)
+    conv, rc = factorize(dense, rank=kept, return_recipe=True)
+    start = time.perf_counter()
+    now, rn = factorize(dense, rank=kept, example_inputs=x, return_recipe=True)
+    seconds = time.perf_counter() - start
+    ms, up = passes([dense, before, conv, now], x, repeats, n_passes)
+    timed_slower = len(rn["costs"]) - sum(k in rn["ranks"] for k in rn["costs"])
+    row = [name, f"{kept:.0%}", len(x), f"{ms[0]:.2f}",
+           *(factorize_cell(m, dense, x1, ms[i], up[i], len(r["ranks"]))
+             for i, (m, r) in enumerate([(before, rb), (conv, rc), (now, rn)], 1)),
+           f"{timed_slower} of {len(rn['costs'])}", f"{seconds:.1f} s"]
+    return row, rc, rn, up[3]
+
+
+def budget_row(name: str, dense, x: torch.Tensor, budget: float, repeats: int, n_passes: int) -> list:
+    """The global latency budget's promise against the measured latency ratio."""
+    try:
+        small, recipe = factorize(dense, budget=budget, budget_kind="latency", example_inputs=x, return_recipe=True)
+    except ValueError as error:
+        return [name, len(x), budget, "–", "–", error]
+    (dense_ms, _), (_, speedup) = passes([dense, small], x, repeats, n_passes)
+    promised = sum(c["dense"] - c["factorized"] for k, c in recipe["costs"].items() if k in recipe["ranks"])
+    return [name, len(x), budget, f"{len(recipe['ranks'])} of {len(recipe['ranks']) + len(recipe['skipped'])}",
+            f"{1 / speedup:.3f}", f"saved per layer, summed: {promised:.2f} ms of {dense_ms:.2f} ms; params "
+            f"{count_parameters(small) / count_parameters(dense):.2f}"]
+
+
 def factorize_bench(args) -> dict[str, str]:
     """At each rank kept and batch: the old default (`layers="all", cost="params"`), conv layers by
     parameter break-even, and the latency-aware default (`example_inputs=x`), against dense; then the
@@ -261,49 +304,28 @@ def factorize_bench(args) -> dict[str, str]:
     if args.quick:
         models = {"small CNN": models["small CNN"]}
     load_start = H.load_line()
-    rows, slower, budget_rows, why_rows = [], [], [], []
+    rows, slower, budget_rows, why = [], [], [], []
     for name, (dense, shape) in models.items():
         x1 = torch.randn(1, *shape)
         for batch, n in repeats.items():
             x = torch.randn(batch, *shape)
             for kept in RANKS:
-                before, rb = factorize(dense, rank=kept, layers="all", cost="params", return_recipe=True)
-                conv, rc = factorize(dense, rank=kept, return_recipe=True)
-                start = time.perf_counter()
-                now, rn = factorize(dense, rank=kept, example_inputs=x, return_recipe=True)
-                seconds = time.perf_counter() - start
-                ms, up = passes([dense, before, conv, now], x,
-                                max(3, n // 2) if name == "ResNet-50-shaped" and batch > 1 else n, n_passes)
-                timed_slower = len(rn["costs"]) - sum(k in rn["ranks"] for k in rn["costs"])
-                rows.append([name, f"{kept:.0%}", batch, f"{ms[0]:.2f}",
-                             *(factorize_cell(m, dense, x1, ms[i], up[i], len(r["ranks"]))
-                               for i, (m, r) in enumerate([(before, rb), (conv, rc), (now, rn)], 1)),
-                             f"{timed_slower} of {len(rn['costs'])}", f"{seconds:.1f} s"])
+                row, rc, rn, speedup = rank_row(name, dense, x, x1, kept,
+                                                max(3, n // 2) if name == "ResNet-50-shaped" and batch > 1 else n, n_passes)
+                rows.append(row)
                 if name == "ResNet-20" and kept == 0.5:
-                    for layer in WHY_LAYERS:
-                        c_layer, c = dense.get_submodule(layer), rn["costs"][layer]
-                        m, k, r = c_layer.out_channels, c_layer.in_channels * 9, rn["ranks"].get(layer, rc["ranks"][layer])
-                        why_rows.append([f"{layer} ({c_layer.in_channels}→{m}, {x.shape[2] >> WHY_LAYERS.index(layer)}²)",
-                                         batch, r, f"{r * (m + k) / (m * k):.2f}", f"{c['dense']:.3f} → "
-                                         f"{c['factorized']:.3f} ms ({c['factorized'] / c['dense']:.2f})"])
-                if up[3] < 1 and rn["ranks"]:      # with no layer factorized it is the dense model
-                    slower.append(f"{name}, {kept:.0%} kept, batch {batch}: {up[3]:.2f}×")
-            for budget in LATENCY_BUDGETS:
-                try:
-                    small, recipe = factorize(dense, budget=budget, budget_kind="latency", example_inputs=x,
-                                              return_recipe=True)
-                except ValueError as error:
-                    budget_rows.append([name, batch, budget, "–", "–", error])
-                    continue
-                (dense_ms, _), (_, speedup) = passes([dense, small], x, n, n_passes)
-                promised = sum(c["dense"] - c["factorized"] for k, c in recipe["costs"].items() if k in recipe["ranks"])
-                budget_rows.append([name, batch, budget, f"{len(recipe['ranks'])} of "
-                                    f"{len(recipe['ranks']) + len(recipe['skipped'])}", f"{1 / speedup:.3f}",
-                                    f"saved per layer, summed: {promised:.2f} ms of {dense_ms:.2f} ms; params "
-                                    f"{count_parameters(small) / count_parameters(dense):.2f}"])
+                    why += why_rows(dense, x, batch, rc, rn)
+                if speedup < 1 and rn["ranks"]:      # with no layer factorized it is the dense model
+                    slower.append(f"{name}, {kept:.0%} kept, batch {batch}: {speedup:.2f}×")
+            budget_rows += [budget_row(name, dense, x, budget, n, n_passes) for budget in LATENCY_BUDGETS]
+    return {"factorize": factorize_section(args, repeats, n_passes, load_start, rows, slower, why, budget_rows)}
+
+
+def factorize_section(args, repeats: dict, n_passes: int, load_start: str, rows: list, slower: list, why: list,
+                      budget_rows: list) -> str:
     verdict = ("no latency-aware factorized model ran slower than its dense original (a row with 0 layers "
                "factorized is the dense model itself)" if not slower else "slower than dense: " + "; ".join(slower))
-    return {"factorize": "\n".join([
+    return "\n".join([
         "## Latency-aware factorization (`benchmarks/bench_compress.py factorize`)", "",
         f"Command: `OMP_NUM_THREADS=1 {args.command}`. {H.machine_line()}",
         f"{load_start} at the start; {H.load_line()} (the machine is shared). Random initialisation. Cells: layers "
@@ -322,11 +344,11 @@ def factorize_bench(args) -> dict[str, str]:
         "given share of rank kept, but its measured latency share is not (the layer's own timing inside "
         "`factorize(..., example_inputs=x)`, 50 % kept, the pair at its rank r):", "",
         *H.table(["layer (c_in→c_out, input side)", "batch", "r", "pair FLOPs / dense",
-                  "pair latency: dense → pair ms (share)"], sorted(why_rows, key=str)), "",
+                  "pair latency: dense → pair ms (share)"], sorted(why, key=str)), "",
         "Global latency budget, `factorize(model, budget=b, budget_kind=\"latency\", example_inputs=x)` (each "
         "layer's pair priced by a line fitted to its cost at three ranks, the rest of the model at its measured "
         "cost): measured latency ratio against the budget b.", "",
-        *H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"], budget_rows)])}
+        *H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"], budget_rows)])
 
 
 def coupled_arguments(parser) -> None:

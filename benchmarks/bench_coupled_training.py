@@ -10,10 +10,9 @@ coupled channel space without retraining.
         each (section "coupled_design")
     ... --quick     (a few hundred images, one epoch, prints only)
 
-Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (16-16-32-32) on 28×28 Fashion-MNIST, a
-subset of the training set, linear learning-rate decay to 0, batch 64. Latency: eval forward at batch
-64, medians of interleaved rounds; the removed nets of one amount have the same widths whatever the
-training, so latency is measured once per amount and task.
+Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (16-16-32-32) on 28×28 Fashion-MNIST; the
+sections state the protocol. The removed nets of one amount have the same widths whatever the training,
+so latency is measured once per amount and task.
 """
 from __future__ import annotations
 
@@ -109,51 +108,58 @@ def plot(results: dict, latency: dict, path: Path) -> None:
     H.save_plot(fig, path)
 
 
-def training(args) -> dict[str, str]:
-    stored = args.results / f"{args.name}.json"
-    if args.report:                              # the stored run's own arguments and numbers
-        old = json.loads(stored.read_text())
-        vars(args).update({k: v for k, v in old["args"].items() if k not in ("report", "quick", "out", "threads")})
-    methods = [*(f"{COUPLED}{k:g}" for k in args.coupled_ks), *args.baselines, *(f"{LASSO}{lam:g}" for lam in args.lams)]
+def stored_results(args, stored: Path, methods: list[str]) -> tuple[dict, dict]:
+    """(accuracy per task, method and amount; latency per task): the complete (task, method) rows of the
+    stored run when it had the same REUSED_ARGS (and its latency with --report), the rest empty."""
     results = {t: {m: {str(a): [] for a in AMOUNTS} for m in methods} for t in args.tasks}
-    latency = {}
-    if stored.exists() and not args.fresh:       # complete (task, method) rows of an equal run are kept
-        old = json.loads(stored.read_text())
-        if all(old["args"].get(key) == getattr(args, key) for key in REUSED_ARGS):
-            latency = old["latency_ms"] if args.report else {}
-            for task, by_method in old["accuracy"].items():
-                for method, by_amount in by_method.items():
-                    if task in results and method in results[task] and len(by_amount["0.0"]) == args.seeds:
-                        results[task][method] = by_amount
-    saved = {k: v for k, v in vars(args).items() if k in (*REUSED_ARGS, "tasks", "baselines", "lams", "coupled_ks",
-                                                          "name", "note", "fresh")}
-    for task in [] if args.report else args.tasks:
-        x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
-        todo = [m for m in methods if len(results[task][m]["0.0"]) < args.seeds]
-        for seed, method in [(s, m) for s in range(args.seeds) for m in todo]:
-            if seed == 0:
-                results[task][method] = {str(a): [] for a in AMOUNTS}
-            torch.manual_seed(seed)
-            model = TASKS[task][0]()
-            opt, penalty = make_optimizer(method, model, x[:2], args)
-            fit(model, opt, x, y, args.epochs, seed, penalty)
-            for amount in AMOUNTS:
-                net = model if amount == 0 else remove_filters(model, amount, xt[:2], criterion="l2", coupled=True)
-                results[task][method][str(amount)].append(accuracy(net, xt, yt))
-            write_json(stored, {"args": saved, "accuracy": results, "latency_ms": latency})
-        torch.manual_seed(0)
-        model = TASKS[task][0]().eval()             # the removed nets' widths do not depend on training
-        nets = [model] + [remove_filters(model, a, xt[:2], criterion="l2", coupled=True) for a in AMOUNTS[1:]]
-        latency[task] = {str(a): ms for a, ms in zip(AMOUNTS, measure_latency(nets, xt[:64], repeats=2 if args.quick else 40))}
-        write_json(stored, {"args": saved, "accuracy": results, "latency_ms": latency})
+    if not stored.exists() or args.fresh:
+        return results, {}
+    old = json.loads(stored.read_text())
+    if not all(old["args"].get(key) == getattr(args, key) for key in REUSED_ARGS):
+        return results, {}
+    for task, by_method in old["accuracy"].items():
+        for method, by_amount in by_method.items():
+            if task in results and method in results[task] and len(by_amount["0.0"]) == args.seeds:
+                results[task][method] = by_amount
+    return results, old["latency_ms"] if args.report else {}
+
+
+def train_task(args, task: str, methods: list[str], results: dict, latency: dict, save) -> None:
+    """Train the missing (method, seed) runs of `task`, accuracy after coupled removal at every amount,
+    then the removed nets' latency; `save()` after each run."""
+    x, y, xt, yt = data(TASKS[task][1], args.train, args.test)
+    todo = [m for m in methods if len(results[task][m]["0.0"]) < args.seeds]
+    for seed, method in [(s, m) for s in range(args.seeds) for m in todo]:
+        if seed == 0:
+            results[task][method] = {str(a): [] for a in AMOUNTS}
+        torch.manual_seed(seed)
+        model = TASKS[task][0]()
+        opt, penalty = make_optimizer(method, model, x[:2], args)
+        fit(model, opt, x, y, args.epochs, seed, penalty)
+        for amount in AMOUNTS:
+            net = model if amount == 0 else remove_filters(model, amount, xt[:2], criterion="l2", coupled=True)
+            results[task][method][str(amount)].append(accuracy(net, xt, yt))
+        save()
+    torch.manual_seed(0)
+    model = TASKS[task][0]().eval()             # the removed nets' widths do not depend on training
+    nets = [model] + [remove_filters(model, a, xt[:2], criterion="l2", coupled=True) for a in AMOUNTS[1:]]
+    latency[task] = {str(a): ms for a, ms in zip(AMOUNTS, measure_latency(nets, xt[:64], repeats=2 if args.quick else 40))}
+    save()
+
+
+def training_command(args) -> str:
+    """The command line that reproduces the run (every option spelled out)."""
     quote = lambda names: " ".join(repr(n) if " " in n else n for n in names)  # noqa: E731
-    command = (f"OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_training.py training --tasks "
-               f"{quote(args.tasks)} --train {args.train} --test {args.test} --epochs {args.epochs} --seeds {args.seeds} "
-               f"--k {args.k} --lr {args.lr} --coupled-ks {' '.join(f'{k:g}' for k in args.coupled_ks)} "
-               f"--baselines {quote(args.baselines)} --lams {' '.join(f'{lam:g}' for lam in args.lams)}"
-               + ("" if args.name == "coupled_training" else f" --name {args.name}"))
-    lines = [f"## Training for coupled channel removal (issue 16), {args.epochs} epochs", "", f"Command: `{command}`", "",
-             f"{H.machine_line()} {args.note}".rstrip(), "",
+    return (f"OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_training.py training --tasks "
+            f"{quote(args.tasks)} --train {args.train} --test {args.test} --epochs {args.epochs} --seeds {args.seeds} "
+            f"--k {args.k} --lr {args.lr} --coupled-ks {' '.join(f'{k:g}' for k in args.coupled_ks)} "
+            f"--baselines {quote(args.baselines)} --lams {' '.join(f'{lam:g}' for lam in args.lams)}"
+            + ("" if args.name == "coupled_training" else f" --name {args.name}"))
+
+
+def training_section(args, methods: list[str], results: dict, latency: dict, stored: Path) -> str:
+    lines = [f"## Training for coupled channel removal (issue 16), {args.epochs} epochs", "",
+             f"Command: `{training_command(args)}`", "", f"{H.machine_line()} {args.note}".rstrip(), "",
              f"First {args.train} training / {args.test} test images of Fashion-MNIST (32×32×3 for ResNet-20, 28×28 "
              f"for the small CNN), {args.epochs} epochs, batch 64, linear decay of the learning rate to 0, seeds "
              f"0–{args.seeds - 1}. Coupled SFW: `constrain(model, \"coupled_group_k_support\", k=k, example_inputs=x)` "
@@ -172,9 +178,23 @@ def training(args) -> dict[str, str]:
             [[f"{a:.0%}", f"{ms[str(a)]:.2f} ({ms['0.0'] / ms[str(a)]:.2f}×)", *(H.mean_range(acc[m][str(a)]) for m in methods)]
              for a in AMOUNTS]), "", "Share of dense accuracy kept at 50 %: " + ", ".join(
             f"{m} {statistics.mean(acc[m]['0.5']) / statistics.mean(acc[m]['0.0']):.1%}" for m in methods) + ".", ""]
+    return "\n".join(lines + [f"Plot: `benchmarks/results/{args.name}.png`; numbers: `benchmarks/results/{stored.name}`."])
+
+
+def training(args) -> dict[str, str]:
+    stored = args.results / f"{args.name}.json"
+    if args.report:                              # the stored run's own arguments and numbers
+        old = json.loads(stored.read_text())
+        vars(args).update({k: v for k, v in old["args"].items() if k not in ("report", "quick", "out", "threads")})
+    methods = [*(f"{COUPLED}{k:g}" for k in args.coupled_ks), *args.baselines, *(f"{LASSO}{lam:g}" for lam in args.lams)]
+    results, latency = stored_results(args, stored, methods)
+    saved = {k: v for k, v in vars(args).items() if k in (*REUSED_ARGS, "tasks", "baselines", "lams", "coupled_ks",
+                                                          "name", "note", "fresh")}
+    for task in [] if args.report else args.tasks:
+        train_task(args, task, methods, results, latency,
+                   save=lambda: write_json(stored, {"args": saved, "accuracy": results, "latency_ms": latency}))
     plot(results, latency, args.results / f"{args.name}.png")
-    lines += [f"Plot: `benchmarks/results/{args.name}.png`; numbers: `benchmarks/results/{stored.name}`."]
-    return {args.name: "\n".join(lines)}
+    return {args.name: training_section(args, methods, results, latency, stored)}
 
 
 # --- variant "design" ---------------------------------------------------------------------------------

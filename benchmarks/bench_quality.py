@@ -10,19 +10,11 @@
         SFW shrank — a conv followed by BN ignores each filter's scale, so global magnitude pruning deletes
         filters that still carry signal; shrunken: L2 norm < 10% of the layer's largest)
 
-Protocol (grid, sizes, levels in benchmarks/configs/quality.yaml): every method gets the same number of settings
-(three; the other configs say how many), trained with seed 0; among the settings whose dense validation
-accuracy lies within `dense_margin` (config key, default 1.5 points) of the best dense validation accuracy
-of the method's grid, the one with the highest validation score — mean validation accuracy over the dense
-model and the headline levels (90% unstructured, 50% filters, 25% rank kept), the same rule for every
-method — is trained again with seed 1. The margin keeps degenerate-but-robust settings (a low dense
-accuracy that compression cannot lower much) from being selected. Test numbers: mean ± half the range over the two
-seeds. The validation split is carved from Fashion-MNIST's training split (disjoint from the
-training subset); test numbers come from the test split. Training is a plain loop over in-memory
-batches with the library's optimizer builder, LR schedule, compression functions and evaluation.
-Runs already in the JSONL are skipped, so an interrupted run resumes where it stopped. A config key
-`bn_recalibration: B` also evaluates every compressed model after BatchNorm recalibration on B fixed
-training batches (an extra table; not the paper's protocol).
+Protocol (benchmarks/configs/quality.yaml; the section states it in full): every setting of each method's
+grid trained with the first seed; among the settings within `dense_margin` (default 1.5 points) of the
+grid's best dense validation accuracy, the one with the best validation score (`selection_score`) is
+trained again with the other seeds. Runs already in the JSONL are skipped (an interrupted run resumes).
+Config key `bn_recalibration: B` adds a table after BatchNorm recalibration on B training batches.
 """
 from __future__ import annotations
 
@@ -193,46 +185,46 @@ def _describe(opt: dict) -> str:
     return ", ".join(f"{k}={opt[k]}" for k in keys if k in opt)
 
 
-def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
-    """The markdown section of the runs recorded in `jsonl` (config `name`)."""
-    records = read_jsonl(jsonl)
-    sizes = sorted({len(m["grid"]) for m in cfg["methods"].values()})
-    n_settings = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
-    seeds, levels = cfg["training"]["seeds"], cfg["levels"]
+def level_columns(cfg: dict) -> tuple[list[tuple[str, float]], list[str]]:
+    """((kind, level) of every column, dense first; their headers)."""
+    levels = cfg["levels"]
     cols = [("dense", 0.0)] + [(k, lv) for k in KINDS for lv in levels[k]]
     heads = (["dense"] + [f"{100 * lv:g}% unstr." for lv in levels["unstructured"]]
              + [f"{100 * lv:g}% filters" for lv in levels["filters"]]
              + [f"{100 * (1 - lv):g}% rank kept" for lv in levels["lowrank"]])
-    recal = cfg.get("bn_recalibration", 0) and all("test_accuracy_bn" in r["rows"][-1] for r in records)
-    order = {m: i for i, m in enumerate(cfg["methods"])}
-    first = [r for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"]))
-             if r["seed"] == seeds[0]]
-    selected = {m: [r for r in records if r["method"] == m and r["setting"] == best_setting(
-        records, m, seeds[0], cfg.get("dense_margin", DENSE_MARGIN))] for m in cfg["methods"] if any(
-        r["method"] == m and r["seed"] == seeds[0] for r in records)}
+    return cols, heads
 
-    def tables(key: str) -> tuple[list[str], dict, list[list]]:
-        """(selected-setting table, its means per method and cell, every-setting rows) of accuracy `key`."""
-        accs = {m: {c: [_acc(r, *c, key=key) for r in runs] for c in cols} for m, runs in selected.items()}
-        return (H.table(["method (selected setting)", "seeds", *heads],
-                        [[f"{m} ({_describe(runs[0]['optimizer'])})", len(runs), *(_cell(accs[m][c]) for c in cols)]
-                         for m, runs in selected.items()]),
-                {m: {c: statistics.mean(v) for c, v in a.items()} for m, a in accs.items()},
-                [[r["method"], _describe(r["optimizer"]), *(f"{_acc(r, *c, key=key):.3f}" for c in cols)] for r in first])
-    lines, summary, every = tables("test_accuracy")
-    all_lines = H.table(["method", "setting", "final train loss", "validation score", *heads],
-                        [[*row[:2], f"{r['final_epoch_train_loss']:.3f}", f"{selection_score(r['rows']):.3f}", *row[2:]]
-                         for row, r in zip(every, first)])
-    if recal:
-        bn_lines, summary_bn, every_bn = tables("test_accuracy_bn")
-        all_bn_lines = H.table(["method", "setting", *heads], every_bn)
-    plot_rows = [{"run": m, "kind": k, "level": lv, "accuracy": v[(k, lv)]} for m, v in summary.items() for k, lv in cols]
-    png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
-    tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
-    d, t = cfg["data"], cfg["training"]
-    text = [
-        f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
-        f"Command: `{command}` ({elapsed}). {H.machine_line()}", "",
+
+def accuracy_tables(cfg: dict, records: list[dict], key: str) -> tuple[list[str], dict, list[list]]:
+    """Of accuracy `key`: (the selected settings' table, their means per method and column, one row per
+    setting of the first seed: method, setting, accuracy per column)."""
+    cols, heads = level_columns(cfg)
+    seed0 = cfg["training"]["seeds"][0]
+    margin = cfg.get("dense_margin", DENSE_MARGIN)
+    selected = {m: [r for r in records if r["method"] == m and r["setting"] == best_setting(records, m, seed0, margin)]
+                for m in cfg["methods"] if any(r["method"] == m and r["seed"] == seed0 for r in records)}
+    accs = {m: {c: [_acc(r, *c, key=key) for r in runs] for c in cols} for m, runs in selected.items()}
+    table = H.table(["method (selected setting)", "seeds", *heads],
+                    [[f"{m} ({_describe(runs[0]['optimizer'])})", len(runs), *(_cell(accs[m][c]) for c in cols)]
+                     for m, runs in selected.items()])
+    every = [[r["method"], _describe(r["optimizer"]), *(f"{_acc(r, *c, key=key):.3f}" for c in cols)]
+             for r in first_seed_runs(cfg, records)]
+    return table, {m: {c: statistics.mean(v) for c, v in a.items()} for m, a in accs.items()}, every
+
+
+def first_seed_runs(cfg: dict, records: list[dict]) -> list[dict]:
+    """The runs of the first seed, in the config's method order, then by setting."""
+    order = {m: i for i, m in enumerate(cfg["methods"])}
+    return [r for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"]))
+            if r["seed"] == cfg["training"]["seeds"][0]]
+
+
+def protocol_text(cfg: dict, name: str, recal: bool) -> list[str]:
+    """The paragraphs on data, training, compression and selection."""
+    d, t, seeds = cfg["data"], cfg["training"], cfg["training"]["seeds"]
+    sizes = sorted({len(m["grid"]) for m in cfg["methods"].values()})
+    n_settings = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
+    return [
         f"{d['name']}: {d['n_train']} training images (stratified subset of the training split), "
         f"{d['n_val']} validation images (disjoint, same split), {d['n_test']} test images (test split). "
         f"Model {_describe_model(cfg['model'])} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
@@ -248,10 +240,35 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
         f"filters removed, 25% rank kept) among those within {100 * cfg.get('dense_margin', DENSE_MARGIN):g} points "
         "of the grid's best dense validation accuracy "
         + (f"is rerun with seed(s) {seeds[1:]}. " if seeds[1:] else "is reported (one seed only). ")
-        + "Cells: test accuracy, mean ± half the range over seeds.", "",
-        "### Selected setting per method", "", *lines, "",
-        "### Every setting (first seed)", "", *all_lines, "",
-    ]
+        + "Cells: test accuracy, mean ± half the range over seeds.", ""]
+
+
+def recalibration_text(cfg: dict, records: list[dict]) -> list[str]:
+    """The tables of the same models after BatchNorm recalibration."""
+    n, (table, summary, every) = cfg["bn_recalibration"], accuracy_tables(cfg, records, "test_accuracy_bn")
+    return ["", f"### After BatchNorm recalibration ({n} training batches, not the paper's protocol)", "",
+            f"The same compressed models with their BN running statistics re-estimated on {n} batches of "
+            f"{cfg['data']['batch_size']} training images (`sparsefw.compress.recalibrate_batchnorm`: forward "
+            "passes only, no labels, no weight change); the dense column is the model before compression.", "",
+            *table, "", *goals(summary, heading="#### Goals of the issue after recalibration"), "",
+            "#### Every setting after recalibration (first seed; the selection above used no recalibration)", "",
+            *H.table(["method", "setting", *level_columns(cfg)[1]], every)]
+
+
+def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
+    """The markdown section of the runs recorded in `jsonl` (config `name`)."""
+    records = read_jsonl(jsonl)
+    recal = cfg.get("bn_recalibration", 0) and all("test_accuracy_bn" in r["rows"][-1] for r in records)
+    lines, summary, every = accuracy_tables(cfg, records, "test_accuracy")
+    all_lines = H.table(["method", "setting", "final train loss", "validation score", *level_columns(cfg)[1]],
+                        [[*row[:2], f"{r['final_epoch_train_loss']:.3f}", f"{selection_score(r['rows']):.3f}", *row[2:]]
+                         for row, r in zip(every, first_seed_runs(cfg, records))])
+    plot_rows = [{"run": m, "kind": k, "level": lv, "accuracy": v} for m, by in summary.items() for (k, lv), v in by.items()]
+    png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
+    tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
+    text = [f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
+            f"Command: `{command}` ({elapsed}). {H.machine_line()}", "", *protocol_text(cfg, name, recal),
+            "### Selected setting per method", "", *lines, "", "### Every setting (first seed)", "", *all_lines, ""]
     if png:
         text += [f"![accuracy against compression level](benchmarks/results/{png.name})", ""]
     if tradeoff:
@@ -260,14 +277,7 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
                  f"![dense accuracy against compressed accuracy](benchmarks/results/{tradeoff.name})", ""]
     text += goals(summary)
     if recal:
-        text += ["", f"### After BatchNorm recalibration ({cfg['bn_recalibration']} training batches, not the paper's "
-                 "protocol)", "",
-                 f"The same compressed models with their BN running statistics re-estimated on {cfg['bn_recalibration']} "
-                 f"batches of {d['batch_size']} training images (`sparsefw.compress.recalibrate_batchnorm`: forward "
-                 "passes only, no labels, no weight change); the dense column is the model before compression.", "",
-                 *bn_lines, "", *goals(summary_bn, heading="#### Goals of the issue after recalibration"), "",
-                 "#### Every setting after recalibration (first seed; the selection above used no recalibration)", "",
-                 *all_bn_lines]
+        text += recalibration_text(cfg, records)
     if cfg.get("reference"):
         text += ["", *reference_table(cfg["reference"], summary)]
     if cfg.get("notes"):
@@ -300,9 +310,7 @@ def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
         title = {"unstructured": f"{100 * level:g}% unstructured sparsity",
                  "filters": f"{100 * level:g}% filters removed",
                  "lowrank": f"{100 * (1 - level):g}% rank kept"}[kind]
-        ax.set_title(title)
-        ax.set_xlabel("dense test accuracy")
-        ax.set_ylabel("test accuracy after one-shot compression")
+        ax.set(title=title, xlabel="dense test accuracy", ylabel="test accuracy after one-shot compression")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -359,14 +367,19 @@ def goals(summary: dict, heading: str = "### Goals of the issue (means of the se
     return out
 
 
-def grid(args) -> dict[str, str]:
-    cfg = yaml.safe_load(args.config.read_text())
-    name = args.config.stem
-    command = "python benchmarks/bench_quality.py grid" + (" --quick" if args.quick else "") + (
-        f" --config benchmarks/configs/{args.config.name}" if args.config.resolve() != CONFIG else "")
-    if args.quick:
+def load_config(path: Path, quick: bool) -> dict:
+    """The YAML config; `quick`: 256 / 128 / 128 images and one epoch."""
+    cfg = yaml.safe_load(path.read_text())
+    if quick:
         cfg["data"].update(n_train=256, n_val=128, n_test=128)
         cfg["training"]["epochs"] = 1
+    return cfg
+
+
+def grid(args) -> dict[str, str]:
+    cfg, name = load_config(args.config, args.quick), args.config.stem
+    command = "python benchmarks/bench_quality.py grid" + (" --quick" if args.quick else "") + (
+        f" --config benchmarks/configs/{args.config.name}" if args.config.resolve() != CONFIG else "")
     jsonl, t0 = args.results / f"{name}_runs.jsonl", time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or []) - set(cfg["methods"]))
@@ -404,10 +417,7 @@ def bn_hidden(args) -> dict[str, str]:
     """Data, model and training of configs/quality.yaml (seed 0): k-support at the paper's settings with
     and without `norm_radius: 10`, and SGD; per conv/BN pair the shrunken filters and their |γ|, then
     pruning, with and without BN recalibration."""
-    cfg = yaml.safe_load(CONFIG.read_text())
-    if args.quick:
-        cfg["data"].update(n_train=256, n_val=128, n_test=128)
-        cfg["training"]["epochs"] = 1
+    cfg = load_config(CONFIG, args.quick)
     train, _, test, info = load_data(cfg)
     test_batches = batches(test, cfg["data"]["eval_batch_size"])
     calib = calibration(cfg, train)

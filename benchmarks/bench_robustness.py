@@ -48,12 +48,6 @@ GOALS = (("90% unstr.", 0.95, "k_support"), ("50% filters", 0.90, "group_k_suppo
          ("50% rank kept", 0.90, "spectral_k_support"))
 
 
-def shard(text: str) -> tuple[int, int]:
-    """"i/n" → (i, n): every n-th run starting at i."""
-    i, n = map(int, text.split("/"))
-    return i, n
-
-
 class PlainCNN(nn.Module):
     """Three 3×3 convs with biases and ReLU, no normalisation layer, max-pools, GAP, Linear."""
 
@@ -202,7 +196,7 @@ def tasks_variant(args) -> dict[str, str]:
     if args.quick:
         run(jsonl, (0, 1), seeds=(0,), epochs=1)
     elif not args.report:
-        run(jsonl, shard(args.shard), budget=args.budget, old_rule=args.old_rule)
+        run(jsonl, args.shard, budget=args.budget, old_rule=args.old_rule)
     return {"robustness": report(jsonl, args.results / "robustness.png", args.command if args.quick else (
         "python benchmarks/bench_robustness.py tasks --shard 0/2` and `--shard 1/2` in parallel, the same with "
         "`--budget 4×` and with `--old-rule` at both budgets, then `--report"))}   # the section covers every run logged
@@ -325,7 +319,7 @@ def radius_variant(args) -> dict[str, str]:
         radius_run(jsonl, tuning_task(1, 600, 200), labels[:2] + labels[-4:-2], seeds=(0,))
         return {"radius_rule": radius_report(jsonl, args.command)}
     if not args.report:
-        i, n = shard(args.shard)
+        i, n = args.shard
         radius_run(jsonl, tuning_task(args.epochs), labels[i::n])
     return {"radius_rule": radius_report(jsonl, (   # the section covers every run logged
         "python benchmarks/bench_robustness.py radius-rule --shard 0/2` and `--shard 1/2` in parallel (4 epochs), the "
@@ -334,14 +328,14 @@ def radius_variant(args) -> dict[str, str]:
 
 
 def tasks_arguments(parser) -> None:
-    parser.add_argument("--shard", default="0/1", help="i/n: every n-th run starting at i")
+    H.add_shard_option(parser)
     parser.add_argument("--budget", default="1×", choices=list(BUDGETS), help="multiple of each task's epochs")
     parser.add_argument("--old-rule", action="store_true",
                         help="the held-out task's SFW runs with fixed_step='optimizer' (the defaults before the step rule)")
 
 
 def radius_arguments(parser) -> None:
-    parser.add_argument("--shard", default="0/1", help="i/n: train every n-th setting starting at i")
+    H.add_shard_option(parser, "setting")
     parser.add_argument("--only", help="semicolon-separated labels to train")
     parser.add_argument("--epochs", type=int, default=4, help="training budget (125 steps an epoch)")
 

@@ -186,14 +186,13 @@ def segmentation(args) -> dict[str, str]:
     if args.quick:
         run(jsonl, (0, 1), seeds=(0,), budget={"canvases": 200, "test": 50, "epochs": 1, "batch_size": 32})
     elif not args.report:
-        i, n = map(int, args.shard.split("/"))
-        run(jsonl, (i, n))
+        run(jsonl, args.shard)
     return {"segmentation": report(jsonl, args.results / "segmentation.png", *(["--quick"] if args.quick else []))}
 
 
 VARIANTS = {"segmentation": H.Variant(
     segmentation, "M2NIST: train, compress, report (section segmentation)", report=True,
-    arguments=lambda p: p.add_argument("--shard", default="0/1", help="i/n: every n-th run starting at i"))}
+    arguments=H.add_shard_option)}
 
 if __name__ == "__main__":
     H.main("bench_segmentation.py", __doc__, VARIANTS)

@@ -1,6 +1,7 @@
 """Top-k singular triplets of a matrix without a full SVD, deterministic.
 
-Method (chosen by measurement, benchmarks/bench_topk_svd.py → BENCHMARKS.md "topk_svd"):
+Method (chosen by measurement: BENCHMARKS.md "topk_svd", a dated record of the retired
+benchmarks/bench_topk_svd.py; last version `git show ead9056:benchmarks/bench_cost.py`, variant topk-svd):
 eigendecomposition of the Gram matrix on the short side. For M (m × p, m ≤ p, else work on Mᵀ):
 
     G = M Mᵀ (m × m),  U_k = eigenvectors of G for its k largest eigenvalues,
