@@ -26,7 +26,7 @@ from ..graph.groups import channel_groups
 from .channels.per_layer import FilterSurgery, FxPassUnavailable
 from .channels.per_layer_inplace import prunable_convs, replace_convs
 from ._util import run_compressed
-from .channels.slicing import apply_plan, plan_removal
+from .channels.slicing import apply_plan, head_attributes, plan_removal
 
 _CRITERIA = {"l1": 1, "l2": 2}
 
@@ -83,10 +83,8 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
               "input_dtypes": [str(x.dtype).removeprefix("torch.") for x in inputs]}
     if coupled:
         groups = channel_groups(model, inputs)
-        plan = plan_removal(model, groups, float(amount), criterion)
-        compressed = apply_plan(model, plan)
-        _check_exact(model, compressed, plan, inputs)
-        recipe.update(coupled=True, slices=plan)
+        compressed, plan, attributes = _coupled(model, groups, float(amount), criterion, inputs)
+        recipe.update(coupled=True, slices=plan, attributes=attributes)
         if not plan:
             _warn_unchanged(amount, coupled, [g.size for g in groups])
     else:
@@ -106,6 +104,38 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
         if not reduced:
             _warn_unchanged(amount, coupled, [conv.out_channels for conv in convs.values()])
     return (compressed, recipe) if return_recipe else compressed
+
+
+def _coupled(model: nn.Module, groups: list, amount: float, criterion: str, inputs: tuple):
+    """(compressed, plan, attribute patches), checked exact against the masked model. Head spaces
+    and split parts are only removable if the forward's sizes follow the patched attributes: where
+    the whole plan fails, each of them is tried alone and those whose removal breaks the forward
+    (it computes a width from the input, as nanoGPT's `view(B, T, C)`) are kept, with a warning."""
+    def attempt(chosen):
+        plan = plan_removal(model, chosen, amount, criterion)
+        attributes = head_attributes(model, chosen, amount)
+        compressed = apply_plan(model, plan, attributes)
+        _check_exact(model, compressed, plan, inputs)
+        return compressed, plan, attributes
+
+    try:
+        return attempt(groups)
+    except ValueError:
+        sized = [g for g in groups if g.kind != "channels" and int(amount * g.size) > 0]
+        if not sized:
+            raise
+    kept = []
+    for group in sized:
+        try:
+            attempt([group])
+        except ValueError:
+            kept.append(group)
+    if kept:
+        names = sorted({m.name.rpartition(".")[0] for g in kept for m in g.members if m.role == "out"})
+        warnings.warn(f"remove_filters(coupled=True) kept {len(kept)} space(s) of attention heads or "
+                      f"split projections whole: the forward does not follow their sizes (it computes "
+                      f"them from its input); their layers: {', '.join(names)}", stacklevel=3)
+    return attempt([g for g in groups if g not in kept])
 
 
 def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
@@ -171,7 +201,7 @@ def _check_not_emptied(keep: dict[str, torch.Tensor]) -> None:
 def rebuild_removed_filters(model: nn.Module, recipe: dict) -> nn.Module:
     """Recreate the architecture `remove_filters` produced, from the original architecture."""
     if recipe.get("coupled"):
-        return apply_plan(model, recipe["slices"])
+        return apply_plan(model, recipe["slices"], recipe.get("attributes"))
     device = next(model.parameters()).device
     inputs = tuple(torch.zeros(shape, dtype=getattr(torch, dt), device=device)
                    for shape, dt in zip(recipe["input_shapes"], recipe["input_dtypes"]))

@@ -90,21 +90,103 @@ def conv(a: DependencyAnalysis, node: fx.Node):
 
 
 def linear(a: DependencyAnalysis, node: fx.Node):
-    x, weight, bias = node.args[0], node.args[1], _arg(node, 2, "bias")
+    """y = x·Wᵀ + b, W stored (out, in)."""
+    return _dense(a, node, node.args[0], node.args[1], _arg(node, 2, "bias"), w_in=1, w_out=0)
+
+
+def addmm(a: DependencyAnalysis, node: fx.Node):
+    """y = b + x·W with W stored (in, out) (Hugging Face's Conv1D: GPT-2's c_attn, c_fc, …)."""
+    return _dense(a, node, node.args[1], node.args[2], node.args[0], w_in=0, w_out=1)
+
+
+def _dense(a: DependencyAnalysis, node: fx.Node, x, weight, bias, w_in: int, w_out: int):
+    """A dense layer over the last dim: W reads x's channels along `w_in`, writes a new space of
+    its own along `w_out`; the bias writes it too."""
     tracked = a.get(x)
-    if a.state_name(weight) is None:
+    if a.state_name(weight) is None or len(_shape(weight)) != 2:
         return unknown_op(a, node)
     if tracked is not None:
         if tracked.dim != len(_shape(x)) - 1:
             a.fix_tracked(tracked, "a Linear reads it along another dim")
         else:
-            a.add_member(tracked, weight, 1, "in")
+            a.add_member(tracked, weight, w_in, "in")
     out_shape = _shape(node)
     out = Tracked(len(out_shape) - 1, (Segment(a.new_space(out_shape[-1]), out_shape[-1]),))
-    a.add_member(out, weight, 0, "out")
-    if bias is not None:
+    a.add_member(out, weight, w_out, "out")
+    if bias is not None and len(_shape(bias)) == 1:
         a.add_member(out, bias, 0, "out")
     return out
+
+
+def matmul(a: DependencyAnalysis, node: fx.Node):
+    """x @ y (matmul, bmm, mm) of activations: channels along a batch dim of both (attention heads
+    in q·kᵀ and attn·v) unite and stay; channels contracted in both unite and vanish (a removed
+    channel is removed from both sides); x @ W with W model state (in, out) is a dense layer."""
+    x, y = node.args[0], node.args[1]
+    sx, sy, so = _shape(x), _shape(y), _shape(node)
+    tx, ty = a.get(x), a.get(y)
+    if len(sx) < 2 or len(sy) < 2:
+        return unknown_op(a, node)
+    if a.state_name(y) is not None and ty is None and len(sy) == 2:
+        return _dense(a, node, x, y, None, w_in=0, w_out=1)
+    where = {}  # operand → output dim, or "k" for the contracted dim
+    for t, n, k_dim, own in ((tx, len(sx), len(sx) - 1, len(so) - 2), (ty, len(sy), len(sy) - 2, len(so) - 1)):
+        if t is not None:
+            where[id(t)] = "k" if t.dim == k_dim else own if t.dim == n - 2 + (t is ty) else t.dim + len(so) - n
+    if tx is not None and ty is not None and where[id(tx)] == where[id(ty)]:
+        both = a.unify(tx, ty, str(node.target))
+        if both is None or where[id(tx)] == "k":
+            return None
+        a.heads.update(s.space for s in both.segments)
+        return Tracked(where[id(tx)], both.segments)
+    kept = [t for t in (tx, ty) if t is not None]
+    if len(kept) == 1 and where[id(kept[0])] != "k":
+        return Tracked(where[id(kept[0])], kept[0].segments)
+    for t in kept:
+        a.fix_tracked(t, f"read by {node.target} along a dim the other operand does not share")
+    return None
+
+
+def attention(a: DependencyAnalysis, node: fx.Node):
+    """scaled_dot_product_attention(q, k, v, mask, …), shapes (…, heads, length, head_dim): q's,
+    k's and v's heads unite (with grouped-query attention a KV head and its query group) and
+    the output keeps them; a mask that carries channels, or channels along another dim, fix them."""
+    q, k, v = (a.get(node.args[i]) for i in range(3))
+    mask = a.get(_arg(node, 3, "attn_mask"))
+    a.fix_tracked(mask, "used as an attention mask")
+    heads_dim = len(_shape(node)) - 3
+    tracked = [t for t in (q, k, v) if t is not None]
+    if len(tracked) < 3 or any(t.dim != heads_dim for t in tracked):
+        for t in tracked:
+            a.fix_tracked(t, "read by scaled_dot_product_attention, not along the heads of q, k and v")
+        return None
+    qk = a.unify(q, k, "scaled_dot_product_attention")
+    out = a.unify(qk, v, "scaled_dot_product_attention") if qk is not None else None
+    if out is None:
+        return None
+    a.heads.update(s.space for s in out.segments)
+    return Tracked(heads_dim, out.segments)
+
+
+def softmax(a: DependencyAnalysis, node: fx.Node):
+    """softmax(x, dim): per channel unless taken over the channels."""
+    tracked = a.get(node.args[0])
+    if tracked is not None and node.args[1] % len(_shape(node)) == tracked.dim:
+        return unknown_op(a, node)
+    return tracked
+
+
+def select(a: DependencyAnalysis, node: fx.Node):
+    """select(x, dim, i) / slice(x, dim, …) along another dim than the channels'."""
+    tracked = a.get(node.args[0])
+    if tracked is None:
+        return None
+    ndim = len(_shape(node.args[0]))
+    dim = _arg(node, 1, "dim", 0) % ndim
+    if dim == tracked.dim:
+        return unknown_op(a, node)
+    dropped = len(_shape(node)) < ndim and dim < tracked.dim
+    return Tracked(tracked.dim - dropped, tracked.segments)
 
 
 def batch_norm(a: DependencyAnalysis, node: fx.Node):
@@ -231,7 +313,36 @@ def reshape(a: DependencyAnalysis, node: fx.Node):
         for e in range(d + 1, len(in_shape) + 1):
             if math.prod(in_shape[d:e]) == out_shape[j]:
                 return tracked.with_inner(math.prod(in_shape[d + 1:e]), dim=j)
-    return unknown_op(a, node)
+    split = _split_channel_dim(a, tracked, in_shape, out_shape)
+    return split if split is not None else unknown_op(a, node)
+
+
+def _split_channel_dim(a: DependencyAnalysis, tracked: Tracked, in_shape, out_shape) -> Tracked | None:
+    """(…, A·B, …) → (…, A, B, …): the channels follow the outer factor A, a unit covering B
+    positions (heads: A = H, B = head_dim). A space whose channels are finer than B is coarsened
+    to units of B/inner channels; None if the layout does not align with B."""
+    d = tracked.dim
+    before, size = math.prod(in_shape[:d]), in_shape[d]
+    for j in range(len(out_shape)):
+        if math.prod(out_shape[:j]) != before or out_shape[j] in (1, size) or size % out_shape[j]:
+            continue
+        if not any(math.prod(out_shape[j:e]) == size for e in range(j + 2, len(out_shape) + 1)):
+            continue
+        block = size // out_shape[j]
+        segments, offset = [], 0
+        for s in tracked.segments:
+            if offset % block or (s.size * s.inner) % block:
+                return None
+            offset += s.size * s.inner
+            if s.inner % block == 0:
+                segments.append(Segment(s.space, s.size, s.inner // block))
+            elif block % s.inner == 0 and a.sizes[a.find(s.space)] == s.size:
+                new = a.coarsen(s.space, block // s.inner)
+                segments.append(Segment(new, a.sizes[new]))
+            else:
+                return None
+        return Tracked(j, tuple(segments))
+    return None
 
 
 def reduction(a: DependencyAnalysis, node: fx.Node):
@@ -258,9 +369,43 @@ def split(a: DependencyAnalysis, node: fx.Node):
         return None
     ndim = len(_shape(node.args[0]))
     if _arg(node, 2, "dim", 0) % ndim == tracked.dim:
-        a.fix_tracked(tracked, "split along its channels (sizes are constants of the forward)")
-        return None
+        pieces = _cut(a, tracked, [_shape_of(v)[tracked.dim] for v in node.meta["val"]])
+        if pieces is None:
+            a.fix_tracked(tracked, "split along its channels across a channel's entries")
+        return pieces
     return [tracked] * len(node.meta["val"])
+
+
+def _shape_of(value) -> tuple:
+    return tuple(value.shape)
+
+
+def _cut(a: DependencyAnalysis, tracked: Tracked, sizes: list[int]) -> list[Tracked] | None:
+    """The layouts of consecutive pieces of `sizes` positions along the channel dim (a fused q/k/v
+    projection split into q, k, v): a space cut by a piece boundary is split there. The forward's
+    split sizes must follow a removal (attributes such as `split_size` are patched; a forward that
+    computes them otherwise is caught by running it)."""
+    bounds = {sum(sizes[:i]) for i in range(1, len(sizes))}
+    offset = 0
+    for s in tracked.segments:
+        cuts = sorted(b - offset for b in bounds if offset < b < offset + s.size * s.inner)
+        if any(c % s.inner for c in cuts) or (cuts and a.sizes[a.find(s.space)] != s.size):
+            return None
+        if cuts:
+            channels = [c // s.inner for c in cuts]
+            a.split_space(s.space, [hi - lo for lo, hi in zip([0, *channels], [*channels, s.size])])
+        offset += s.size * s.inner
+    tracked = a.refresh(tracked)
+    pieces, offset, start = [], 0, 0
+    segments = list(tracked.segments)
+    for size in sizes:
+        taken = []
+        while segments and offset < start + size:
+            taken.append(segments.pop(0))
+            offset += taken[-1].size * taken[-1].inner
+        pieces.append(Tracked(tracked.dim, tuple(taken)))
+        start += size
+    return pieces
 
 
 RULES = {  # category (`ops.Op`) → rule
@@ -283,6 +428,13 @@ RULES = {  # category (`ops.Op`) → rule
     Op.MEAN_MAX: reduction,
     Op.SUM: reduction,
     Op.SPLIT: split,
+    Op.ADDMM: addmm,
+    Op.MATMUL: matmul,
+    Op.ATTENTION: attention,
+    Op.SOFTMAX: softmax,
+    Op.SELECT: select,
+    Op.EXPAND: channelwise,
+    Op.MASKED: channelwise,
 }
 
 

@@ -53,11 +53,17 @@ class ChannelSlice:
 @dataclass(frozen=True, eq=False)
 class ChannelGroup:
     """One coupled channel space: `size` channels, the slices that index them, and `fixed`, the
-    reason why it cannot shrink (None where it can). Compared by identity (members hold tensors)."""
+    reason why it cannot shrink (None where it can). `kind` is "heads" for a space of attention
+    heads (unit h = the head_dim rows of q/k/v head h — with grouped-query attention a KV head and
+    its query group — and the o-projection's columns reading them), "split" for a part of a space
+    the forward splits along its channels (a fused q/k/v projection), else "channels"; for the
+    first two the forward's own sizes (num_heads, split_size) must follow a removal. Compared by
+    identity (members hold tensors)."""
 
     size: int
     members: tuple[ChannelSlice, ...]
     fixed: str | None
+    kind: str = "channels"
 
     def joint_norms(self, model: nn.Module, criterion: str = "l2") -> torch.Tensor:
         """Per channel c: ‖concat of all member parameter slices at c‖ (l1: Σ|w|, l2: √Σw²)."""
@@ -111,6 +117,9 @@ class DependencyAnalysis:
         self.reasons: dict[int, str] = {}
         self.members: list[tuple[int, ChannelSlice]] = []
         self.tracked: dict[fx.Node, object] = {}
+        self.replaced: dict[int, tuple] = {}  # root → ("coarsen", new, g) | ("split", [(new, size)])
+        self.heads: set[int] = set()   # spaces of attention heads
+        self.cut: set[int] = set()     # parts of a space split along its channels
         for node in captured.graph.nodes:
             if node.op == "call_function":
                 self.tracked[node] = rule_of(node.target)(self, node)
@@ -148,7 +157,59 @@ class DependencyAnalysis:
                 self.reasons.setdefault(a, self.reasons.pop(b))
 
     def fix(self, space: int, reason: str) -> None:
-        self.reasons.setdefault(self.find(space), reason)
+        for segment in self.resolve(Segment(space, self.sizes[self.find(space)])):
+            self.reasons.setdefault(self.find(segment.space), reason)
+
+    # ---- coarser and split spaces (attention heads, fused q/k/v) ----------------------------------
+    def resolve(self, segment: Segment) -> list[Segment]:
+        """`segment` in today's spaces: a space since coarsened (units of g channels) or split into
+        consecutive parts is replaced by what it became."""
+        root = self.find(segment.space)
+        change = self.replaced.get(root)
+        if change is None:
+            return [Segment(root, segment.size, segment.inner)]
+        if change[0] == "coarsen":
+            _, new, g = change
+            return self.resolve(Segment(new, segment.size // g, segment.inner * g))
+        return [s for new, size in change[1] for s in self.resolve(Segment(new, size, segment.inner))]
+
+    def _rewrite(self, root: int, change: tuple, parts: list[tuple[int, int, int]]) -> None:
+        """Move the members of `root` to `parts` [(new space, first channel, channels per unit)]."""
+        members = []
+        for space, member in self.members:
+            if self.find(space) != root:
+                members.append((space, member))
+                continue
+            for new, first, g in parts:
+                rows = member.index[first:first + self.sizes[new] * g].reshape(self.sizes[new], -1)
+                members.append((new, ChannelSlice(member.name, member.dim, rows, member.parameter,
+                                                  member.role)))
+        self.members = members
+        self.replaced[root] = change
+        for new, _, _ in parts:
+            if root in self.reasons:
+                self.reasons.setdefault(new, self.reasons[root])
+            for marked in (self.heads, self.cut):
+                if root in marked:
+                    marked.add(new)
+
+    def coarsen(self, space: int, g: int) -> int:
+        """Make units of g consecutive channels of `space` (exact: only coarser choices); the new space."""
+        root = self.find(space)
+        if g == 1:
+            return root
+        new = self.new_space(self.sizes[root] // g)
+        self._rewrite(root, ("coarsen", new, g), [(new, 0, g)])
+        return new
+
+    def split_space(self, space: int, sizes: list[int]) -> list[int]:
+        """Split `space` into consecutive parts of `sizes` channels (fused q/k/v projections)."""
+        root = self.find(space)
+        news = [self.new_space(size) for size in sizes]
+        firsts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._rewrite(root, ("split", list(zip(news, sizes))), [(n, f, 1) for n, f in zip(news, firsts)])
+        self.cut.update(news)
+        return news
 
     def fix_tracked(self, tracked: Tracked | None, reason: str) -> None:
         if tracked is not None:
@@ -156,7 +217,15 @@ class DependencyAnalysis:
                 self.fix(segment.space, reason)
 
     def unify(self, a: Tracked, b: Tracked, where: str) -> Tracked | None:
-        """Channels of `a` and `b` equal position by position: unite their spaces."""
+        """Channels of `a` and `b` equal position by position: unite their spaces (a finer space
+        is first coarsened to the other's units: a KV head and its group of query heads)."""
+        if a.structure() != b.structure() and len(a.segments) == len(b.segments):
+            for sa, sb in zip(a.segments, b.segments):
+                fine, coarse = (sa, sb) if sa.inner < sb.inner else (sb, sa)
+                if (sa.size * sa.inner == sb.size * sb.inner and coarse.inner % fine.inner == 0
+                        and self.sizes[self.find(fine.space)] == fine.size):
+                    self.coarsen(fine.space, coarse.inner // fine.inner)
+            a, b = self.refresh(a), self.refresh(b)
         if a.structure() != b.structure():
             self.fix_tracked(a, f"channel layouts differ at {where}")
             self.fix_tracked(b, f"channel layouts differ at {where}")
@@ -168,7 +237,10 @@ class DependencyAnalysis:
     # ---- graph access ---------------------------------------------------------------------------
     def get(self, arg) -> Tracked | None:
         tracked = self.tracked.get(arg) if isinstance(arg, fx.Node) else None
-        return tracked if isinstance(tracked, Tracked) else None
+        return self.refresh(tracked) if isinstance(tracked, Tracked) else None
+
+    def refresh(self, tracked: Tracked) -> Tracked:
+        return Tracked(tracked.dim, tuple(r for s in tracked.segments for r in self.resolve(s)))
 
     def tracked_args(self, args) -> list[Tracked]:
         found: list[fx.Node] = []
@@ -178,14 +250,14 @@ class DependencyAnalysis:
     def state_name(self, arg) -> str | None:
         return self.captured.state_names.get(arg) if isinstance(arg, fx.Node) else None
 
-    def add_member(self, tracked: Tracked, arg, dim: int, role: str) -> bool:
+    def add_member(self, tracked: Tracked, arg, dim: int, role: str, offset: int = 0) -> bool:
         """Register state tensor `arg` (a parameter/buffer placeholder) as a member of every space
-        of `tracked`, along `dim`. False (nothing registered) if `arg` is not model state."""
+        of `tracked`, along `dim`, from index `offset` on. False (nothing registered) if `arg` is
+        not model state."""
         name = self.state_name(arg)
         if name is None:
             return False
-        offset = 0
-        for segment in tracked.segments:
+        for segment in self.refresh(tracked).segments:
             index = (offset + torch.arange(segment.size)[:, None] * segment.inner
                      + torch.arange(segment.inner)[None, :])
             self.members.append((segment.space, ChannelSlice(
@@ -197,7 +269,8 @@ class DependencyAnalysis:
     def groups(self) -> list[ChannelGroup]:
         by_root: dict[int, list[ChannelSlice]] = {}
         for space in range(len(self.parent)):
-            by_root.setdefault(self.find(space), [])
+            if self.find(space) not in self.replaced:
+                by_root.setdefault(self.find(space), [])
         for space, member in self.members:
             by_root[self.find(space)].append(member)
         out = []
@@ -205,7 +278,9 @@ class DependencyAnalysis:
             reason = self.reasons.get(root)
             if reason is None and not any(m.role == "out" for m in members):
                 reason = "no layer writes it"
-            out.append(ChannelGroup(self.sizes[root], tuple(members), reason))
+            kind = next((k for k, marked in (("heads", self.heads), ("split", self.cut))
+                         if any(self.find(m) == root for m in marked)), "channels")
+            out.append(ChannelGroup(self.sizes[root], tuple(members), reason, kind))
         return out
 
 

@@ -3,8 +3,17 @@
 A copy of the model keeps its class, methods, attributes and forward; each sliced parameter or
 buffer is replaced by its kept rows/columns (`index_select` along every dim it is indexed on) and
 the module that owns it gets its size attributes updated (`FIXERS`: Conv, ConvTranspose, Linear,
-BatchNorm, LayerNorm, GroupNorm). A plan is a dict {tensor name: {dim: kept indices}}: it is the
+BatchNorm, LayerNorm, GroupNorm, and any module with a 2-D weight and `nf` (Hugging Face's Conv1D,
+weight (in, out) = (nx, nf)). A plan is a dict {tensor name: {dim: kept indices}}: it is the
 recipe, so `rebuild` needs no graph.
+
+Attention heads: the forward reads head counts from attributes. For every space of heads (or of
+parts of a fused projection split by the forward) that loses units, the lowest module owning all its
+members — the attention module — and its `config` get every attribute of `HEAD_ATTRIBUTES` that
+counts whole units rescaled: v → (v / S)·S' for a space of S units keeping S' (num_heads 12 → 6,
+all_head_size 768 → 384, num_key_value_heads 4 → 2; head_dim and num_key_value_groups are per
+head and stay). These patches, {module name: {attribute: value}} ("config.x" for a config field),
+are part of the recipe.
 """
 from __future__ import annotations
 
@@ -14,6 +23,12 @@ import torch
 from torch import nn
 
 from ...graph.groups import ChannelGroup
+
+
+#: the integer attributes that count heads or their total width; patched on head removal
+HEAD_ATTRIBUTES = ("num_heads", "n_head", "n_heads", "heads", "num_attention_heads",
+                   "num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head",
+                   "all_head_size", "inner_dim", "split_size")
 
 
 def plan_removal(model: nn.Module, groups: list[ChannelGroup], amount: float,
@@ -38,9 +53,40 @@ def plan_removal(model: nn.Module, groups: list[ChannelGroup], amount: float,
             for name, dims in keep.items()}
 
 
-def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]]) -> nn.Module:
-    """A copy of `model` with every planned tensor cut to its kept indices (module sizes updated)."""
+def head_attributes(model: nn.Module, groups: list[ChannelGroup], amount: float) -> dict[str, dict]:
+    """{module name: {attribute: new value}} for the head spaces that lose ⌊amount·S⌋ of S units."""
+    patches: dict[str, dict] = {}
+    for group in groups:
+        removed = int(amount * group.size)
+        if group.kind == "channels" or removed == 0:
+            continue
+        owners = [m.name.rpartition(".")[0].split(".") for m in group.members]
+        common = []
+        for parts in zip(*owners):
+            if len(set(parts)) > 1:
+                break
+            common.append(parts[0])
+        name = ".".join(common)
+        module = model.get_submodule(name)
+        for prefix, holder in (("", module), ("config.", getattr(module, "config", None))):
+            for attr in HEAD_ATTRIBUTES:
+                value = getattr(holder, attr, None) if holder is not None else None
+                if isinstance(value, int) and not isinstance(value, bool) and value >= group.size \
+                        and value % group.size == 0:
+                    patches.setdefault(name, {})[prefix + attr] = value // group.size * (group.size - removed)
+    return patches
+
+
+def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]],
+               attributes: dict[str, dict] | None = None) -> nn.Module:
+    """A copy of `model` with every planned tensor cut to its kept indices (module sizes updated)
+    and the `attributes` patches of `head_attributes` set."""
     out = copy.deepcopy(model)
+    for name, values in (attributes or {}).items():
+        module = out.get_submodule(name)
+        for attr, value in values.items():
+            holder_name, _, leaf = attr.rpartition(".")
+            setattr(getattr(module, holder_name) if holder_name else module, leaf, value)
     touched: dict[str, nn.Module] = {}
     for name, dims in plan.items():
         owner_name, _, leaf = name.rpartition(".")
@@ -61,7 +107,18 @@ def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]]) -> nn.Mo
             if isinstance(owner, kind):
                 fix(owner)
                 break
+        else:
+            _fix_conv1d(owner)
     return out
+
+
+def _fix_conv1d(module: nn.Module) -> None:
+    """Hugging Face's Conv1D (weight (nx, nf), forward reads `nf`)."""
+    weight = getattr(module, "weight", None)
+    if isinstance(getattr(module, "nf", None), int) and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        module.nf = weight.shape[1]
+        if isinstance(getattr(module, "nx", None), int):
+            module.nx = weight.shape[0]
 
 
 def _fix_conv(conv: nn.modules.conv._ConvNd) -> None:
