@@ -99,6 +99,14 @@ class BorderCorrection(nn.Module):
         return {**state, "_cache": None}
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's Conv1D (GPT-2): class name "Conv1D", a 2-D `weight` stored (in, out) = (nx, nf),
+    y = x @ W + b."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2
+            and getattr(module, "nf", None) == weight.shape[1])
+
+
 def _is_plain(x: torch.Tensor) -> bool:
     """A real eager tensor (not a fake/meta/subclass tensor used by tracers or flop counters)."""
     return type(x) is torch.Tensor and x.device.type != "meta"

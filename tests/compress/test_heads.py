@@ -1,0 +1,115 @@
+"""Attention heads as coupled units (tests/compress/transformer_zoo.py, float64, checkpoint-like weights).
+
+Independent truth: the same model with the removed units' member slices zeroed (q/k/v rows and
+biases of a head, the o-projection's columns reading it; FFN hidden units), evaluated at batch
+sizes and sequence lengths the capture never saw. The compressed model is the user's class running
+its own forward, which reads the patched head counts.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import pytest
+import torch
+
+from sparsefw.compress import channel_groups, count_parameters, rebuild, remove_filters
+from transformer_zoo import VOCAB, ZOO, build
+
+HEADS = {"bert": 2, "gpt2": 2, "llama": 2, "nanogpt": 2, "vit": 2, "torch_encoder": 2}  # head spaces
+
+
+def _new_inputs(name, x):
+    """Inputs of other batch sizes and lengths (positions: at most the 8 the embeddings hold)."""
+    g = torch.Generator().manual_seed(1)
+    if name == "vit":
+        return [torch.randn(b, 3, 8, 8, generator=g, dtype=x.dtype) for b in (1, 5)]
+    lengths = (5, 13) if name == "llama" else (3, 7)
+    return [torch.randint(1, VOCAB, (b, t), generator=g) for b, t in zip((1, 5), lengths)]
+
+
+def _masked(model, plan):
+    masked = copy.deepcopy(model)
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, dims in plan.items():
+            for dim, kept in dims.items():
+                drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
+                drop[kept] = False
+                params[name].index_fill_(dim, torch.nonzero(drop).flatten(), 0.0)
+    return masked
+
+
+def _relative(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_zoo_model_has_one_head_space_per_layer(name):
+    model, x = build(name)
+    heads = [g for g in channel_groups(model, x) if g.kind == "heads"]
+    assert len(heads) == HEADS[name]
+    for group in heads:
+        assert group.fixed is None and group.size == 2
+        assert {m.role for m in group.members} == {"out", "in"}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_coupled_removal_of_heads_and_ffn_units_is_exact_at_new_sizes(name):
+    model, x = build(name, pretrained=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    assert type(compressed) is type(model)
+    assert count_parameters(compressed) < count_parameters(model)
+    masked = _masked(model, recipe["slices"])
+    rebuilt = rebuild(model, json.loads(json.dumps(recipe)))
+    rebuilt.load_state_dict(compressed.state_dict())
+    with torch.no_grad():
+        for inputs in _new_inputs(name, x):
+            expected = masked(inputs)
+            assert _relative(compressed(inputs), expected) <= 1e-5
+            assert _relative(rebuilt(inputs), expected) <= 1e-5
+    heads_kept = [str(w.message) for w in caught if "attention heads" in str(w.message)]
+    assert bool(heads_kept) == (name == "nanogpt"), heads_kept  # nanoGPT views heads by the residual width
+
+
+def _removed(name):
+    model, x = build(name)
+    return remove_filters(model, 0.5, x, coupled=True)
+
+
+def test_head_attributes_follow_the_removal():
+    """BERT: num_attention_heads 2 → 1, all_head_size 32 → 16, head size kept; GPT-2: num_heads,
+    split_size and Conv1D.nf, the lm_head tie kept; Llama (4 query heads, 2 KV heads): one KV head
+    and its two query heads leave, head_dim and num_key_value_groups stay."""
+    bert = _removed("bert")
+    layer = bert.layer[0]
+    assert (layer.num_attention_heads, layer.attention_head_size, layer.all_head_size) == (1, 16, 16)
+    assert layer.query.weight.shape == (16, 32) and layer.attention_output.weight.shape == (32, 16)
+    gpt2 = _removed("gpt2")
+    block = gpt2.h[0]
+    assert (block.num_heads, block.head_dim, block.split_size) == (1, 8, 8)
+    assert (block.c_attn.nf, tuple(block.c_attn.weight.shape), block.c_fc.nf) == (24, (16, 24), 32)
+    assert gpt2.lm_head.weight is gpt2.wte.weight
+    llama = _removed("llama")
+    layer = llama.layers[0]
+    assert (layer.head_dim, layer.num_key_value_groups) == (8, 2)
+    assert layer.q_proj.out_features == 16 and layer.k_proj.out_features == 8
+    assert layer.o_proj.in_features == 16 and layer.gate_proj.out_features == 48
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_a_query_group_leaves_with_its_kv_head(name):
+    """The unit of a head space: rows h·d … (h+1)·d of q, k and v (GQA: the query rows of the
+    group), columns of o; every member slice covers its dim exactly once."""
+    model, x = build(name)
+    group = next(g for g in channel_groups(model, x) if g.kind == "heads")
+    shapes = dict(model.named_parameters())
+    for member in group.members:
+        positions = sorted(member.index.flatten().tolist())
+        assert len(positions) == len(set(positions))
+        assert member.index.shape[0] == 2 and member.index.shape[1] in (8, 16)
+    q = [m for m in group.members if m.name.endswith(("q_proj.weight", "c_attn.weight"))]
+    assert q and all(shapes[m.name].shape[m.dim] >= m.index.numel() for m in q)
