@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from sparsefw.compress import channel_groups, count_parameters, rebuild, remove_filters
+from sparsefw.graph.attention import HeadedMultiheadAttention
 from transformer_zoo import VOCAB, ZOO, build
 
 HEADS = {"bert": 2, "gpt2": 2, "llama": 2, "nanogpt": 2, "vit": 2, "torch_encoder": 2}  # head spaces
@@ -113,3 +114,30 @@ def test_a_query_group_leaves_with_its_kv_head(name):
         assert member.index.shape[0] == 2 and member.index.shape[1] in (8, 16)
     q = [m for m in group.members if m.name.endswith(("q_proj.weight", "c_attn.weight"))]
     assert q and all(shapes[m.name].shape[m.dim] >= m.index.numel() for m in q)
+
+
+@pytest.mark.parametrize("name, path", [("vit", "encoder.0.self_attention"), ("torch_encoder", "encoder.layers.0.self_attn")])
+def test_multihead_attention_loses_heads_and_stays_one(name, path):
+    """nn.MultiheadAttention: num_heads 2 → 1, in_proj_weight rows 48 → 24 (q, k, v of the kept
+    head), out_proj columns 16 → 8, embed_dim (the residual width) and head_dim kept; computed head
+    by head, still an nn.MultiheadAttention."""
+    mha = _removed(name).get_submodule(path)
+    assert isinstance(mha, torch.nn.MultiheadAttention) and isinstance(mha, HeadedMultiheadAttention)
+    assert (mha.num_heads, mha.head_dim, mha.embed_dim) == (1, 8, 16)
+    assert mha.in_proj_weight.shape == (24, 16) and mha.out_proj.weight.shape == (16, 8)
+
+
+def test_constrain_gets_head_units_as_coupled_regions():
+    """One source of truth: the coupled regions include one per head space, over the q/k/v rows
+    (and biases) of each head."""
+    import sparsefw
+    from sparsefw.constraints import CoupledGroupKSupportBall
+
+    for name, q in (("bert", "layer.0.query.weight"), ("gpt2", "h.0.c_attn.weight"),
+                    ("llama", "layers.0.q_proj.weight"), ("vit", "encoder.0.self_attention.in_proj_weight")):
+        model, x = build(name)
+        groups = sparsefw.constrain(model, "coupled_group_k_support", k=0.5, example_inputs=x)
+        regions = [g for g in groups if isinstance(g["constraint"], CoupledGroupKSupportBall)]
+        named = dict(model.named_parameters())
+        holding = [g for g in regions if any(p is named[q] for p in g["params"])]
+        assert len(holding) == 1, name

@@ -17,6 +17,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .attention import with_headed_attention
+
 
 class CaptureError(ValueError):
     """The model's graph cannot be captured on the example inputs (the reason from torch.fx or
@@ -94,11 +96,13 @@ def output_tensors(value):
 
 
 def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
-    """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`.
+    """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`,
+    every nn.MultiheadAttention computed head by head (`attention.HeadedMultiheadAttention`, the
+    same function, so that its heads are visible).
 
     Raises CaptureError naming the model and torch.export's reason when it cannot be captured.
     """
-    copied = copy.deepcopy(model).eval()
+    copied = with_headed_attention(copy.deepcopy(model).eval())
     wrapper = _FlatOutputs(copied)
     try:
         with torch.no_grad():

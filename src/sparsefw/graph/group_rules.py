@@ -108,8 +108,8 @@ def _dense(a: DependencyAnalysis, node: fx.Node, x, weight, bias, w_in: int, w_o
     if tracked is not None:
         if tracked.dim != len(_shape(x)) - 1:
             a.fix_tracked(tracked, "a Linear reads it along another dim")
-        else:
-            a.add_member(tracked, weight, w_in, "in")
+        elif not a.add_member(tracked, weight, w_in, "in"):
+            a.fix_tracked(tracked, "read by a slice of a weight along its other dim")
     out_shape = _shape(node)
     out = Tracked(len(out_shape) - 1, (Segment(a.new_space(out_shape[-1]), out_shape[-1]),))
     a.add_member(out, weight, w_out, "out")
@@ -177,14 +177,24 @@ def softmax(a: DependencyAnalysis, node: fx.Node):
 
 
 def select(a: DependencyAnalysis, node: fx.Node):
-    """select(x, dim, i) / slice(x, dim, …) along another dim than the channels'."""
+    """select(x, dim, i) / slice(x, dim, …) along another dim than the channels' (a whole slice
+    along them is x); a slice of a model tensor is a view of it for the layer that reads it."""
     tracked = a.get(node.args[0])
     if tracked is None:
+        name = a.state_name(node.args[0])
+        if name is not None and node.target is torch.ops.aten.slice.Tensor \
+                and node.args[0] not in a.views and _arg(node, 4, "step", 1) == 1:
+            dim = _arg(node, 1, "dim", 0) % len(_shape(node.args[0]))
+            start = _arg(node, 2, "start", 0) or 0
+            a.views[node] = (name, dim, start % _shape(node.args[0])[dim] if start < 0 else start)
         return None
     ndim = len(_shape(node.args[0]))
     dim = _arg(node, 1, "dim", 0) % ndim
     if dim == tracked.dim:
-        return unknown_op(a, node)
+        if _shape(node) == _shape(node.args[0]):
+            return tracked
+        a.fix_tracked(tracked, f"indexed along its channels by {node.target}")
+        return None
     dropped = len(_shape(node)) < ndim and dim < tracked.dim
     return Tracked(tracked.dim - dropped, tracked.segments)
 
@@ -371,7 +381,7 @@ def split(a: DependencyAnalysis, node: fx.Node):
     if _arg(node, 2, "dim", 0) % ndim == tracked.dim:
         pieces = _cut(a, tracked, [_shape_of(v)[tracked.dim] for v in node.meta["val"]])
         if pieces is None:
-            a.fix_tracked(tracked, "split along its channels across a channel's entries")
+            a.fix_tracked(tracked, "split along its channels (sizes are constants of the forward)")
         return pieces
     return [tracked] * len(node.meta["val"])
 
@@ -384,8 +394,12 @@ def _cut(a: DependencyAnalysis, tracked: Tracked, sizes: list[int]) -> list[Trac
     """The layouts of consecutive pieces of `sizes` positions along the channel dim (a fused q/k/v
     projection split into q, k, v): a space cut by a piece boundary is split there. The forward's
     split sizes must follow a removal (attributes such as `split_size` are patched; a forward that
-    computes them otherwise is caught by running it)."""
+    computes them otherwise is caught by running it). None where no space is cut (pieces of whole
+    spaces concatenated before: sizes the forward writes itself) or a cut falls inside a channel."""
     bounds = {sum(sizes[:i]) for i in range(1, len(sizes))}
+    edges = {sum(s.size * s.inner for s in tracked.segments[:i]) for i in range(len(tracked.segments))}
+    if bounds <= edges:  # pieces of whole spaces: split sizes written in the forward (SplitNet)
+        return None
     offset = 0
     for s in tracked.segments:
         cuts = sorted(b - offset for b in bounds if offset < b < offset + s.size * s.inner)

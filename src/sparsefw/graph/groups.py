@@ -118,6 +118,7 @@ class DependencyAnalysis:
         self.members: list[tuple[int, ChannelSlice]] = []
         self.tracked: dict[fx.Node, object] = {}
         self.replaced: dict[int, tuple] = {}  # root → ("coarsen", new, g) | ("split", [(new, size)])
+        self.views: dict[fx.Node, tuple[str, int, int]] = {}  # state[start:…] along dim: (name, dim, start)
         self.heads: set[int] = set()   # spaces of attention heads
         self.cut: set[int] = set()     # parts of a space split along its channels
         for node in captured.graph.nodes:
@@ -126,15 +127,25 @@ class DependencyAnalysis:
             elif node.op == "output":
                 for tracked in self.tracked_args(node.args):
                     self.fix_tracked(tracked, "reaches the model output")
-        uses: dict[str, int] = {}
-        for node, name in captured.state_names.items():
-            uses[name] = len(node.users)
+        uses = {name: self.uses(node) for node, name in captured.state_names.items()}
         for space, member in self.members:
             aliases = captured.aliases.get(member.name, ())
             count = sum(uses.get(name, 0) for name in (member.name, *aliases))
             if count > 1:
                 tied = f" (tied to {', '.join(aliases)})" if aliases else ""
                 self.fix(space, f"its parameter {member.name!r} is used {count} times{tied}")
+
+    def uses(self, node: fx.Node) -> int:
+        """How many computations read the entries of state tensor `node`: disjoint slices along one
+        dim (q, k, v rows of one fused weight) are one use each of their own entries."""
+        views = [u for u in node.users if u in self.views]
+        ranges = sorted((self.views[u][1], self.views[u][2], self.views[u][2] + u.meta["val"].shape[self.views[u][1]])
+                        for u in views)
+        disjoint = len({d for d, _, _ in ranges}) <= 1 and all(
+            a[2] <= b[1] for a, b in zip(ranges, ranges[1:]))
+        through_views = (max((len(u.users) for u in views), default=0) if disjoint
+                         else sum(len(u.users) for u in views))
+        return len(node.users) - len(views) + through_views
 
     # ---- union-find over spaces -----------------------------------------------------------------
     def new_space(self, size: int) -> int:
@@ -248,7 +259,11 @@ class DependencyAnalysis:
         return [t for t in (self.get(n) for n in found) if t is not None]
 
     def state_name(self, arg) -> str | None:
-        return self.captured.state_names.get(arg) if isinstance(arg, fx.Node) else None
+        """The model tensor `arg` is, or a slice along one dim of (nn.MultiheadAttention's q, k and v
+        rows of in_proj_weight)."""
+        if not isinstance(arg, fx.Node):
+            return None
+        return self.views[arg][0] if arg in self.views else self.captured.state_names.get(arg)
 
     def add_member(self, tracked: Tracked, arg, dim: int, role: str, offset: int = 0) -> bool:
         """Register state tensor `arg` (a parameter/buffer placeholder) as a member of every space
@@ -257,6 +272,11 @@ class DependencyAnalysis:
         name = self.state_name(arg)
         if name is None:
             return False
+        if arg in self.views:
+            _, view_dim, start = self.views[arg]
+            if view_dim != dim:  # would take the slice's dim out of the other rows too
+                return False
+            offset += start
         for segment in self.refresh(tracked).segments:
             index = (offset + torch.arange(segment.size)[:, None] * segment.inner
                      + torch.arange(segment.inner)[None, :])

@@ -22,6 +22,7 @@ import copy
 import torch
 from torch import nn
 
+from ...graph.attention import HeadedMultiheadAttention, supports_heads
 from ...graph.groups import ChannelGroup
 
 
@@ -131,6 +132,14 @@ def _fix_conv(conv: nn.modules.conv._ConvNd) -> None:
     conv.in_channels, conv.out_channels = w.shape[1] * conv.groups, w.shape[0]
 
 
+def _fix_attention(mha: nn.MultiheadAttention) -> None:
+    """An nn.MultiheadAttention that lost heads (num_heads patched by `head_attributes`) is
+    computed head by head; its fused fast paths (which assume H·d = embed_dim) are turned off."""
+    if supports_heads(mha) and mha.num_heads * mha.head_dim != mha.embed_dim:
+        mha.__class__ = HeadedMultiheadAttention
+        mha._qkv_same_embed_dim = False
+
+
 def _fix_linear(linear: nn.Linear) -> None:
     linear.out_features, linear.in_features = linear.weight.shape
 
@@ -150,4 +159,4 @@ def _fix_groupnorm(gn: nn.GroupNorm) -> None:
 
 FIXERS = [(nn.modules.conv._ConvNd, _fix_conv), (nn.Linear, _fix_linear),
           (nn.modules.batchnorm._NormBase, _fix_batchnorm), (nn.LayerNorm, _fix_layernorm),
-          (nn.GroupNorm, _fix_groupnorm)]
+          (nn.GroupNorm, _fix_groupnorm), (nn.MultiheadAttention, _fix_attention)]
