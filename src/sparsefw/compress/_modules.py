@@ -184,6 +184,23 @@ class FactorizedLinear(ComposedLayer, nn.Linear):
         return self.second.bias
 
 
+class FactorizedConv1D(ComposedLayer):
+    """A rank-r Hugging Face Conv1D (y = x·W + b, W stored (nx, nf)): `first` Linear(nx → r, no bias),
+    `second` Linear(r → nf) with the bias. Answers `nf`, `nx` and `weight`, the dense (nx, nf)
+    product (V_rᵀ Σ_r U_rᵀ) computed on every read."""
+
+    nf = property(lambda self: self.second.out_features)
+    nx = property(lambda self: self.first.in_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return (self.second.weight @ self.first.weight).t()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.second.bias
+
+
 class FactorizedConv2d(_ConvOfFirst, nn.Conv2d):
     """A rank-r conv with g groups: `first` a kh×kw conv with g·r filters Σ_r V_rᵀ (the layer's
     stride, padding, dilation, padding mode and groups, no bias), `second` a 1×1 conv with groups g
