@@ -1,0 +1,328 @@
+"""Transformers: coupled removal of attention heads and FFN units side by side, and the radius rules.
+
+Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 15]
+          (writes the "transformers" section of BENCHMARKS.md; torch-pruning optional)
+      PYTHONPATH=src python benchmarks/bench_transformers.py radii
+          (seconds; prints the radius-rule table of the transformer zoo)
+
+speed: a ViT (6 blocks, hidden 256, 8 heads, MLP 1024, 8×8 patches) and a GPT-style decoder (4
+blocks, hidden 256, 8 heads, MLP 1024, causal, lm_head tied to the token embedding), both written
+as Hugging Face writes them (separate q/k/v Linears, the forward reads num_attention_heads,
+attention_head_size and all_head_size; SDPA). Variants of each, measured side by side:
+
+    dense        the model (library init: N(0, 0.02²) weights, then ×U(3, 5) as a checkpoint)
+    sparsefw     remove_filters(model, 0.5, x, coupled=True): half the heads of every block and
+                 half its FFN units (the LayerNorm'd residual stream stays whole), attributes
+                 patched by the library
+    native       the same class built at 4 heads and MLP 512: the physical limit
+    torch-pruning  MetaPruner (magnitude importance) given every q/k/v Linear's head count,
+                 prune_num_heads, head ratio 0.5, FFN ratio 0.5, the residual writers ignored;
+                 its head counts then patched by hand (it leaves them to the user)
+
+Parameters and FLOPs (`sparsefw.compress` metrics, the attention+FFN share separately) and CPU
+latency (eval, no grad, median of interleaved rounds: every variant once per round) at two batch
+sizes × two sequence lengths (ViT: 64×64 and 96×96 images = 65 and 145 tokens).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress"))
+
+from sparsefw.compress import count_flops, count_parameters, measure_latency, remove_filters  # noqa: E402
+
+D, HEADS, MLP, VOCAB, CONTEXT = 256, 8, 1024, 1000, 256
+
+
+# ---- the models ------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Hugging Face's ViTSelfAttention + ViTSelfOutput: heads by num_attention_heads and
+    attention_head_size, merged to all_head_size."""
+
+    def __init__(self, d: int, heads: int, head_size: int, causal: bool):
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size = heads, head_size
+        self.all_head_size, self.causal = heads * head_size, causal
+        self.query, self.key, self.value = (nn.Linear(d, self.all_head_size) for _ in range(3))
+        self.dense = nn.Linear(self.all_head_size, d)
+
+    def forward(self, x):
+        shape = x.shape[:-1] + (self.num_attention_heads, self.attention_head_size)
+        q, k, v = (f(x).view(shape).transpose(1, 2) for f in (self.query, self.key, self.value))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.dense(y.transpose(1, 2).reshape(x.shape[:-1] + (self.all_head_size,)))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, head_size: int, mlp: int, causal: bool):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attention = Attention(d, heads, head_size, causal)
+        self.intermediate, self.output = nn.Linear(d, mlp), nn.Linear(mlp, d)
+
+    def forward(self, x):
+        x = x + self.attention(self.ln_1(x))
+        return x + self.output(F.gelu(self.intermediate(self.ln_2(x))))
+
+
+class ViT(nn.Module):
+    def __init__(self, depth=6, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS, patch=8, max_tokens=145,
+                 classes=1000):
+        super().__init__()
+        self.patch_embeddings = nn.Conv2d(3, d, patch, patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, max_tokens, d))
+        self.blocks = nn.ModuleList(Block(d, heads, head_size, mlp, False) for _ in range(depth))
+        self.layernorm, self.classifier = nn.LayerNorm(d), nn.Linear(d, classes)
+
+    def forward(self, pixel_values):
+        x = self.patch_embeddings(pixel_values).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+        x = x + self.position_embeddings[:, :x.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.classifier(self.layernorm(x)[:, 0])
+
+
+class GPT(nn.Module):
+    def __init__(self, depth=4, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(VOCAB, d), nn.Embedding(CONTEXT, d)
+        self.blocks = nn.ModuleList(Block(d, heads, head_size, mlp, True) for _ in range(depth))
+        self.ln_f, self.lm_head = nn.LayerNorm(d), nn.Linear(d, VOCAB, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, input_ids):
+        x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def inputs(name: str, batch: int, length: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(batch * 1000 + length)
+    if name == "vit":
+        side = int(math.isqrt(length - 1)) * 8
+        return torch.randn(batch, 3, side, side, generator=g)
+    return torch.randint(0, VOCAB, (batch, length), generator=g)
+
+
+SHAPES = {"vit": [(1, 65), (1, 145), (8, 65), (8, 145)], "gpt": [(1, 64), (1, 256), (8, 64), (8, 256)]}
+BUILD = {"vit": ViT, "gpt": GPT}
+
+
+def checkpoint_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    from transformer_zoo import library_init, pretrained_like
+    torch.manual_seed(seed)
+    return pretrained_like(library_init(model), seed).eval()
+
+
+# ---- the variants ----------------------------------------------------------------------------
+def torch_pruned(model: nn.Module, x: torch.Tensor) -> nn.Module | str:
+    """Torch-Pruning's MetaPruner on a copy, given the head counts; its head counts patched by hand
+    afterwards (num_attention_heads, all_head_size), which it leaves to the user. A reason if it
+    is not installed or fails."""
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        return "torch-pruning not installed"
+    import copy
+    model = copy.deepcopy(model)
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    heads = {layer: m.num_attention_heads for m in attentions for layer in (m.query, m.key, m.value)}
+    residual_writers = [m for b in model.modules() if isinstance(b, Block) for m in (b.attention.dense, b.output)]
+    ends = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.Conv2d))]
+    ignored = residual_writers + ends + [getattr(model, "classifier", None) or model.lm_head]
+    try:
+        pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=0.5, ignored_layers=ignored, num_heads=heads,
+                                      prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=0.5)
+        pruner.step()
+    except Exception as exc:  # report, do not stop the benchmark
+        return f"torch-pruning failed: {type(exc).__name__}: {exc}"
+    for m in attentions:  # the manual step Torch-Pruning's examples do
+        m.num_attention_heads = pruner.num_heads[m.query]
+        m.all_head_size = m.num_attention_heads * m.attention_head_size
+    return model
+
+
+def variants(name: str, **size) -> dict[str, nn.Module | str]:
+    """dense, sparsefw, native and torch-pruning (or why not) of net `name` (`size`: depth, heads,
+    mlp, d, head_size of the dense net)."""
+    size = {"heads": HEADS, "mlp": MLP, **size}
+    model = checkpoint_like(BUILD[name](**size))
+    x = inputs(name, *SHAPES[name][0])
+    native = checkpoint_like(BUILD[name](**{**size, "heads": size["heads"] // 2, "mlp": size["mlp"] // 2}))
+    return {"dense": model, "sparsefw": remove_filters(model, 0.5, x, coupled=True).eval(),
+            "native": native, "torch-pruning": torch_pruned(model, x)}
+
+
+def block_parameters(model: nn.Module) -> int:
+    """Attention + FFN parameters (q, k, v, o, intermediate, output; not LayerNorms)."""
+    return sum(p.numel() for b in model.modules() if isinstance(b, Block)
+               for m in (b.attention, b.intermediate, b.output) for p in m.parameters())
+
+
+def deviation(model: nn.Module, dense: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        a, b = model(x), dense(x)
+    return float((a - b).norm() / b.norm())
+
+
+def measure(name: str, repeats: int) -> list[dict]:
+    models = variants(name)
+    runnable = {k: m for k, m in models.items() if isinstance(m, nn.Module)}
+    rows = []
+    for batch, length in SHAPES[name]:
+        x = inputs(name, batch, length)
+        latency = dict(zip(runnable, measure_latency(list(runnable.values()), x, warmup=2, repeats=repeats)))
+        for key, model in models.items():
+            if not isinstance(model, nn.Module):
+                rows.append({"net": name, "variant": key, "batch": batch, "length": length, "note": model})
+                continue
+            rows.append({"net": name, "variant": key, "batch": batch, "length": length,
+                         "params": count_parameters(model), "block_params": block_parameters(model),
+                         "flops": count_flops(model, x), "ms": latency[key],
+                         "dev": deviation(model, models["dense"], x)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    dense = {(r["net"], r["batch"], r["length"]): r for r in rows if r["variant"] == "dense"}
+    native = {(r["net"], r["batch"], r["length"]): r for r in rows if r["variant"] == "native"}
+    lines = ["| net | batch × length | variant | params | attn+FFN params / dense | FLOPs / dense | "
+             "latency ms | speed-up vs dense | latency / native |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        key = (r["net"], r["batch"], r["length"])
+        if "note" in r:
+            lines.append(f"| {r['net']} | {r['batch']} × {r['length']} | {r['variant']} | {r['note']} |||||")
+            continue
+        d, n = dense[key], native[key]
+        lines.append(f"| {r['net']} | {r['batch']} × {r['length']} | {r['variant']} | {r['params'] / 1e6:.3f} M | "
+                     f"{r['block_params'] / d['block_params']:.3f} | {r['flops'] / d['flops']:.3f} | {r['ms']:.2f} | "
+                     f"{d['ms'] / r['ms']:.2f}× | {r['ms'] / n['ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def speed(repeats: int) -> None:
+    from _report import machine_line, write_section
+    torch.set_num_threads(1)
+    load = os.getloadavg()
+    rows = measure("vit", repeats) + measure("gpt", repeats)
+    after = os.getloadavg()
+    markdown = (f"## Transformers: heads and FFN units removed (coupled) vs native vs Torch-Pruning\n\n"
+                f"Command: `PYTHONPATH=src python benchmarks/bench_transformers.py speed --repeats {repeats}`\n\n"
+                f"{machine_line()} Load average (1 min) {load[0]:.2f} before, {after[0]:.2f} after.\n\n"
+                f"{_reading(rows)}\n\n{table(rows)}\n")
+    print(markdown)
+    write_section("transformers", markdown)
+
+
+def _reading(rows: list[dict]) -> str:
+    """The goals, read from the rows: attn+FFN share ≤ 0.52, latency within 10 % of native, at
+    least Torch-Pruning's speed-up (medians over the shapes)."""
+    def per(variant, net, f):
+        return [f(r) for r in rows if r["variant"] == variant and r["net"] == net and "ms" in r]
+    out = []
+    for net in ("vit", "gpt"):
+        dense = {(r["batch"], r["length"]): r for r in rows if r["net"] == net and r["variant"] == "dense"}
+        def ratio(variant):
+            return per(variant, net, lambda r: dense[(r["batch"], r["length"])]["ms"] / r["ms"])
+        share = per("sparsefw", net, lambda r: r["block_params"] / dense[(r["batch"], r["length"])]["block_params"])
+        ours, native, tp = ratio("sparsefw"), ratio("native"), ratio("torch-pruning")
+        vs_native = per("sparsefw", net, lambda r: r["ms"]) and [
+            a / b for a, b in zip(per("sparsefw", net, lambda r: r["ms"]), per("native", net, lambda r: r["ms"]))]
+        dev = max(per("sparsefw", net, lambda r: r["dev"]))
+        out.append(f"- **{net}**: attention+FFN parameters {share[0]:.3f} of dense (goal ≤ 0.52); speed-up "
+                   f"{statistics.median(ours):.2f}× (shapes {min(ours):.2f}–{max(ours):.2f}×), native "
+                   f"{statistics.median(native):.2f}×, Torch-Pruning "
+                   + (f"{statistics.median(tp):.2f}×" if tp else "–")
+                   + f"; sparsefw latency / native {min(vs_native):.2f}–{max(vs_native):.2f} (goal ≤ 1.10). "
+                   f"Output change vs dense (one-shot, no retraining): {dev:.3f} relative.")
+    return "\n".join(out)
+
+
+# ---- radii: how the radius rules of `constrain` fit transformers (was bench_transformer_radii) --
+def _state(name: str, state: str) -> torch.nn.Module:
+    from sparsefw.assign import is_norm_scale_layer
+    from transformer_zoo import build
+    model, _ = build(name, pretrained=state == "pretrained")
+    if state == "torch":
+        torch.manual_seed(0)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and not is_norm_scale_layer(module):
+                module.reset_parameters()
+    return model
+
+
+def _kind(model: torch.nn.Module, name: str, p: torch.Tensor) -> str:
+    from sparsefw.assign import is_norm_scale_layer
+    module = model.get_submodule(name.rpartition(".")[0])
+    if isinstance(module, torch.nn.Embedding):
+        return "embedding"
+    return "weight" if p.dim() >= 2 else "norm" if is_norm_scale_layer(module) else "bias"
+
+
+def ratios(model: torch.nn.Module) -> dict[str, list[float]]:
+    """ρ = ‖θ‖ / E‖θ_init‖ per tensor kind (zero tensors left out)."""
+    from sparsefw.radii import expected_init_norms
+    norms, out = expected_init_norms(model), {}
+    for name, p in model.named_parameters():
+        current = float(p.detach().norm())
+        if current > 0:
+            out.setdefault(_kind(model, name, p), []).append(current / norms[name])
+    return out
+
+
+def worst_slack(model: torch.nn.Module, mode: str) -> tuple[float, str]:
+    """max over single-tensor regions of gauge / radius under the "init" rule, on the weights before
+    set-up scaled anything (> 1: that tensor is scaled), and which tensor."""
+    import sparsefw
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = sparsefw.constrain(model, mode, fixed_step="optimizer", radius_rule="init")
+    return max((float(g["constraint"].norm(before[g["name"]])) / g["constraint"].radius, g["name"])
+               for g in groups if not hasattr(g["constraint"], "pack"))
+
+
+def radii() -> None:
+    """The ratio ρ of every tensor and the slack of the "init" rule's regions on the transformer zoo
+    (tests/compress/transformer_zoo.py) in three states — library (fresh, the libraries' init),
+    torch (PyTorch's reset_parameters), pretrained (`pretrained_like`) — and the checkpoint
+    detector of radius_rule="auto" (`radii.moved_norm_parameters`)."""
+    from sparsefw.radii import moved_norm_parameters
+    from transformer_zoo import ZOO
+    print("| model | state | ρ weights (min–max) | ρ embeddings | worst gauge/radius k_support | l2 | checkpoint? |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ZOO:
+        for state in ("library", "torch", "pretrained"):
+            r = ratios(_state(name, state))
+            w, e = r.get("weight", []), r.get("embedding", [])
+            span = lambda v: f"{min(v):.3g}–{max(v):.3g} (median {statistics.median(v):.3g})" if v else "–"  # noqa: E731
+            slack = [f"{v:.3g} ({n})" for v, n in (worst_slack(_state(name, state), m) for m in ("k_support", "l2"))]
+            print(f"| {name} | {state} | {span(w)} | {span(e)} | {slack[0]} | {slack[1]} | "
+                  f"{bool(moved_norm_parameters(_state(name, state)))} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("speed", help="heads + FFN removal vs native vs Torch-Pruning (BENCHMARKS.md)")
+    run.add_argument("--repeats", type=int, default=15, help="interleaved rounds per shape")
+    sub.add_parser("radii", help="the radius rules on the transformer zoo (prints a table)")
+    args = parser.parse_args()
+    import warnings
+    warnings.simplefilter("ignore")
+    speed(args.repeats) if args.command == "speed" else radii()
+
+
+if __name__ == "__main__":
+    main()

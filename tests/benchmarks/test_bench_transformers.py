@@ -1,0 +1,31 @@
+"""The instruments of benchmarks/bench_transformers.py on small nets: coupled removal of half the
+heads and FFN units gives exactly the parameters of the net built natively at those sizes (an
+independent truth), keeps the head count the forward reads, and Torch-Pruning (when installed)
+ends at the same sizes."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import bench_transformers as bench  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["vit", "gpt"])
+def test_half_the_heads_and_ffn_units_is_the_native_net(name):
+    models = bench.variants(name, depth=2, d=32, heads=4, head_size=8, mlp=64)
+    dense, ours, native = models["dense"], models["sparsefw"], models["native"]
+    assert bench.count_parameters(ours) == bench.count_parameters(native)
+    assert bench.block_parameters(ours) / bench.block_parameters(dense) <= 0.52
+    attention = next(m for m in ours.modules() if isinstance(m, bench.Attention))
+    assert (attention.num_attention_heads, attention.attention_head_size, attention.all_head_size) == (2, 8, 16)
+    x = bench.inputs(name, 2, 17)
+    with torch.no_grad():
+        assert ours(x).shape == dense(x).shape
+    if not isinstance(models["torch-pruning"], str):
+        assert bench.count_parameters(models["torch-pruning"]) == bench.count_parameters(native)
+    rows = [{"net": name, "variant": v, "batch": 1, "length": 5, "params": 1, "block_params": 1, "flops": 1,
+             "ms": 1.0, "dev": 0.0} for v in models]
+    assert "| sparsefw |" in bench.table(rows)
