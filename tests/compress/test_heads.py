@@ -48,12 +48,17 @@ def _relative(a, b):
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_zoo_model_has_one_head_space_per_layer(name):
+    """nanoGPT's heads are found but stay: its forward views them by the residual width C, so a
+    model with one head fewer fails to run (tried on the example inputs)."""
     model, x = build(name)
-    heads = [g for g in channel_groups(model, x) if g.kind == "heads"]
+    heads = [g for g in channel_groups(model, x, include_fixed=True) if g.kind == "heads"]
     assert len(heads) == HEADS[name]
     for group in heads:
-        assert group.fixed is None and group.size == 2
-        assert {m.role for m in group.members} == {"out", "in"}
+        assert group.size == 2 and {m.role for m in group.members} == {"out", "in"}
+        if name == "nanogpt":
+            assert "does not follow a smaller head count" in group.fixed
+        else:
+            assert group.fixed is None
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -72,8 +77,10 @@ def test_coupled_removal_of_heads_and_ffn_units_is_exact_at_new_sizes(name):
             expected = masked(inputs)
             assert _relative(compressed(inputs), expected) <= 1e-5
             assert _relative(rebuilt(inputs), expected) <= 1e-5
-    heads_kept = [str(w.message) for w in caught if "attention heads" in str(w.message)]
-    assert bool(heads_kept) == (name == "nanogpt"), heads_kept  # nanoGPT views heads by the residual width
+    assert not [str(w.message) for w in caught if "attention heads" in str(w.message)]
+    kept_heads = name == "nanogpt"   # heads fixed by the analysis: only the FFN units shrink
+    layer = compressed.transformer.h[0] if kept_heads else None
+    assert not kept_heads or (layer.c_attn.out_features, layer.c_fc.out_features) == (48, 32)
 
 
 def _removed(name):

@@ -7,8 +7,8 @@ removes ⌊amount·C⌋ channels from every coupled channel space instead (`grap
 residual streams and MLP hidden layers shrink too, exactly the model with those channels masked.
 
 Graph capture (`graph.capture`), the op registry (`graph.ops`) and the dependency analysis
-(`graph.groups`, with its per-op rules `graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `channels/`: coupled
-(`slicing`), the per-layer pass (`per_layer`, its per-op rules `per_layer_rules`, `layout`) and its
+(`graph.groups`, with its per-op rules `graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `graph.surgery` (coupled)
+and `channels/`: the per-layer pass (`per_layer`, its per-op rules `per_layer_rules`, `layout`) and its
 in-place fallback (`per_layer_inplace`).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..graph.groups import channel_groups
 from .channels.per_layer import FilterSurgery, FxPassUnavailable
 from .channels.per_layer_inplace import prunable_convs, replace_convs
 from ._util import run_compressed
-from .channels.slicing import apply_plan, head_attributes, plan_removal
+from ..graph.surgery import apply_plan, head_attributes, plan_removal
 
 _CRITERIA = {"l1": 1, "l2": 2}
 

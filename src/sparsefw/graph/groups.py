@@ -18,6 +18,16 @@ what it is: it reaches the model's input or output, an op not in the rule regist
 LayerNorm/GroupNorm normalizes over it (its statistics count every channel), a grouped conv reads or
 writes it, or one of its parameters is used twice (tied weights count every name's uses).
 
+Attention heads: a reshape that splits a channel dim of H·d into (H, d) coarsens its space to H
+units of d channels; transpose/permute carry the H axis; q·kᵀ and attn·v (matmul or
+scaled_dot_product_attention) unite the heads of q, k and v (grouped-query attention: a KV head
+with its query group, the query space coarsened to match) and the merge back makes each head d
+columns of the o-projection. Rotary embeddings act within a head (elementwise and rotate-half along
+d), so whole heads stay units. A fused q/k/v projection split by the forward is split into spaces.
+Such spaces (kind "heads" or "split") can only shrink if the forward reads its head counts and
+split sizes from attributes (`surgery.HEAD_ATTRIBUTES`, patched on removal): that is tried on the
+example inputs, one unit removed, and a space whose removal the forward does not follow is fixed.
+
 The analysis runs on a `torch.export` graph of the model on example inputs (`capture`); the per-op
 rules live in `group_rules`. `channel_groups` is the one source of truth for coupled removal
 (`remove_filters(..., coupled=True)`) and for regions built over the same groups.
@@ -314,5 +324,16 @@ def channel_groups(model: nn.Module, example_inputs, include_fixed: bool = False
     """
     check_module(model)
     inputs = as_input_tuple(example_inputs, "example_inputs")
-    groups = DependencyAnalysis(export_graph(model, inputs)).groups()
+    groups = [_tried(model, g, inputs) for g in DependencyAnalysis(export_graph(model, inputs)).groups()]
     return [g for g in groups if include_fixed or g.fixed is None]
+
+
+def _tried(model: nn.Module, group: ChannelGroup, inputs: tuple) -> ChannelGroup:
+    """A space of heads or split parts whose removal the forward does not follow (it computes
+    head counts or split sizes from its input, not from the attributes `surgery` patches) is fixed;
+    tried by removing one unit (`surgery.follows_removal`)."""
+    from .surgery import follows_removal  # surgery imports this module's types
+    if group.fixed is not None or group.kind == "channels" or group.size < 2 or follows_removal(model, group, inputs):
+        return group
+    return ChannelGroup(group.size, group.members, "the forward does not follow a smaller head count or split "
+                        "size (it computes them from its input)", group.kind)

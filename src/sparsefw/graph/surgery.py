@@ -13,7 +13,8 @@ members — the attention module — and its `config` get every attribute of `HE
 counts whole units rescaled: v → (v / S)·S' for a space of S units keeping S' (num_heads 12 → 6,
 all_head_size 768 → 384, num_key_value_heads 4 → 2; head_dim and num_key_value_groups are per
 head and stay). These patches, {module name: {attribute: value}} ("config.x" for a config field),
-are part of the recipe.
+are part of the recipe. Whether a forward follows them is tried (`follows_removal`): the analysis
+keeps whole a space of heads or split parts whose removal the forward does not follow.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ import copy
 import torch
 from torch import nn
 
-from ...graph.attention import HeadedMultiheadAttention, supports_heads
-from ...graph.groups import ChannelGroup
+from .attention import HeadedMultiheadAttention, supports_heads
+from .capture import output_tensors
+from .groups import ChannelGroup
 
 
 #: the integer attributes that count heads or their total width; patched on head removal
@@ -59,23 +61,60 @@ def head_attributes(model: nn.Module, groups: list[ChannelGroup], amount: float)
     patches: dict[str, dict] = {}
     for group in groups:
         removed = int(amount * group.size)
-        if group.kind == "channels" or removed == 0:
-            continue
-        owners = [m.name.rpartition(".")[0].split(".") for m in group.members]
-        common = []
-        for parts in zip(*owners):
-            if len(set(parts)) > 1:
-                break
-            common.append(parts[0])
-        name = ".".join(common)
-        module = model.get_submodule(name)
-        for prefix, holder in (("", module), ("config.", getattr(module, "config", None))):
-            for attr in HEAD_ATTRIBUTES:
-                value = getattr(holder, attr, None) if holder is not None else None
-                if isinstance(value, int) and not isinstance(value, bool) and value >= group.size \
-                        and value % group.size == 0:
-                    patches.setdefault(name, {})[prefix + attr] = value // group.size * (group.size - removed)
+        if group.kind != "channels" and removed > 0:
+            for name, values in _patches(model, group, removed).items():
+                patches.setdefault(name, {}).update(values)
     return patches
+
+
+def _patches(model: nn.Module, group: ChannelGroup, removed: int) -> dict[str, dict]:
+    """The attributes of `HEAD_ATTRIBUTES` on the lowest module owning every member of `group`
+    (and on its `config`) that count its S units, rescaled to S − removed."""
+    owners = [m.name.rpartition(".")[0].split(".") for m in group.members]
+    common = []
+    for parts in zip(*owners):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    name = ".".join(common)
+    module, patch = model.get_submodule(name), {}
+    for prefix, holder in (("", module), ("config.", getattr(module, "config", None))):
+        for attr in HEAD_ATTRIBUTES:
+            value = getattr(holder, attr, None) if holder is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value >= group.size \
+                    and value % group.size == 0:
+                patch[prefix + attr] = value // group.size * (group.size - removed)
+    return {name: patch} if patch else {}
+
+
+def follows_removal(model: nn.Module, group: ChannelGroup, inputs: tuple) -> bool:
+    """Whether the model without the last unit of `group` (head counts patched) runs on `inputs`
+    and computes what the model with that unit's parameter slices zeroed computes."""
+    sizes = dict(model.named_parameters())
+    sizes.update(model.named_buffers())
+    plan: dict[str, dict[int, list[int]]] = {}
+    for member in group.members:
+        kept = plan.setdefault(member.name, {}).setdefault(member.dim, list(range(sizes[member.name].shape[member.dim])))
+        gone = set(member.index[-1].tolist())
+        plan[member.name][member.dim] = [i for i in kept if i not in gone]
+    shrunk = apply_plan(model, plan, _patches(model, group, 1)).eval()
+    masked = copy.deepcopy(model).eval()
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, dims in plan.items():
+            for dim, kept in dims.items():
+                if name in params:
+                    drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
+                    drop[kept] = False
+                    params[name].index_fill_(dim, torch.nonzero(drop).flatten().to(params[name].device), 0)
+        expected = list(output_tensors(masked(*inputs)))
+        try:
+            got = list(output_tensors(shrunk(*inputs)))
+        except Exception:  # any failure of the user's forward means: it does not follow
+            return False
+    return len(got) == len(expected) and all(
+        g.shape == e.shape and torch.allclose(g, e, rtol=1e-4, atol=1e-4 * (float(e.abs().max()) + 1.0))
+        for g, e in zip(got, expected))
 
 
 def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]],
