@@ -213,6 +213,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+_SETUP = ("ViT: 6 blocks, hidden 256, 8 heads of 32, MLP 1024, 8×8 patches (64×64 and 96×96 images = 65 and "
+          "145 tokens); GPT: 4 blocks, hidden 256, 8 heads of 32, MLP 1024, causal SDPA, lm_head tied to the "
+          "token embedding. Both Hugging Face-style (separate q/k/v Linears; the forward reads "
+          "num_attention_heads, attention_head_size, all_head_size), checkpoint-like weights. "
+          "**sparsefw**: `remove_filters(model, 0.5, x, coupled=True)` — half the heads and half the FFN units "
+          "of every block, the head counts patched by the library (nothing by hand). **native**: the same "
+          "class built with 4 heads and MLP 512. **torch-pruning** 1.6: MetaPruner, GroupMagnitudeImportance, "
+          "given each q/k/v Linear's head count, prune_num_heads, head ratio 0.5, ratio 0.5, residual writers "
+          "ignored; afterwards num_attention_heads and all_head_size set by hand, as its examples do. "
+          "(GPT-2's (in, out) Conv1D layers have no Torch-Pruning pruner; sparsefw removes their heads and "
+          "units too: tests/compress/test_heads.py.) Latency: eval, no grad, 1 thread, median of "
+          "interleaved rounds.")
+
+
 def speed(repeats: int) -> None:
     from _report import machine_line, write_section
     torch.set_num_threads(1)
@@ -221,8 +235,9 @@ def speed(repeats: int) -> None:
     after = os.getloadavg()
     markdown = (f"## Transformers: heads and FFN units removed (coupled) vs native vs Torch-Pruning\n\n"
                 f"Command: `PYTHONPATH=src python benchmarks/bench_transformers.py speed --repeats {repeats}`\n\n"
-                f"{machine_line()} Load average (1 min) {load[0]:.2f} before, {after[0]:.2f} after.\n\n"
-                f"{_reading(rows)}\n\n{table(rows)}\n")
+                f"{machine_line()} Load average (1 min) {load[0]:.2f} before, {after[0]:.2f} after "
+                f"(the machine is shared: single shapes move by ±20 % between runs; compare medians).\n\n"
+                f"{_SETUP}\n\n{_reading(rows)}\n\n{table(rows)}\n")
     print(markdown)
     write_section("transformers", markdown)
 
