@@ -148,3 +148,35 @@ def test_constrain_gets_head_units_as_coupled_regions():
         named = dict(model.named_parameters())
         holding = [g for g in regions if any(p is named[q] for p in g["params"])]
         assert len(holding) == 1, name
+
+
+class _SDPAGroupedQuery(torch.nn.Module):
+    """Grouped-query attention by scaled_dot_product_attention(enable_gqa=True), no repeat_kv: query
+    head h reads KV head h // 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_heads, self.num_key_value_heads, self.head_dim = 4, 2, 8
+        self.q, self.k, self.v = torch.nn.Linear(16, 32), torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+        self.o = torch.nn.Linear(32, 16)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = (f(x).view(b, t, self.num_key_value_heads, self.head_dim).transpose(1, 2) for f in (self.k, self.v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return x + self.o(y.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+def test_sdpa_grouped_query_attention_keeps_query_groups_with_their_kv_head():
+    torch.manual_seed(0)
+    model = _SDPAGroupedQuery().double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    assert (compressed.num_heads, compressed.num_key_value_heads) == (2, 1)
+    kept_kv = recipe["slices"]["k.weight"][0]
+    kept_q = recipe["slices"]["q.weight"][0]
+    assert kept_q == [h * 8 + i for h in range(4) if h // 2 * 8 in kept_kv for i in range(8)]
+    with torch.no_grad():
+        y = torch.randn(3, 11, 16, dtype=torch.float64)
+        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5

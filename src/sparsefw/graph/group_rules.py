@@ -160,12 +160,23 @@ def attention(a: DependencyAnalysis, node: fx.Node):
         for t in tracked:
             a.fix_tracked(t, "read by scaled_dot_product_attention, not along the heads of q, k and v")
         return None
-    qk = a.unify(q, k, "scaled_dot_product_attention")
-    out = a.unify(qk, v, "scaled_dot_product_attention") if qk is not None else None
+    sq, sk = q.segments, k.segments
+    if len(sq) == len(sk) == 1 and sq[0].inner == sk[0].inner and sq[0].size > sk[0].size \
+            and sq[0].size % sk[0].size == 0:  # enable_gqa=True: query head h reads KV head h // g
+        a.coarsen(sq[0].space, sq[0].size // sk[0].size)
+        q = a.refresh(q)
+        a.union(q.segments[0].space, sk[0].space)
+        kv = a.unify(k, v, "scaled_dot_product_attention")
+        out = q if kv is not None else None
+    else:
+        qk = a.unify(q, k, "scaled_dot_product_attention")
+        out = a.unify(qk, v, "scaled_dot_product_attention") if qk is not None else None
     if out is None:
+        for t in (q, k, v):
+            a.fix_tracked(t, "scaled_dot_product_attention of q, k, v whose heads do not match")
         return None
-    a.heads.update(s.space for s in out.segments)
-    return Tracked(heads_dim, out.segments)
+    a.heads.update(s.space for s in a.refresh(out).segments)
+    return Tracked(heads_dim, a.refresh(out).segments)
 
 
 def softmax(a: DependencyAnalysis, node: fx.Node):
