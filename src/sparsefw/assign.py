@@ -82,6 +82,9 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SCALE_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 #: values of `constrain(..., radius_rule=...)` (module docstring, "Radius rules")
 RADIUS_RULES = ("init", "checkpoint", "auto")
+DEFAULT_RADIUS_RULE = "init"
+#: regions of hidden Linear layers in the filter and low-rank modes (`LINEAR_RULES`, docstring above)
+DEFAULT_LINEAR = "l2"
 
 
 def check_k(k: Any) -> None:
@@ -220,7 +223,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
               example_inputs=None, coupled_width: float | None = None,
               coupled_step: float | str | None = None, fixed_step: float | str | None = None,
-              radius_rule: str = "init", linear: str = "l2") -> list[dict]:
+              radius_rule: str = DEFAULT_RADIUS_RULE, linear: str = DEFAULT_LINEAR) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:

@@ -22,7 +22,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..assign import MODES, check_coupled_step, check_fixed_step, check_k, check_norm_radius
+from ..assign import MODES, RADIUS_RULES, check_coupled_step, check_fixed_step, check_k, check_norm_radius
+from ..assign_linear import LINEAR_RULES
 from ..models import check_model_option, model_options
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
@@ -117,6 +118,11 @@ class OptimizerConfig:
                                                    "parameters whose scale the model ignores, scheduled like lr "
                                                    "('optimizer': lr and rescale; null: "
                                                    "sparsefw.assign_step.DEFAULT_FIXED_STEP)")
+    radius_rule: Optional[str] = _opt(None, _choice(*RADIUS_RULES), "where radii come from: 'init' (the expected "
+                                      "initial norm), 'checkpoint' (width · the tensor's own gauge) or 'auto' "
+                                      "(null: sparsefw.assign.DEFAULT_RADIUS_RULE)")
+    linear: Optional[str] = _opt(None, _choice(*LINEAR_RULES), "regions of hidden Linear layers in the filter and "
+                                 "low-rank modes: 'l2' or 'structured' (null: sparsefw.assign.DEFAULT_LINEAR)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -270,6 +276,9 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'optimizer.norm_radius': a radius of SFW's regions, not for {opt.name!r}")
     elif opt.fixed_step is not None:
         raise ConfigError(f"config key 'optimizer.fixed_step': a step of SFW's regions, not for {opt.name!r}")
+    for key in ("radius_rule", "linear"):
+        if getattr(opt, key) is not None and opt.name != "sfw":
+            raise ConfigError(f"config key 'optimizer.{key}': a rule of SFW's regions, not for {opt.name!r}")
     for key in ("coupled_width", "coupled_step"):
         if getattr(opt, key) is not None and (opt.name != "sfw" or opt.mode != "coupled_group_k_support"):
             raise ConfigError(f"config key 'optimizer.{key}': applies to SFW with mode 'coupled_group_k_support' "
