@@ -20,8 +20,9 @@ attention_head_size and all_head_size; SDPA). Variants of each, measured side by
                  its head counts then patched by hand (it leaves them to the user)
 
 Parameters and FLOPs (`sparsefw.compress` metrics, the attention+FFN share separately) and CPU
-latency (eval, no grad, median of interleaved rounds: every variant once per round) at two batch
-sizes × two sequence lengths (ViT: 64×64 and 96×96 images = 65 and 145 tokens).
+latency (eval, no grad, interleaved rounds: every variant once per round, the order rotated; the
+median time and the median of per-round ratios) at two batch sizes × two sequence lengths (ViT:
+64×64 and 96×96 images = 65 and 145 tokens).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import math
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -38,7 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress"))
 
-from sparsefw.compress import count_flops, count_parameters, measure_latency, remove_filters  # noqa: E402
+from sparsefw.compress import count_flops, count_parameters, remove_filters  # noqa: E402
 
 D, HEADS, MLP, VOCAB, CONTEXT = 256, 8, 1024, 1000, 256
 
@@ -178,38 +180,56 @@ def deviation(model: nn.Module, dense: nn.Module, x: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def interleaved(models: dict[str, nn.Module], x: torch.Tensor, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds of every forward, the models interleaved (each once per round, the order
+    rotated), so that a round's load hits all of them; per-round ratios cancel slow drifts."""
+    times = {key: [] for key in models}
+    keys = list(models)
+    with torch.no_grad():
+        for round_ in range(warmup + repeats):
+            for key in keys[round_ % len(keys):] + keys[:round_ % len(keys)]:
+                start = time.perf_counter()
+                models[key](x)
+                if round_ >= warmup:
+                    times[key].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def measure(name: str, repeats: int) -> list[dict]:
     models = variants(name)
     runnable = {k: m for k, m in models.items() if isinstance(m, nn.Module)}
+    same = [tuple(p.shape) for p in runnable["sparsefw"].parameters()] == [tuple(p.shape) for p in runnable["native"].parameters()]
     rows = []
     for batch, length in SHAPES[name]:
         x = inputs(name, batch, length)
-        latency = dict(zip(runnable, measure_latency(list(runnable.values()), x, warmup=2, repeats=repeats)))
+        times = interleaved(runnable, x, warmup=2, repeats=repeats)
         for key, model in models.items():
             if not isinstance(model, nn.Module):
                 rows.append({"net": name, "variant": key, "batch": batch, "length": length, "note": model})
                 continue
-            rows.append({"net": name, "variant": key, "batch": batch, "length": length,
+            rows.append({"net": name, "variant": key, "batch": batch, "length": length, "same_shapes": same,
                          "params": count_parameters(model), "block_params": block_parameters(model),
-                         "flops": count_flops(model, x), "ms": latency[key],
+                         "flops": count_flops(model, x), "ms": statistics.median(times[key]),
+                         "vs_native": statistics.median(a / b for a, b in zip(times[key], times["native"])),
+                         "vs_dense": statistics.median(b / a for a, b in zip(times[key], times["dense"])),
                          "dev": deviation(model, models["dense"], x)})
     return rows
 
 
 def table(rows: list[dict]) -> str:
     dense = {(r["net"], r["batch"], r["length"]): r for r in rows if r["variant"] == "dense"}
-    native = {(r["net"], r["batch"], r["length"]): r for r in rows if r["variant"] == "native"}
     lines = ["| net | batch × length | variant | params | attn+FFN params / dense | FLOPs / dense | "
-             "latency ms | speed-up vs dense | latency / native |", "|---|---|---|---|---|---|---|---|---|"]
+             "latency ms (median) | speed-up vs dense (median of per-round ratios) | latency / native (same) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         key = (r["net"], r["batch"], r["length"])
         if "note" in r:
             lines.append(f"| {r['net']} | {r['batch']} × {r['length']} | {r['variant']} | {r['note']} |||||")
             continue
-        d, n = dense[key], native[key]
+        d = dense[key]
         lines.append(f"| {r['net']} | {r['batch']} × {r['length']} | {r['variant']} | {r['params'] / 1e6:.3f} M | "
                      f"{r['block_params'] / d['block_params']:.3f} | {r['flops'] / d['flops']:.3f} | {r['ms']:.2f} | "
-                     f"{d['ms'] / r['ms']:.2f}× | {r['ms'] / n['ms']:.2f} |")
+                     f"{r['vs_dense']:.2f}× | {r['vs_native']:.2f} |")
     return "\n".join(lines)
 
 
@@ -224,7 +244,8 @@ _SETUP = ("ViT: 6 blocks, hidden 256, 8 heads of 32, MLP 1024, 8×8 patches (64�
           "ignored; afterwards num_attention_heads and all_head_size set by hand, as its examples do. "
           "(GPT-2's (in, out) Conv1D layers have no Torch-Pruning pruner; sparsefw removes their heads and "
           "units too: tests/compress/test_heads.py.) Latency: eval, no grad, 1 thread, median of "
-          "interleaved rounds.")
+          "interleaved rounds, the order rotated; ratios are medians of per-round ratios (both models timed in the same "
+          "round), which cancels the drift of a loaded machine better than a ratio of medians.")
 
 
 def speed(repeats: int) -> None:
@@ -244,25 +265,22 @@ def speed(repeats: int) -> None:
 
 def _reading(rows: list[dict]) -> str:
     """The goals, read from the rows: attn+FFN share ≤ 0.52, latency within 10 % of native, at
-    least Torch-Pruning's speed-up (medians over the shapes)."""
-    def per(variant, net, f):
-        return [f(r) for r in rows if r["variant"] == variant and r["net"] == net and "ms" in r]
+    least Torch-Pruning's speed-up (medians over the four shapes of the per-round ratios)."""
     out = []
     for net in ("vit", "gpt"):
-        dense = {(r["batch"], r["length"]): r for r in rows if r["net"] == net and r["variant"] == "dense"}
-        def ratio(variant):
-            return per(variant, net, lambda r: dense[(r["batch"], r["length"])]["ms"] / r["ms"])
-        share = per("sparsefw", net, lambda r: r["block_params"] / dense[(r["batch"], r["length"])]["block_params"])
-        ours, native, tp = ratio("sparsefw"), ratio("native"), ratio("torch-pruning")
-        vs_native = per("sparsefw", net, lambda r: r["ms"]) and [
-            a / b for a, b in zip(per("sparsefw", net, lambda r: r["ms"]), per("native", net, lambda r: r["ms"]))]
-        dev = max(per("sparsefw", net, lambda r: r["dev"]))
-        out.append(f"- **{net}**: attention+FFN parameters {share[0]:.3f} of dense (goal ≤ 0.52); speed-up "
-                   f"{statistics.median(ours):.2f}× (shapes {min(ours):.2f}–{max(ours):.2f}×), native "
-                   f"{statistics.median(native):.2f}×, Torch-Pruning "
-                   + (f"{statistics.median(tp):.2f}×" if tp else "–")
-                   + f"; sparsefw latency / native {min(vs_native):.2f}–{max(vs_native):.2f} (goal ≤ 1.10). "
-                   f"Output change vs dense (one-shot, no retraining): {dev:.3f} relative.")
+        def of(variant, field):
+            return [r[field] for r in rows if r["net"] == net and r["variant"] == variant and field in r]
+        ours, native, tp = of("sparsefw", "vs_dense"), of("native", "vs_dense"), of("torch-pruning", "vs_dense")
+        dense_blocks = of("dense", "block_params")[0]
+        out.append(
+            f"- **{net}**: attention+FFN parameters {of('sparsefw', 'block_params')[0] / dense_blocks:.3f} of dense "
+            f"(goal ≤ 0.52), parameter shapes identical to the native net: {of('sparsefw', 'same_shapes')[0]}; "
+            f"speed-up over dense {statistics.median(ours):.2f}× (shapes {min(ours):.2f}–{max(ours):.2f}×), "
+            f"native {statistics.median(native):.2f}×, Torch-Pruning "
+            + (f"{statistics.median(tp):.2f}×" if tp else "–")
+            + f"; sparsefw latency / native {min(of('sparsefw', 'vs_native')):.2f}–"
+            f"{max(of('sparsefw', 'vs_native')):.2f} (goal ≤ 1.10). Output change vs dense (one-shot, no "
+            f"retraining): {max(of('sparsefw', 'dev')):.3f} relative.")
     return "\n".join(out)
 
 

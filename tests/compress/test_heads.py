@@ -180,3 +180,36 @@ def test_sdpa_grouped_query_attention_keeps_query_groups_with_their_kv_head():
     with torch.no_grad():
         y = torch.randn(3, 11, 16, dtype=torch.float64)
         assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+
+
+class _ConfigAttention(torch.nn.Module):
+    """A forward that reads its sizes from a shared `config` (as Hugging Face modules keep one) and
+    the dtype from a layer's weight."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        width = config.num_attention_heads * config.head_dim
+        self.q, self.k, self.v = (torch.nn.Linear(16, width) for _ in range(3))
+        self.o = torch.nn.Linear(width, 16)
+
+    def forward(self, x):
+        x = x.to(self.q.weight.dtype)
+        shape = (*x.shape[:-1], self.config.num_attention_heads, self.config.head_dim)
+        q, k, v = (f(x).view(shape).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        return x + self.o(y.reshape(*x.shape[:-1], self.config.num_attention_heads * self.config.head_dim))
+
+
+def test_a_forward_reading_config_fields_follows_the_patched_config():
+    from types import SimpleNamespace
+    torch.manual_seed(0)
+    config = SimpleNamespace(num_attention_heads=4, head_dim=4, hidden_size=16)
+    model = torch.nn.Sequential(_ConfigAttention(config), _ConfigAttention(config)).double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    assert compressed[0].config is compressed[1].config and compressed[0].config.num_attention_heads == 2
+    assert config.num_attention_heads == 4 and compressed[0].config.head_dim == 4   # the original untouched
+    with torch.no_grad():
+        y = torch.randn(3, 9, 16, dtype=torch.float64)
+        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5

@@ -324,16 +324,19 @@ def channel_groups(model: nn.Module, example_inputs, include_fixed: bool = False
     """
     check_module(model)
     inputs = as_input_tuple(example_inputs, "example_inputs")
-    groups = [_tried(model, g, inputs) for g in DependencyAnalysis(export_graph(model, inputs)).groups()]
+    groups = _tried(model, DependencyAnalysis(export_graph(model, inputs)).groups(), inputs)
     return [g for g in groups if include_fixed or g.fixed is None]
 
 
-def _tried(model: nn.Module, group: ChannelGroup, inputs: tuple) -> ChannelGroup:
-    """A space of heads or split parts whose removal the forward does not follow (it computes
-    head counts or split sizes from its input, not from the attributes `surgery` patches) is fixed;
-    tried by removing one unit (`surgery.follows_removal`)."""
+def _tried(model: nn.Module, groups: list[ChannelGroup], inputs: tuple) -> list[ChannelGroup]:
+    """`groups`, with every space of heads or split parts whose removal the forward does not follow
+    (it computes head counts or split sizes from its input, not from the attributes `surgery`
+    patches) fixed. Tried by removing one unit of every such space at once (a config shared by
+    the layers is patched once), then, if that fails, of each alone (`surgery.follows_removal`)."""
     from .surgery import follows_removal  # surgery imports this module's types
-    if group.fixed is not None or group.kind == "channels" or group.size < 2 or follows_removal(model, group, inputs):
-        return group
-    return ChannelGroup(group.size, group.members, "the forward does not follow a smaller head count or split "
-                        "size (it computes them from its input)", group.kind)
+    tried = [g for g in groups if g.fixed is None and g.kind != "channels" and g.size >= 2]
+    if not tried or follows_removal(model, tried, inputs):
+        return groups
+    failing = {id(g) for g in tried if not follows_removal(model, [g], inputs)}
+    reason = "the forward does not follow a smaller head count or split size (it computes them from its input)"
+    return [ChannelGroup(g.size, g.members, reason, g.kind) if id(g) in failing else g for g in groups]

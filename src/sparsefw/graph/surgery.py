@@ -87,17 +87,23 @@ def _patches(model: nn.Module, group: ChannelGroup, removed: int) -> dict[str, d
     return {name: patch} if patch else {}
 
 
-def follows_removal(model: nn.Module, group: ChannelGroup, inputs: tuple) -> bool:
-    """Whether the model without the last unit of `group` (head counts patched) runs on `inputs`
-    and computes what the model with that unit's parameter slices zeroed computes."""
+def follows_removal(model: nn.Module, groups: list[ChannelGroup], inputs: tuple) -> bool:
+    """Whether the model without the last unit of every group of `groups` (head counts patched)
+    runs on `inputs` and computes what the model with those units' parameter slices zeroed
+    computes."""
     sizes = dict(model.named_parameters())
     sizes.update(model.named_buffers())
     plan: dict[str, dict[int, list[int]]] = {}
-    for member in group.members:
-        kept = plan.setdefault(member.name, {}).setdefault(member.dim, list(range(sizes[member.name].shape[member.dim])))
-        gone = set(member.index[-1].tolist())
-        plan[member.name][member.dim] = [i for i in kept if i not in gone]
-    shrunk = apply_plan(model, plan, _patches(model, group, 1)).eval()
+    patches: dict[str, dict] = {}
+    for group in groups:
+        for member in group.members:
+            kept = plan.setdefault(member.name, {}).setdefault(
+                member.dim, list(range(sizes[member.name].shape[member.dim])))
+            gone = set(member.index[-1].tolist())
+            plan[member.name][member.dim] = [i for i in kept if i not in gone]
+        for name, values in _patches(model, group, 1).items():
+            patches.setdefault(name, {}).update(values)
+    shrunk = apply_plan(model, plan, patches).eval()
     masked = copy.deepcopy(model).eval()
     params = dict(masked.named_parameters())
     with torch.no_grad():
