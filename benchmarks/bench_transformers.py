@@ -202,7 +202,7 @@ def measure(name: str, repeats: int) -> list[dict]:
     rows = []
     for batch, length in SHAPES[name]:
         x = inputs(name, batch, length)
-        times = interleaved(runnable, x, warmup=2, repeats=repeats)
+        times = interleaved(runnable, x, warmup=2, repeats=repeats * max(1, 8 // batch))  # equal time per shape
         for key, model in models.items():
             if not isinstance(model, nn.Module):
                 rows.append({"net": name, "variant": key, "batch": batch, "length": length, "note": model})
@@ -244,7 +244,7 @@ _SETUP = ("ViT: 6 blocks, hidden 256, 8 heads of 32, MLP 1024, 8×8 patches (64�
           "ignored; afterwards num_attention_heads and all_head_size set by hand, as its examples do. "
           "(GPT-2's (in, out) Conv1D layers have no Torch-Pruning pruner; sparsefw removes their heads and "
           "units too: tests/compress/test_heads.py.) Latency: eval, no grad, 1 thread, median of "
-          "interleaved rounds, the order rotated; ratios are medians of per-round ratios (both models timed in the same "
+          "interleaved rounds (8× as many at batch 1 as at batch 8), the order rotated; ratios are medians of per-round ratios (both models timed in the same "
           "round), which cancels the drift of a loaded machine better than a ratio of medians.")
 
 
@@ -349,7 +349,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("speed", help="heads + FFN removal vs native vs Torch-Pruning (BENCHMARKS.md)")
-    run.add_argument("--repeats", type=int, default=15, help="interleaved rounds per shape")
+    run.add_argument("--repeats", type=int, default=15, help="interleaved rounds per shape at batch 8 (8× at batch 1)")
     sub.add_parser("radii", help="the radius rules on the transformer zoo (prints a table)")
     args = parser.parse_args()
     import warnings
