@@ -213,3 +213,29 @@ def test_a_forward_reading_config_fields_follows_the_patched_config():
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
         assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+
+
+class _DefaultMultiheadAttention(torch.nn.Module):
+    """nn.MultiheadAttention called with its defaults (need_weights=True: the averaged weights are
+    computed and dropped), batch first or not."""
+
+    def __init__(self, batch_first):
+        super().__init__()
+        self.ln = torch.nn.LayerNorm(16)
+        self.attn = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first)
+
+    def forward(self, x):
+        h = self.ln(x)
+        return x + self.attn(h, h, h)[0]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_with_its_defaults_loses_heads_exactly(batch_first):
+    torch.manual_seed(0)
+    model = _DefaultMultiheadAttention(batch_first).double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    assert compressed.attn.num_heads == 2 and compressed.attn.in_proj_weight.shape == (24, 16)
+    with torch.no_grad():
+        y = torch.randn(3, 9, 16, dtype=torch.float64)
+        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5

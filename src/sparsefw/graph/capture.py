@@ -111,6 +111,7 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
         reason = str(exc).strip().split("\n")[0]
         raise CaptureError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
                          f"with torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
+    program.graph.eliminate_dead_code()  # values the model computes and drops (attention weights) read nothing
     signature = program.graph_signature
     by_input = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
     state_names = {node: by_input[node.name].removeprefix("model.")
