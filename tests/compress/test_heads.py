@@ -239,3 +239,30 @@ def test_multihead_attention_with_its_defaults_loses_heads_exactly(batch_first):
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
         assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+
+
+class _FusedGateUp(torch.nn.Module):
+    """Phi-3's MLP: one gate_up_proj, chunked in two by the forward (sizes follow the tensor)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_up_proj = torch.nn.Linear(16, 64)
+        self.down_proj = torch.nn.Linear(32, 16)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return x + self.down_proj(torch.nn.functional.silu(gate) * up)
+
+
+def test_a_fused_gate_up_projection_loses_units_from_both_halves():
+    torch.manual_seed(0)
+    model = _FusedGateUp().double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    (group,) = channel_groups(model, x)
+    assert (group.kind, group.size) == ("split", 32)
+    compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    kept = recipe["slices"]["gate_up_proj.weight"][0]
+    assert len(kept) == 32 and [k + 32 for k in kept if k < 32] == [k for k in kept if k >= 32]
+    with torch.no_grad():
+        y = torch.randn(3, 9, 16, dtype=torch.float64)
+        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
