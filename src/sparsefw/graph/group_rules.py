@@ -129,22 +129,30 @@ def matmul(a: DependencyAnalysis, node: fx.Node):
         return unknown_op(a, node)
     if a.state_name(y) is not None and ty is None and len(sy) == 2:
         return _dense(a, node, x, y, None, w_in=0, w_out=1)
-    where = {}  # operand → output dim, or "k" for the contracted dim
-    for t, n, k_dim, own in ((tx, len(sx), len(sx) - 1, len(so) - 2), (ty, len(sy), len(sy) - 2, len(so) - 1)):
-        if t is not None:
-            where[id(t)] = "k" if t.dim == k_dim else own if t.dim == n - 2 + (t is ty) else t.dim + len(so) - n
-    if tx is not None and ty is not None and where[id(tx)] == where[id(ty)]:
+    wx = _matmul_dim(tx.dim, len(sx), len(so), left=True) if tx is not None else None
+    wy = _matmul_dim(ty.dim, len(sy), len(so), left=False) if ty is not None else None
+    if tx is not None and ty is not None and wx == wy:
         both = a.unify(tx, ty, str(node.target))
-        if both is None or where[id(tx)] == "k":
+        if both is None or wx == "k":
             return None
         a.heads.update(s.space for s in both.segments)
-        return Tracked(where[id(tx)], both.segments)
-    kept = [t for t in (tx, ty) if t is not None]
-    if len(kept) == 1 and where[id(kept[0])] != "k":
-        return Tracked(where[id(kept[0])], kept[0].segments)
-    for t in kept:
+        return Tracked(wx, both.segments)
+    t, where = (tx, wx) if ty is None else (ty, wy)
+    if (tx is None) != (ty is None) and where != "k":
+        return Tracked(where, t.segments)
+    for t in (tx, ty):
         a.fix_tracked(t, f"read by {node.target} along a dim the other operand does not share")
     return None
+
+
+def _matmul_dim(dim: int, ndim: int, out_ndim: int, left: bool) -> int | str:
+    """Where an operand's dim goes in x @ y: "k" (contracted: x's last, y's second to last), the
+    output's rows (x) or columns (y), or a broadcast batch dim."""
+    if dim == ndim - (1 if left else 2):
+        return "k"
+    if dim == ndim - (2 if left else 1):
+        return out_ndim - (2 if left else 1)
+    return dim + out_ndim - ndim
 
 
 def attention(a: DependencyAnalysis, node: fx.Node):
