@@ -6,8 +6,8 @@ Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 15
           (seconds; prints the radius-rule table of the transformer zoo)
 
 speed: a ViT (6 blocks, hidden 256, 8 heads, MLP 1024, 8×8 patches) and a GPT-style decoder (4
-blocks, hidden 256, 8 heads, MLP 1024, causal, lm_head tied to the token embedding), both written
-as Hugging Face writes them (separate q/k/v Linears, the forward reads num_attention_heads,
+blocks, hidden 256, 8 heads, MLP 1024, causal, lm_head tied to the token embedding; also with
+GPT-2's Conv1D blocks), written as Hugging Face writes them (separate q/k/v Linears, the forward reads num_attention_heads,
 attention_head_size and all_head_size; SDPA). Variants of each, measured side by side:
 
     dense        the model (library init: N(0, 0.02²) weights, then ×U(3, 5) as a checkpoint)
@@ -110,6 +110,46 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
+class Conv1D(nn.Module):
+    """Hugging Face's Conv1D: y = x @ W + b with W stored (in, out) = (nx, nf)."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight, self.bias = nn.Parameter(torch.empty(nx, nf)), nn.Parameter(torch.zeros(nf))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(x.size()[:-1] + (self.nf,))
+
+
+class GPT2Block(nn.Module):
+    """Hugging Face's GPT2Block: a fused c_attn split by split_size, heads by num_heads and head_dim,
+    Conv1D layers throughout, tanh GELU."""
+
+    def __init__(self, d: int, heads: int, head_size: int, mlp: int):
+        super().__init__()
+        self.num_heads, self.head_dim, self.split_size = heads, head_size, heads * head_size
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.attn_proj = Conv1D(3 * self.split_size, d), Conv1D(d, self.split_size)
+        self.c_fc, self.mlp_proj = Conv1D(mlp, d), Conv1D(d, mlp)
+
+    def forward(self, x):
+        q, k, v = self.c_attn(self.ln_1(x)).split(self.split_size, dim=2)
+        shape = x.shape[:-1] + (self.num_heads, self.head_dim)
+        y = F.scaled_dot_product_attention(*(t.view(shape).transpose(1, 2) for t in (q, k, v)), is_causal=True)
+        x = x + self.attn_proj(y.transpose(1, 2).reshape(x.shape[:-1] + (self.num_heads * self.head_dim,)))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+
+
+class GPT2(GPT):
+    """The GPT decoder with GPT-2's Conv1D blocks (Torch-Pruning has no pruner for Conv1D)."""
+
+    def __init__(self, depth=4, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS):
+        super().__init__(0, heads, mlp, d, head_size)
+        self.blocks = nn.ModuleList(GPT2Block(d, heads, head_size, mlp) for _ in range(depth))
+
+
 def inputs(name: str, batch: int, length: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(batch * 1000 + length)
     if name == "vit":
@@ -119,7 +159,8 @@ def inputs(name: str, batch: int, length: int) -> torch.Tensor:
 
 
 SHAPES = {"vit": [(1, 65), (1, 145), (8, 65), (8, 145)], "gpt": [(1, 64), (1, 256), (8, 64), (8, 256)]}
-BUILD = {"vit": ViT, "gpt": GPT}
+SHAPES["gpt2"] = SHAPES["gpt"]
+BUILD = {"vit": ViT, "gpt": GPT, "gpt2": GPT2}
 
 
 def checkpoint_like(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -137,6 +178,8 @@ def torch_pruned(model: nn.Module, x: torch.Tensor) -> nn.Module | str:
         import torch_pruning as tp
     except ImportError:
         return "torch-pruning not installed"
+    if any(isinstance(m, Conv1D) for m in model.modules()):
+        return "Torch-Pruning 1.6 has no pruner for Conv1D (weight stored (in, out))"
     import copy
     model = copy.deepcopy(model)
     attentions = [m for m in model.modules() if isinstance(m, Attention)]
@@ -170,8 +213,8 @@ def variants(name: str, **size) -> dict[str, nn.Module | str]:
 
 def block_parameters(model: nn.Module) -> int:
     """Attention + FFN parameters (q, k, v, o, intermediate, output; not LayerNorms)."""
-    return sum(p.numel() for b in model.modules() if isinstance(b, Block)
-               for m in (b.attention, b.intermediate, b.output) for p in m.parameters())
+    return sum(p.numel() for b in model.modules() if isinstance(b, (Block, GPT2Block))
+               for m in b.children() if not isinstance(m, nn.LayerNorm) for p in m.parameters())
 
 
 def deviation(model: nn.Module, dense: nn.Module, x: torch.Tensor) -> float:
@@ -242,8 +285,8 @@ _SETUP = ("ViT: 6 blocks, hidden 256, 8 heads of 32, MLP 1024, 8×8 patches (64�
           "class built with 4 heads and MLP 512. **torch-pruning** 1.6: MetaPruner, GroupMagnitudeImportance, "
           "given each q/k/v Linear's head count, prune_num_heads, head ratio 0.5, ratio 0.5, residual writers "
           "ignored; afterwards num_attention_heads and all_head_size set by hand, as its examples do. "
-          "(GPT-2's (in, out) Conv1D layers have no Torch-Pruning pruner; sparsefw removes their heads and "
-          "units too: tests/compress/test_heads.py.) Latency: eval, no grad, 1 thread, median of "
+          "**gpt2**: the GPT decoder with Hugging Face's GPT2Block (fused c_attn split by split_size, (in, out) "
+          "Conv1D layers, tanh GELU), which Torch-Pruning has no pruner for. Latency: eval, no grad, 1 thread, median of "
           "interleaved rounds (8× as many at batch 1 as at batch 8), the order rotated; ratios are medians of per-round ratios (both models timed in the same "
           "round), which cancels the drift of a loaded machine better than a ratio of medians.")
 
@@ -252,7 +295,7 @@ def speed(repeats: int) -> None:
     from _report import machine_line, write_section
     torch.set_num_threads(1)
     load = os.getloadavg()
-    rows = measure("vit", repeats) + measure("gpt", repeats)
+    rows = measure("vit", repeats) + measure("gpt", repeats) + measure("gpt2", repeats)
     after = os.getloadavg()
     markdown = (f"## Transformers: heads and FFN units removed (coupled) vs native vs Torch-Pruning\n\n"
                 f"Command: `PYTHONPATH=src python benchmarks/bench_transformers.py speed --repeats {repeats}`\n\n"
@@ -267,7 +310,7 @@ def _reading(rows: list[dict]) -> str:
     """The goals, read from the rows: attn+FFN share ≤ 0.52, latency within 10 % of native, at
     least Torch-Pruning's speed-up (medians over the four shapes of the per-round ratios)."""
     out = []
-    for net in ("vit", "gpt"):
+    for net in ("vit", "gpt", "gpt2"):
         def of(variant, field):
             return [r[field] for r in rows if r["net"] == net and r["variant"] == variant and field in r]
         ours, native, tp = of("sparsefw", "vs_dense"), of("native", "vs_dense"), of("torch-pruning", "vs_dense")
