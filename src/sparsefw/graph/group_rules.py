@@ -5,6 +5,15 @@ A rule reads the channel layouts (`Tracked`) of its inputs, registers the model 
 touches as members of their spaces, unites or fixes spaces, and returns the layout of its output
 (None: no prunable channels; a list for ops returning several tensors). An op whose category has no rule fixes
 every space it reads (`unknown_op`), so an unknown op can cost speed, never exactness.
+
+Attention: `reshape` splits a channel dim of H·d into (H, d) by coarsening its space to H units
+(`_split_channel_dim`); `split` cuts a fused projection's space into parts (`_cut`); `matmul`
+unites the heads q·kᵀ and attn·v share along a batch dim, `attention` those of
+scaled_dot_product_attention's q, k, v (grouped-query: a query group per KV head); `softmax`,
+`masked_fill` and `expand` keep the heads; `addmm` (and x @ W) is a dense layer with W stored
+(in, out), Hugging Face's Conv1D. Exactness of a head's removal: its q, k and v rows (biases
+included) are zeroed in the masked model, so its scores are 0, its attention uniform over zero
+values, its output 0 — and the o-projection's columns that read it are members too.
 """
 from __future__ import annotations
 
