@@ -1,6 +1,6 @@
 """Transformers: coupled removal of attention heads and FFN units side by side, and the radius rules.
 
-Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 15]
+Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 30] [--quick]
           (writes the "transformers" section of BENCHMARKS.md; torch-pruning optional)
       PYTHONPATH=src python benchmarks/bench_transformers.py radii
           (seconds; prints the radius-rule table of the transformer zoo)
@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -40,6 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress"))
 
+import _harness as H  # noqa: E402
 from sparsefw.compress import count_flops, count_parameters, remove_filters  # noqa: E402
 
 D, HEADS, MLP, VOCAB, CONTEXT = 256, 8, 1024, 1000, 256
@@ -223,29 +222,22 @@ def deviation(model: nn.Module, dense: nn.Module, x: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def interleaved(models: dict[str, nn.Module], x: torch.Tensor, warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Milliseconds of every forward, the models interleaved (each once per round, the order
-    rotated), so that a round's load hits all of them; per-round ratios cancel slow drifts."""
-    times = {key: [] for key in models}
-    keys = list(models)
+def timings(models: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds of one forward of every model, one sample per round, interleaved with the order
+    rotating (`_harness.interleaved`), so that per-round ratios cancel the machine's drift."""
     with torch.no_grad():
-        for round_ in range(warmup + repeats):
-            for key in keys[round_ % len(keys):] + keys[:round_ % len(keys)]:
-                start = time.perf_counter()
-                models[key](x)
-                if round_ >= warmup:
-                    times[key].append((time.perf_counter() - start) * 1e3)
-    return times
+        samples = H.interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, repeats)
+    return {k: [t * 1e3 for t in v] for k, v in samples.items()}
 
 
-def measure(name: str, repeats: int) -> list[dict]:
-    models = variants(name)
+def measure(name: str, repeats: int, **size) -> list[dict]:
+    models = variants(name, **size)
     runnable = {k: m for k, m in models.items() if isinstance(m, nn.Module)}
     same = [tuple(p.shape) for p in runnable["sparsefw"].parameters()] == [tuple(p.shape) for p in runnable["native"].parameters()]
     rows = []
     for batch, length in SHAPES[name]:
         x = inputs(name, batch, length)
-        times = interleaved(runnable, x, warmup=2, repeats=repeats * max(1, 8 // batch))  # equal time per shape
+        times = timings(runnable, x, repeats * max(1, 8 // batch))  # about equal time per shape
         for key, model in models.items():
             if not isinstance(model, nn.Module):
                 rows.append({"net": name, "variant": key, "batch": batch, "length": length, "note": model})
@@ -291,19 +283,15 @@ _SETUP = ("ViT: 6 blocks, hidden 256, 8 heads of 32, MLP 1024, 8×8 patches (64�
           "round), which cancels the drift of a loaded machine better than a ratio of medians.")
 
 
-def speed(repeats: int) -> None:
-    from _report import machine_line, write_section
-    torch.set_num_threads(1)
-    load = os.getloadavg()
-    rows = measure("vit", repeats) + measure("gpt", repeats) + measure("gpt2", repeats)
-    after = os.getloadavg()
+def speed(args: argparse.Namespace) -> dict[str, str]:
+    size = {"depth": 1, "d": 64, "heads": 4, "head_size": 16, "mlp": 128} if args.quick else {}
+    repeats = 2 if args.quick else args.repeats
+    rows = [r for net in ("vit", "gpt", "gpt2") for r in measure(net, repeats, **size)]
     markdown = (f"## Transformers: heads and FFN units removed (coupled) vs native vs Torch-Pruning\n\n"
-                f"Command: `PYTHONPATH=src python benchmarks/bench_transformers.py speed --repeats {repeats}`\n\n"
-                f"{machine_line()} Load average (1 min) {load[0]:.2f} before, {after[0]:.2f} after "
-                f"(the machine is shared: single shapes move by ±20 % between runs; compare medians).\n\n"
+                f"Command: `PYTHONPATH=src {args.command}`\n\n{H.machine_line()} {H.load_line()} (the "
+                f"machine is shared: single shapes move by ±20 % between runs; compare medians).\n\n"
                 f"{_SETUP}\n\n{_reading(rows)}\n\n{table(rows)}\n")
-    print(markdown)
-    write_section("transformers", markdown)
+    return {"transformers": markdown}
 
 
 def _reading(rows: list[dict]) -> str:
@@ -375,7 +363,7 @@ def worst_slack(model: torch.nn.Module, mode: str) -> tuple[float, str]:
                for g in groups if not hasattr(g["constraint"], "pack"))
 
 
-def radii() -> None:
+def radii(args: argparse.Namespace) -> dict[str, str]:
     """The ratio ρ of every tensor and the slack of the "init" rule's regions on the transformer zoo
     (tests/compress/transformer_zoo.py) in three states — library (fresh, the libraries' init),
     torch (PyTorch's reset_parameters), pretrained (`pretrained_like`) — and the checkpoint
@@ -392,19 +380,20 @@ def radii() -> None:
             slack = [f"{v:.3g} ({n})" for v, n in (worst_slack(_state(name, state), m) for m in ("k_support", "l2"))]
             print(f"| {name} | {state} | {span(w)} | {span(e)} | {slack[0]} | {slack[1]} | "
                   f"{bool(moved_norm_parameters(_state(name, state)))} |")
+    return {}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("speed", help="heads + FFN removal vs native vs Torch-Pruning (BENCHMARKS.md)")
-    run.add_argument("--repeats", type=int, default=15, help="interleaved rounds per shape at batch 8 (8× at batch 1)")
-    sub.add_parser("radii", help="the radius rules on the transformer zoo (prints a table)")
-    args = parser.parse_args()
-    import warnings
-    warnings.simplefilter("ignore")
-    speed(args.repeats) if args.command == "speed" else radii()
+def _speed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=30, help="interleaved rounds per shape at batch 8 (8× at batch 1)")
 
+
+VARIANTS = {
+    "speed": H.Variant(speed, "heads + FFN units removed vs dense vs native vs Torch-Pruning (section transformers)",
+                       _speed_arguments),
+    "radii": H.Variant(radii, "the radius rules on the transformer zoo (prints a table)"),
+}
 
 if __name__ == "__main__":
-    main()
+    import warnings
+    warnings.simplefilter("ignore")
+    H.main("bench_transformers.py", __doc__, VARIANTS)

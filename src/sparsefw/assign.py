@@ -15,37 +15,38 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
                            init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
 
-(Linear weights get L2 balls in the filter and low-rank modes, as in the paper; `linear="structured"`
-gives hidden Linear and (in, out)-stored Conv1D weights the mode's structured region over their
-output units, `assign_linear`: not the default until training measures it.) With
+Linear layers (`linear`, default "structured", `assign_linear`): hidden Linear and (in, out)-stored
+Conv1D weights — those `remove_filters(coupled=True)`/`factorize(layers="all")` compress, not the
+output head or embeddings — get the mode's structured region over their output units in the filter
+and low-rank modes (the table's conv column); `linear="l2"` gives them L2 balls, the paper's table
+(measured on the MLP task, docs/tuning.md "Starting points and Linear layers"). With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
 a departure from the paper for "k_support"/"k_sparse", whose vertices keep only ⌊k·C⌋ of C BN
 channels, so every step shrinks all the others; compression never prunes these tensors. By
 default (`norm_radius=None`, rule "width" of `DEFAULT_NORM_RADIUS` in every mode) every 1-D
 parameter's region has radius width (not a multiple of its initial norm), as in the paper's code,
-which does this by accident: its table of initial norms is keyed by tensor shape, so BN β (zero
-init, counted as 1) overwrites γ's √C and both get radius width · 1. γ = 1 then starts outside its
-k-support ball and is scaled down, and stays small; with these radii k-support keeps far more
-accuracy under pruning (BENCHMARKS.md, quality_paper and radius_rule). `norm_radius="init"` gives
-1-D parameters width · E‖θ_init‖ like every other tensor (the default before), a number r radius r.
-k: a float in
+which does this by accident (its table of initial norms is keyed by tensor shape, so BN β
+overwrites γ's √C). `norm_radius="init"` gives 1-D parameters width · E‖θ_init‖ like every other
+tensor, a number r radius r. k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
 "spectral_k_support", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
 every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width
 10 (docs/method.md#reference-results).
 
-Radius rules (`radius_rule`): "init" (default) is the above, made for a model at its default
-initialisation; "checkpoint" gives every region τ = width · g(θ), g that region's gauge (x ∈ C ⇔
-g(x) ≤ τ; the K-sparse polytope's too) at the tensor's current value θ — radii from
-the weights the model has, every region holding the start (width ≥ 1); a tensor that is 0 keeps
-the "init" radius; a number given as `norm_radius` still sets every 1-D radius. "auto" is
-"checkpoint" where a norm layer's γ ≠ 1 or β ≠ 0 (`radii.moved_norm_parameters`: trained weights;
-every library starts them at exactly 1 and 0), else "init" (fresh models, and models without norm
-layers, which it cannot tell apart). Under any rule
-the γ, β of LayerNorm, RMSNorm and GroupNorm layers (torch's classes, or any class whose name ends
-so: the libraries' own) are never shrunk at set-up: their radius is at least their gauge (a
-number as norm_radius excepted). BatchNorm γ keeps the rule above, shrink included.
+Every region holds its start: τ ← max(τ, g(θ)), g the region's gauge (x ∈ C ⇔ g(x) ≤ τ; the K-sparse
+polytope's too) at the tensor's current value θ, so `constrain` never changes what the model
+computes — unless asked: a `norm_radius` given explicitly (a number, "width" or "init") sets the 1-D
+radii as given, and a tensor outside is scaled onto its region. `norm_radius="width"` is the paper
+code's rule with its shrink: BN γ = 1 (k-support norm C/√k > width) scaled down at set-up (the
+default before issue 24, which made k-support robust on BN nets; docs/tuning.md).
+
+Radius rules (`radius_rule`): "init" is the above, made for a model at its default initialisation;
+"checkpoint" gives every region τ = width · g(θ) — radii from the weights the model has (width ≥ 1
+holds the start); a tensor that is 0 keeps the "init" radius; an explicit `norm_radius` still sets
+every 1-D radius. "auto" (default) is "checkpoint" where a norm layer's γ ≠ 1 or β ≠ 0
+(`radii.moved_norm_parameters`: trained weights; every library starts them at exactly 1 and 0), else
+"init" (fresh models, and models without norm layers, which it cannot tell apart).
 
 Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
 onto it in place (`shift_inside`), and one `RescaledWarning` lists each (name, factor);
@@ -82,9 +83,9 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SCALE_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 #: values of `constrain(..., radius_rule=...)` (module docstring, "Radius rules")
 RADIUS_RULES = ("init", "checkpoint", "auto")
-DEFAULT_RADIUS_RULE = "init"
+DEFAULT_RADIUS_RULE = "auto"
 #: regions of hidden Linear layers in the filter and low-rank modes (`LINEAR_RULES`, docstring above)
-DEFAULT_LINEAR = "l2"
+DEFAULT_LINEAR = "structured"
 
 
 def check_k(k: Any) -> None:
@@ -128,7 +129,7 @@ class _Rules:
     width: float
     bias_and_norm: str
     norm_radius: float | None   # the radius of every 1-D region, None for width · E‖θ_init‖
-    explicit_norm: bool         # norm_radius was given as a number (it then holds under any radius_rule)
+    explicit_norm: bool         # norm_radius was given (its radius then holds for 1-D tensors under any rule)
     radius_rule: str
     hidden: dict[str, int]      # hidden Linear-like weights under linear="structured": output dim
     norms: dict[str, float]     # E‖θ_init‖₂
@@ -142,8 +143,8 @@ class _Rules:
         region_mode = "l2" if self.bias_and_norm == "l2" and one_d else self.mode
         scale = self.width * self.norms[name] if self.norm_radius is None or not one_d else self.norm_radius
         region = _region(region_mode, kind, p.shape, self.k, scale)
-        rule = "init" if one_d and self.explicit_norm else self.radius_rule
-        _set_radius(region, [p], rule, self.width, floor=is_norm_scale_layer(module) and not self.explicit_norm)
+        asked = one_d and self.explicit_norm
+        _set_radius(region, [p], "init" if asked else self.radius_rule, self.width, floor=not asked)
         return region
 
 
@@ -227,16 +228,16 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
-    the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`),
-    "init" (width · E‖θ_init‖), "width" (width) or a positive number.
+    the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`, held at
+    the start's gauge), or asked: "init" (width · E‖θ_init‖), "width" (width) or a positive number.
     `radius_rule`: "init" (radii from the expected init norm, above), "checkpoint" (τ = width ·
-    the tensor's current gauge in its region: every region holds the start; with it `norm_radius`
-    may only be None or a number) or "auto" (one of the two, by `radii.moved_norm_parameters`).
-    `linear`: "l2" (the paper's table) or "structured" (hidden Linear and Conv1D weights get the
-    mode's structured region, `assign_linear`).
-    Makes the starting point feasible, changing only parameters that lie outside their region, and
-    then warns (`RescaledWarning`) naming each and its factor; LayerNorm/RMSNorm/GroupNorm γ, β are
-    never shrunk (their radius is at least their gauge) unless norm_radius is a number.
+    the tensor's current gauge in its region) or "auto" (default: one of the two, by
+    `radii.moved_norm_parameters`). Every region holds its start (τ ≥ the start's gauge) except the
+    1-D regions of an asked `norm_radius`.
+    `linear`: "structured" (default: hidden Linear and Conv1D weights get the mode's structured
+    region, `assign_linear`) or "l2" (the paper's table).
+    A parameter outside its region (an asked norm_radius) is scaled onto it, and one warning
+    (`RescaledWarning`) names each and its factor.
     "coupled_group_k_support" needs `example_inputs` (for the channel analysis); its groups hold
     several parameters ("name": their names joined by "+") and come after the others; their radius
     is `coupled_width` (None: `DEFAULT_COUPLED_WIDTH`) times the members' joint expected init norm
@@ -249,8 +250,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     with "rescale": None; every other group takes the optimizer's lr and rescale (gradient-rescaled
     by default). fixed_step="optimizer", or no `example_inputs` (with a warning), leaves every group
     to the optimizer."""
-    _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear, norm_radius)
-    explicit_norm = isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool)
+    _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear)
+    explicit_norm = norm_radius is not None
     norm_radius = _norm_radius(mode, width, norm_radius)
     if k is None:
         k = DEFAULT_K[mode]
@@ -278,8 +279,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     return groups + joint
 
 
-def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any,
-                     norm_radius: Any) -> None:
+def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any) -> None:
     """ValueError naming the first bad argument of `constrain` (k, norm_radius's value and the
     coupled options are checked where they are resolved)."""
     if not isinstance(model, nn.Module):
@@ -294,9 +294,6 @@ def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radi
         raise ValueError(f"radius_rule must be one of {RADIUS_RULES}, got radius_rule={radius_rule!r}")
     if not isinstance(linear, str) or linear not in LINEAR_RULES:
         raise ValueError(f"linear must be one of {LINEAR_RULES}, got linear={linear!r}")
-    if radius_rule != "init" and isinstance(norm_radius, str):
-        raise ValueError(f"norm_radius must be None or a number with radius_rule={radius_rule!r} (its rules are "
-                         f"those of radius_rule='init'), got norm_radius={norm_radius!r}")
 
 
 def _coupled_groups(model: nn.Module, rules: _Rules, example_inputs, width: float | None, step: Any,
@@ -311,7 +308,7 @@ def _coupled_groups(model: nn.Module, rules: _Rules, example_inputs, width: floa
     out = []
     for names, region in coupled_regions(model, example_inputs, rules.k, width, rules.norms):
         params = [state[n] for n in names]
-        _set_radius(region, params, rules.radius_rule, width, floor=False)
+        _set_radius(region, params, rules.radius_rule, width, floor=True)
         _place(region, params, "+".join(names), rescaled)
         extra = {} if step == "optimizer" else {"lr": step, "rescale": None}
         out.append({"params": params, "constraint": region, "name": "+".join(names), **extra})
