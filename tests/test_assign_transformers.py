@@ -19,7 +19,8 @@ from sparsefw.constraints import (CoupledGroupKSupportBall, GroupKSupportBall, L
                                   SpectralKSupportBall)
 from transformer_zoo import ZOO, build  # noqa: E402
 
-MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear", "coupled_group_k_support")
+MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear", "coupled_group_k_support",
+         "nm_k_support")
 
 
 def _constrain(model, x, mode, **kwargs):

@@ -14,6 +14,11 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            space over its output-side members (conv/Linear rows, biases, BN γ, β;
                            `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
                            init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
+    "nm_k_support"         NMKSupportBall(N:M) over groups of M consecutive input channels; every
+                           Linear-like weight (nn.Linear, Conv1D: groups along its input dim) too,
+                           the head included — the tensors `compress.prune(pattern="N:M")` masks;
+                           L2Ball for every other parameter. k: "N:M" (default "2:4"), a fraction κ
+                           (N = max(1, ⌊4κ⌋) of M = 4) or a count N (N of M = 4)
 
 Linear layers (`linear`, default "structured", `assign_linear`): hidden Linear and (in, out)-stored
 Conv1D weights — those `remove_filters(coupled=True)`/`factorize(layers="all")` compress, not the
@@ -62,16 +67,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
-                          SpectralKSupportBall, resolve_k)
+from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NMKSupportBall,
+                          NuclearBall, SpectralKSupportBall, parse_pattern, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
-from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
+from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, output_dim, structured_region
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
+from .optim.sharded import full_value, is_sharded
 from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
-             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5}
+             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5, "nm_k_support": "2:4"}
 MODES = tuple(DEFAULT_K)
 # Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
 # other tensor's rule), "width" = width (the paper code's effective rule). "width" everywhere, chosen
@@ -89,13 +95,47 @@ DEFAULT_LINEAR = "structured"
 
 
 def check_k(k: Any) -> None:
-    """ValueError unless k is a fraction in (0, 1] (float) or a count ≥ 1 (int): the one check of k."""
+    """ValueError unless k is a fraction in (0, 1] (float), a count ≥ 1 (int) or an N:M pattern
+    ("2:4", mode "nm_k_support" only): the one check of k."""
+    if isinstance(k, str):
+        try:
+            parse_pattern(k)
+        except ValueError:
+            raise ValueError(f"k as a string must be an N:M pattern such as '2:4' (1 ≤ N ≤ M), "
+                             f"got k={k!r}") from None
+        return
     if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise ValueError(f"k must be a float fraction in (0, 1] or an int count ≥ 1, got k={k!r}")
+        raise ValueError(f"k must be a float fraction in (0, 1], an int count ≥ 1 or an 'N:M' pattern, got k={k!r}")
     if isinstance(k, float) and not 0.0 < k <= 1.0:
         raise ValueError(f"k as a fraction must lie in (0, 1], got k={k!r}")
     if isinstance(k, int) and k < 1:
         raise ValueError(f"k as a count must be ≥ 1, got k={k!r}")
+
+
+def nm_pattern(k: int | float | str) -> str:
+    """k of mode "nm_k_support" as "N:M": a pattern as given; a fraction κ → max(1, ⌊4κ⌋):4; a
+    count N → N:4 (N ≤ 4). k must have passed `check_k`."""
+    if isinstance(k, str):
+        return "{}:{}".format(*parse_pattern(k))
+    if isinstance(k, float):
+        return f"{max(1, math.floor(4 * k))}:4"
+    if k > 4:
+        hint = " (YAML 1.1 reads an unquoted N:M as a base-60 number, 2:4 as 124: write k: '2:4')" if k >= 60 else ""
+        raise ValueError(f"k as a count in mode 'nm_k_support' is N of M = 4 and must lie in [1, 4], got k={k!r}{hint}")
+    return f"{k}:4"
+
+
+def mode_k(mode: str, k: Any) -> int | float | str | None:
+    """constrain's k for `mode`, validated: the mode's default for None, an 'N:M' pattern in mode
+    "nm_k_support" (`nm_pattern`), and a pattern only there."""
+    if k is None:
+        return DEFAULT_K[mode]
+    check_k(k)
+    if mode == "nm_k_support":
+        return nm_pattern(k)
+    if isinstance(k, str):
+        raise ValueError(f"k as an 'N:M' pattern applies to mode 'nm_k_support' only, got k={k!r} with mode={mode!r}")
+    return k
 
 
 def _capped(k: int | float, structures: int) -> int | float:
@@ -125,13 +165,14 @@ class _Rules:
     """What decides the region of one parameter (`constrain`'s arguments, resolved)."""
 
     mode: str
-    k: int | float
+    k: int | float | str        # an "N:M" pattern in mode "nm_k_support"
     width: float
     bias_and_norm: str
     norm_radius: float | None   # the radius of every 1-D region, None for width · E‖θ_init‖
     explicit_norm: bool         # norm_radius was given (its radius then holds for 1-D tensors under any rule)
     radius_rule: str
     hidden: dict[str, int]      # hidden Linear-like weights under linear="structured": output dim
+    inputs: dict[str, int]      # mode "nm_k_support": conv and Linear-like weights: their input dim
     norms: dict[str, float]     # E‖θ_init‖₂
 
     def region(self, model: nn.Module, name: str, p: torch.Tensor) -> Constraint:
@@ -139,6 +180,8 @@ class _Rules:
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
         kind = self.hidden.get(name, "conv" if attr == "weight" and isinstance(module, _CONV) else None)
+        if self.mode == "nm_k_support":
+            kind = self.inputs.get(name)
         one_d = p.dim() <= 1
         region_mode = "l2" if self.bias_and_norm == "l2" and one_d else self.mode
         scale = self.width * self.norms[name] if self.norm_radius is None or not one_d else self.norm_radius
@@ -156,8 +199,11 @@ def is_norm_scale_layer(module: nn.Module) -> bool:
 
 def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
     """The region of one parameter; `kind`: "conv" (a conv weight), an int (a hidden Linear-like
-    weight: its output dim, `assign_linear`) or None; `scale` = width · E‖θ^init‖₂."""
+    weight: its output dim, `assign_linear`; mode "nm_k_support": a weight's input dim) or None;
+    `scale` = width · E‖θ^init‖₂."""
     n = math.prod(shape)
+    if mode == "nm_k_support" and isinstance(kind, int):
+        return NMKSupportBall(shape, *parse_pattern(k), radius=scale, dim=kind)
     if mode == "k_support":
         return KSupportBall(shape, k=_capped(k, n), radius=scale)
     if mode == "k_sparse":
@@ -174,9 +220,24 @@ def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float
     return L2Ball(shape, radius=scale)
 
 
+def input_dims(model: nn.Module) -> dict[str, int]:
+    """{qualified weight name: the dim of its input units} of the conv (Conv1d/2d/3d: 1) and
+    Linear-like layers (nn.Linear: 1, (in, out) Conv1D: 0, `assign_linear.output_dim`) of `model`;
+    a weight tied to an earlier name is listed under that name's owner (no entry here)."""
+    own = {name for name, _ in model.named_parameters()}
+    dims = {}
+    for name, module in model.named_modules():
+        dim = 1 if isinstance(module, _CONV) else None if (out := output_dim(module)) is None else 1 - out
+        weight = f"{name}.weight" if name else "weight"
+        if dim is not None and weight in own:
+            dims[weight] = dim
+    return dims
+
+
 def _point(region: Constraint, params: list[torch.Tensor]) -> torch.Tensor:
-    """The point of `region` the parameters make (packed for a region over several tensors)."""
-    values = [p.detach() for p in params]
+    """The point of `region` the parameters make (packed for a region over several tensors; FSDP2
+    DTensors all-gathered, once per region at set-up)."""
+    values = [full_value(p.detach()) for p in params]
     return region.pack(values) if getattr(region, "multi_tensor", False) else values[0]
 
 
@@ -200,7 +261,12 @@ def _place(region: Constraint, params: list[torch.Tensor], name: str, rescaled: 
         inside = region.shift_inside(point)
         if inside is point:
             return
-        rescaled.append((name, region.radius / float(region.norm(point))))
+        factor = region.radius / float(region.norm(point))
+        rescaled.append((name, factor))
+        if any(is_sharded(p) for p in params):      # shift_inside scales radially: on the local shards
+            for p in params:
+                p.mul_(factor)
+            return
         new = region.unpack(inside) if getattr(region, "multi_tensor", False) else [inside]
         for p, value in zip(params, new):
             p.copy_(value)
@@ -235,7 +301,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     `radii.moved_norm_parameters`). Every region holds its start (τ ≥ the start's gauge) except the
     1-D regions of an asked `norm_radius`.
     `linear`: "structured" (default: hidden Linear and Conv1D weights get the mode's structured
-    region, `assign_linear`) or "l2" (the paper's table).
+    region, `assign_linear`) or "l2" (the paper's table); mode "nm_k_support" gives every conv and
+    Linear-like weight its N:M region whatever `linear` says (k: "N:M", `nm_pattern`).
     A parameter outside its region (an asked norm_radius) is scaled onto it, and one warning
     (`RescaledWarning`) names each and its factor.
     "coupled_group_k_support" needs `example_inputs` (for the channel analysis); its groups hold
@@ -253,17 +320,15 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear)
     explicit_norm = norm_radius is not None
     norm_radius = _norm_radius(mode, width, norm_radius)
-    if k is None:
-        k = DEFAULT_K[mode]
-    else:
-        check_k(k)
+    k = mode_k(mode, k)
     coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
     fixed = _fixed_step(model, example_inputs, fixed_step)
     norms = expected_init_norms(model)
     if radius_rule == "auto":
         radius_rule = "checkpoint" if moved_norm_parameters(model) else "init"
     hidden = hidden_linear_weights(model) if linear == "structured" and mode in STRUCTURED_MODES else {}
-    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, norms)
+    inputs = input_dims(model) if mode == "nm_k_support" else {}
+    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, inputs, norms)
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
