@@ -107,35 +107,14 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
 
 
 def _coupled(model: nn.Module, groups: list, amount: float, criterion: str, inputs: tuple):
-    """(compressed, plan, attribute patches), checked exact against the masked model. Head spaces
-    and split parts are only removable if the forward's sizes follow the patched attributes: where
-    the whole plan fails, each of them is tried alone and those whose removal breaks the forward
-    (it computes a width from the input, as nanoGPT's `view(B, T, C)`) are kept, with a warning."""
-    def attempt(chosen):
-        plan = plan_removal(model, chosen, amount, criterion)
-        attributes = head_attributes(model, chosen, amount)
-        compressed = apply_plan(model, plan, attributes)
-        _check_exact(model, compressed, plan, inputs)
-        return compressed, plan, attributes
-
-    try:
-        return attempt(groups)
-    except ValueError:
-        sized = [g for g in groups if g.kind != "channels" and int(amount * g.size) > 0]
-        if not sized:
-            raise
-    kept = []
-    for group in sized:
-        try:
-            attempt([group])
-        except ValueError:
-            kept.append(group)
-    if kept:
-        names = sorted({m.name.rpartition(".")[0] for g in kept for m in g.members if m.role == "out"})
-        warnings.warn(f"remove_filters(coupled=True) kept {len(kept)} space(s) of attention heads or "
-                      f"split projections whole: the forward does not follow their sizes (it computes "
-                      f"them from its input); their layers: {', '.join(names)}", stacklevel=3)
-    return attempt([g for g in groups if g not in kept])
+    """(compressed, plan, attribute patches), checked exact against the masked model. Spaces of
+    heads and split parts whose removal the forward does not follow were fixed by the analysis
+    (`channel_groups` tries one unit); head counts are patched (`graph.surgery.head_attributes`)."""
+    plan = plan_removal(model, groups, amount, criterion)
+    attributes = head_attributes(model, groups, amount)
+    compressed = apply_plan(model, plan, attributes)
+    _check_exact(model, compressed, plan, inputs)
+    return compressed, plan, attributes
 
 
 def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
