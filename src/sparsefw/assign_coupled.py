@@ -30,6 +30,10 @@ Member weights: 1 (the plain joint L2 norm of a channel's output-side slices), t
 over all members. Weights 1/√(slice entries) did as well, not better; regions over BN γ, β alone
 concentrated less and kept less at 50 % (same benchmark).
 
+Attention heads are spaces like any other (`ChannelGroup.kind` "heads"): a head's unit is its
+q/k/v rows; the parts of a fused q/k/v weight (GPT-2's c_attn, nn.MultiheadAttention's in_proj)
+are joined into one member per tensor.
+
 A parameter claimed by the output side of two spaces (never seen in the model zoo), and a member
 whose channel slices do not cover its dim exactly once, are left out of every coupled region and
 get the mode's fallback region (an L2 ball).
@@ -38,10 +42,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from .constraints import CoupledGroupKSupportBall
-from .graph import channel_groups
+from .graph import ChannelSlice, channel_groups
 
 #: the roles of the members a space's region owns
 OUTPUT_SIDE = ("out", "norm", "scale")
@@ -55,6 +60,17 @@ def _capped(k: int | float, channels: int) -> int | float:
     return min(k, channels) if isinstance(k, int) else k
 
 
+def _merged(members) -> list[ChannelSlice]:
+    """One member per (tensor, dim, role): the slices of a fused q/k/v weight's parts (one per part
+    in a space of heads) joined unit by unit."""
+    joined: dict[tuple, list[ChannelSlice]] = {}
+    for member in members:
+        joined.setdefault((member.name, member.dim, member.role), []).append(member)
+    return [parts[0] if len(parts) == 1 else ChannelSlice(
+        parts[0].name, parts[0].dim, torch.cat([p.index for p in parts], 1), parts[0].parameter, parts[0].role)
+        for parts in joined.values()]
+
+
 def coupled_regions(model: nn.Module, example_inputs, k: int | float, width: float,
                     init_norms: dict[str, float]) -> list[tuple[list[str], CoupledGroupKSupportBall]]:
     """[(member parameter names in order, region)] for every shrinkable channel space of `model`."""
@@ -63,7 +79,7 @@ def coupled_regions(model: nn.Module, example_inputs, k: int | float, width: flo
     spaces = []
     for group in channel_groups(model, example_inputs):
         members = []
-        for member in group.members:
+        for member in _merged(group.members):
             if member.parameter and member.role in OUTPUT_SIDE and member.name in trainable:
                 positions = sorted(member.index.flatten().tolist())
                 if positions == list(range(shapes[member.name][member.dim])):

@@ -4,13 +4,17 @@ N(0, 0.02²), biases 0, norm scales 1), with `pretrained_like` for checkpoint-li
 
     vit          zoo_layers.TinyViT (HF patch embedding, torchvision block with nn.MultiheadAttention), 2 blocks
     bert         BERT-style encoder: word/position/type embeddings + LayerNorm, separate query/key/value,
-                 post-LN blocks, pooler (dense + tanh) and classifier
+                 post-LN blocks, pooler (dense + tanh) and classifier; heads by num_attention_heads,
+                 attention_head_size, all_head_size as Hugging Face's BertSelfAttention
     gpt2         GPT-2-style decoder: (in, out)-stored `Conv1D` layers (x @ W + b by addmm), pre-LN,
-                 causal mask, lm_head tied to the token embedding
-    llama        Llama-style decoder: `LlamaRMSNorm`, rotary embeddings, gated SiLU MLP, no biases, untied head
+                 causal mask, split(split_size), GELU as its tanh formula, lm_head tied to the token
+                 embedding
+    llama        Llama-style decoder: `LlamaRMSNorm`, rotary embeddings, grouped-query attention (4 query
+                 heads, 2 KV heads, repeat_kv, SDPA), gated SiLU MLP, no biases, untied head
     torch_encoder  nn.TransformerEncoder (2 nn.TransformerEncoderLayer) over an embedding, mean-pooled head
     nanogpt      a hand-written GPT block (nanoGPT): its own `LayerNorm` module, nn.Linear c_attn/c_proj,
-                 tied head
+                 tied head; its forward views heads by the residual width C (`view(B, T, C)`), so
+                 its heads cannot shrink without changing the forward
 
 `ZOO[name] = (constructor, example input)`; every input is an int64 token batch (2, 8) except the ViT's
 images (2, 3, 8, 8).
@@ -49,9 +53,13 @@ def _split_heads(x, heads):
 
 
 class BertLayer(nn.Module):
+    """Hugging Face's BertSelfAttention: the forward reads num_attention_heads, attention_head_size
+    and all_head_size."""
+
     def __init__(self, d, heads, inner):
         super().__init__()
-        self.heads = heads
+        self.num_attention_heads, self.attention_head_size = heads, d // heads
+        self.all_head_size = heads * self.attention_head_size
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.attention_output = nn.Linear(d, d)
         self.attention_norm = nn.LayerNorm(d, eps=1e-12)
@@ -59,10 +67,14 @@ class BertLayer(nn.Module):
         self.output = nn.Linear(inner, d)
         self.output_norm = nn.LayerNorm(d, eps=1e-12)
 
+    def transpose_for_scores(self, x):
+        return x.view(x.size()[:-1] + (self.num_attention_heads, self.attention_head_size)).permute(0, 2, 1, 3)
+
     def forward(self, x):
-        q, k, v = (_split_heads(f(x), self.heads) for f in (self.query, self.key, self.value))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape)
+        q, k, v = (self.transpose_for_scores(f(x)) for f in (self.query, self.key, self.value))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.attention_head_size)
+        context = (scores.softmax(-1) @ v).permute(0, 2, 1, 3).contiguous()
+        context = context.view(context.size()[:-2] + (self.all_head_size,))
         x = self.attention_norm(x + self.attention_output(context))
         return self.output_norm(x + self.output(F.gelu(self.intermediate(x))))
 
@@ -112,19 +124,26 @@ def _causal_attention(q, k, v):
 
 
 class GPT2Block(nn.Module):
+    """Hugging Face's GPT2Attention and GPT2MLP in one block: split(self.split_size), heads by
+    num_heads and head_dim, merged by num_heads·head_dim; the MLP's GELU as its tanh formula."""
+
     def __init__(self, d, heads):
         super().__init__()
-        self.heads = heads
+        self.num_heads, self.head_dim, self.split_size = heads, d // heads, d
         self.ln_1 = nn.LayerNorm(d)
         self.c_attn, self.attn_proj = Conv1D(3 * d, d), Conv1D(d, d)
         self.ln_2 = nn.LayerNorm(d)
         self.c_fc, self.mlp_proj = Conv1D(4 * d, d), Conv1D(d, 4 * d)
 
     def forward(self, x):
-        q, k, v = self.c_attn(self.ln_1(x)).split(x.shape[-1], dim=2)
-        y = _causal_attention(*(_split_heads(t, self.heads) for t in (q, k, v)))
-        x = x + self.attn_proj(y.transpose(1, 2).reshape(x.shape))
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        q, k, v = self.c_attn(self.ln_1(x)).split(self.split_size, dim=2)
+        shape = x.size()[:-1] + (self.num_heads, self.head_dim)
+        y = _causal_attention(*(t.view(shape).permute(0, 2, 1, 3) for t in (q, k, v)))
+        y = y.permute(0, 2, 1, 3).contiguous()
+        x = x + self.attn_proj(y.view(y.size()[:-2] + (self.num_heads * self.head_dim,)))
+        h = self.c_fc(self.ln_2(x))
+        h = 0.5 * h * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * torch.pow(h, 3.0))))
+        return x + self.mlp_proj(h)
 
 
 class GPT2(nn.Module):
@@ -171,33 +190,50 @@ class LlamaRotaryEmbedding(nn.Module):
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
 
+def _repeat_kv(x, n_rep):
+    """Hugging Face's repeat_kv: (b, kv, t, d) → (b, kv·n_rep, t, d), KV head j serving query
+    heads j·n_rep … (j+1)·n_rep − 1."""
+    b, kv, t, d = x.shape
+    if n_rep == 1:
+        return x
+    return x[:, :, None, :, :].expand(b, kv, n_rep, t, d).reshape(b, kv * n_rep, t, d)
+
+
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, d, heads, inner):
+    """Hugging Face's LlamaAttention (grouped-query: num_key_value_heads KV heads, the forward reads
+    head_dim and num_key_value_groups, views with -1) and gated MLP, SDPA attention."""
+
+    def __init__(self, d, heads, kv_heads, inner):
         super().__init__()
-        self.heads = heads
+        self.head_dim, self.num_key_value_groups = d // heads, heads // kv_heads
         self.input_layernorm = LlamaRMSNorm(d)
-        self.q_proj, self.k_proj = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
-        self.v_proj, self.o_proj = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
-        self.rotary = LlamaRotaryEmbedding(d // heads)
+        self.q_proj = nn.Linear(d, heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(d, kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(d, kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(heads * self.head_dim, d, bias=False)
+        self.rotary = LlamaRotaryEmbedding(self.head_dim)
         self.post_attention_layernorm = LlamaRMSNorm(d)
         self.gate_proj, self.up_proj = nn.Linear(d, inner, bias=False), nn.Linear(d, inner, bias=False)
         self.down_proj = nn.Linear(inner, d, bias=False)
 
     def forward(self, x):
         h = self.input_layernorm(x)
-        q, k, v = (_split_heads(f(h), self.heads) for f in (self.q_proj, self.k_proj, self.v_proj))
+        shape = (*x.shape[:-1], -1, self.head_dim)
+        q, k, v = (f(h).view(shape).transpose(1, 2) for f in (self.q_proj, self.k_proj, self.v_proj))
         cos, sin = self.rotary(x, torch.arange(x.shape[1], device=x.device))
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        x = x + self.o_proj(_causal_attention(q, k, v).transpose(1, 2).reshape(x.shape))
+        k, v = _repeat_kv(k, self.num_key_value_groups), _repeat_kv(v, self.num_key_value_groups)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o_proj(y.transpose(1, 2).reshape(*x.shape[:-1], -1))
         h = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 
 
 class Llama(nn.Module):
-    def __init__(self, d=32, heads=2, layers=2):
+    def __init__(self, d=32, heads=4, kv_heads=2, layers=2):
         super().__init__()
         self.embed_tokens = nn.Embedding(VOCAB, d)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(d, heads, 3 * d) for _ in range(layers))
+        self.layers = nn.ModuleList(LlamaDecoderLayer(d, heads, kv_heads, 3 * d) for _ in range(layers))
         self.norm = LlamaRMSNorm(d)
         self.lm_head = nn.Linear(d, VOCAB, bias=False)
 

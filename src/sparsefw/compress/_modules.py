@@ -99,6 +99,14 @@ class BorderCorrection(nn.Module):
         return {**state, "_cache": None}
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's Conv1D (GPT-2): class name "Conv1D", a 2-D `weight` stored (in, out) = (nx, nf),
+    y = x @ W + b."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2
+            and getattr(module, "nf", None) == weight.shape[1])
+
+
 def _is_plain(x: torch.Tensor) -> bool:
     """A real eager tensor (not a fake/meta/subclass tensor used by tracers or flop counters)."""
     return type(x) is torch.Tensor and x.device.type != "meta"
@@ -170,6 +178,23 @@ class FactorizedLinear(ComposedLayer, nn.Linear):
     @property
     def weight(self) -> torch.Tensor:
         return self.second.weight @ self.first.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.second.bias
+
+
+class FactorizedConv1D(ComposedLayer):
+    """A rank-r Hugging Face Conv1D (y = x·W + b, W stored (nx, nf)): `first` Linear(nx → r, no bias),
+    `second` Linear(r → nf) with the bias. Answers `nf`, `nx` and `weight`, the dense (nx, nf)
+    product (V_rᵀ Σ_r U_rᵀ) computed on every read."""
+
+    nf = property(lambda self: self.second.out_features)
+    nx = property(lambda self: self.first.in_features)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return (self.second.weight @ self.first.weight).t()
 
     @property
     def bias(self) -> torch.Tensor | None:

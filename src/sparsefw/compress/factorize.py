@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from ..graph.arguments import as_input_tuple, check_module
 from ..graph.capture import tensor_aliases
-from ._modules import ComposedLayer, FactorizedConv2d, FactorizedLinear
+from ._modules import ComposedLayer, FactorizedConv1D, FactorizedConv2d, FactorizedLinear, is_conv1d
 from ._util import listed, run_compressed, set_submodule
 from .layer_cost import CostModel, RankCost, cost_on_calls, layer_inputs, measured_latency
 from .metrics import unfused
@@ -109,7 +109,7 @@ def factorizable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.M
         raise ValueError(f"layers must be one of {tuple(_LAYER_TYPES)}, got layers={layers!r}")
     types = _LAYER_TYPES[layers]
     return {name: m for name, m in model.named_modules()
-            if isinstance(m, types) and not isinstance(m, ComposedLayer)}
+            if (isinstance(m, types) or (layers != "conv" and is_conv1d(m))) and not isinstance(m, ComposedLayer)}
 
 
 def _check_rank_rule(rank, energy, budget, budget_kind: str, example_inputs, cost) -> None:
@@ -280,8 +280,10 @@ def _describe(name: str, module: nn.Module) -> _Layer:
 
 
 def _group_matrices(module: nn.Module) -> torch.Tensor:
-    """(groups, m, n) matrix view of a Conv2d or Linear weight."""
+    """(groups, m, n) matrix view of a Conv2d, Linear or Conv1D weight (the last stored (n, m))."""
     w = module.weight.detach()
+    if is_conv1d(module):
+        return w.t().unsqueeze(0)
     groups = module.groups if isinstance(module, nn.Conv2d) else 1
     return w.reshape(groups, w.shape[0] // groups, -1)
 
@@ -423,7 +425,7 @@ def _output_positions(model: nn.Module, inputs: tuple) -> dict[str, int]:
     return positions
 
 
-def _factor_pair(module: nn.Module, r: int, svd=None) -> FactorizedConv2d | FactorizedLinear:
+def _factor_pair(module: nn.Module, r: int, svd=None) -> ComposedLayer:
     """The composed layer computing the rank-r truncated SVD of `module` (`svd`: the float64
     (U, Σ, Vᵀ) of its (g, m, n) view, computed if not given)."""
     weight = module.weight.detach()
@@ -434,10 +436,11 @@ def _factor_pair(module: nn.Module, r: int, svd=None) -> FactorizedConv2d | Fact
     second_w = u[:, :, :r].to(weight.dtype)                     # (g, m, r)
     kwargs = {"device": weight.device, "dtype": weight.dtype}
     has_bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        first = nn.Linear(module.in_features, r, bias=False, **kwargs)
-        second = nn.Linear(r, module.out_features, bias=has_bias, **kwargs)
-        kind = FactorizedLinear
+    if isinstance(module, nn.Linear) or is_conv1d(module):
+        n, m = (weight.shape if is_conv1d(module) else weight.shape[::-1])
+        first = nn.Linear(n, r, bias=False, **kwargs)
+        second = nn.Linear(r, m, bias=has_bias, **kwargs)
+        kind = FactorizedConv1D if is_conv1d(module) else FactorizedLinear
     else:
         g = module.groups
         first = nn.Conv2d(module.in_channels, g * r, module.kernel_size, module.stride,

@@ -7,8 +7,8 @@ removes ⌊amount·C⌋ channels from every coupled channel space instead (`grap
 residual streams and MLP hidden layers shrink too, exactly the model with those channels masked.
 
 Graph capture (`graph.capture`), the op registry (`graph.ops`) and the dependency analysis
-(`graph.groups`, with its per-op rules `graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `channels/`: coupled
-(`slicing`), the per-layer pass (`per_layer`, its per-op rules `per_layer_rules`, `layout`) and its
+(`graph.groups`, with its per-op rules `graph.group_rules`) live in the lower `sparsefw.graph`; the surgery is done in `graph.surgery` (coupled)
+and `channels/`: the per-layer pass (`per_layer`, its per-op rules `per_layer_rules`, `layout`) and its
 in-place fallback (`per_layer_inplace`).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..graph.groups import channel_groups
 from .channels.per_layer import FilterSurgery, FxPassUnavailable
 from .channels.per_layer_inplace import prunable_convs, replace_convs
 from ._util import run_compressed
-from .channels.slicing import apply_plan, plan_removal
+from ..graph.surgery import apply_plan, head_attributes, plan_removal
 
 _CRITERIA = {"l1": 1, "l2": 2}
 
@@ -83,10 +83,8 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
               "input_dtypes": [str(x.dtype).removeprefix("torch.") for x in inputs]}
     if coupled:
         groups = channel_groups(model, inputs)
-        plan = plan_removal(model, groups, float(amount), criterion)
-        compressed = apply_plan(model, plan)
-        _check_exact(model, compressed, plan, inputs)
-        recipe.update(coupled=True, slices=plan)
+        compressed, plan, attributes = _coupled(model, groups, float(amount), criterion, inputs)
+        recipe.update(coupled=True, slices=plan, attributes=attributes)
         if not plan:
             _warn_unchanged(amount, coupled, [g.size for g in groups])
     else:
@@ -106,6 +104,17 @@ def remove_filters(model: nn.Module, amount: float, example_inputs, criterion: s
         if not reduced:
             _warn_unchanged(amount, coupled, [conv.out_channels for conv in convs.values()])
     return (compressed, recipe) if return_recipe else compressed
+
+
+def _coupled(model: nn.Module, groups: list, amount: float, criterion: str, inputs: tuple):
+    """(compressed, plan, attribute patches), checked exact against the masked model. Spaces of
+    heads and split parts whose removal the forward does not follow were fixed by the analysis
+    (`channel_groups` tries one unit); head counts are patched (`graph.surgery.head_attributes`)."""
+    plan = plan_removal(model, groups, amount, criterion)
+    attributes = head_attributes(model, groups, amount)
+    compressed = apply_plan(model, plan, attributes)
+    _check_exact(model, compressed, plan, inputs)
+    return compressed, plan, attributes
 
 
 def _per_layer_surgery(model: nn.Module, inputs: tuple) -> FilterSurgery | None:
@@ -171,7 +180,7 @@ def _check_not_emptied(keep: dict[str, torch.Tensor]) -> None:
 def rebuild_removed_filters(model: nn.Module, recipe: dict) -> nn.Module:
     """Recreate the architecture `remove_filters` produced, from the original architecture."""
     if recipe.get("coupled"):
-        return apply_plan(model, recipe["slices"])
+        return apply_plan(model, recipe["slices"], recipe.get("attributes"))
     device = next(model.parameters()).device
     inputs = tuple(torch.zeros(shape, dtype=getattr(torch, dt), device=device)
                    for shape, dt in zip(recipe["input_shapes"], recipe["input_dtypes"]))

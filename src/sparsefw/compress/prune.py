@@ -11,20 +11,20 @@ from torch import nn
 from ..constraints.nm import parse_pattern
 from ..graph.arguments import check_module
 from . import criteria
-from ._modules import ComposedLayer
+from ._modules import ComposedLayer, is_conv1d
 
 _SCOPES = ("global", "layer")
 
 
 def prunable_tensors(model: nn.Module, include_bias: bool = False,
                      include_norm: bool = False) -> dict[str, torch.Tensor]:
-    """Named tensors magnitude pruning acts on: Conv/Linear weights (+ their biases, + norm-layer
+    """Named tensors magnitude pruning acts on: Conv/Linear/Conv1D weights (+ their biases, + norm-layer
     affine parameters when asked), each shared tensor once."""
     tensors, seen = {}, set()
     for module_name, module in model.named_modules():
         if isinstance(module, ComposedLayer):   # weight and bias derived: its stages are listed
             continue
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or is_conv1d(module):
             names = ("weight", "bias") if include_bias else ("weight",)
         elif include_norm and isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
                                                   nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)):

@@ -17,6 +17,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .attention import with_headed_attention
+
 
 class CaptureError(ValueError):
     """The model's graph cannot be captured on the example inputs (the reason from torch.fx or
@@ -94,11 +96,13 @@ def output_tensors(value):
 
 
 def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
-    """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`.
+    """Capture `model` (in eval mode, on a copy) with `torch.export.export(..., strict=False)`,
+    every nn.MultiheadAttention computed head by head (`attention.HeadedMultiheadAttention`, the
+    same function, so that its heads are visible).
 
     Raises CaptureError naming the model and torch.export's reason when it cannot be captured.
     """
-    copied = copy.deepcopy(model).eval()
+    copied = with_headed_attention(copy.deepcopy(model).eval())
     wrapper = _FlatOutputs(copied)
     try:
         with torch.no_grad():
@@ -107,6 +111,7 @@ def export_graph(model: nn.Module, inputs: tuple) -> ExportedGraph:
         reason = str(exc).strip().split("\n")[0]
         raise CaptureError(f"the channel analysis (sparsefw.graph) could not capture {type(model).__name__} "
                          f"with torch.export on example_inputs: {type(exc).__name__}: {reason}") from exc
+    program.graph.eliminate_dead_code()  # values the model computes and drops (attention weights) read nothing
     signature = program.graph_signature
     by_input = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
     state_names = {node: by_input[node.name].removeprefix("model.")

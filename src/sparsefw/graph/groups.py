@@ -18,6 +18,16 @@ what it is: it reaches the model's input or output, an op not in the rule regist
 LayerNorm/GroupNorm normalizes over it (its statistics count every channel), a grouped conv reads or
 writes it, or one of its parameters is used twice (tied weights count every name's uses).
 
+Attention heads: a reshape that splits a channel dim of H·d into (H, d) coarsens its space to H
+units of d channels; transpose/permute carry the H axis; q·kᵀ and attn·v (matmul or
+scaled_dot_product_attention) unite the heads of q, k and v (grouped-query attention: a KV head
+with its query group, the query space coarsened to match) and the merge back makes each head d
+columns of the o-projection. Rotary embeddings act within a head (elementwise and rotate-half along
+d), so whole heads stay units. A fused q/k/v projection split by the forward is split into spaces.
+Such spaces (kind "heads" or "split") can only shrink if the forward reads its head counts and
+split sizes from attributes (`surgery.HEAD_ATTRIBUTES`, patched on removal): that is tried on the
+example inputs, one unit removed, and a space whose removal the forward does not follow is fixed.
+
 The analysis runs on a `torch.export` graph of the model on example inputs (`capture`); the per-op
 rules live in `group_rules`. `channel_groups` is the one source of truth for coupled removal
 (`remove_filters(..., coupled=True)`) and for regions built over the same groups.
@@ -53,11 +63,17 @@ class ChannelSlice:
 @dataclass(frozen=True, eq=False)
 class ChannelGroup:
     """One coupled channel space: `size` channels, the slices that index them, and `fixed`, the
-    reason why it cannot shrink (None where it can). Compared by identity (members hold tensors)."""
+    reason why it cannot shrink (None where it can). `kind` is "heads" for a space of attention
+    heads (unit h = the head_dim rows of q/k/v head h — with grouped-query attention a KV head and
+    its query group — and the o-projection's columns reading them), "split" for a part of a space
+    the forward splits along its channels (a fused q/k/v projection), else "channels"; for the
+    first two the forward's own sizes (num_heads, split_size) must follow a removal. Compared by
+    identity (members hold tensors)."""
 
     size: int
     members: tuple[ChannelSlice, ...]
     fixed: str | None
+    kind: str = "channels"
 
     def joint_norms(self, model: nn.Module, criterion: str = "l2") -> torch.Tensor:
         """Per channel c: ‖concat of all member parameter slices at c‖ (l1: Σ|w|, l2: √Σw²)."""
@@ -111,21 +127,35 @@ class DependencyAnalysis:
         self.reasons: dict[int, str] = {}
         self.members: list[tuple[int, ChannelSlice]] = []
         self.tracked: dict[fx.Node, object] = {}
+        self.replaced: dict[int, tuple] = {}  # root → ("coarsen", new, g) | ("split", [(new, size)])
+        self.views: dict[fx.Node, tuple[str, int, int]] = {}  # state[start:…] along dim: (name, dim, start)
+        self.heads: set[int] = set()   # spaces of attention heads
+        self.cut: set[int] = set()     # parts of a space split along its channels
         for node in captured.graph.nodes:
             if node.op == "call_function":
                 self.tracked[node] = rule_of(node.target)(self, node)
             elif node.op == "output":
                 for tracked in self.tracked_args(node.args):
                     self.fix_tracked(tracked, "reaches the model output")
-        uses: dict[str, int] = {}
-        for node, name in captured.state_names.items():
-            uses[name] = len(node.users)
+        uses = {name: self.uses(node) for node, name in captured.state_names.items()}
         for space, member in self.members:
             aliases = captured.aliases.get(member.name, ())
             count = sum(uses.get(name, 0) for name in (member.name, *aliases))
             if count > 1:
                 tied = f" (tied to {', '.join(aliases)})" if aliases else ""
                 self.fix(space, f"its parameter {member.name!r} is used {count} times{tied}")
+
+    def uses(self, node: fx.Node) -> int:
+        """How many computations read the entries of state tensor `node`: disjoint slices along one
+        dim (q, k, v rows of one fused weight) are one use each of their own entries."""
+        views = [u for u in node.users if u in self.views]
+        ranges = sorted((self.views[u][1], self.views[u][2], self.views[u][2] + u.meta["val"].shape[self.views[u][1]])
+                        for u in views)
+        disjoint = len({d for d, _, _ in ranges}) <= 1 and all(
+            a[2] <= b[1] for a, b in zip(ranges, ranges[1:]))
+        through_views = (max((len(u.users) for u in views), default=0) if disjoint
+                         else sum(len(u.users) for u in views))
+        return len(node.users) - len(views) + through_views
 
     # ---- union-find over spaces -----------------------------------------------------------------
     def new_space(self, size: int) -> int:
@@ -148,7 +178,59 @@ class DependencyAnalysis:
                 self.reasons.setdefault(a, self.reasons.pop(b))
 
     def fix(self, space: int, reason: str) -> None:
-        self.reasons.setdefault(self.find(space), reason)
+        for segment in self.resolve(Segment(space, self.sizes[self.find(space)])):
+            self.reasons.setdefault(self.find(segment.space), reason)
+
+    # ---- coarser and split spaces (attention heads, fused q/k/v) ----------------------------------
+    def resolve(self, segment: Segment) -> list[Segment]:
+        """`segment` in today's spaces: a space since coarsened (units of g channels) or split into
+        consecutive parts is replaced by what it became."""
+        root = self.find(segment.space)
+        change = self.replaced.get(root)
+        if change is None:
+            return [Segment(root, segment.size, segment.inner)]
+        if change[0] == "coarsen":
+            _, new, g = change
+            return self.resolve(Segment(new, segment.size // g, segment.inner * g))
+        return [s for new, size in change[1] for s in self.resolve(Segment(new, size, segment.inner))]
+
+    def _rewrite(self, root: int, change: tuple, parts: list[tuple[int, int, int]]) -> None:
+        """Move the members of `root` to `parts` [(new space, first channel, channels per unit)]."""
+        members = []
+        for space, member in self.members:
+            if self.find(space) != root:
+                members.append((space, member))
+                continue
+            for new, first, g in parts:
+                rows = member.index[first:first + self.sizes[new] * g].reshape(self.sizes[new], -1)
+                members.append((new, ChannelSlice(member.name, member.dim, rows, member.parameter,
+                                                  member.role)))
+        self.members = members
+        self.replaced[root] = change
+        for new, _, _ in parts:
+            if root in self.reasons:
+                self.reasons.setdefault(new, self.reasons[root])
+            for marked in (self.heads, self.cut):
+                if root in marked:
+                    marked.add(new)
+
+    def coarsen(self, space: int, g: int) -> int:
+        """Make units of g consecutive channels of `space` (exact: only coarser choices); the new space."""
+        root = self.find(space)
+        if g == 1:
+            return root
+        new = self.new_space(self.sizes[root] // g)
+        self._rewrite(root, ("coarsen", new, g), [(new, 0, g)])
+        return new
+
+    def split_space(self, space: int, sizes: list[int]) -> list[int]:
+        """Split `space` into consecutive parts of `sizes` channels (fused q/k/v projections)."""
+        root = self.find(space)
+        news = [self.new_space(size) for size in sizes]
+        firsts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._rewrite(root, ("split", list(zip(news, sizes))), [(n, f, 1) for n, f in zip(news, firsts)])
+        self.cut.update(news)
+        return news
 
     def fix_tracked(self, tracked: Tracked | None, reason: str) -> None:
         if tracked is not None:
@@ -156,7 +238,15 @@ class DependencyAnalysis:
                 self.fix(segment.space, reason)
 
     def unify(self, a: Tracked, b: Tracked, where: str) -> Tracked | None:
-        """Channels of `a` and `b` equal position by position: unite their spaces."""
+        """Channels of `a` and `b` equal position by position: unite their spaces (a finer space
+        is first coarsened to the other's units: a KV head and its group of query heads)."""
+        if a.structure() != b.structure() and len(a.segments) == len(b.segments):
+            for sa, sb in zip(a.segments, b.segments):
+                fine, coarse = (sa, sb) if sa.inner < sb.inner else (sb, sa)
+                if (sa.size * sa.inner == sb.size * sb.inner and coarse.inner % fine.inner == 0
+                        and self.sizes[self.find(fine.space)] == fine.size):
+                    self.coarsen(fine.space, coarse.inner // fine.inner)
+            a, b = self.refresh(a), self.refresh(b)
         if a.structure() != b.structure():
             self.fix_tracked(a, f"channel layouts differ at {where}")
             self.fix_tracked(b, f"channel layouts differ at {where}")
@@ -168,7 +258,10 @@ class DependencyAnalysis:
     # ---- graph access ---------------------------------------------------------------------------
     def get(self, arg) -> Tracked | None:
         tracked = self.tracked.get(arg) if isinstance(arg, fx.Node) else None
-        return tracked if isinstance(tracked, Tracked) else None
+        return self.refresh(tracked) if isinstance(tracked, Tracked) else None
+
+    def refresh(self, tracked: Tracked) -> Tracked:
+        return Tracked(tracked.dim, tuple(r for s in tracked.segments for r in self.resolve(s)))
 
     def tracked_args(self, args) -> list[Tracked]:
         found: list[fx.Node] = []
@@ -176,16 +269,25 @@ class DependencyAnalysis:
         return [t for t in (self.get(n) for n in found) if t is not None]
 
     def state_name(self, arg) -> str | None:
-        return self.captured.state_names.get(arg) if isinstance(arg, fx.Node) else None
+        """The model tensor `arg` is, or a slice along one dim of (nn.MultiheadAttention's q, k and v
+        rows of in_proj_weight)."""
+        if not isinstance(arg, fx.Node):
+            return None
+        return self.views[arg][0] if arg in self.views else self.captured.state_names.get(arg)
 
-    def add_member(self, tracked: Tracked, arg, dim: int, role: str) -> bool:
+    def add_member(self, tracked: Tracked, arg, dim: int, role: str, offset: int = 0) -> bool:
         """Register state tensor `arg` (a parameter/buffer placeholder) as a member of every space
-        of `tracked`, along `dim`. False (nothing registered) if `arg` is not model state."""
+        of `tracked`, along `dim`, from index `offset` on. False (nothing registered) if `arg` is
+        not model state."""
         name = self.state_name(arg)
         if name is None:
             return False
-        offset = 0
-        for segment in tracked.segments:
+        if arg in self.views:
+            _, view_dim, start = self.views[arg]
+            if view_dim != dim:  # would take the slice's dim out of the other rows too
+                return False
+            offset += start
+        for segment in self.refresh(tracked).segments:
             index = (offset + torch.arange(segment.size)[:, None] * segment.inner
                      + torch.arange(segment.inner)[None, :])
             self.members.append((segment.space, ChannelSlice(
@@ -197,7 +299,8 @@ class DependencyAnalysis:
     def groups(self) -> list[ChannelGroup]:
         by_root: dict[int, list[ChannelSlice]] = {}
         for space in range(len(self.parent)):
-            by_root.setdefault(self.find(space), [])
+            if self.find(space) not in self.replaced:
+                by_root.setdefault(self.find(space), [])
         for space, member in self.members:
             by_root[self.find(space)].append(member)
         out = []
@@ -205,7 +308,9 @@ class DependencyAnalysis:
             reason = self.reasons.get(root)
             if reason is None and not any(m.role == "out" for m in members):
                 reason = "no layer writes it"
-            out.append(ChannelGroup(self.sizes[root], tuple(members), reason))
+            kind = next((k for k, marked in (("heads", self.heads), ("split", self.cut))
+                         if any(self.find(m) == root for m in marked)), "channels")
+            out.append(ChannelGroup(self.sizes[root], tuple(members), reason, kind))
         return out
 
 
@@ -219,5 +324,19 @@ def channel_groups(model: nn.Module, example_inputs, include_fixed: bool = False
     """
     check_module(model)
     inputs = as_input_tuple(example_inputs, "example_inputs")
-    groups = DependencyAnalysis(export_graph(model, inputs)).groups()
+    groups = _tried(model, DependencyAnalysis(export_graph(model, inputs)).groups(), inputs)
     return [g for g in groups if include_fixed or g.fixed is None]
+
+
+def _tried(model: nn.Module, groups: list[ChannelGroup], inputs: tuple) -> list[ChannelGroup]:
+    """`groups`, with every space of heads or split parts whose removal the forward does not follow
+    (it computes head counts or split sizes from its input, not from the attributes `surgery`
+    patches) fixed. Tried by removing one unit of every such space at once (a config shared by
+    the layers is patched once), then, if that fails, of each alone (`surgery.follows_removal`)."""
+    from .surgery import follows_removal  # surgery imports this module's types
+    tried = [g for g in groups if g.fixed is None and g.kind != "channels" and g.size >= 2]
+    if not tried or follows_removal(model, tried, inputs):
+        return groups
+    failing = {id(g) for g in tried if not follows_removal(model, [g], inputs)}
+    reason = "the forward does not follow a smaller head count or split size (it computes them from its input)"
+    return [ChannelGroup(g.size, g.members, reason, g.kind) if id(g) in failing else g for g in groups]

@@ -57,6 +57,13 @@ class Op(enum.Enum):
     BATCH_NORM = "per-channel affine map with running statistics"
     LAYER_NORM = "normalization over the trailing dims"
     GROUP_NORM = "normalization over groups of channels"
+    ADDMM = "y = b + x·W, W stored (in, out) (Hugging Face's Conv1D)"
+    MATMUL = "batched matrix product x @ y"
+    ATTENTION = "scaled dot-product attention over (…, heads, length, head_dim)"
+    SOFTMAX = "softmax along one dim"
+    SELECT = "one index or a range of one dim"
+    EXPAND = "broadcast to a larger shape"
+    MASKED = "entries replaced where a mask holds"
 
 
 @dataclass(frozen=True)
@@ -95,7 +102,8 @@ OPS: dict[Op, OpSpec] = {
                   "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardswish", "hardswish_",
                   "hardsigmoid", "hardsigmoid_", "leaky_relu", "leaky_relu_", "elu", "elu_",
                   "selu", "celu", "mish", "mish_", "softplus", "exp", "neg", "abs", "clamp", "clamp_",
-                  "clamp_min", "clamp_min_", "clamp_max")),
+                  "clamp_min", "clamp_min_", "clamp_max", "pow.Tensor_Scalar", "rsqrt", "sqrt",
+                  "erf", "cos", "sin", "square", "reciprocal")),
     Op.PRELU: OpSpec(modules=(nn.PReLU,)),
     Op.DROPOUT: OpSpec(
         modules=(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -134,12 +142,20 @@ OPS: dict[Op, OpSpec] = {
                        exported=("flatten.using_ints",)),
     Op.RESHAPE: OpSpec(methods=("view", "reshape"),
                        exported=("view.default", "reshape.default", "_unsafe_view.default",
-                                 "unsqueeze.default", "squeeze.dim", "squeeze.dims")),
+                                 "unsqueeze.default", "squeeze.dim", "squeeze.dims",
+                                 "unflatten.int")),
     Op.PERMUTE: OpSpec(exported=("permute.default",)),
     Op.TRANSPOSE: OpSpec(exported=("transpose.int",)),
     Op.MEAN_MAX: OpSpec(functions=(torch.mean,), methods=("mean", "amax"),
                         exported=("mean.dim", "amax.default", "amin.default")),
     Op.SUM: OpSpec(exported=("sum.dim_IntList",)),
+    Op.ADDMM: OpSpec(exported=("addmm.default",)),
+    Op.MATMUL: OpSpec(exported=("matmul.default", "bmm.default", "mm.default")),
+    Op.ATTENTION: OpSpec(exported=("scaled_dot_product_attention.default",)),
+    Op.SOFTMAX: OpSpec(exported=("softmax.int", "_softmax.default", "_safe_softmax.default")),
+    Op.SELECT: OpSpec(exported=("select.int", "slice.Tensor")),
+    Op.EXPAND: OpSpec(exported=("expand.default",)),
+    Op.MASKED: OpSpec(exported=("masked_fill.Scalar", "masked_fill.Tensor")),
     Op.SIZE: OpSpec(methods=("size",)),
     Op.NDIM: OpSpec(methods=("dim",)),
 }
