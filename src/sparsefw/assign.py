@@ -14,6 +14,10 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            space over its output-side members (conv/Linear rows, biases, BN γ, β;
                            `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
                            init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
+    "spectral"             SpectralBall on every matrix weight (Linear, Conv1D, conv), radius
+                           spectral_width (3) · √(d_out/d_in), fixed step     L2Ball
+    "spectral_polytope"    SpectralPolytope(k) (rank-k spectral polytope) on hidden matrix weights,
+                           SpectralBall on the head; as "spectral" otherwise (`assign_spectral`)
 
 (Linear weights get L2 balls in the filter and low-rank modes, as in the paper; `linear="structured"`
 gives hidden Linear and (in, out)-stored Conv1D weights the mode's structured region over their
@@ -31,8 +35,8 @@ accuracy under pruning (BENCHMARKS.md, quality_paper and radius_rule). `norm_rad
 k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
-"spectral_k_support", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
-every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width
+"spectral_k_support", 0.25 for "spectral_polytope", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
+every channel space, BENCHMARKS.md coupled_training); ignored by "l2", "nuclear" and "spectral". Default width
 10 (docs/method.md#reference-results).
 
 Radius rules (`radius_rule`): "init" (default) is the above, made for a model at its default
@@ -65,12 +69,14 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           SpectralKSupportBall, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
+from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, SPECTRAL_MODES, spectral_regions
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
 from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
-             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5}
+             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5,
+             "spectral": None, "spectral_polytope": 0.25}
 MODES = tuple(DEFAULT_K)
 # Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
 # other tensor's rule), "width" = width (the paper code's effective rule). "width" everywhere, chosen
@@ -220,7 +226,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
               example_inputs=None, coupled_width: float | None = None,
               coupled_step: float | str | None = None, fixed_step: float | str | None = None,
-              radius_rule: str = "init", linear: str = "l2") -> list[dict]:
+              radius_rule: str = "init", linear: str = "l2", spectral_width: float | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
@@ -245,7 +251,11 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     on `example_inputs` carry a fixed Frank-Wolfe step, "lr": `fixed_step` (None: `DEFAULT_FIXED_STEP`)
     with "rescale": None; every other group takes the optimizer's lr and rescale (gradient-rescaled
     by default). fixed_step="optimizer", or no `example_inputs` (with a warning), leaves every group
-    to the optimizer."""
+    to the optimizer.
+    Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
+    `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
+    gauge) and its group the fixed step `fixed_step` (None: `DEFAULT_FIXED_STEP`; "optimizer": the
+    optimizer's), with or without example_inputs; `width` sizes the other parameters' L2 balls."""
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear, norm_radius)
     explicit_norm = isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool)
     norm_radius = _norm_radius(mode, width, norm_radius)
@@ -263,16 +273,45 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
+    matrices, matrix_step = _spectral_setup(model, mode, k, spectral_width, fixed_step)
     groups = []
     for name, p in model.named_parameters():
         if not p.requires_grad or name in coupled:
             continue
-        region = rules.region(model, name, p)
+        region = matrices.get(name)
+        if region is None:
+            region = rules.region(model, name, p)
+        else:
+            _set_radius(region, [p], radius_rule, matrices.width, floor=False)
         _place(region, [p], name, rescaled)
         step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
+        if name in matrices and matrix_step is not None:
+            step = {"lr": matrix_step, "rescale": None}
         groups.append({"params": [p], "constraint": region, "name": name, **step})
     _warn_rescaled(rescaled)
     return groups + joint
+
+
+class _Matrices(dict):
+    """{weight name: region} of the spectral modes, with the width their radii were built with."""
+
+    width: float = DEFAULT_SPECTRAL_WIDTH
+
+
+def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) -> tuple[_Matrices, float | None]:
+    """(matrix regions, their fixed step or None for the optimizer's) of the spectral modes; ({}, None)
+    for the others, where `spectral_width` must be None."""
+    if mode not in SPECTRAL_MODES:
+        if width is not None:
+            raise ValueError(f"spectral_width applies to modes {SPECTRAL_MODES} only, got spectral_width={width!r} "
+                             f"with mode={mode!r}")
+        return _Matrices(), None
+    width = DEFAULT_SPECTRAL_WIDTH if width is None else width
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"spectral_width must be a positive finite number, got spectral_width={width!r}")
+    matrices = _Matrices(spectral_regions(model, mode, k, float(width)))
+    matrices.width = float(width)
+    return matrices, None if step == "optimizer" else DEFAULT_FIXED_STEP if step is None else float(step)
 
 
 def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any,
