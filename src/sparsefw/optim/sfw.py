@@ -55,6 +55,7 @@ from torch.optim import Optimizer
 from ..constraints import Constraint, constraint_from_spec
 from .functional import Gaps, sfw
 from .plan import Entry, StepPlan
+from .adam import DIRECTIONS
 from .rules import RESCALES, finite_mask, is_multi_tensor, unscale_
 
 NONFINITE = ("skip", "raise")
@@ -93,6 +94,8 @@ def _check_hyper_parameters(group: dict, where: str) -> None:
         raise ValueError(f"Invalid dampening{where}: dampening={dampening!r}; expected a number in [0, 1]")
     if rescale not in RESCALES:
         raise ValueError(f"Invalid rescale{where}: rescale={rescale!r}; expected one of {RESCALES}")
+    if group.get("direction", "momentum") not in DIRECTIONS:
+        raise ValueError(f"Invalid direction{where}: direction={group['direction']!r}; expected one of {DIRECTIONS}")
 
 
 def _feasibility_tolerance(dtype: torch.dtype) -> float:
@@ -161,6 +164,9 @@ class SFW(Optimizer):
             step's basis and refines it by one subspace iteration (`best_rank_k_warm`, three matrix
             products), with an exact LMO every R-th step; the basis is kept in the optimizer state
             as a plain tensor ("spectral_basis"), so resuming and DDP stay bitwise reproducible.
+        direction: "momentum" (default): the LMO (or, without a region, the SGD step) takes the
+            momentum m; "adam": Adam's preconditioned m̂/(√û + ε) with β₁ = momentum (`optim.adam`;
+            AdaSFW). `sparsefw.constrain` sets it per group where it chose it.
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
@@ -170,8 +176,9 @@ class SFW(Optimizer):
 
     def __init__(self, params: Iterable, lr: float | torch.Tensor = 0.1, momentum: float = 0.9,
                  dampening: float = 0.0, rescale: str | None = "gradient", nonfinite: str = "skip",
-                 spectral_refresh: int | None = None):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None)
+                 spectral_refresh: int | None = None, direction: str = "momentum"):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None,
+                        direction=direction)
         _check_hyper_parameters(defaults, "")
         if nonfinite not in NONFINITE:
             raise ValueError(f"Invalid nonfinite: nonfinite={nonfinite!r}; expected one of {NONFINITE}")
@@ -226,7 +233,8 @@ class SFW(Optimizer):
         one: 0 for the others); the plan is rebuilt only when the groups' structure or the set of
         gradients changed."""
         groups = self.param_groups
-        key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], *map(id, g["params"]))
+        key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], g.get("direction"),
+                     *map(id, g["params"]))
                     for g in groups)
         if key != self._plan_key:
             self._plans, self._plan_key = {}, key
@@ -238,7 +246,8 @@ class SFW(Optimizer):
         grads = self._gradients()
         present = tuple(grad is not None for grad in grads)
         if present not in self._plans:
-            entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"])
+            entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"],
+                             g.get("direction", "momentum"))
                        for index, g in enumerate(groups) for p in g["params"]]
             entries = [e for e, has in zip(entries, present) if has]
             if not entries:
