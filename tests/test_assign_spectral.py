@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import sparsefw
-from sparsefw.assign_spectral import DEFAULT_SPECTRAL_WIDTH
+from sparsefw.assign_spectral import DEFAULT_OTHER_LR, DEFAULT_SPECTRAL_WIDTH
 from sparsefw.assign_step import DEFAULT_FIXED_STEP
 from sparsefw.constraints import L2Ball, SpectralBall, SpectralPolytope
 
@@ -51,6 +51,7 @@ def test_matrix_weights_get_operator_norm_regions_with_scion_radii_and_the_fixed
                 assert g["constraint"].k == max(1, min(p.shape) // 4)
         else:
             assert isinstance(g["constraint"], L2Ball), name
+            assert (g["direction"], g["lr"], g["rescale"]) == ("adam", DEFAULT_OTHER_LR, "gradient"), name
 
 
 def test_options_k_width_step_and_checkpoint_rule():
@@ -59,7 +60,7 @@ def test_options_k_width_step_and_checkpoint_rule():
     c = groups["1.fc1.weight"]["constraint"]
     assert c.k == 2 and c.radius == pytest.approx(1.5 * math.sqrt(2)) and groups["1.fc1.weight"]["lr"] == 0.05
     groups = _groups(model, "spectral", fixed_step="optimizer")
-    assert "lr" not in groups["1.fc1.weight"]
+    assert not any({"lr", "rescale", "direction"} & set(g) for g in groups.values())
     before = [p.detach().clone() for p in model.parameters()]
     groups = _groups(model, "spectral", radius_rule="checkpoint")
     w = model.get_parameter("1.fc1.weight").detach()

@@ -69,7 +69,7 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           SpectralKSupportBall, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
-from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, SPECTRAL_MODES, spectral_regions
+from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES, spectral_regions
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
 from .radii import expected_init_norms, moved_norm_parameters
@@ -255,7 +255,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
     `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
     gauge) and its group the fixed step `fixed_step` (None: `DEFAULT_FIXED_STEP`; "optimizer": the
-    optimizer's), with or without example_inputs; `width` sizes the other parameters' L2 balls."""
+    optimizer's), with or without example_inputs; `width` sizes the other parameters' L2 balls, whose
+    groups take `assign_spectral.OTHER_STEP` (Adam direction, lr 3e-3) unless fixed_step="optimizer"."""
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear, norm_radius)
     explicit_norm = isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool)
     norm_radius = _norm_radius(mode, width, norm_radius)
@@ -287,6 +288,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
         step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
         if name in matrices and matrix_step is not None:
             step = {"lr": matrix_step, "rescale": None}
+        elif mode in SPECTRAL_MODES and matrix_step is not None and name not in fixed:
+            step = dict(OTHER_STEP)
         groups.append({"params": [p], "constraint": region, "name": name, **step})
     _warn_rescaled(rescaled)
     return groups + joint

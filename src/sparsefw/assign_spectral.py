@@ -2,9 +2,9 @@
 "Training transformers").
 
     mode                  hidden matrix weights                 head matrix         every other parameter
-    "spectral"            SpectralBall                          SpectralBall        the "l2" mode's region
-    "spectral_polytope"   SpectralPolytope(k) (rank-k spectral  SpectralBall        and step (L2 ball,
-                          polytope, low rank; default k ¼)                          optimizer's step)
+    "spectral"            SpectralBall                          SpectralBall        L2 ball (the "l2"
+    "spectral_polytope"   SpectralPolytope(k) (rank-k spectral  SpectralBall        mode's), Adam direction
+                          polytope, low rank; default k ¼)                          (`OTHER_STEP`)
 
 A *matrix weight* is the weight of an nn.Linear, a Conv1D (`assign_linear.output_dim`) or a conv
 (matrix view c_out × c_in·kh·kw); the *head* is the last Linear-like layer and weights tied to
@@ -17,6 +17,11 @@ default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3. Every matrix group carries 
 step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02), "rescale": None}, θ ← (1 − η)θ + η·v, scheduled
 like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
 value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are.
+Every other group (biases, norm γ/β, positional embeddings; not those the step rule gives the fixed
+step) takes `OTHER_STEP`: the Adam direction (`optim.adam`) with the gradient-rescaled step of length
+α·‖d‖, α = `DEFAULT_OTHER_LR` (3e-3), inside its L2 ball — Adam where the ball is slack, as Scion
+trains these tensors. Measured against the optimizer's SGD-like step (docs/tuning.md, "Training
+transformers"). fixed_step="optimizer" leaves every group to the optimizer.
 """
 from __future__ import annotations
 
@@ -30,6 +35,9 @@ from .constraints import Constraint, SpectralBall, SpectralPolytope
 SPECTRAL_MODES = ("spectral", "spectral_polytope")
 #: τ = DEFAULT_SPECTRAL_WIDTH · √(d_out/d_in) for every matrix region (module docstring)
 DEFAULT_SPECTRAL_WIDTH = 3.0
+#: the step of the parameters outside the matrix regions (module docstring)
+DEFAULT_OTHER_LR = 3e-3
+OTHER_STEP = {"direction": "adam", "lr": DEFAULT_OTHER_LR, "rescale": "gradient"}
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
