@@ -9,13 +9,14 @@ a GELU FFN, final LayerNorm, mean pool, Linear head). Every run: batch 128, line
 one thread.
 
 Methods ("name" or "name:key=value,..."):
-    adamw                      AdamW lr 3e-3, weight decay 0.05 (dense baseline)
+    adamw[:lr=..,wd=..]        AdamW lr 3e-3, weight decay 0.05 (dense baseline)
     sfw:<mode>[:k=..,spectral_width=..,fixed_step=..,lr=..,rest=adam|momentum,rest_lr=..]
                                SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1);
                                rest: the groups outside the spectral regions get that direction,
                                lr rest_lr (3e-3) and the gradient-rescaled step (variants measured)
 
 Run:  python benchmarks/bench_transformer_training.py [--quick] [--seeds 0 1 2] [--methods ...]
+      python benchmarks/bench_transformer_training.py --cnn      (the spectral modes on two CNN tasks)
 Results: one JSON line per run appended to benchmarks/results/transformer_training.jsonl (runs
 already there are skipped), then a markdown table (mean ± std over seeds).
 """
@@ -97,7 +98,7 @@ def accuracy(model: nn.Module, data) -> float:
 def parse(method: str) -> tuple[str, str | None, dict]:
     """'sfw:spectral_polytope:k=0.125,lr=0.05' → ("sfw", "spectral_polytope", {"k": 0.125, "lr": 0.05})."""
     kind, _, rest = method.partition(":")
-    mode, _, opts = rest.partition(":")
+    mode, _, opts = rest.partition(":") if kind != "adamw" else ("", "", rest)
     options = {}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
@@ -168,17 +169,41 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cnn_check(seeds: list[int], log: Path) -> None:
+    """The spectral modes on two BN CNN tasks of bench_robustness.py (digits; Fashion-MNIST, the held-out
+    task) against the CNN low-rank default "spectral_k_support": dense and kept at 50 % / 25 % rank
+    (`factorize(layers="conv")`), logged to `log` with "task"."""
+    import _tasks as T
+    from bench_robustness import HELD_OUT, tasks
+    chosen = [t for t in tasks() if t.name.startswith("digits") or t.name == HELD_OUT]
+    levels = [lv for lv in T.LEVELS if lv[0] == "lowrank"]
+    for task in chosen:
+        for seed in seeds:
+            for method in ("spectral_k_support", "spectral_polytope", "spectral"):
+                def one():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        model, seconds = T.train(task, method, seed)
+                        return {"seconds": round(seconds, 1), "scores": T.sweep(task, model, levels)}
+                T.run_logged(log, {"task": task.name, "method": method, "seed": seed}, one)
+    for r in read_jsonl(log):
+        print(r["task"], r["method"], r["seed"], {k: round(v, 3) for k, v in r["scores"].items()})
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1000 samples, 2 epochs, seed 0, no log")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--train", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--train", type=int, default=10000)
     ap.add_argument("--test", type=int, default=5000)
     ap.add_argument("--log", type=Path, default=RESULTS)
+    ap.add_argument("--cnn", action="store_true", help="the spectral modes on two CNN tasks instead (cnn_check)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.cnn:
+        return cnn_check(args.seeds, RESULTS.with_name("transformer_training_cnn.jsonl"))
     if args.quick:
         args.seeds, args.epochs, args.train, args.test = [0], 2, 1000, 500
     train, test = load(args.train, args.test)
