@@ -274,47 +274,52 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
-    matrices, matrix_step = _spectral_setup(model, mode, k, spectral_width, fixed_step)
-    groups = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or name in coupled:
-            continue
-        region = matrices.get(name)
-        if region is None:
-            region = rules.region(model, name, p)
-        else:
-            _set_radius(region, [p], radius_rule, matrices.width, floor=False)
-        _place(region, [p], name, rescaled)
-        step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
-        if name in matrices and matrix_step is not None:
-            step = {"lr": matrix_step, "rescale": None}
-        elif mode in SPECTRAL_MODES and matrix_step is not None and name not in fixed:
-            step = dict(OTHER_STEP)
-        groups.append({"params": [p], "constraint": region, "name": name, **step})
+    matrices = _spectral_setup(model, mode, k, spectral_width, fixed_step)
+    groups = [_single_group(model, name, p, rules, matrices, fixed, rescaled) for name, p in model.named_parameters()
+              if p.requires_grad and name not in coupled]
     _warn_rescaled(rescaled)
     return groups + joint
 
 
+def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, matrices: "_Matrices",
+                  fixed: dict[str, float], rescaled: list[tuple[str, float]]) -> dict:
+    """The param group of parameter `name`: its region (made to hold p) and its step keys."""
+    region = matrices.get(name)
+    if region is None:
+        region = rules.region(model, name, p)
+    else:
+        _set_radius(region, [p], rules.radius_rule, matrices.width, floor=False)
+    _place(region, [p], name, rescaled)
+    step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
+    if name in matrices and matrices.step is not None:
+        step = {"lr": matrices.step, "rescale": None}
+    elif rules.mode in SPECTRAL_MODES and matrices.step is not None and name not in fixed:
+        step = dict(OTHER_STEP)
+    return {"params": [p], "constraint": region, "name": name, **step}
+
+
 class _Matrices(dict):
-    """{weight name: region} of the spectral modes, with the width their radii were built with."""
+    """{weight name: region} of the spectral modes, the width their radii were built with and their
+    fixed step (None: the optimizer's, and every other group's too)."""
 
     width: float = DEFAULT_SPECTRAL_WIDTH
+    step: float | None = None
 
 
-def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) -> tuple[_Matrices, float | None]:
-    """(matrix regions, their fixed step or None for the optimizer's) of the spectral modes; ({}, None)
-    for the others, where `spectral_width` must be None."""
+def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) -> _Matrices:
+    """The matrix regions of the spectral modes; none for the others, where `spectral_width` must be None."""
     if mode not in SPECTRAL_MODES:
         if width is not None:
             raise ValueError(f"spectral_width applies to modes {SPECTRAL_MODES} only, got spectral_width={width!r} "
                              f"with mode={mode!r}")
-        return _Matrices(), None
+        return _Matrices()
     width = DEFAULT_SPECTRAL_WIDTH if width is None else width
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
         raise ValueError(f"spectral_width must be a positive finite number, got spectral_width={width!r}")
     matrices = _Matrices(spectral_regions(model, mode, k, float(width)))
     matrices.width = float(width)
-    return matrices, None if step == "optimizer" else DEFAULT_FIXED_STEP if step is None else float(step)
+    matrices.step = None if step == "optimizer" else DEFAULT_FIXED_STEP if step is None else float(step)
+    return matrices
 
 
 def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any,
