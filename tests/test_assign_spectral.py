@@ -113,3 +113,36 @@ def test_other_modes_are_unchanged_and_spectral_width_is_checked():
     for bad in (0.0, -1.0, float("inf"), True):
         with pytest.raises(ValueError, match="spectral_width"):
             _groups(model, "spectral", spectral_width=bad)
+
+
+@pytest.mark.parametrize("mode", ["spectral", "spectral_polytope"])
+def test_transformer_zoo_matrix_weights_step_and_stay_feasible(mode):
+    """On the library-style transformers (tests/compress/transformer_zoo.py: nn.Linear, Conv1D, heads tied
+    to embeddings) every Linear-like weight gets an operator-norm region, the checkpoint rule keeps
+    the model's output, and one SFW step stays feasible."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "compress"))
+    from transformer_zoo import ZOO, build
+    from sparsefw.assign_spectral import matrix_weights
+    for name in sorted(ZOO):
+        model, x = build(name, pretrained=True)
+        model.double()
+        with torch.no_grad():
+            before = model(x)
+        groups = _groups_on(model, mode, x)
+        with torch.no_grad():
+            assert torch.equal(model(x), before), name
+        regions = {g["name"]: g["constraint"] for g in groups}
+        assert all(isinstance(regions[w], (SpectralBall, SpectralPolytope)) for w in matrix_weights(model)), name
+        opt = sparsefw.SFW(groups)
+        model(x).pow(2).mean().backward()
+        opt.step()
+        for g in groups:
+            assert float(g["constraint"].norm(g["params"][0].detach())) <= g["constraint"].radius * (1 + 1e-9), name
+
+
+def _groups_on(model, mode, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sparsefw.constrain(model, mode, example_inputs=x, radius_rule="checkpoint")
