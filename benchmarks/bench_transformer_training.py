@@ -10,10 +10,11 @@ one thread.
 
 Methods ("name" or "name:key=value,..."):
     adamw[:lr=..,wd=..]        AdamW lr 3e-3, weight decay 0.05 (dense baseline)
-    sfw:<mode>[:k=..,spectral_width=..,fixed_step=..,lr=..,rest=adam|momentum,rest_lr=..]
+    sfw:<mode>[:k=..,spectral_width=..,fixed_step=..,lr=..,rest=adam|momentum,rest_lr=..,matrix_dir=adam]
                                SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1);
                                rest: the groups outside the spectral regions get that direction,
-                               lr rest_lr (3e-3) and the gradient-rescaled step (variants measured)
+                               lr rest_lr (3e-3) and the gradient-rescaled step (variants measured);
+                               matrix_dir=adam: the matrix groups' LMO takes Adam's direction (AdaSFW)
 
 Run:  python benchmarks/bench_transformer_training.py [--quick] [--seeds 0 1 2] [--methods ...]
       python benchmarks/bench_transformer_training.py --cnn      (the spectral modes on two CNN tasks)
@@ -114,12 +115,15 @@ def optimizer(method: str, model: nn.Module, example: torch.Tensor) -> torch.opt
     if kind == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=options.get("lr", 3e-3), weight_decay=options.get("wd", 0.05))
     lr, rest, rest_lr = options.pop("lr", 0.1), options.pop("rest", None), options.pop("rest_lr", 3e-3)
+    matrix_direction = options.pop("matrix_dir", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         groups = sparsefw.constrain(model, mode, example_inputs=example, **options)
     for group in groups:       # variants for the parameters outside the matrix regions
         if rest is not None and type(group["constraint"]).__name__ not in ("SpectralBall", "SpectralPolytope"):
             group.update(direction="adam" if rest == "adam" else "momentum", lr=rest_lr, rescale="gradient")
+        elif matrix_direction is not None and type(group["constraint"]).__name__ in ("SpectralBall", "SpectralPolytope"):
+            group["direction"] = matrix_direction          # AdaSFW: Adam-preconditioned LMO input
     return sparsefw.SFW(groups, lr=lr)
 
 

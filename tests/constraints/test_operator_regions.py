@@ -150,3 +150,31 @@ def test_fixed_step_sfw_keeps_iterates_feasible():
         opt.step()
         assert float(c.norm(w.detach())) <= 1.0 + 1e-5
     assert opt.fw_gaps()[0] >= -1e-6
+
+
+def _f_n(s: np.ndarray, steps: int) -> np.ndarray:
+    for _ in range(steps):
+        s = 1.5 * s - 0.5 * s ** 3
+    return s
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (12, 7), (16, 16)])
+@pytest.mark.parametrize("steps", [3, 10, 30])
+def test_newton_schulz_lmo_is_feasible_with_the_documented_shortfall(shape, steps):
+    """v = −τ·U f_n(σ/‖M‖_F) Vᵀ: ‖v‖_op ≤ τ, and the value misses −τ·Σσ by exactly τ·Σσ(1 − f_n(σ/‖M‖_F))."""
+    rng = np.random.default_rng(steps)
+    d = rng.standard_normal(shape) * np.logspace(0, -1, shape[0])[:, None]
+    c = SpectralBall(shape, 1.7, ns_steps=steps)
+    v = c.lmo(torch.tensor(d)).numpy()
+    s = np.linalg.svd(d, compute_uv=False)
+    assert np.linalg.svd(v, compute_uv=False).max() <= c.radius * (1 + 1e-12)
+    value = float((d * v).sum())
+    expected = -c.radius * float((s * _f_n(s / np.linalg.norm(s), steps)).sum())
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert (value - (-c.radius * s.sum())) / (c.radius * s.sum()) <= 1 - _f_n(s.min() / np.linalg.norm(s), steps) + 1e-12
+    if steps == 30:       # converged: the exact vertex
+        np.testing.assert_allclose(v, SpectralBall(shape, 1.7).lmo(torch.tensor(d)).numpy(), atol=1e-6)
+    assert torch.count_nonzero(c.lmo(torch.zeros(shape))) == 0
+    assert constraint_from_spec(c.to_spec()).ns_steps == steps
+    with pytest.raises(ValueError, match="ns_steps"):
+        SpectralBall(shape, 1.0, ns_steps=0)
