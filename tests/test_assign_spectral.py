@@ -46,7 +46,7 @@ def test_matrix_weights_get_operator_norm_regions_with_scion_radii_and_the_fixed
             assert type(g["constraint"]) is expected, name
             d_out, d_in = p.shape
             assert g["constraint"].radius == pytest.approx(DEFAULT_SPECTRAL_WIDTH * math.sqrt(d_out / d_in))
-            assert g["lr"] == DEFAULT_FIXED_STEP and g["rescale"] is None
+            assert g["lr"] == DEFAULT_FIXED_STEP and g["rescale"] is None and g["direction"] == "adam"
             if expected is SpectralPolytope:
                 assert g["constraint"].k == max(1, min(p.shape) // 4)
         else:

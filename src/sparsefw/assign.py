@@ -15,7 +15,8 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
                            init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
     "spectral"             SpectralBall on every matrix weight (Linear, Conv1D, conv), radius
-                           spectral_width (3) · √(d_out/d_in), fixed step     L2Ball
+                           spectral_width (3) · √(d_out/d_in), fixed step,    L2Ball, Adam direction
+                           Adam direction (AdaSFW)
     "spectral_polytope"    SpectralPolytope(k) (rank-k spectral polytope) on hidden matrix weights,
                            SpectralBall on the head; as "spectral" otherwise (`assign_spectral`)
 
@@ -69,7 +70,7 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           SpectralKSupportBall, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
-from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES, spectral_regions
+from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, MATRIX_DIRECTION, OTHER_STEP, SPECTRAL_MODES, spectral_regions
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
 from .radii import expected_init_norms, moved_norm_parameters
@@ -255,7 +256,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
     `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
     gauge) and its group the fixed step `fixed_step` (None: `DEFAULT_FIXED_STEP`; "optimizer": the
-    optimizer's), with or without example_inputs; `width` sizes the other parameters' L2 balls, whose
+    optimizer's) and `assign_spectral.MATRIX_DIRECTION`, with or without example_inputs; `width` sizes the other parameters' L2 balls, whose
     groups take `assign_spectral.OTHER_STEP` (Adam direction, lr 3e-3) unless fixed_step="optimizer"."""
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear, norm_radius)
     explicit_norm = isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool)
@@ -292,7 +293,7 @@ def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, m
     _place(region, [p], name, rescaled)
     step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
     if name in matrices and matrices.step is not None:
-        step = {"lr": matrices.step, "rescale": None}
+        step = {"lr": matrices.step, "rescale": None, "direction": MATRIX_DIRECTION}
     elif rules.mode in SPECTRAL_MODES and matrices.step is not None and name not in fixed:
         step = dict(OTHER_STEP)
     return {"params": [p], "constraint": region, "name": name, **step}
