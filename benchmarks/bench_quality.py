@@ -1,11 +1,14 @@
 """Quality: SparseFW against every baseline on Fashion-MNIST, one-shot compression, no retraining.
 
-Run:  python benchmarks/bench_quality.py             (trains, appends to results/quality_runs.jsonl,
-                                                      writes the "quality" section + quality_*.png)
-      python benchmarks/bench_quality.py --report    (section and plot from the JSONL as it stands)
-      python benchmarks/bench_quality.py --quick     (smoke run into a temporary JSONL, no section)
-      --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml | quality_paper.yaml
-      --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
+    python benchmarks/bench_quality.py grid            (trains, appends to results/quality_runs.jsonl,
+                                                        writes the "quality" section + quality_*.png)
+    python benchmarks/bench_quality.py grid --report   (section and plot from the JSONL as it stands)
+    python benchmarks/bench_quality.py grid --quick    (smoke run into a temporary JSONL, no section)
+        --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml | quality_paper.yaml
+        --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
+    python benchmarks/bench_quality.py bn-hidden       (section "bn_hidden": BatchNorm hides the filters
+        SFW shrank — a conv followed by BN ignores each filter's scale, so global magnitude pruning deletes
+        filters that still carry signal; shrunken: L2 norm < 10% of the layer's largest)
 
 Protocol (grid, sizes, levels in benchmarks/configs/quality.yaml): every method gets the same number of settings
 (three; the other configs say how many), trained with seed 0; among the settings whose dense validation
@@ -27,34 +30,27 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
-import statistics
-import sys
-import tempfile
-import time
-from pathlib import Path
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import torch
-import torch.nn.functional as F
-import yaml
-from torch.optim.lr_scheduler import LambdaLR
+import torch  # noqa: E402
+import yaml  # noqa: E402
 
-from _report import machine_line, write_section
-from _runlog import append_jsonl, read_jsonl
-from sparsefw.compress import count_parameters, recalibrate_batchnorm
-from sparsefw.data import get_datasets
-from sparsefw.experiments.config import validate
-from sparsefw.experiments.evaluation import evaluate
-from sparsefw.experiments.optimizers import build_optimizer
-from sparsefw.experiments.io import save_figure
-from sparsefw.experiments.report import plot_sweeps
-from sparsefw.experiments.schedules import LRFactor
-from sparsefw.experiments.sweep import compress_model
-from sparsefw.models import build_model
+import _harness as H  # noqa: E402
+import _tasks as T  # noqa: E402
+from _harness import read_jsonl  # noqa: E402
+from sparsefw.compress import count_parameters, recalibrate_batchnorm  # noqa: E402
+from sparsefw.data import get_datasets  # noqa: E402
+from sparsefw.experiments.config import validate  # noqa: E402
+from sparsefw.experiments.evaluation import evaluate  # noqa: E402
+from sparsefw.experiments.optimizers import build_optimizer  # noqa: E402
+from sparsefw.experiments.report import plot_sweeps  # noqa: E402
+from sparsefw.experiments.schedules import LRFactor  # noqa: E402
+from sparsefw.experiments.sweep import compress_model  # noqa: E402
+from sparsefw.models import build_model  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-CONFIG = HERE / "configs" / "quality.yaml"     # configs/NAME.yaml → results/NAME_runs.jsonl, section NAME
+CONFIG = H.HERE / "configs" / "quality.yaml"     # configs/NAME.yaml → results/NAME_runs.jsonl, section NAME
 KINDS = ("unstructured", "filters", "lowrank")
 SPLIT_SEED = 0
 DENSE_MARGIN = 0.015    # selection: settings this far below the grid's best dense validation accuracy are out
@@ -73,7 +69,7 @@ def load_data(cfg: dict):
 
 
 def batches(ds, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [ds[torch.arange(i, min(i + size, len(ds)))] for i in range(0, len(ds), size)]
+    return H.batches(*ds[torch.arange(len(ds))], size)
 
 
 def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.nn.Module, dict]:
@@ -84,26 +80,12 @@ def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.n
     optimizer, penalty, after_step = build_optimizer(opt_cfg, model)
     b, epochs = cfg["data"]["batch_size"], cfg["training"]["epochs"]
     iters = -(-len(train) // b)
-    scheduler = LambdaLR(optimizer, LRFactor(cfg["training"]["schedule"], epochs * iters, iters))
-    g = torch.Generator().manual_seed(1000 + seed)
+    x, y = train[torch.arange(len(train))]
     t0 = time.perf_counter()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train), generator=g)
-        total, n = 0.0, 0
-        for i in range(0, len(train), b):
-            x, y = train[order[i:i + b]]
-            loss = F.cross_entropy(model(x), y)
-            objective = loss if penalty is None else loss + penalty(model)
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step()
-            scheduler.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-    model.eval()
-    return model, {"train_seconds": time.perf_counter() - t0, "final_epoch_train_loss": total / n}
+    loss = H.fit(model, optimizer, x, y, epochs, b, torch.Generator().manual_seed(1000 + seed),
+                 lr_factor=LRFactor(cfg["training"]["schedule"], epochs * iters, iters),
+                 penalty=None if penalty is None else lambda: penalty(model), after_step=after_step)
+    return model, {"train_seconds": time.perf_counter() - t0, "final_epoch_train_loss": loss}
 
 
 def calibration(cfg: dict, train) -> list[torch.Tensor]:
@@ -167,7 +149,7 @@ def run_all(cfg: dict, jsonl: Path, methods: list[str] | None = None) -> None:
         rows = sweep_one(model, cfg, val_batches, test_batches, info, with_val=seed == seeds[0],
                          calibration_batches=calib)
         record = {"method": method, "setting": setting, "seed": seed, "optimizer": opt_raw, **stats, "rows": rows}
-        append_jsonl(jsonl, record)
+        H.append_jsonl(jsonl, record)
         done.add((method, setting, seed))
         dense = rows[0]["test_accuracy"]
         print(f"{time.strftime('%H:%M:%S')} {method}[{setting}] seed {seed}: dense {dense:.4f} "
@@ -221,44 +203,36 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     heads = (["dense"] + [f"{100 * lv:g}% unstr." for lv in levels["unstructured"]]
              + [f"{100 * lv:g}% filters" for lv in levels["filters"]]
              + [f"{100 * (1 - lv):g}% rank kept" for lv in levels["lowrank"]])
-    lines = ["| method (selected setting) | seeds | " + " | ".join(heads) + " |",
-             "|---|---|" + "---|" * len(heads)]
     recal = cfg.get("bn_recalibration", 0) and all("test_accuracy_bn" in r["rows"][-1] for r in records)
-    bn_lines, summary_bn = list(lines), {}
-    plot_rows, summary = [], {}
-    for method in cfg["methods"]:
-        if not any(r["method"] == method and r["seed"] == seeds[0] for r in records):
-            continue
-        best = best_setting(records, method, seeds[0], cfg.get("dense_margin", DENSE_MARGIN))
-        runs = [r for r in records if r["method"] == method and r["setting"] == best]
-        accs = {c: [_acc(r, *c) for r in runs] for c in cols}
-        summary[method] = {c: statistics.mean(v) for c, v in accs.items()}
-        lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
-                     + " | ".join(_cell(accs[c]) for c in cols) + " |")
-        if recal:
-            accs_bn = {c: [_acc(r, *c, key="test_accuracy_bn") for r in runs] for c in cols}
-            summary_bn[method] = {c: statistics.mean(v) for c, v in accs_bn.items()}
-            bn_lines.append(f"| {method} ({_describe(runs[0]['optimizer'])}) | {len(runs)} | "
-                            + " | ".join(_cell(accs_bn[c]) for c in cols) + " |")
-        plot_rows += [{"run": method, "kind": k, "level": lv, "accuracy": summary[method][(k, lv)]} for k, lv in cols]
-    all_lines = ["| method | setting | final train loss | validation score | " + " | ".join(heads) + " |",
-                 "|---|---|---|---|" + "---|" * len(heads)]
-    all_bn_lines = ["| method | setting | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
     order = {m: i for i, m in enumerate(cfg["methods"])}
-    for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"])):
-        if r["seed"] == seeds[0]:
-            all_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | {r['final_epoch_train_loss']:.3f} | "
-                             f"{selection_score(r['rows']):.3f} | "
-                             + " | ".join(f"{_acc(r, *c):.3f}" for c in cols) + " |")
-            if recal:
-                all_bn_lines.append(f"| {r['method']} | {_describe(r['optimizer'])} | "
-                                    + " | ".join(f"{_acc(r, *c, key='test_accuracy_bn'):.3f}" for c in cols) + " |")
+    first = [r for r in sorted(records, key=lambda r: (order.get(r["method"], len(order)), r["setting"]))
+             if r["seed"] == seeds[0]]
+    selected = {m: [r for r in records if r["method"] == m and r["setting"] == best_setting(
+        records, m, seeds[0], cfg.get("dense_margin", DENSE_MARGIN))] for m in cfg["methods"] if any(
+        r["method"] == m and r["seed"] == seeds[0] for r in records)}
+
+    def tables(key: str) -> tuple[list[str], dict, list[list]]:
+        """(selected-setting table, its means per method and cell, every-setting rows) of accuracy `key`."""
+        accs = {m: {c: [_acc(r, *c, key=key) for r in runs] for c in cols} for m, runs in selected.items()}
+        return (H.table(["method (selected setting)", "seeds", *heads],
+                        [[f"{m} ({_describe(runs[0]['optimizer'])})", len(runs), *(_cell(accs[m][c]) for c in cols)]
+                         for m, runs in selected.items()]),
+                {m: {c: statistics.mean(v) for c, v in a.items()} for m, a in accs.items()},
+                [[r["method"], _describe(r["optimizer"]), *(f"{_acc(r, *c, key=key):.3f}" for c in cols)] for r in first])
+    lines, summary, every = tables("test_accuracy")
+    all_lines = H.table(["method", "setting", "final train loss", "validation score", *heads],
+                        [[*row[:2], f"{r['final_epoch_train_loss']:.3f}", f"{selection_score(r['rows']):.3f}", *row[2:]]
+                         for row, r in zip(every, first)])
+    if recal:
+        bn_lines, summary_bn, every_bn = tables("test_accuracy_bn")
+        all_bn_lines = H.table(["method", "setting", *heads], every_bn)
+    plot_rows = [{"run": m, "kind": k, "level": lv, "accuracy": v[(k, lv)]} for m, v in summary.items() for k, lv in cols]
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
     d, t = cfg["data"], cfg["training"]
     text = [
         f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
-        f"Command: `{command}` ({elapsed}). {machine_line()}", "",
+        f"Command: `{command}` ({elapsed}). {H.machine_line()}", "",
         f"{d['name']}: {d['n_train']} training images (stratified subset of the training split), "
         f"{d['n_val']} validation images (disjoint, same split), {d['n_test']} test images (test split). "
         f"Model {_describe_model(cfg['model'])} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
@@ -304,10 +278,7 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
 def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
     """Every setting (first seed): dense test accuracy (x) against test accuracy at each headline
     level (y), one panel per kind, SparseFW filled, baselines hollow; the diagonal is 'no loss'."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = H.pyplot()
     seed0 = cfg["training"]["seeds"][0]
     methods = list(cfg["methods"])
     colours = plt.get_cmap("tab10")
@@ -335,10 +306,7 @@ def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    try:
-        return save_figure(path, fig)
-    finally:
-        plt.close(fig)
+    return H.save_plot(fig, path)
 
 
 def _describe_model(model: dict) -> str:
@@ -391,45 +359,93 @@ def goals(summary: dict, heading: str = "### Goals of the issue (means of the se
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run into a temporary JSONL")
-    ap.add_argument("--report", action="store_true", help="only write the section from the JSONL")
-    ap.add_argument("--config", type=Path, default=CONFIG)
-    ap.add_argument("--methods", help="comma-separated subset to train (run two processes with disjoint subsets "
-                                      "to use two cores; they append to the same JSONL); the section covers all")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+def grid(args) -> dict[str, str]:
     cfg = yaml.safe_load(args.config.read_text())
     name = args.config.stem
-    command = "python benchmarks/bench_quality.py" + (" --quick" if args.quick else "")
-    if args.config.resolve() != CONFIG:
-        command += f" --config benchmarks/configs/{args.config.name}"
-    RESULTS.mkdir(exist_ok=True)
+    command = "python benchmarks/bench_quality.py grid" + (" --quick" if args.quick else "") + (
+        f" --config benchmarks/configs/{args.config.name}" if args.config.resolve() != CONFIG else "")
     if args.quick:
         cfg["data"].update(n_train=256, n_val=128, n_test=128)
         cfg["training"]["epochs"] = 1
-        with tempfile.TemporaryDirectory() as tmp:
-            jsonl = Path(tmp) / "quick.jsonl"
-            t0 = time.perf_counter()
-            run_all(cfg, jsonl)
-            print(report(cfg, name, jsonl, command, f"{time.perf_counter() - t0:.0f} s",
-                         Path(tmp) / "quality.png"))
-        return
-    jsonl = RESULTS / f"{name}_runs.jsonl"
-    t0 = time.perf_counter()
+    jsonl, t0 = args.results / f"{name}_runs.jsonl", time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
     unknown = sorted(set(methods or []) - set(cfg["methods"]))
     if unknown:
-        ap.error(f"--methods: not in {args.config.name}: {unknown}")
+        raise SystemExit(f"--methods: not in {args.config.name}: {unknown}")
     if not args.report:
         run_all(cfg, jsonl, methods)
-    total = sum(r["train_seconds"] for r in read_jsonl(jsonl))
-    elapsed = (f"{total / 60:.0f} min of training in all" if args.report
+    elapsed = (f"{sum(r['train_seconds'] for r in read_jsonl(jsonl)) / 60:.0f} min of training in all" if args.report
                else f"{(time.perf_counter() - t0) / 60:.0f} min")
-    write_section(name, report(cfg, name, jsonl, command, elapsed, RESULTS / f"{name}_accuracy.png"))
-    print(f"wrote the '{name}' section of BENCHMARKS.md", file=sys.stderr)
+    return {name: report(cfg, name, jsonl, command, elapsed, args.results / f"{name}_accuracy.png")}
 
+
+# --- variant "bn-hidden" ------------------------------------------------------------------------------
+BN_RUNS = {
+    "k-support, radii width · E‖θ_init‖": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
+                                            "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": "init"},
+    "k-support, `norm_radius: 10`": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
+                                     "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": 10},
+    "SGD, weight decay 5e-4": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+}
+
+
+def shrunken_filters(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[int, float | None, float | None]:
+    """(number of shrunken filters, their mean |γ|, the other filters' mean |γ|); None for an empty group."""
+    small, gamma = T.shrunken(conv), bn.weight.detach().abs()
+    mean = lambda t: float(t.mean()) if t.numel() else None  # noqa: E731
+    return int(small.sum()), mean(gamma[small]), mean(gamma[~small])
+
+
+def _gamma(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def bn_hidden(args) -> dict[str, str]:
+    """Data, model and training of configs/quality.yaml (seed 0): k-support at the paper's settings with
+    and without `norm_radius: 10`, and SGD; per conv/BN pair the shrunken filters and their |γ|, then
+    pruning, with and without BN recalibration."""
+    cfg = yaml.safe_load(CONFIG.read_text())
+    if args.quick:
+        cfg["data"].update(n_train=256, n_val=128, n_test=128)
+        cfg["training"]["epochs"] = 1
+    train, _, test, info = load_data(cfg)
+    test_batches = batches(test, cfg["data"]["eval_batch_size"])
+    calib = calibration(cfg, train)
+    acc = lambda net: evaluate(net, test_batches, "classification", info.num_classes)["accuracy"]  # noqa: E731
+    t0, rows = time.perf_counter(), []
+    for label, opt in BN_RUNS.items():
+        model, _ = train_one(cfg, opt, 0, train, info)
+        cells = []
+        for kind, level in (("unstructured", 0.9), ("filters", 0.5)):
+            small = compress_model(model, kind, level, test_batches[0][0][:1], lowrank_layers="conv").eval()
+            cells.append(f"{acc(small):.3f} ({acc(recalibrate_batchnorm(small, calib)):.3f})")
+        per_conv = [(conv.out_channels, *shrunken_filters(conv, bn)) for conv, bn in T.conv_bn_pairs(model)]
+        rows.append([label, f"{acc(model):.3f}", ", ".join(f"{n}/{c}: {_gamma(g)} vs {_gamma(r)}" for c, n, g, r in per_conv),
+                     *cells])
+    return {"bn_hidden": "\n".join([
+        "## BatchNorm hides shrunken filters (`benchmarks/bench_quality.py bn-hidden`)", "",
+        f"Command: `{args.command}` ({(time.perf_counter() - t0) / 60:.0f} min). {H.machine_line()}", "",
+        f"Small CNN {'-'.join(map(str, cfg['model']['widths']))} of benchmarks/configs/quality.yaml (its data, "
+        f"{cfg['training']['epochs']} epochs, seed 0), k-support at the paper's settings (lr 0.1, k 0.1, width 10). Per "
+        f"conv layer: shrunken filters (L2 norm below {T.SHRUNKEN:.0%} of the layer's largest) / filters, and the mean "
+        "|γ| of their BN channels vs the other channels'. Test accuracy after one-shot compression; in brackets after "
+        f"BN recalibration on {len(calib)} training batches.", "",
+        *H.table(["run", "dense", "shrunken filters per conv: mean \\|γ\\| shrunken vs others", "90% unstructured",
+                  "50% filters"], rows), "",
+        "Reading: see docs/tuning.md (\"Why a small γ ball makes magnitude pruning work\")."])}
+
+
+def grid_arguments(parser) -> None:
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--methods", help="comma-separated subset to train (run two processes with disjoint subsets "
+                                          "to use two cores; they append to the same JSONL); the section covers all")
+
+
+VARIANTS = {
+    "grid": H.Variant(grid, "every method's grid, selection, compression (section named after the config)",
+                      grid_arguments, report=True),
+    "bn-hidden": H.Variant(bn_hidden, "BatchNorm hides the filters SFW shrank (section bn_hidden)"),
+}
 
 if __name__ == "__main__":
-    main()
+    H.main("bench_quality.py", __doc__, VARIANTS)

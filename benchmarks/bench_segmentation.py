@@ -1,10 +1,10 @@
 """Semantic segmentation on M2NIST: SGD and Adam against SFW in each mode, then one-shot compression
 of the trained nets — mIoU kept, parameters, FLOPs and measured latency.
 
-Run:  python benchmarks/bench_segmentation.py [--shard 0/2]  (appends to results/segmentation_runs.jsonl;
+    python benchmarks/bench_segmentation.py [--shard 0/2]   (appends to results/segmentation_runs.jsonl;
                                                             two shards use two cores)
-      python benchmarks/bench_segmentation.py --report      (the "segmentation" section + segmentation.png)
-      python benchmarks/bench_segmentation.py --quick       (one seed, a tiny budget, temporary files)
+    python benchmarks/bench_segmentation.py --report       (the "segmentation" section + segmentation.png)
+    python benchmarks/bench_segmentation.py --quick        (one seed, a tiny budget, temporary files)
 
 Task: M2NIST canvases (64×64, 1-3 real MNIST digits, 11 classes: background + 10 digits; train and test
 canvases from disjoint digit pools), BUDGET below. Loss: cross-entropy + soft Dice (`_tasks.ce_dice`):
@@ -26,24 +26,18 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
-import statistics
-import tempfile
-from pathlib import Path
+import statistics  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import torch
+import torch  # noqa: E402
 
-import _tasks as T
-from _report import machine_line, write_section
-from _runlog import read_jsonl
-from sparsefw import compress
-from sparsefw.compress.metrics import count_nonzero_parameters, count_sparse_flops
-from sparsefw.data import get_datasets
-from sparsefw.experiments.io import save_figure
-from sparsefw.models import build_model
+import _harness as H  # noqa: E402
+import _tasks as T  # noqa: E402
+from sparsefw import compress  # noqa: E402
+from sparsefw.compress.metrics import count_nonzero_parameters, count_sparse_flops  # noqa: E402
+from sparsefw.data import get_datasets  # noqa: E402
+from sparsefw.models import build_model  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 BUDGET = {"canvases": 2000, "test": 500, "epochs": 12, "batch_size": 32}
 NETS = {"U-Net 8-16-32": ("unet", (8, 16, 32)), "FCN 8-16-32": ("fcn", (8, 16, 32))}
 METHODS = ("sgd_wd", "adam", "k_support", "group_k_support", "spectral_k_support", "coupled_group_k_support")
@@ -83,8 +77,7 @@ def costs(model: torch.nn.Module, example: torch.Tensor) -> dict[str, dict[str, 
 
 def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, budget: dict = BUDGET, methods=METHODS) -> None:
     jobs = [(task, method, seed) for task in tasks(budget) for seed in seeds for method in methods]  # seed-major
-    i, n = shard
-    for task, method, seed in jobs[i::n]:
+    for task, method, seed in jobs[shard[0]::shard[1]]:
         def one():
             model, seconds = T.train(task, method, seed)         # SFW: constrain(..., example_inputs=x[:2])
             return {"seconds": seconds, "scores": T.sweep(task, model, LEVELS),
@@ -101,9 +94,7 @@ def summary(records: list[dict]) -> dict:
 
 def cost_lines(records: list[dict]) -> list[str]:
     """One row per net: params / FLOPs / latency ratio at each level, medians over its runs."""
-    cols = [c for _, _, c in LEVELS]
-    head = f"| net | dense: params / MFLOPs per canvas / ms per batch of {LATENCY_BATCH} | "
-    lines = [head + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    rows = []
     for net, (model, widths) in NETS.items():
         rs = [r["costs"] for r in records if r["task"] == net]
         if not rs:
@@ -111,11 +102,11 @@ def cost_lines(records: list[dict]) -> list[str]:
         dense = build_model(model, 11, 1, 64, widths=widths)
         mflops = compress.count_flops(dense, torch.zeros(1, 1, 64, 64)) / 1e6
         ms = statistics.median(r["dense"]["latency_ms"] for r in rs)
-        med = {c: {k: statistics.median(r[c][k] for r in rs) for k in ("params", "flops", "latency")} for c in cols}
-        lines.append(f"| {net} | {compress.count_parameters(dense):,} / {mflops:.1f} / {ms:.1f} | "
-                     + " | ".join(f"{m['params']:.2f} / {m['flops']:.2f} / {m['latency']:.2f}" for m in med.values())
-                     + " |")
-    return lines
+        rows.append([net, f"{compress.count_parameters(dense):,} / {mflops:.1f} / {ms:.1f}",
+                     *(" / ".join(f"{statistics.median(r[c][k] for r in rs):.2f}" for k in ("params", "flops", "latency"))
+                       for c in T.columns(LEVELS))])
+    return H.table(["net", f"dense: params / MFLOPs per canvas / ms per batch of {LATENCY_BATCH}", *T.columns(LEVELS)],
+                   rows)
 
 
 def _median_cost(records: list[dict], net: str, col: str, key: str) -> float:
@@ -151,53 +142,36 @@ def goal_lines(s: dict, records: list[dict]) -> list[str]:
 
 def plot(s: dict, path: Path) -> Path:
     """One panel per net: kept share at each level (bars), one colour per method, error bars = spread."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     nets = list(dict.fromkeys(t for t, _ in s))
-    cols = [c for _, _, c in LEVELS]
-    fig, axes = plt.subplots(1, len(nets), figsize=(7.5 * len(nets), 4.6), squeeze=False)
+    fig, axes = H.pyplot().subplots(1, len(nets), figsize=(7.5 * len(nets), 4.6), squeeze=False)
     for ax, net in zip(axes.flat, nets):
-        T.kept_bars(ax, s, net, METHODS, cols, dense="dense mIoU")
-        ax.set_ylim(0, 1.3)
+        T.kept_bars(ax, s, net, METHODS, T.columns(LEVELS), dense="dense mIoU")
+        ax.set(ylim=(0, 1.3), ylabel="kept share of dense mIoU")
         ax.axhline(0.9, color="gray", lw=0.8, ls="--")
         ax.set_title(f"M2NIST, {net}", fontsize=10)
-        ax.set_ylabel("kept share of dense mIoU")
         ax.legend(fontsize=7, loc="upper right", framealpha=0.6, ncol=2)
     fig.tight_layout()
-    try:
-        return save_figure(path, fig)
-    finally:
-        plt.close(fig)
+    return H.save_plot(fig, path)
 
 
-def report(jsonl: Path, png: Path, notes: list[str] | None = None, command: str = "--shard 0/2` and `--shard 1/2"
-           ) -> str:
-    records = read_jsonl(jsonl)
+def report(jsonl: Path, png: Path, command: str = "--shard 0/2` and `--shard 1/2` in parallel, then `--report") -> str:
+    records = H.read_jsonl(jsonl)
     s = summary(records)
-    cols = [c for _, _, c in LEVELS]
-    lines = ["| net | method | seeds | dense mIoU | " + " | ".join(cols) + " |",
-             "|---|---|---|---|" + "---|" * len(cols)]
-    for (net, method), cell in s.items():
-        d = cell["dense"]
-        lines.append(f"| {net} | {method} | {cell['seeds']} | {d[0]:.3f} ± {d[1]:.3f} | "
-                     + " | ".join(T.cell(cell[c]) for c in cols) + " |")
     plot(s, png)
-    minutes = sum(r["seconds"] for r in records) / 60
     return "\n".join([
         "## Semantic segmentation: M2NIST (`benchmarks/bench_segmentation.py`)", "",
-        f"Command: `python benchmarks/bench_segmentation.py {command}` in parallel, then `--report` "
-        f"({minutes:.0f} min of training in all). {machine_line()}", "",
+        f"Command: `python benchmarks/bench_segmentation.py {command}` "
+        f"({sum(r['seconds'] for r in records) / 60:.0f} min of training in all). {H.machine_line()}", "",
         __doc__.split("\n\n", 2)[2].strip().replace("BUDGET below", _budget_text(records)), "",
         "Cells: dense test mIoU (500 test canvases), and the kept share (compressed / dense mIoU) after one-shot "
-        "compression, mean ± half the range over the seeds.", "", *lines, "",
+        "compression, mean ± half the range over the seeds.", "",
+        *T.summary_table(s, LEVELS, first="net", dense="dense mIoU"), "",
         f"![kept share of mIoU per net and level](benchmarks/results/{png.name})", "",
         "Cost of the compressed nets, as ratios to the dense net (params / FLOPs / latency; for 90% unstr. the "
         "non-zero parameters and the FLOPs of a sparse kernel — the stored net and its dense latency are unchanged):",
         "", *cost_lines(records), "",
         "### Goals of the issue (means over seeds; SFW in the mode made for each structure)", "",
-        *goal_lines(s, records), *(["", "### Reading", "", *notes] if notes else [])])
+        *goal_lines(s, records)])
 
 
 def _budget_text(records: list[dict]) -> str:
@@ -207,61 +181,19 @@ def _budget_text(records: list[dict]) -> str:
             f"{b['test']} test canvases")
 
 
-NOTES = [  # the "Reading" paragraph, written after the run of 2026-12-05 (numbers from the tables above)
-    "- **How the budget was found** (single-seed U-Net 8-16-32 runs, 2,000 canvases, batches of 32, mIoU on 500 test "
-    "canvases): cross-entropy alone reached 0.18 (SGD) and 0.24 (Adam 3e-3) after 6 epochs; adding the Dice term, "
-    "SGD reached 0.77 after 6 and 0.90 after 12 epochs. Adam at torch's default lr 1e-3 stayed at 0.27-0.28 after 8 "
-    "epochs (flat since epoch 4; with cross-entropy alone too, and 0.32 after 6 at widths 16-32-64); lr 3e-3 reached "
-    "0.86 and 1e-2 0.88 after 12. The FCN 8-16-32 reached 0.48 (SGD) and 0.49 (Adam 1e-2) after 8 and 12 epochs: "
-    "without skips its receptive field (≈ 29 px) barely spans a 28 px digit, so a pixel sees too little of its digit "
-    "to name it. A 4-level U-Net (1/8 bottleneck) did worse at this budget (SGD collapsed to background) and was "
-    "dropped. Narrow nets (8-16-32, 24k parameters, 39 MFLOPs per canvas) and 2,000 canvases keep a run at 2.5-4 "
-    "min on one shared core.",
-    "- **U-Net: the baselines meet the bar** (SGD 0.895 ± 0.018, Adam 0.895 ± 0.014, every seed ≥ 0.878). "
-    "**SFW at the defaults does on seeds 0 and 1** (0.869-0.897 in every mode) **but not on seed 2, in every mode** "
-    "(k-support 0.37, group 0.42, spectral 0.50, coupled 0.78), so the means lie 5-18 points below the baselines' "
-    "0.895 and miss the 2-point goal. Seed 2 is the same initialisation and batch order for the four modes: what "
-    "fails is common to them (the defaults they share), not one region; it was not investigated further.",
-    "- **Kept share**: compressed baselines predict background only (kept 0.10-0.16 at every 50 % level, at 90 % "
-    "unstructured 0.10-0.12), so every SFW mode keeps more than twice their share except group k-support at 50 % "
-    "filters (0.21 vs 0.11). The keep goals are not met: per-layer removal of 50 % of the filters fails for every "
-    "mode (0.12-0.26; it also halves the 8-channel full-resolution convs), 90 % unstructured keeps 0.66 (k-support), "
-    "50 % rank 0.66 (spectral). Coupled training is the robust one: it keeps 1.00 at 30 % coupled, 0.98 at 50 % rank "
-    "and 0.87 at 50 % coupled (0.83 / 0.78 / 1.00 per seed) with a measured 2× speed-up (FLOPs 0.26).",
-    "- **The FCN 8-16-32 does not learn at this budget, whatever the method**: 11 of its 18 runs end at mIoU 0.09-0.10 "
-    "(background and a sliver), the best are SGD 0.65 and Adam 0.49 (seed 0); seeds decide more than methods. Its "
-    "kept shares near 1 are those of nets that predict background before and after compression and measure nothing; "
-    "its rows are kept for the cost table (same structures, no concatenations) and as the evidence that skips, not "
-    "the optimizer, decide this task at this budget.",
-    "- **Latency on one thread**: only coupled removal buys time (50 %: ×0.49 U-Net, ×0.52 FCN). Per-layer removal "
-    "of 50 % leaves FLOPs at 0.37-0.41 but latency at 0.93 (removed channels are re-assembled to full width before "
-    "the upsampling and concatenations that read them, in the profile), and factorizing these small convs is slower "
-    "than the dense net (×1.11-1.19): two thin convs cost more per FLOP than one.",
-    "- **Time**: 111 min of training summed over the 36 runs, about 70 min of wall time on two shards while other "
-    "processes shared both cores (runs took 150-290 s; the last FCN runs, with the cores to themselves, 91-106 s). "
-    "Unshared, the whole benchmark should take about 40 min (an estimate, not measured).",
-]
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shard", default="0/1", help="i/n: every n-th run starting at i")
-    ap.add_argument("--report", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="one seed, 200 canvases, 1 epoch; prints the report")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+def segmentation(args) -> dict[str, str]:
+    jsonl = args.results / "segmentation_runs.jsonl"
     if args.quick:
-        with tempfile.TemporaryDirectory() as tmp:
-            jsonl = Path(tmp) / "quick.jsonl"
-            run(jsonl, (0, 1), seeds=(0,), budget={"canvases": 200, "test": 50, "epochs": 1, "batch_size": 32})
-            print(report(jsonl, Path(tmp) / "segmentation.png", command="--quick"))
-        return
-    RESULTS.mkdir(exist_ok=True)
-    jsonl = RESULTS / "segmentation_runs.jsonl"
-    if not args.report:
-        run(jsonl, tuple(map(int, args.shard.split("/"))))
-    write_section("segmentation", report(jsonl, RESULTS / "segmentation.png", NOTES))
+        run(jsonl, (0, 1), seeds=(0,), budget={"canvases": 200, "test": 50, "epochs": 1, "batch_size": 32})
+    elif not args.report:
+        i, n = map(int, args.shard.split("/"))
+        run(jsonl, (i, n))
+    return {"segmentation": report(jsonl, args.results / "segmentation.png", *(["--quick"] if args.quick else []))}
 
+
+VARIANTS = {"segmentation": H.Variant(
+    segmentation, "M2NIST: train, compress, report (section segmentation)", report=True,
+    arguments=lambda p: p.add_argument("--shard", default="0/1", help="i/n: every n-th run starting at i"))}
 
 if __name__ == "__main__":
-    main()
+    H.main("bench_segmentation.py", __doc__, VARIANTS)

@@ -111,10 +111,12 @@ EXPECTED = {
 
 @pytest.mark.parametrize("mode", sorted(EXPECTED))
 def test_assignment_classes_and_radii(mode):
-    """Rule "init": every region (1-D ones too) has radius width · E‖θ_init‖ (the default before issue 19)."""
+    """Rule "init": every region (1-D ones too) has radius width · E‖θ_init‖ (the default before issue 19),
+    raised to the start's gauge where that is larger (weights hold the start; nuclear at width 4)."""
     model = _cnn()
     norms = expected_init_norms(model)
-    groups = sparsefw.constrain(model, mode, width=4.0, norm_radius="init")
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    groups = sparsefw.constrain(model, mode, width=4.0, norm_radius="init", linear="l2")   # the paper's table
     assert [g["name"] for g in groups] == [n for n, _ in model.named_parameters()]
     conv_cls, other_cls = EXPECTED[mode]
     for g in groups:
@@ -122,6 +124,8 @@ def test_assignment_classes_and_radii(mode):
         assert type(c) is (conv_cls if name in CONV_WEIGHTS else other_cls), name
         assert c.shape == p.shape
         expected_radius = 4.0 * norms[name] / (math.sqrt(c.k) if isinstance(c, KSparsePolytope) else 1.0)
+        if p.dim() > 1:
+            expected_radius = max(expected_radius, float(c.norm(start[name])))
         assert c.radius == pytest.approx(expected_radius, rel=1e-12)
     sparsefw.SFW(groups)  # accepted: one parameter per region, feasible start
 
@@ -161,7 +165,7 @@ def test_norm_radius_sets_the_radius_of_every_1d_region_only(mode, bias_and_norm
 
 DEFAULT_RULES = {"k_support": "width", "k_sparse": "width", "l2": "width", "group_k_support": "width",
                  "spectral_k_support": "width", "nuclear": "width",
-                 "coupled_group_k_support": "width",   # the 1-D parameters outside its joint regions
+                 "coupled_group_k_support": "width", "nm_k_support": "width",   # the 1-D parameters outside its joint regions
                  "spectral": "width", "spectral_polytope": "width"}     # the parameters outside matrix weights
 
 
@@ -173,16 +177,25 @@ def test_default_radius_rule_per_mode_is_pinned():
 
 @pytest.mark.parametrize("mode", sorted(EXPECTED))
 def test_default_rule_equals_its_explicit_name_and_width_equals_the_number(mode):
-    """norm_radius=None is the mode's rule; "width" is norm_radius=width; weights keep width · E‖θ_init‖."""
+    """norm_radius=None is the mode's rule, held at the start's gauge: the same radii as the rule asked
+    by name ("width", = norm_radius=width) except where the start lies outside that radius (BN γ = 1 in a
+    k-support ball of radius 4), whose region then has radius its gauge and is not scaled; weights keep
+    width · E‖θ_init‖ or their gauge, the larger."""
     model = _cnn()
     norms = expected_init_norms(model)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
     regions = lambda **kw: {g["name"]: g["constraint"] for g in sparsefw.constrain(copy.deepcopy(model), mode, width=4.0, **kw)}  # noqa: E731
     default, named, number = regions(), regions(norm_radius=DEFAULT_RULES[mode]), regions(norm_radius=4.0)
+    held = 0
     for name, p in model.named_parameters():
-        assert default[name].radius == named[name].radius == number[name].radius, name
+        assert named[name].radius == number[name].radius, name
+        gauge = float(default[name].norm(start[name]))
+        assert default[name].radius == pytest.approx(max(named[name].radius, gauge), rel=1e-12), name
+        held += default[name].radius > named[name].radius
         scale = math.sqrt(default[name].k) if isinstance(default[name], KSparsePolytope) else 1.0
-        expected = 4.0 if p.dim() == 1 else 4.0 * norms[name]
-        assert default[name].radius * scale == pytest.approx(expected, rel=1e-12), name
+        expected = 4.0 if p.dim() == 1 else max(4.0 * norms[name], gauge * scale)
+        assert named[name].radius * scale == pytest.approx(expected, rel=1e-12), name
+    assert held == (mode in ("k_support", "k_sparse"))          # BN γ only: its k-support gauge C/√k > 4
 
 
 def test_norm_radius_below_the_gamma_norm_scales_gamma_onto_the_ball():

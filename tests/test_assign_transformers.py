@@ -19,7 +19,8 @@ from sparsefw.constraints import (CoupledGroupKSupportBall, GroupKSupportBall, L
                                   SpectralKSupportBall)
 from transformer_zoo import ZOO, build  # noqa: E402
 
-MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear", "coupled_group_k_support")
+MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear", "coupled_group_k_support",
+         "nm_k_support")
 
 
 def _constrain(model, x, mode, **kwargs):
@@ -63,37 +64,38 @@ def test_checkpoint_rule_leaves_every_zoo_model_unchanged(name, mode, pretrained
 @pytest.mark.parametrize("pretrained", [False, True], ids=["fresh", "pretrained_like"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(ZOO))
-def test_default_rule_never_shrinks_norm_scales_and_keeps_fresh_models(name, mode, pretrained):
-    """Default options: LayerNorm/RMSNorm (torch's and the libraries' own classes) γ, β untouched —
-    in k_support mode γ = 1 used to be scaled to 10/(its k-support norm), changing the output by
-    36–48 % on these models; a fresh library-initialised model is left entirely unchanged."""
+def test_default_options_leave_every_zoo_model_unchanged(name, mode, pretrained):
+    """Default options (radius_rule "auto", every region holding its start): the output of a fresh and of
+    a pretrained-like model is what it was and nothing is reported — in k_support mode LayerNorm γ = 1
+    used to be scaled to 10/(its k-support norm) (36–48 % output change), and with the "init" rule the
+    pretrained-like weights 70–100 %. LayerNorm/RMSNorm γ, β stay bit-identical."""
     model, x = build(name, pretrained)
     scales = _norm_scale_tensors(model)
     assert scales  # every zoo model has norm layers
     with torch.no_grad():
         before = model(x)
-    _constrain(model, x, mode)
+    _, rescaled = _constrain(model, x, mode)
     for key, value in _norm_scale_tensors(model).items():
         assert torch.equal(value, scales[key]), key
-    if not pretrained:
-        assert _relative_change(model, x, before) <= 1e-6
+    assert _relative_change(model, x, before) <= 1e-6 and not rescaled
 
 
-def test_default_rule_on_checkpoint_like_weights_rescales_and_names_every_tensor():
-    """Pretrained-like GPT-2 in k_support mode, radius rule "init": biases of norm > width are scaled
-    onto their radius-10 balls; the one warning names exactly the changed tensors with their factors."""
+def test_an_explicit_radius_excludes_the_start_and_the_warning_names_every_tensor():
+    """Pretrained-like GPT-2 in k_support mode with norm_radius=10 (asked): biases and LN γ, β of norm > 10
+    are scaled onto their balls; the one warning names exactly the changed tensors with their factors."""
     model, x = build("gpt2", pretrained=True)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    _, rescaled = _constrain(model, x, "k_support")
+    _, rescaled = _constrain(model, x, "k_support", norm_radius=10.0)
     changed = {n: float(p.detach().norm() / before[n].norm()) for n, p in model.named_parameters()
                if not torch.equal(p.detach(), before[n])}
     assert changed and len(rescaled) == 1
+    assert all(before[n].dim() == 1 for n in changed)          # weights hold their start under any rule
     message = str(rescaled[0].message)
     assert f"{len(changed)} tensor(s)" in message
     for n, factor in changed.items():
         assert f"{n} ×{factor:.4g}" in message, (n, factor)
     model, _ = build("gpt2", pretrained=True)
-    assert not _constrain(model, x, "k_support", radius_rule="checkpoint")[1]
+    assert not _constrain(model, x, "k_support", radius_rule="init")[1]
 
 
 def _bn_net():
@@ -103,17 +105,24 @@ def _bn_net():
                          nn.Linear(16, 4))
 
 
-def test_batchnorm_shrink_stays_and_is_reported_groupnorm_is_no_longer_shrunk():
-    """k_support, k = ⌊0.1·C⌋: the k-support norm of γ = 1 is C/√k. BN (C = 20, k = 2): 14.1 > 10, so
-    γ is scaled by 10/14.1 as before, now with a warning; GroupNorm (C = 12, k = 1): 12 > 10 but kept."""
+def test_batchnorm_gamma_is_held_by_default_and_shrunk_when_asked():
+    """k_support, k = ⌊0.1·C⌋: the k-support norm of γ = 1 is C/√k. By default every region holds its
+    start: BN (C = 20, k = 2) gets radius 14.1 instead of width = 10, GroupNorm (C = 12, k = 1) 12, nothing
+    scaled. norm_radius="width" asks for the paper code's rule: BN and GroupNorm γ scaled onto radius 10,
+    with one warning naming both (under radius_rule "checkpoint" too: an asked 1-D radius holds there)."""
     model = _bn_net()
     groups, rescaled = _constrain(model, None, "k_support")
-    torch.testing.assert_close(model[1].weight.detach(), torch.full((20,), 10 / (20 / math.sqrt(2))))
-    assert torch.equal(model[4].weight.detach(), torch.ones(12))
-    region = next(g["constraint"] for g in groups if g["name"] == "4.weight")
-    assert region.radius == pytest.approx(12.0)  # raised to its gauge from width = 10
-    assert len(rescaled) == 1 and str(rescaled[0].message).count("×") == 1
-    assert f"1.weight ×{10 / (20 / math.sqrt(2)):.4g}" in str(rescaled[0].message)
+    radii = {g["name"]: g["constraint"].radius for g in groups}
+    assert torch.equal(model[1].weight.detach(), torch.ones(20)) and torch.equal(model[4].weight.detach(), torch.ones(12))
+    assert radii["1.weight"] == pytest.approx(20 / math.sqrt(2)) and radii["4.weight"] == pytest.approx(12.0)
+    assert not rescaled
+    for rule in ("init", "checkpoint"):
+        model = _bn_net()
+        groups, rescaled = _constrain(model, None, "k_support", norm_radius="width", radius_rule=rule)
+        torch.testing.assert_close(model[1].weight.detach(), torch.full((20,), 10 / (20 / math.sqrt(2))))
+        torch.testing.assert_close(model[4].weight.detach(), torch.full((12,), 10 / 12))
+        assert len(rescaled) == 1 and str(rescaled[0].message).count("×") == 2
+        assert f"1.weight ×{10 / (20 / math.sqrt(2)):.4g}" in str(rescaled[0].message)
 
 
 def test_checkpoint_radii_are_width_times_the_gauge_zero_tensors_keep_the_init_radius():
@@ -153,12 +162,12 @@ def test_hidden_linear_layers_exclude_heads_and_tied_embeddings(name):
     ("group_k_support", GroupKSupportBall, CoupledGroupKSupportBall),
     ("spectral_k_support", SpectralKSupportBall, SpectralKSupportBall), ("nuclear", NuclearBall, NuclearBall)])
 def test_structured_regions_of_hidden_linear_and_conv1d_weights(mode, linear_cls, conv1d_cls):
-    """linear="structured": hidden weights get the mode's structured region, everything else the paper's
-    (heads, embeddings: L2 balls); "l2" (default) is the paper's table."""
+    """linear="structured" (default): hidden weights get the mode's structured region, everything else the
+    paper's (heads, embeddings: L2 balls); "l2" is the paper's table."""
     for name, cls in (("nanogpt", linear_cls), ("gpt2", conv1d_cls)):
         model, x = build(name)
-        paper = {g["name"]: g["constraint"] for g in _constrain(model, x, mode)[0]}
-        structured = {g["name"]: g["constraint"] for g in _constrain(model, x, mode, linear="structured")[0]}
+        paper = {g["name"]: g["constraint"] for g in _constrain(model, x, mode, linear="l2")[0]}
+        structured = {g["name"]: g["constraint"] for g in _constrain(model, x, mode)[0]}
         for n, region in structured.items():
             expected = cls if n in HIDDEN[name][0] else type(paper[n])
             assert type(region) is expected, n
@@ -184,10 +193,10 @@ def test_conv1d_group_region_selects_output_units_and_sfw_steps_it():
 
 
 def test_structured_linear_on_a_cnn_changes_only_its_hidden_linear():
-    """The CNNs' default is unchanged; linear="structured" gives the hidden Linear (7) a group region
-    and leaves the classifier (9) and every conv region as they were."""
-    paper = {g["name"]: g["constraint"] for g in _constrain(_bn_net(), None, "group_k_support")[0]}
-    structured = {g["name"]: g["constraint"] for g in _constrain(_bn_net(), None, "group_k_support", linear="structured")[0]}
+    """linear="structured" (default) gives the hidden Linear (7) a group region and leaves the classifier
+    (9) and every conv region as the paper's table ("l2") has them."""
+    paper = {g["name"]: g["constraint"] for g in _constrain(_bn_net(), None, "group_k_support", linear="l2")[0]}
+    structured = {g["name"]: g["constraint"] for g in _constrain(_bn_net(), None, "group_k_support")[0]}
     assert type(structured["7.weight"]) is GroupKSupportBall and type(paper["7.weight"]) is L2Ball
     for n in paper:
         if n != "7.weight":
@@ -195,8 +204,7 @@ def test_structured_linear_on_a_cnn_changes_only_its_hidden_linear():
 
 
 @pytest.mark.parametrize("kwargs,name", [(dict(radius_rule="ckpt"), "radius_rule"), (dict(linear="group"), "linear"),
-                                         (dict(radius_rule="checkpoint", norm_radius="width"), "norm_radius"),
-                                         (dict(radius_rule="auto", norm_radius="init"), "norm_radius")])
+                                         (dict(norm_radius="paper"), "norm_radius")])
 def test_bad_options_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         sparsefw.constrain(_bn_net(), "l2", **kwargs)

@@ -14,43 +14,50 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            space over its output-side members (conv/Linear rows, biases, BN γ, β;
                            `assign_coupled`; needs example_inputs; radius coupled_width (3) · joint
                            init norm, fixed step coupled_step (0.02))   L2Ball for every other parameter
+    "nm_k_support"         NMKSupportBall(N:M) over groups of M consecutive input channels; every
+                           Linear-like weight (nn.Linear, Conv1D: groups along its input dim) too,
+                           the head included — the tensors `compress.prune(pattern="N:M")` masks;
+                           L2Ball for every other parameter. k: "N:M" (default "2:4"), a fraction κ
+                           (N = max(1, ⌊4κ⌋) of M = 4) or a count N (N of M = 4)
     "spectral"             SpectralBall on every matrix weight (Linear, Conv1D, conv), radius
                            spectral_width (3) · √(d_out/d_in), fixed step,    L2Ball, Adam direction
                            Adam direction (AdaSFW)
     "spectral_polytope"    SpectralPolytope(k) (rank-k spectral polytope) on hidden matrix weights,
                            SpectralBall on the head; as "spectral" otherwise (`assign_spectral`)
 
-(Linear weights get L2 balls in the filter and low-rank modes, as in the paper; `linear="structured"`
-gives hidden Linear and (in, out)-stored Conv1D weights the mode's structured region over their
-output units, `assign_linear`: not the default until training measures it.) With
+Linear layers (`linear`, default "structured", `assign_linear`): hidden Linear and (in, out)-stored
+Conv1D weights — those `remove_filters(coupled=True)`/`factorize(layers="all")` compress, not the
+output head or embeddings — get the mode's structured region over their output units in the filter
+and low-rank modes (the table's conv column); `linear="l2"` gives them L2 balls, the paper's table
+(measured on the MLP task, docs/tuning.md "Starting points and Linear layers"). With
 `bias_and_norm="l2"` every 1-D parameter (biases, BN γ and β) gets an L2 ball whatever the mode —
 a departure from the paper for "k_support"/"k_sparse", whose vertices keep only ⌊k·C⌋ of C BN
 channels, so every step shrinks all the others; compression never prunes these tensors. By
 default (`norm_radius=None`, rule "width" of `DEFAULT_NORM_RADIUS` in every mode) every 1-D
 parameter's region has radius width (not a multiple of its initial norm), as in the paper's code,
-which does this by accident: its table of initial norms is keyed by tensor shape, so BN β (zero
-init, counted as 1) overwrites γ's √C and both get radius width · 1. γ = 1 then starts outside its
-k-support ball and is scaled down, and stays small; with these radii k-support keeps far more
-accuracy under pruning (BENCHMARKS.md, quality_paper and radius_rule). `norm_radius="init"` gives
-1-D parameters width · E‖θ_init‖ like every other tensor (the default before), a number r radius r.
-k: a float in
+which does this by accident (its table of initial norms is keyed by tensor shape, so BN β
+overwrites γ's √C). `norm_radius="init"` gives 1-D parameters width · E‖θ_init‖ like every other
+tensor, a number r radius r. k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
-"spectral_k_support", 0.25 for "spectral_polytope", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
-every channel space, BENCHMARKS.md coupled_training); ignored by "l2", "nuclear" and "spectral". Default width
+"spectral_k_support", 0.25 for "spectral_polytope", 0.5 for "coupled_group_k_support" (robust to
+removing up to about half of every channel space, BENCHMARKS.md coupled_training); ignored by "l2",
+"nuclear" and "spectral". Default width
 10 (docs/method.md#reference-results).
 
-Radius rules (`radius_rule`): "init" (default) is the above, made for a model at its default
-initialisation; "checkpoint" gives every region τ = width · g(θ), g that region's gauge (x ∈ C ⇔
-g(x) ≤ τ; the K-sparse polytope's too) at the tensor's current value θ — radii from
-the weights the model has, every region holding the start (width ≥ 1); a tensor that is 0 keeps
-the "init" radius; a number given as `norm_radius` still sets every 1-D radius. "auto" is
-"checkpoint" where a norm layer's γ ≠ 1 or β ≠ 0 (`radii.moved_norm_parameters`: trained weights;
-every library starts them at exactly 1 and 0), else "init" (fresh models, and models without norm
-layers, which it cannot tell apart). Under any rule
-the γ, β of LayerNorm, RMSNorm and GroupNorm layers (torch's classes, or any class whose name ends
-so: the libraries' own) are never shrunk at set-up: their radius is at least their gauge (a
-number as norm_radius excepted). BatchNorm γ keeps the rule above, shrink included.
+Every region holds its start: τ ← max(τ, g(θ)), g the region's gauge (x ∈ C ⇔ g(x) ≤ τ; the K-sparse
+polytope's too) at the tensor's current value θ, so `constrain` never changes what the model
+computes — unless asked: a `norm_radius` given explicitly (a number, "width" or "init") sets the 1-D
+radii as given, and a tensor outside is scaled onto its region. `norm_radius="width"` is the paper
+code's rule with its shrink: BN γ = 1 (k-support norm C/√k > width) scaled down at set-up (the
+default before issue 24, which made k-support robust on BN nets; docs/tuning.md).
+
+Radius rules (`radius_rule`): "init" is the above, made for a model at its default initialisation;
+"checkpoint" gives every region τ = width · g(θ) — radii from the weights the model has (width ≥ 1
+holds the start); a tensor that is 0 keeps the "init" radius; an explicit `norm_radius` still sets
+every 1-D radius. "auto" (default) is "checkpoint" where a norm layer's γ ≠ 1 or β ≠ 0
+(`radii.moved_norm_parameters`: trained weights; every library starts them at exactly 1 and 0), else
+"init" (fresh models, and models without norm layers, which it cannot tell apart).
 
 Parameters with requires_grad=False are left out. Every parameter outside its region is scaled
 onto it in place (`shift_inside`), and one `RescaledWarning` lists each (name, factor);
@@ -66,17 +73,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NuclearBall,
-                          SpectralKSupportBall, resolve_k)
+from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NMKSupportBall,
+                          NuclearBall, SpectralKSupportBall, parse_pattern, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
-from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
+from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, output_dim, structured_region
 from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, MATRIX_DIRECTION, OTHER_STEP, SPECTRAL_MODES, spectral_regions
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
+from .optim.sharded import full_value, is_sharded
 from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
-             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5,
+             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5, "nm_k_support": "2:4",
              "spectral": None, "spectral_polytope": 0.25}
 MODES = tuple(DEFAULT_K)
 # Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
@@ -89,16 +97,53 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _SCALE_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 #: values of `constrain(..., radius_rule=...)` (module docstring, "Radius rules")
 RADIUS_RULES = ("init", "checkpoint", "auto")
+DEFAULT_RADIUS_RULE = "auto"
+#: regions of hidden Linear layers in the filter and low-rank modes (`LINEAR_RULES`, docstring above)
+DEFAULT_LINEAR = "structured"
 
 
 def check_k(k: Any) -> None:
-    """ValueError unless k is a fraction in (0, 1] (float) or a count ≥ 1 (int): the one check of k."""
+    """ValueError unless k is a fraction in (0, 1] (float), a count ≥ 1 (int) or an N:M pattern
+    ("2:4", mode "nm_k_support" only): the one check of k."""
+    if isinstance(k, str):
+        try:
+            parse_pattern(k)
+        except ValueError:
+            raise ValueError(f"k as a string must be an N:M pattern such as '2:4' (1 ≤ N ≤ M), "
+                             f"got k={k!r}") from None
+        return
     if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise ValueError(f"k must be a float fraction in (0, 1] or an int count ≥ 1, got k={k!r}")
+        raise ValueError(f"k must be a float fraction in (0, 1], an int count ≥ 1 or an 'N:M' pattern, got k={k!r}")
     if isinstance(k, float) and not 0.0 < k <= 1.0:
         raise ValueError(f"k as a fraction must lie in (0, 1], got k={k!r}")
     if isinstance(k, int) and k < 1:
         raise ValueError(f"k as a count must be ≥ 1, got k={k!r}")
+
+
+def nm_pattern(k: int | float | str) -> str:
+    """k of mode "nm_k_support" as "N:M": a pattern as given; a fraction κ → max(1, ⌊4κ⌋):4; a
+    count N → N:4 (N ≤ 4). k must have passed `check_k`."""
+    if isinstance(k, str):
+        return "{}:{}".format(*parse_pattern(k))
+    if isinstance(k, float):
+        return f"{max(1, math.floor(4 * k))}:4"
+    if k > 4:
+        hint = " (YAML 1.1 reads an unquoted N:M as a base-60 number, 2:4 as 124: write k: '2:4')" if k >= 60 else ""
+        raise ValueError(f"k as a count in mode 'nm_k_support' is N of M = 4 and must lie in [1, 4], got k={k!r}{hint}")
+    return f"{k}:4"
+
+
+def mode_k(mode: str, k: Any) -> int | float | str | None:
+    """constrain's k for `mode`, validated: the mode's default for None, an 'N:M' pattern in mode
+    "nm_k_support" (`nm_pattern`), and a pattern only there."""
+    if k is None:
+        return DEFAULT_K[mode]
+    check_k(k)
+    if mode == "nm_k_support":
+        return nm_pattern(k)
+    if isinstance(k, str):
+        raise ValueError(f"k as an 'N:M' pattern applies to mode 'nm_k_support' only, got k={k!r} with mode={mode!r}")
+    return k
 
 
 def _capped(k: int | float, structures: int) -> int | float:
@@ -128,13 +173,14 @@ class _Rules:
     """What decides the region of one parameter (`constrain`'s arguments, resolved)."""
 
     mode: str
-    k: int | float
+    k: int | float | str        # an "N:M" pattern in mode "nm_k_support"
     width: float
     bias_and_norm: str
     norm_radius: float | None   # the radius of every 1-D region, None for width · E‖θ_init‖
-    explicit_norm: bool         # norm_radius was given as a number (it then holds under any radius_rule)
+    explicit_norm: bool         # norm_radius was given (its radius then holds for 1-D tensors under any rule)
     radius_rule: str
     hidden: dict[str, int]      # hidden Linear-like weights under linear="structured": output dim
+    inputs: dict[str, int]      # mode "nm_k_support": conv and Linear-like weights: their input dim
     norms: dict[str, float]     # E‖θ_init‖₂
 
     def region(self, model: nn.Module, name: str, p: torch.Tensor) -> Constraint:
@@ -142,12 +188,14 @@ class _Rules:
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
         kind = self.hidden.get(name, "conv" if attr == "weight" and isinstance(module, _CONV) else None)
+        if self.mode == "nm_k_support":
+            kind = self.inputs.get(name)
         one_d = p.dim() <= 1
         region_mode = "l2" if self.bias_and_norm == "l2" and one_d else self.mode
         scale = self.width * self.norms[name] if self.norm_radius is None or not one_d else self.norm_radius
         region = _region(region_mode, kind, p.shape, self.k, scale)
-        rule = "init" if one_d and self.explicit_norm else self.radius_rule
-        _set_radius(region, [p], rule, self.width, floor=is_norm_scale_layer(module) and not self.explicit_norm)
+        asked = one_d and self.explicit_norm
+        _set_radius(region, [p], "init" if asked else self.radius_rule, self.width, floor=not asked)
         return region
 
 
@@ -159,8 +207,11 @@ def is_norm_scale_layer(module: nn.Module) -> bool:
 
 def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
     """The region of one parameter; `kind`: "conv" (a conv weight), an int (a hidden Linear-like
-    weight: its output dim, `assign_linear`) or None; `scale` = width · E‖θ^init‖₂."""
+    weight: its output dim, `assign_linear`; mode "nm_k_support": a weight's input dim) or None;
+    `scale` = width · E‖θ^init‖₂."""
     n = math.prod(shape)
+    if mode == "nm_k_support" and isinstance(kind, int):
+        return NMKSupportBall(shape, *parse_pattern(k), radius=scale, dim=kind)
     if mode == "k_support":
         return KSupportBall(shape, k=_capped(k, n), radius=scale)
     if mode == "k_sparse":
@@ -177,9 +228,24 @@ def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float
     return L2Ball(shape, radius=scale)
 
 
+def input_dims(model: nn.Module) -> dict[str, int]:
+    """{qualified weight name: the dim of its input units} of the conv (Conv1d/2d/3d: 1) and
+    Linear-like layers (nn.Linear: 1, (in, out) Conv1D: 0, `assign_linear.output_dim`) of `model`;
+    a weight tied to an earlier name is listed under that name's owner (no entry here)."""
+    own = {name for name, _ in model.named_parameters()}
+    dims = {}
+    for name, module in model.named_modules():
+        dim = 1 if isinstance(module, _CONV) else None if (out := output_dim(module)) is None else 1 - out
+        weight = f"{name}.weight" if name else "weight"
+        if dim is not None and weight in own:
+            dims[weight] = dim
+    return dims
+
+
 def _point(region: Constraint, params: list[torch.Tensor]) -> torch.Tensor:
-    """The point of `region` the parameters make (packed for a region over several tensors)."""
-    values = [p.detach() for p in params]
+    """The point of `region` the parameters make (packed for a region over several tensors; FSDP2
+    DTensors all-gathered, once per region at set-up)."""
+    values = [full_value(p.detach()) for p in params]
     return region.pack(values) if getattr(region, "multi_tensor", False) else values[0]
 
 
@@ -203,7 +269,12 @@ def _place(region: Constraint, params: list[torch.Tensor], name: str, rescaled: 
         inside = region.shift_inside(point)
         if inside is point:
             return
-        rescaled.append((name, region.radius / float(region.norm(point))))
+        factor = region.radius / float(region.norm(point))
+        rescaled.append((name, factor))
+        if any(is_sharded(p) for p in params):      # shift_inside scales radially: on the local shards
+            for p in params:
+                p.mul_(factor)
+            return
         new = region.unpack(inside) if getattr(region, "multi_tensor", False) else [inside]
         for p, value in zip(params, new):
             p.copy_(value)
@@ -227,20 +298,22 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
               example_inputs=None, coupled_width: float | None = None,
               coupled_step: float | str | None = None, fixed_step: float | str | None = None,
-              radius_rule: str = "init", linear: str = "l2", spectral_width: float | None = None) -> list[dict]:
+              radius_rule: str = DEFAULT_RADIUS_RULE, linear: str = DEFAULT_LINEAR,
+              spectral_width: float | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
-    the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`),
-    "init" (width · E‖θ_init‖), "width" (width) or a positive number.
+    the radius of every 1-D parameter's region — None (the mode's rule, `DEFAULT_NORM_RADIUS`, held at
+    the start's gauge), or asked: "init" (width · E‖θ_init‖), "width" (width) or a positive number.
     `radius_rule`: "init" (radii from the expected init norm, above), "checkpoint" (τ = width ·
-    the tensor's current gauge in its region: every region holds the start; with it `norm_radius`
-    may only be None or a number) or "auto" (one of the two, by `radii.moved_norm_parameters`).
-    `linear`: "l2" (the paper's table) or "structured" (hidden Linear and Conv1D weights get the
-    mode's structured region, `assign_linear`).
-    Makes the starting point feasible, changing only parameters that lie outside their region, and
-    then warns (`RescaledWarning`) naming each and its factor; LayerNorm/RMSNorm/GroupNorm γ, β are
-    never shrunk (their radius is at least their gauge) unless norm_radius is a number.
+    the tensor's current gauge in its region) or "auto" (default: one of the two, by
+    `radii.moved_norm_parameters`). Every region holds its start (τ ≥ the start's gauge) except the
+    1-D regions of an asked `norm_radius`.
+    `linear`: "structured" (default: hidden Linear and Conv1D weights get the mode's structured
+    region, `assign_linear`) or "l2" (the paper's table); mode "nm_k_support" gives every conv and
+    Linear-like weight its N:M region whatever `linear` says (k: "N:M", `nm_pattern`).
+    A parameter outside its region (an asked norm_radius) is scaled onto it, and one warning
+    (`RescaledWarning`) names each and its factor.
     "coupled_group_k_support" needs `example_inputs` (for the channel analysis); its groups hold
     several parameters ("name": their names joined by "+") and come after the others; their radius
     is `coupled_width` (None: `DEFAULT_COUPLED_WIDTH`) times the members' joint expected init norm
@@ -255,23 +328,22 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     to the optimizer.
     Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
     `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
-    gauge) and its group the fixed step `fixed_step` (None: `DEFAULT_FIXED_STEP`; "optimizer": the
-    optimizer's) and `assign_spectral.MATRIX_DIRECTION`, with or without example_inputs; `width` sizes the other parameters' L2 balls, whose
-    groups take `assign_spectral.OTHER_STEP` (Adam direction, lr 3e-3) unless fixed_step="optimizer"."""
-    _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear, norm_radius)
-    explicit_norm = isinstance(norm_radius, (int, float)) and not isinstance(norm_radius, bool)
+    gauge; at least the start's gauge) and its group the fixed step `fixed_step` (None:
+    `DEFAULT_FIXED_STEP`; "optimizer": the optimizer's) and `assign_spectral.MATRIX_DIRECTION`, with or
+    without example_inputs; `width` sizes the other parameters' L2 balls, whose groups take
+    `assign_spectral.OTHER_STEP` (Adam direction, lr 3e-3) unless fixed_step="optimizer"."""
+    _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear)
+    explicit_norm = norm_radius is not None
     norm_radius = _norm_radius(mode, width, norm_radius)
-    if k is None:
-        k = DEFAULT_K[mode]
-    else:
-        check_k(k)
+    k = mode_k(mode, k)
     coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
     fixed = _fixed_step(model, example_inputs, fixed_step)
     norms = expected_init_norms(model)
     if radius_rule == "auto":
         radius_rule = "checkpoint" if moved_norm_parameters(model) else "init"
     hidden = hidden_linear_weights(model) if linear == "structured" and mode in STRUCTURED_MODES else {}
-    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, norms)
+    inputs = input_dims(model) if mode == "nm_k_support" else {}
+    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, inputs, norms)
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
@@ -284,12 +356,12 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
 
 def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, matrices: "_Matrices",
                   fixed: dict[str, float], rescaled: list[tuple[str, float]]) -> dict:
-    """The param group of parameter `name`: its region (made to hold p) and its step keys."""
+    """The param group of parameter `name`: its region (holding p) and its step keys."""
     region = matrices.get(name)
     if region is None:
         region = rules.region(model, name, p)
     else:
-        _set_radius(region, [p], rules.radius_rule, matrices.width, floor=False)
+        _set_radius(region, [p], rules.radius_rule, matrices.width, floor=True)
     _place(region, [p], name, rescaled)
     step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
     if name in matrices and matrices.step is not None:
@@ -323,8 +395,7 @@ def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) 
     return matrices
 
 
-def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any,
-                     norm_radius: Any) -> None:
+def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any) -> None:
     """ValueError naming the first bad argument of `constrain` (k, norm_radius's value and the
     coupled options are checked where they are resolved)."""
     if not isinstance(model, nn.Module):
@@ -339,9 +410,6 @@ def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radi
         raise ValueError(f"radius_rule must be one of {RADIUS_RULES}, got radius_rule={radius_rule!r}")
     if not isinstance(linear, str) or linear not in LINEAR_RULES:
         raise ValueError(f"linear must be one of {LINEAR_RULES}, got linear={linear!r}")
-    if radius_rule != "init" and isinstance(norm_radius, str):
-        raise ValueError(f"norm_radius must be None or a number with radius_rule={radius_rule!r} (its rules are "
-                         f"those of radius_rule='init'), got norm_radius={norm_radius!r}")
 
 
 def _coupled_groups(model: nn.Module, rules: _Rules, example_inputs, width: float | None, step: Any,
@@ -356,7 +424,7 @@ def _coupled_groups(model: nn.Module, rules: _Rules, example_inputs, width: floa
     out = []
     for names, region in coupled_regions(model, example_inputs, rules.k, width, rules.norms):
         params = [state[n] for n in names]
-        _set_radius(region, params, rules.radius_rule, width, floor=False)
+        _set_radius(region, params, rules.radius_rule, width, floor=True)
         _place(region, params, "+".join(names), rescaled)
         extra = {} if step == "optimizer" else {"lr": step, "rescale": None}
         out.append({"params": params, "constraint": region, "name": "+".join(names), **extra})

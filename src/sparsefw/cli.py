@@ -9,7 +9,8 @@
 Configuration errors exit with status 2 and a message naming the key; nothing is written then.
 A missing, truncated or corrupt checkpoint also exits with status 2 and a message naming the file.
 Data-parallel training: `sparsefw train ... --nproc-per-node N` (or `torchrun --nproc_per_node=N -m
-sparsefw.cli train ...`). Ctrl-C exits with status 130 and one line: the last checkpoint and the
+sparsefw.cli train ...`); `--fsdp` shards the model with FSDP2 instead of replicating it with DDP
+(docs/distributed.md). Ctrl-C exits with status 130 and one line: the last checkpoint and the
 command that resumes it.
 
 OMP_WAIT_POLICY=PASSIVE is set here, before torch is first imported, unless the user set it: with
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--method", action="append", default=None, help="train only this method (repeatable)")
     t.add_argument("--out", help="run directory (default runs/<name>; a subdirectory per method)")
     t.add_argument("--resume", action="store_true", help="continue runs from their checkpoints")
+    t.add_argument("--fsdp", action="store_true", help="with --nproc-per-node N > 1 (or under torchrun): shard "
+                   "the model with FSDP2 instead of DDP (= --set training.fsdp=true; gloo on CPU, NCCL on CUDA)")
     t.add_argument("--nproc-per-node", type=_processes, default=1, metavar="N",
                    help="data-parallel training on N processes of this machine (as torchrun does; default 1)")
 
@@ -121,6 +124,8 @@ def _train_argv(args, resume: bool) -> list[str]:
 
 
 def _train(args) -> None:
+    if args.fsdp and "training.fsdp=true" not in args.overrides:
+        args.overrides = [*args.overrides, "training.fsdp=true"]
     if args.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         return _launch(args)
     from .experiments.runs import plan_runs

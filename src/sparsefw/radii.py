@@ -23,6 +23,8 @@ import math
 import torch
 from torch import nn
 
+from .optim.sharded import full_value
+
 _UNIFORM_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm) + (
     (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
@@ -125,6 +127,6 @@ def moved_norm_parameters(model: nn.Module) -> list[str]:
             continue
         for name, p in module.named_parameters(recurse=False):
             start = 1.0 if name == "weight" else 0.0
-            if name in ("weight", "bias") and not bool((p.detach() == start).all()):
+            if name in ("weight", "bias") and not bool((full_value(p.detach()) == start).all()):
                 moved.append(f"{module_name}.{name}" if module_name else name)
     return moved

@@ -1,4 +1,4 @@
-"""bench_bn_hidden's measurement on a hand-built CNN: which filters count as shrunken and whose γ is
+"""bench_quality bn-hidden's measurement on a hand-built CNN: which filters count as shrunken and whose γ is
 averaged, against values set by hand."""
 import sys
 from pathlib import Path
@@ -6,13 +6,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import bench_bn_hidden as bh  # noqa: E402
+import _tasks as T  # noqa: E402
+import bench_quality as bh  # noqa: E402
 from sparsefw.models import build_model  # noqa: E402
 
 
 def test_shrunken_filters_and_their_gamma_match_hand_set_values():
     model = build_model("cnn", 10, 1, seed=0, widths=[4, 4, 8, 8])
-    pairs = bh.conv_bn_pairs(model)
+    pairs = T.conv_bn_pairs(model)
     assert [c.out_channels for c, _ in pairs] == [4, 4, 8, 8]
     assert all(bn.num_features == conv.out_channels for conv, bn in pairs)
     conv, bn = pairs[1]

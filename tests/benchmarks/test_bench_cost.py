@@ -11,9 +11,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import bench_cost  # noqa: E402
-from cost.methods import LAM, LAYER_METHODS, LR, METHODS, Trainer  # noqa: E402
-from cost.shapes import ConvBank, resnet50_conv_shapes  # noqa: E402
-from cost.timing import interleaved_medians  # noqa: E402
+from _harness import interleaved  # noqa: E402
+from bench_cost import LAM, LAYER_METHODS, LR, METHODS, ConvBank, Trainer, resnet50_conv_shapes  # noqa: E402
 
 SHAPES = [(6, 3, 3, 3), (5, 2, 1, 1)]  # a wide (6×27) and a tall (5×2) matrix
 
@@ -85,21 +84,21 @@ def test_spectral_lmo_error_detects_a_wrong_vertex(monkeypatch):
     assert direction < -1e-2 and distance > 1e-2 and abs(norm_excess) < 1e-6
 
 
-def test_interleaved_medians_call_counts():
+def test_interleaved_call_counts():
     calls = {"a": 0, "b": 0}
 
     def bump(key):
         calls[key] += 1
 
     fns = {"a": lambda: bump("a"), "b": lambda: bump("b")}
-    med = interleaved_medians(fns, repeats=3, min_sample_s=0.0)  # warm-up long enough: 1 + 3 rounds × 1
+    samples = interleaved(fns, repeats=3, min_sample_s=0.0)  # warm-up long enough: 1 + 3 rounds × 1
     assert calls == {"a": 4, "b": 4}
-    assert set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
+    assert set(samples) == {"a", "b"} and all(len(v) == 3 and min(v) >= 0 for v in samples.values())
     calls.update(a=0, b=0)
-    interleaved_medians(fns, repeats=3, min_sample_s=60.0, max_inner=4)  # warm-up, calibration, 3 rounds × 4
+    interleaved(fns, repeats=3, min_sample_s=60.0, max_inner=4)  # warm-up, calibration, 3 rounds × 4
     assert calls == {"a": 14, "b": 14}
     with pytest.raises(ValueError, match="repeats"):
-        interleaved_medians({"a": lambda: None}, repeats=0)
+        interleaved({"a": lambda: None}, repeats=0)
 
 
 def test_resnet50_shapes_match_torchvision_counts():
@@ -111,11 +110,11 @@ def test_resnet50_shapes_match_torchvision_counts():
 
 def test_quick_run_writes_three_sections_and_a_png(tmp_path):
     out, results = tmp_path / "BENCHMARKS.md", tmp_path / "results"
-    res = bench_cost.main(["--quick", "--threads", "1", "--out", str(out), "--results-dir", str(results)])
+    res = bench_cost.main(["cost", "--quick", "--threads", "1", "--out", str(out), "--results-dir", str(results)]).measured
     text = out.read_text()
     for section in ("cost", "cost_scaling", "cost_whole_step"):
         assert f"<!-- {section}:start -->" in text and f"<!-- {section}:end -->" in text
-    assert "python benchmarks/bench_cost.py --quick" in text
+    assert "python benchmarks/bench_cost.py cost --quick" in text
     assert (results / "cost_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for per_shape in list(res["layers"].values()) + list(res["models"].values()):
         assert set(per_shape) == set(LAYER_METHODS)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _tasks as T  # noqa: E402
 import bench_segmentation as bs  # noqa: E402
-from _runlog import read_jsonl  # noqa: E402
+from _harness import read_jsonl  # noqa: E402
 from sparsefw import compress  # noqa: E402
 from sparsefw.compress.metrics import count_nonzero_parameters  # noqa: E402
 

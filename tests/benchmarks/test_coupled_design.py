@@ -1,4 +1,4 @@
-"""bench_coupled_design's instruments: masking by the library's ranking is the physically removed
+"""bench_coupled_training design's instruments: masking by the library's ranking is the physically removed
 model, and the weakest-half share is 0 for a space whose lower half is zero and ½ for a flat one."""
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import bench_coupled_design as bd  # noqa: E402
+import bench_coupled_training as bd  # noqa: E402
 from sparsefw.compress import channel_groups, remove_filters  # noqa: E402
 from sparsefw.models.resnet import ResNet  # noqa: E402
 

@@ -9,7 +9,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _tasks as T  # noqa: E402
-import bench_radius_rule as rr  # noqa: E402
+import bench_robustness as rr  # noqa: E402
 import bench_robustness as br  # noqa: E402
 from sparsefw import compress  # noqa: E402
 from sparsefw.constraints import SpectralKSupportBall  # noqa: E402

@@ -76,6 +76,31 @@ def test_norm_radius_reaches_the_regions_of_the_1d_parameters():
     assert radii["0.weight"] != 3.0 and radii["3.weight"] != 3.0
 
 
+def test_radius_rule_and_linear_reach_constrain():
+    """A checkpoint-like model (γ moved, weights ×20): "checkpoint" radii are width · the tensor's gauge;
+    "structured" gives the hidden Linear a group region over its output units; SGD refuses both keys."""
+    import torch
+    from torch import nn
+
+    from sparsefw.constraints import GroupKSupportBall
+    from sparsefw.experiments.optimizers import build_optimizer
+    model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 2))
+    with torch.no_grad():
+        model[1].weight.mul_(1.5)
+        model[3].weight.mul_(20)
+    raw = {"optimizer": {"mode": "group_k_support", "radius_rule": "checkpoint", "linear": "structured"}}
+    optimizer, _, _ = build_optimizer(validate(raw).optimizer, model)
+    groups = {g["name"]: g["constraint"] for g in optimizer.param_groups}
+    region = groups["3.weight"]
+    assert isinstance(region, GroupKSupportBall)
+    assert region.radius == pytest.approx(10 * float(region.norm(model[3].weight.detach())))
+    for key, value in (("radius_rule", "auto"), ("linear", "l2")):
+        with pytest.raises(ConfigError, match=f"optimizer.{key}"):
+            validate({"optimizer": {"name": "sgd", key: value}})
+        with pytest.raises(ConfigError, match=f"optimizer.{key}"):
+            validate({"optimizer": {key: "sometimes"}})
+
+
 @pytest.mark.parametrize("mode", ["k_support", "group_k_support", "spectral_k_support"])
 def test_unset_k_width_lr_and_norm_radius_are_the_library_defaults(mode):
     """The config leaves k (null) and the radius rule (null) to `constrain`, and its width and lr

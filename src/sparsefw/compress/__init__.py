@@ -1,6 +1,7 @@
 """One-shot compression without retraining (needs torch.nn only).
 
-prune            unstructured magnitude pruning (global or per layer), zeros in the weights
+prune            magnitude pruning (global or per layer; or N:M semi-structured, pattern="2:4"), zeros
+                 in the weights; criterion="wanda" scores |W|·‖x‖ from calibration inputs (`criteria`)
 remove_filters   physically smaller convs, exactly the function of the ln_structured-masked model;
                  coupled=True shrinks every coupled channel space (residual streams, MLP hidden units)
 channel_groups   the coupled channel spaces of a model and the parameter slices of each channel

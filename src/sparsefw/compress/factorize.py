@@ -112,6 +112,27 @@ def factorizable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.M
             if isinstance(m, types) and not isinstance(m, ComposedLayer)}
 
 
+def _check_rank_rule(rank, energy, budget, budget_kind: str, example_inputs, cost) -> None:
+    """ValueError naming the first bad argument of `factorize`'s rank rule and cost."""
+    given = [k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of rank, energy, budget; got {given or 'none'}")
+    if rank is not None and not (
+            (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1)
+            or (isinstance(rank, float) and 0 < rank <= 1)):
+        raise ValueError(f"rank must be a float in (0, 1] or an int >= 1, got {rank!r}")
+    if energy is not None and not (isinstance(energy, (int, float)) and 0 < energy <= 1):
+        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
+    if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget <= 1):
+        raise ValueError(f"budget must be in (0, 1], got {budget!r}")
+    if budget_kind not in _BUDGET_KINDS:
+        raise ValueError(f"budget_kind must be one of {_BUDGET_KINDS}, got {budget_kind!r}")
+    if budget is not None and budget_kind != "params" and example_inputs is None:
+        raise ValueError(f"example_inputs is required for budget_kind={budget_kind!r}, got None")
+    if not (callable(cost) or cost in _COSTS):
+        raise ValueError(f"cost must be one of {_COSTS} or a callable cost model, got cost={cost!r}")
+
+
 def factorize(model: nn.Module, rank: float | int | None = None, energy: float | None = None,
               budget: float | None = None, budget_kind: str = "params", example_inputs=None,
               skip_no_saving: bool = True, layers: str = "conv", return_recipe: bool = False,
@@ -148,23 +169,7 @@ def factorize(model: nn.Module, rank: float | int | None = None, energy: float |
         layer was factorized.
     """
     check_module(model)
-    given = [k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None]
-    if len(given) != 1:
-        raise ValueError(f"give exactly one of rank, energy, budget; got {given or 'none'}")
-    if rank is not None and not (
-            (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1)
-            or (isinstance(rank, float) and 0 < rank <= 1)):
-        raise ValueError(f"rank must be a float in (0, 1] or an int >= 1, got {rank!r}")
-    if energy is not None and not (isinstance(energy, (int, float)) and 0 < energy <= 1):
-        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
-    if budget is not None and not (isinstance(budget, (int, float)) and 0 < budget <= 1):
-        raise ValueError(f"budget must be in (0, 1], got {budget!r}")
-    if budget_kind not in _BUDGET_KINDS:
-        raise ValueError(f"budget_kind must be one of {_BUDGET_KINDS}, got {budget_kind!r}")
-    if budget is not None and budget_kind != "params" and example_inputs is None:
-        raise ValueError(f"example_inputs is required for budget_kind={budget_kind!r}, got None")
-    if not (callable(cost) or cost in _COSTS):
-        raise ValueError(f"cost must be one of {_COSTS} or a callable cost model, got cost={cost!r}")
+    _check_rank_rule(rank, energy, budget, budget_kind, example_inputs, cost)
     if cost == "auto":
         prices_latency = budget is not None and budget_kind == "latency"
         cost = "latency" if example_inputs is not None and (skip_no_saving or prices_latency) else "params"

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,7 +23,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from ..assign import MODES, check_coupled_step, check_fixed_step, check_k, check_norm_radius
+from ..assign import MODES, RADIUS_RULES, check_coupled_step, check_fixed_step, check_k, check_norm_radius, mode_k
+from ..assign_linear import LINEAR_RULES
 from ..models import check_model_option, model_options
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
@@ -31,6 +33,9 @@ from .schedules import SCHEDULES
 
 SGD_PENALTIES = (*PENALTIES, *PROX_OPERATORS)     # penalties added to the loss, then proximal steps
 COMPRESSION_KINDS = ("unstructured", "filters", "channels", "lowrank")   # SweepConfig has a list of levels per kind
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 class ConfigError(ValueError):
@@ -97,8 +102,9 @@ class OptimizerConfig:
     momentum: float = _opt(0.9, check_momentum)
     # SFW
     mode: str = _opt("k_support", _choice(*MODES), "feasible-region assignment (sparsefw.constrain)")
-    k: Optional[Union[int, float]] = _opt(None, check_k, "fraction (float) or count (int) for "
-                                          "k-regions (null: the mode's default, sparsefw.assign.DEFAULT_K)")
+    k: Optional[Union[int, float, str]] = _opt(None, check_k, "fraction (float) or count (int) for k-regions, "
+                                               "a quoted 'N:M' pattern for mode nm_k_support (null: the mode's "
+                                               "default, sparsefw.assign.DEFAULT_K)")
     width: float = _opt(10.0, _positive, "radius = width · expected initial norm (biases, BN γ/β: see norm_radius)")
     rescale: Optional[str] = _opt("gradient", _choice(*RESCALES))
     bias_and_norm: str = _opt("mode", _choice("mode", "l2"), "regions of biases and BN γ/β: the mode's or L2 balls")
@@ -117,6 +123,11 @@ class OptimizerConfig:
                                                    "parameters whose scale the model ignores, scheduled like lr "
                                                    "('optimizer': lr and rescale; null: "
                                                    "sparsefw.assign_step.DEFAULT_FIXED_STEP)")
+    radius_rule: Optional[str] = _opt(None, _choice(*RADIUS_RULES), "where radii come from: 'init' (the expected "
+                                      "initial norm), 'checkpoint' (width · the tensor's own gauge) or 'auto' "
+                                      "(null: sparsefw.assign.DEFAULT_RADIUS_RULE)")
+    linear: Optional[str] = _opt(None, _choice(*LINEAR_RULES), "regions of hidden Linear layers in the filter and "
+                                 "low-rank modes: 'l2' or 'structured' (null: sparsefw.assign.DEFAULT_LINEAR)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -141,6 +152,13 @@ class TrainingConfig:
     amp: bool = _opt(True, doc="mixed precision (used only on CUDA)")
     progress: bool = _opt(True, doc="tqdm bars (shown only on a terminal)")
     check_rank_consistency: bool = _opt(False, doc="under DDP, compare a parameter digest across ranks at the end")
+    fsdp: bool = _opt(False, doc="under torchrun, shard parameters, gradients and optimizer state with FSDP2 "
+                      "instead of replicating them with DDP (`sparsefw train --fsdp`; docs/distributed.md)")
+    fsdp_param_dtype: Optional[str] = _opt(None, _choice(None, "float32", "bfloat16", "float16"),
+                                           "FSDP2 mixed precision: forward and backward in this dtype (null: none)")
+    fsdp_reduce_dtype: Optional[str] = _opt(None, _choice(None, "float32", "bfloat16", "float16"),
+                                            "FSDP2 mixed precision: dtype of the gradient reduction (null: the "
+                                            "forward's)")
 
 
 @dataclass
@@ -192,7 +210,7 @@ def _coerce(value: Any, tp, key: str) -> Any:
         return None if value is None else _coerce(value, Union[tuple(a for a in args if a is not type(None))], key)
     bad = ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if str in args and isinstance(value, str):          # float | str: a number or a name
-        return value
+        return float(value) if float in args and _NUMBER.match(value) else value   # 5e-1: YAML 1.1's string
     number = tp is float or float in args
     if number and isinstance(value, str):               # YAML 1.1 reads 5e-4 (no dot) as a string
         with contextlib.suppress(ValueError):
@@ -270,6 +288,14 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"config key 'optimizer.norm_radius': a radius of SFW's regions, not for {opt.name!r}")
     elif opt.fixed_step is not None:
         raise ConfigError(f"config key 'optimizer.fixed_step': a step of SFW's regions, not for {opt.name!r}")
+    if opt.name == "sfw" and opt.k is not None:
+        try:
+            mode_k(opt.mode, opt.k)      # an 'N:M' pattern in mode nm_k_support only, N ≤ 4 as a count there
+        except ValueError as e:
+            raise ConfigError(f"config key 'optimizer.k': {e}") from None
+    for key in ("radius_rule", "linear"):
+        if getattr(opt, key) is not None and opt.name != "sfw":
+            raise ConfigError(f"config key 'optimizer.{key}': a rule of SFW's regions, not for {opt.name!r}")
     for key in ("coupled_width", "coupled_step"):
         if getattr(opt, key) is not None and (opt.name != "sfw" or opt.mode != "coupled_group_k_support"):
             raise ConfigError(f"config key 'optimizer.{key}': applies to SFW with mode 'coupled_group_k_support' "

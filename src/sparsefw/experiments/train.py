@@ -6,11 +6,13 @@
 
 Per iteration: forward (autocast on CUDA), loss (+ penalty), backward (GradScaler on CUDA),
 optimizer step (+ proximal step), scheduler step. Per epoch: evaluation, metrics, checkpoint.
-Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel, every rank sees
-its DistributedSampler shard, sums are all-reduced, and only rank 0 writes or prints.
+Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel — or, with
+training.fsdp, sharded by FSDP2 (`fsdp`) — every rank sees its DistributedSampler shard, sums are
+all-reduced, and only rank 0 writes or prints.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data import get_datasets
 from ..data.base import DatasetInfo
-from . import distributed
+from . import distributed, fsdp
 from .checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, differing_keys, to_dict
 from .evaluation import evaluate, primary_metric
@@ -106,6 +108,8 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     model = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
     example_inputs = train_ds[0][0].unsqueeze(0).to(device)    # one input, for channel analyses
     optimizer, penalty, after_step = build_optimizer(cfg.optimizer, model, example_inputs)
+    if cfg.training.fsdp and dist_info.enabled:
+        model = _shard(cfg, model, optimizer, dist_info, device)
     train_loader, test_loader = _loaders(cfg, train_ds, test_ds, dist_info, generator, device)
     iters = len(train_loader)
     if iters == 0:
@@ -116,9 +120,27 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
                           step_size=s.step_size, milestones=s.milestones, gamma=s.gamma)
     except ValueError as e:
         raise ConfigError(f"config key 'schedule': {e}") from None
-    use_amp = cfg.training.amp and device.type == "cuda"
+    # under FSDP2 mixed precision is its policy (training.fsdp_*_dtype): no autocast, no GradScaler
+    use_amp = cfg.training.amp and device.type == "cuda" and not (cfg.training.fsdp and dist_info.enabled)
     return Setup(cfg, device, dist_info, info, model, train_loader, test_loader, optimizer, penalty, after_step,
                  LambdaLR(optimizer, factor), torch.amp.GradScaler(device.type, enabled=use_amp), generator, use_amp)
+
+
+def _shard(cfg: ExperimentConfig, model: nn.Module, optimizer, dist_info, device) -> nn.Module:
+    """The model sharded by FSDP2 (`fsdp.shard_model`; the process group is joined first)."""
+    try:
+        policy = fsdp.policy(cfg.training.fsdp_param_dtype, cfg.training.fsdp_reduce_dtype)
+    except ValueError as e:
+        raise ConfigError(f"config key 'training': {e}") from None
+    distributed.init(dist_info, device)
+    return fsdp.shard_model(model, optimizer, device, dist_info.world_size, policy)
+
+
+def _evaluate(s: Setup) -> dict[str, float]:
+    """`evaluate` on every rank's test shard (under FSDP2 on unsharded parameters)."""
+    sharded = s.cfg.training.fsdp and s.dist.enabled
+    with fsdp.unsharded(s.model) if sharded else contextlib.nullcontext():
+        return evaluate(s.model, s.test_loader, s.info.task, s.info.num_classes, s.device, s.dist, s.use_amp)
 
 
 def _train_one_epoch(s: Setup, net: nn.Module, epoch: int) -> dict[str, float]:
@@ -204,20 +226,21 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text(out_dir / CONFIG_YAML, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         net = (DistributedDataParallel(s.model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
-               if s.dist.enabled else s.model)
+               if s.dist.enabled and not cfg.training.fsdp else s.model)
         metric = primary_metric(s.info.task)
         end = cfg.training.epochs if stop_after_epochs is None else min(cfg.training.epochs, start + stop_after_epochs)
         for epoch in range(start, end):
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, "lr": _scheduled_lr(s), **_train_one_epoch(s, net, epoch)}
             _broadcast_buffers(s.model, s.dist)
-            test = evaluate(s.model, s.test_loader, s.info.task, s.info.num_classes, s.device, s.dist, s.use_amp)
+            test = _evaluate(s)
             row.update({f"test_{k}": v for k, v in test.items()})
             row["epoch_time"] = time.perf_counter() - t0
             history.append(row)
+            states = _full_states(s)
             if s.dist.is_main:
-                _end_of_epoch(s, out_dir, history, metric)
-        if cfg.training.check_rank_consistency:
+                _end_of_epoch(s, out_dir, history, metric, states)
+        if cfg.training.check_rank_consistency and not cfg.training.fsdp:   # FSDP2 ranks hold different shards
             digests = distributed.gather_digests(s.model, s.dist)
             if len(set(digests)) != 1:
                 raise RuntimeError(f"ranks diverged: parameter digests {digests}")
@@ -229,11 +252,19 @@ def train(cfg: ExperimentConfig, out_dir: str | Path, resume: bool = False,
     return history
 
 
-def _end_of_epoch(s: Setup, out_dir: Path, history: list[dict], metric: str) -> None:
+def _full_states(s: Setup) -> tuple[dict, dict]:
+    """(model, optimizer) state dicts to checkpoint: under FSDP2 the full ones (`fsdp.full_state`,
+    every rank takes part), else the modules' own."""
+    if s.cfg.training.fsdp and s.dist.enabled:
+        return fsdp.full_state(s.model, s.optimizer)
+    return s.model.state_dict(), s.optimizer.state_dict()
+
+
+def _end_of_epoch(s: Setup, out_dir: Path, history: list[dict], metric: str, states: tuple[dict, dict]) -> None:
     """Checkpoint, metrics files and one printed line (rank 0 only)."""
     cfg, row = s.cfg, history[-1]
     save_checkpoint(out_dir, {
-        "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "model": states[0], "optimizer": states[1],
         "scheduler": s.scheduler.state_dict(), "scaler": s.scaler.state_dict(),
         "rng": rng_state(s.generator), "epoch": row["epoch"], "metrics": history, "config": to_dict(cfg)})
     _write_metrics(out_dir, cfg, history)
@@ -258,8 +289,11 @@ def _restore(s: Setup, out_dir: Path, cfg: ExperimentConfig) -> tuple[list[dict]
     diff = sorted(differing_keys(state["config"], to_dict(cfg)))    # absent equals null (older configs)
     if diff:
         raise ConfigError(f"--resume: the config differs from the checkpoint's at {', '.join(diff)}")
-    s.model.load_state_dict(state["model"])
-    s.optimizer.load_state_dict(state["optimizer"])
+    if s.cfg.training.fsdp and s.dist.enabled:
+        fsdp.load_full_state(s.model, s.optimizer, state["model"], state["optimizer"])
+    else:
+        s.model.load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
     s.scheduler.load_state_dict(state["scheduler"])
     s.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], s.generator)

@@ -43,6 +43,10 @@ Choices (docs/method.md#the-sfw-step):
   gradients) or a state dict is loaded.
 * `state_dict()` stores each region as `constraint.to_spec()` (plain data), so
   `torch.load(..., weights_only=True)` works; `load_state_dict` rebuilds the regions.
+* FSDP2: a step over parameters that are DTensors sharded on dim 0 runs `sharded.ShardedPlan` — the
+  same formulas on local shards, every scalar all-reduced, the LMO gathered or native per
+  `distributed_lmo`, the momentum kept as Shard(0) DTensors — and its non-finite check is one
+  all-reduce, so every rank skips alike (docs/distributed.md). GradScaler is not supported there.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ from .functional import Gaps, sfw
 from .plan import Entry, StepPlan
 from .adam import DIRECTIONS
 from .rules import RESCALES, finite_mask, is_multi_tensor, unscale_
+from .sharded import STRATEGIES, ShardedPlan, full_value, is_sharded, local
 
 NONFINITE = ("skip", "raise")
 
@@ -121,7 +126,7 @@ def _check_constraint(group: dict, where: str) -> None:
         raise ValueError(f"Invalid constraint{where}: {constraint!r} does not fit a parameter of shape "
                          f"{tuple(p.shape)}")
     with torch.no_grad():
-        norm = float(constraint.norm(p.detach()))
+        norm = float(constraint.norm(full_value(p.detach())))
     if norm > constraint.radius * (1 + _feasibility_tolerance(p.dtype)):
         raise ValueError(f"Infeasible start{where}: the parameter has norm {norm:.6g} > radius {constraint.radius:.6g} "
                          f"of {constraint!r}; make it feasible first (sparsefw.constrain or constraint.shift_inside)")
@@ -136,7 +141,7 @@ def _check_multi_tensor(group: dict, where: str) -> None:
     if len({p.dtype for p in params}) != 1 or len({p.device for p in params}) != 1:
         raise ValueError(f"Invalid params{where}: the members of {constraint!r} must share one dtype and device")
     with torch.no_grad():
-        norm = float(constraint.norm(constraint.pack([p.detach() for p in params])))
+        norm = float(constraint.norm(constraint.pack([full_value(p.detach()) for p in params])))
     if norm > constraint.radius * (1 + _feasibility_tolerance(params[0].dtype)):
         raise ValueError(f"Infeasible start{where}: the members have joint norm {norm:.6g} > radius "
                          f"{constraint.radius:.6g} of {constraint!r}; make them feasible first (sparsefw.constrain)")
@@ -164,9 +169,14 @@ class SFW(Optimizer):
             step's basis and refines it by one subspace iteration (`best_rank_k_warm`, three matrix
             products), with an exact LMO every R-th step; the basis is kept in the optimizer state
             as a plain tensor ("spectral_basis"), so resuming and DDP stay bitwise reproducible.
+        distributed_lmo: how the oracle of an FSDP2 parameter (a DTensor sharded on dim 0) sees the
+            whole direction (`sharded`, docs/distributed.md): "gather" (all-gather it, the region's
+            own LMO on every rank), "native" (per-region kernels that exchange only what the vertex
+            needs: a norm, row norms, top-k histograms, a column Gram; others gathered) or "auto" (default:
+            the fewer bytes, per tensor). Exact under each: the parameters one process computes.
         direction: "momentum" (default): the LMO (or, without a region, the SGD step) takes the
             momentum m; "adam": Adam's preconditioned m̂/(√û + ε) with β₁ = momentum (`optim.adam`;
-            AdaSFW). `sparsefw.constrain` sets it per group where it chose it.
+            AdaSFW). `sparsefw.constrain` sets it per group where it chose it. Not under FSDP2.
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
@@ -176,7 +186,7 @@ class SFW(Optimizer):
 
     def __init__(self, params: Iterable, lr: float | torch.Tensor = 0.1, momentum: float = 0.9,
                  dampening: float = 0.0, rescale: str | None = "gradient", nonfinite: str = "skip",
-                 spectral_refresh: int | None = None, direction: str = "momentum"):
+                 spectral_refresh: int | None = None, distributed_lmo: str = "auto", direction: str = "momentum"):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None,
                         direction=direction)
         _check_hyper_parameters(defaults, "")
@@ -186,7 +196,10 @@ class SFW(Optimizer):
                                              or spectral_refresh < 1):
             raise ValueError(f"Invalid spectral_refresh: spectral_refresh={spectral_refresh!r}; expected None or an "
                              f"int ≥ 1")
+        if distributed_lmo not in STRATEGIES:
+            raise ValueError(f"Invalid distributed_lmo: distributed_lmo={distributed_lmo!r}; expected one of {STRATEGIES}")
         self.nonfinite = nonfinite
+        self.distributed_lmo = distributed_lmo
         self.spectral_refresh = spectral_refresh
         self._reset_step_state(nonfinite_steps=0)
         super().__init__(params, defaults)
@@ -257,7 +270,7 @@ class SFW(Optimizer):
                          rescales=[e.rescale for e in entries], groups=[e.group for e in entries])
             for e in sorted(entries, key=lambda e: is_multi_tensor(e.constraint)):
                 self.state[e.param]          # created single-tensor entries first: state dicts keep their order
-            self._plans[present] = (StepPlan(entries, self.spectral_refresh),
+            self._plans[present] = (self._step_plan(entries),
                                     [self.state[e.param].get("momentum_buffer") for e in entries],
                                     [self.state[e.param] for e in entries], lists)
         plan, buffers, states, lists = self._plans[present]
@@ -265,6 +278,16 @@ class SFW(Optimizer):
         if any(grad.is_sparse for grad in grads):
             raise RuntimeError("SFW does not support sparse gradients")
         return plan, buffers, states, lists, grads
+
+    def _step_plan(self, entries: list[Entry]) -> StepPlan | ShardedPlan:
+        """A `plan.StepPlan`, or a `sharded.ShardedPlan` where some parameter is a DTensor."""
+        if not any(is_sharded(e.param) for e in entries):
+            return StepPlan(entries, self.spectral_refresh)
+        if any(e.direction == "adam" for e in entries):
+            raise ValueError("direction='adam' is not supported with FSDP2-sharded parameters (DTensors) yet; "
+                             "use direction='momentum'")
+        names = [f"parameter {self.param_groups[e.group].get('name')!r} (param group {e.group})" for e in entries]
+        return ShardedPlan(entries, self.spectral_refresh, getattr(self, "distributed_lmo", "auto"), names)
 
     def _gradients(self) -> list[torch.Tensor | None]:
         """Every parameter's gradient, group by group; a multi-tensor region with a gradient for
@@ -288,7 +311,7 @@ class SFW(Optimizer):
         if planned is None:
             return loss
         plan, buffers, states, lists, grads = planned
-        ok = self._finite_mask(grads, plan.device)
+        ok = self._finite_mask(grads, plan.device, plan)
         if ok is False:
             self._gaps = None
             return loss
@@ -305,7 +328,8 @@ class SFW(Optimizer):
             self._count_nonfinite_vertices(flags, ok, plan.device)
         return loss
 
-    def _finite_mask(self, grads: list[torch.Tensor], device: torch.device) -> torch.Tensor | bool | None:
+    def _finite_mask(self, grads: list[torch.Tensor], device: torch.device,
+                     plan: StepPlan | ShardedPlan | None = None) -> torch.Tensor | bool | None:
         """The non-finite policy: None (step), False (skip: counted, or raised, unless GradScaler's
         `found_inf` decided) or a 0-dim bool on `device` (mask the step there; nothing is read).
         Under GradScaler.step the gradients are first unscaled by its `grad_scale`."""
@@ -314,7 +338,8 @@ class SFW(Optimizer):
             unscale_(grads, self.grad_scale)
         on_device = device.type != "cpu" or self._mask_on_device
         read = not on_device or (found_inf is None and self.nonfinite == "raise")
-        ok = finite_mask(grads, device, read=read, found_inf=found_inf)
+        check = plan.finite_mask if isinstance(plan, ShardedPlan) else finite_mask   # sharded: over all ranks
+        ok = check(grads, device, read=read, found_inf=found_inf)
         if ok is True:
             return None
         if found_inf is None and ok is False:
@@ -352,9 +377,11 @@ class SFW(Optimizer):
 
     def _describe(self, grads: list[torch.Tensor]) -> str:
         """'parameter NAME (param group i)' for the first parameter whose gradient is not finite."""
-        ids = {id(g) for g in grads if not bool(torch.isfinite(g).all())}
-        index = next(i for i, group in enumerate(self.param_groups)
-                     if any(p.grad is not None and id(p.grad) in ids for p in group["params"]))
+        ids = {id(g) for g in grads if not bool(torch.isfinite(local(g)).all())}
+        index = next((i for i, group in enumerate(self.param_groups)
+                      if any(p.grad is not None and id(p.grad) in ids for p in group["params"])), None)
+        if index is None:                # a sharded gradient whose non-finite entries are on another rank
+            return "a parameter sharded onto another rank"
         name = self.param_groups[index].get("name")
         return f"parameter {name!r} (param group {index})" if name else f"a parameter of param group {index}"
 

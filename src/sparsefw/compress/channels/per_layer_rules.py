@@ -158,6 +158,30 @@ def linear(s: FilterSurgery, node: fx.Node):
     set_submodule(s.root, node.target, new)
     return s.emit(node, first), None
 
+def _conv_channels(keep: torch.Tensor, groups: int, cin_g: int, layout):
+    """Which channels a grouped conv keeps: (n_active groups, k_max filters per group, out_idx, present
+    input channels per active group, fold, local input index per active group, in_idx).
+    Output side: groups with an unmasked filter stay, each with k_max filters (masked extras get zero
+    weights, so they emit their bias exactly as in the masked model). Input side: absent channels of
+    the active groups are folded (equal count per group) or put back by an Assemble."""
+    g = groups
+    keep_g = keep.view(g, -1)
+    cout_g = keep_g.shape[1]
+    active = keep_g.any(1)
+    n_active, k_max = int(active.sum()), int(keep_g.sum(1).max())
+    order = torch.argsort((~keep_g).to(torch.int8), dim=1, stable=True)[:, :k_max]
+    chosen = order.sort(dim=1).values + torch.arange(g)[:, None] * cout_g
+    out_idx = chosen[active].flatten()
+    present = (torch.ones(g * cin_g, dtype=torch.bool) if layout is None
+               else present_mask(layout)).view(g, cin_g)[active]
+    counts = present.sum(1)
+    fold = bool((counts == counts[0]).all()) and int(counts[0]) > 0
+    local = (torch.nonzero(present)[:, 1].view(n_active, -1) if fold
+             else torch.arange(cin_g).expand(n_active, cin_g))
+    in_idx = (torch.arange(g)[active][:, None] * cin_g + local).flatten()
+    return n_active, k_max, out_idx, present, fold, local, in_idx
+
+
 def conv(s: FilterSurgery, node: fx.Node):
     conv: nn.Conv2d = s.module(node)
     name, x_node = node.target, node.args[0]
@@ -166,23 +190,7 @@ def conv(s: FilterSurgery, node: fx.Node):
     g = conv.groups
     c_out, cin_g, kh, kw = conv.weight.shape
     cout_g = c_out // g
-    # output side: groups with an unmasked filter stay, each with k_max filters (masked
-    # extras get zero weights, so they emit their bias exactly as in the masked model)
-    keep_g = keep.view(g, cout_g)
-    active = keep_g.any(1)
-    n_active, k_max = int(active.sum()), int(keep_g.sum(1).max())
-    order = torch.argsort((~keep_g).to(torch.int8), dim=1, stable=True)[:, :k_max]
-    chosen = order.sort(dim=1).values + torch.arange(g)[:, None] * cout_g
-    out_idx = chosen[active].flatten()
-    # input side: absent channels of the active groups are folded (equal count per group)
-    # or put back by an Assemble
-    present = (torch.ones(g * cin_g, dtype=torch.bool) if layout is None
-               else present_mask(layout)).view(g, cin_g)[active]
-    counts = present.sum(1)
-    fold = bool((counts == counts[0]).all()) and int(counts[0]) > 0
-    local = (torch.nonzero(present)[:, 1].view(n_active, -1) if fold
-             else torch.arange(cin_g).expand(n_active, cin_g))
-    in_idx = (torch.arange(g)[active][:, None] * cin_g + local).flatten()
+    n_active, k_max, out_idx, present, fold, local, in_idx = _conv_channels(keep, g, cin_g, layout)
     x_phys = s.assemble(x_node, in_idx)
 
     device, dtype = conv.weight.device, conv.weight.dtype

@@ -1,1 +1,0 @@
-"""Helpers of `benchmarks/bench_cost.py`: the compared methods, the layer shapes, interleaved timing."""
