@@ -13,7 +13,8 @@ another name (`assign_linear.hidden_linear_weights`). The radius of a matrix reg
     τ = spectral_width · √(d_out / d_in)          (d_out output units, d_in = the other dims)
 
 the operator norm of a map that keeps the RMS of its input (Scion), not a multiple of the init norm;
-default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3. Every matrix group carries the fixed Frank-Wolfe
+default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3; raised to the start's gauge where that is larger
+(every region holds its start: a polytope with small k may not hold a fresh init's nuclear norm). Every matrix group carries the fixed Frank-Wolfe
 step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02), "rescale": None}, θ ← (1 − η)θ + η·v, scheduled
 like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
 value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
