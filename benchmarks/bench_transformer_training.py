@@ -38,7 +38,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sparsefw  # noqa: E402
-from _runlog import append_jsonl, read_jsonl  # noqa: E402
+from _harness import append_jsonl, read_jsonl  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transformer_training.jsonl"
 RANKS = (0.25, 0.125)
