@@ -207,7 +207,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.cnn:
-        return cnn_check(args.seeds, RESULTS.with_name("transformer_training_cnn.jsonl"))
+        return cnn_check(args.seeds, RESULTS.with_name("transformer_training_cnn.jsonl") if args.log == RESULTS else args.log)
     if args.quick:
         args.seeds, args.epochs, args.train, args.test = [0], 2, 1000, 500
     train, test = load(args.train, args.test)
