@@ -62,7 +62,7 @@ def test_planned_path_equals_reference_path(masked):
     (p_ref, s_ref), (p, s) = run(False), run(None)
     for a, b in zip(p_ref, p):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
-    assert float(s[0]["adam_step"]) == (4 if masked else 5)
+    assert float(s[0]["step"]) == (4 if masked else 5)
 
 
 def test_state_is_plain_tensors_and_resume_is_bitwise():
