@@ -119,10 +119,11 @@ def optimizer(method: str, model: nn.Module, example: torch.Tensor) -> torch.opt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         groups = sparsefw.constrain(model, mode, example_inputs=example, **options)
-    for group in groups:       # variants for the parameters outside the matrix regions
-        if rest is not None and type(group["constraint"]).__name__ not in ("SpectralBall", "SpectralPolytope"):
+    for group in groups:       # variants for the parameters outside / inside the matrix regions
+        matrix = type(group["constraint"]).__name__ in ("SpectralBall", "SpectralPolytope")
+        if rest is not None and not matrix:
             group.update(direction="adam" if rest == "adam" else "momentum", lr=rest_lr, rescale="gradient")
-        elif matrix_direction is not None and type(group["constraint"]).__name__ in ("SpectralBall", "SpectralPolytope"):
+        elif matrix_direction is not None and matrix:
             group["direction"] = matrix_direction          # AdaSFW: Adam-preconditioned LMO input
     return sparsefw.SFW(groups, lr=lr)
 
@@ -145,7 +146,8 @@ def run(method: str, seed: int, epochs: int, train, test) -> dict:
             opt.step()
             sched.step()
     record = dict(method=method, seed=seed, epochs=epochs, n_train=len(y), n_test=len(test[1]),
-                  seconds=round(time.perf_counter() - start, 1), loss=round(loss.item(), 4), dense=accuracy(model, test))
+                  seconds=round(time.perf_counter() - start, 1), loss=round(loss.item(), 4),
+                  dense=accuracy(model, test))
     for r in RANKS:
         small = copy.deepcopy(model)
         with warnings.catch_warnings():
@@ -207,7 +209,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.cnn:
-        return cnn_check(args.seeds, RESULTS.with_name("transformer_training_cnn.jsonl") if args.log == RESULTS else args.log)
+        default = RESULTS.with_name("transformer_training_cnn.jsonl")
+        return cnn_check(args.seeds, default if args.log == RESULTS else args.log)
     if args.quick:
         args.seeds, args.epochs, args.train, args.test = [0], 2, 1000, 500
     train, test = load(args.train, args.test)

@@ -14,9 +14,9 @@ another name (`assign_linear.hidden_linear_weights`). The radius of a matrix reg
 
 the operator norm of a map that keeps the RMS of its input (Scion), not a multiple of the init norm;
 default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3; raised to the start's gauge where that is larger
-(every region holds its start: a polytope with small k may not hold a fresh init's nuclear norm). Every matrix group carries the fixed Frank-Wolfe
-step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02), "rescale": None}, θ ← (1 − η)θ + η·v, scheduled
-like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
+(every region holds its start: a polytope with small k may not hold a fresh init's nuclear norm).
+Every matrix group carries the fixed Frank-Wolfe step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02),
+"rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
 value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
 and the direction `MATRIX_DIRECTION` ("adam": the LMO takes Adam's preconditioned direction, AdaSFW;
 measured better than the momentum for the polytope, alike for the ball).

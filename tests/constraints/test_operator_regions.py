@@ -171,7 +171,8 @@ def test_newton_schulz_lmo_is_feasible_with_the_documented_shortfall(shape, step
     value = float((d * v).sum())
     expected = -c.radius * float((s * _f_n(s / np.linalg.norm(s), steps)).sum())
     assert value == pytest.approx(expected, rel=1e-9)
-    assert (value - (-c.radius * s.sum())) / (c.radius * s.sum()) <= 1 - _f_n(s.min() / np.linalg.norm(s), steps) + 1e-12
+    shortfall = (value + c.radius * s.sum()) / (c.radius * s.sum())
+    assert shortfall <= 1 - _f_n(s.min() / np.linalg.norm(s), steps) + 1e-12
     if steps == 30:       # converged: the exact vertex
         np.testing.assert_allclose(v, SpectralBall(shape, 1.7).lmo(torch.tensor(d)).numpy(), atol=1e-6)
     assert torch.count_nonzero(c.lmo(torch.zeros(shape))) == 0
