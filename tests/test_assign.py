@@ -165,7 +165,8 @@ def test_norm_radius_sets_the_radius_of_every_1d_region_only(mode, bias_and_norm
 
 DEFAULT_RULES = {"k_support": "width", "k_sparse": "width", "l2": "width", "group_k_support": "width",
                  "spectral_k_support": "width", "nuclear": "width",
-                 "coupled_group_k_support": "width", "nm_k_support": "width"}   # the 1-D parameters outside its joint regions
+                 "coupled_group_k_support": "width", "nm_k_support": "width",   # the 1-D parameters outside its joint regions
+                 "spectral": "width", "spectral_polytope": "width"}     # the parameters outside matrix weights
 
 
 def test_default_radius_rule_per_mode_is_pinned():

@@ -20,7 +20,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 TIERS = (
     {"constraints": {"constraints"}, "graph": {"graph"}},
     {"optim": {"optim"}},
-    {"assign": {"assign", "assign_coupled", "assign_linear", "assign_step", "radii"}},
+    {"assign": {"assign", "assign_coupled", "assign_linear", "assign_spectral", "assign_step", "radii"}},
     {"compress": {"compress"}},
     {"data": {"data"}},
     {"models": {"models"}},          # models.registry uses data.errors.require_torchvision

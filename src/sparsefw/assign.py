@@ -19,6 +19,11 @@ model), except the K-sparse polytope, τ = width · E‖θ^init‖₂ / √k (it
                            the head included — the tensors `compress.prune(pattern="N:M")` masks;
                            L2Ball for every other parameter. k: "N:M" (default "2:4"), a fraction κ
                            (N = max(1, ⌊4κ⌋) of M = 4) or a count N (N of M = 4)
+    "spectral"             SpectralBall on every matrix weight (Linear, Conv1D, conv), radius
+                           spectral_width (3) · √(d_out/d_in), fixed step,    L2Ball, Adam direction
+                           Adam direction (AdaSFW)
+    "spectral_polytope"    SpectralPolytope(k) (rank-k spectral polytope) on hidden matrix weights,
+                           SpectralBall on the head; as "spectral" otherwise (`assign_spectral`)
 
 Linear layers (`linear`, default "structured", `assign_linear`): hidden Linear and (in, out)-stored
 Conv1D weights — those `remove_filters(coupled=True)`/`factorize(layers="all")` compress, not the
@@ -35,8 +40,9 @@ overwrites γ's √C). `norm_radius="init"` gives 1-D parameters width · E‖θ
 tensor, a number r radius r. k: a float in
 (0, 1] is a fraction of each tensor's structures (entries, filters or ranks), an int a count capped
 at that number; default 0.1 for "k_support"/"k_sparse", 0.3 for "group_k_support"/
-"spectral_k_support", 0.5 for "coupled_group_k_support" (robust to removing up to about half of
-every channel space, BENCHMARKS.md coupled_training); ignored by "l2" and "nuclear". Default width
+"spectral_k_support", 0.25 for "spectral_polytope", 0.5 for "coupled_group_k_support" (robust to
+removing up to about half of every channel space, BENCHMARKS.md coupled_training); ignored by "l2",
+"nuclear" and "spectral". Default width
 10 (docs/method.md#reference-results).
 
 Every region holds its start: τ ← max(τ, g(θ)), g the region's gauge (x ∈ C ⇔ g(x) ≤ τ; the K-sparse
@@ -71,13 +77,15 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           NuclearBall, SpectralKSupportBall, parse_pattern, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, output_dim, structured_region
+from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, MATRIX_DIRECTION, OTHER_STEP, SPECTRAL_MODES, spectral_regions
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
 from .graph.capture import CaptureError
 from .optim.sharded import full_value, is_sharded
 from .radii import expected_init_norms, moved_norm_parameters
 
 DEFAULT_K = {"k_support": 0.1, "k_sparse": 0.1, "l2": None, "group_k_support": 0.3,
-             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5, "nm_k_support": "2:4"}
+             "spectral_k_support": 0.3, "nuclear": None, "coupled_group_k_support": 0.5, "nm_k_support": "2:4",
+             "spectral": None, "spectral_polytope": 0.25}
 MODES = tuple(DEFAULT_K)
 # Radius rule of every 1-D parameter (biases, norm-layer γ/β): "init" = width · E‖θ_init‖ (every
 # other tensor's rule), "width" = width (the paper code's effective rule). "width" everywhere, chosen
@@ -290,7 +298,8 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
               bias_and_norm: str = "mode", norm_radius: float | str | None = None,
               example_inputs=None, coupled_width: float | None = None,
               coupled_step: float | str | None = None, fixed_step: float | str | None = None,
-              radius_rule: str = DEFAULT_RADIUS_RULE, linear: str = DEFAULT_LINEAR) -> list[dict]:
+              radius_rule: str = DEFAULT_RADIUS_RULE, linear: str = DEFAULT_LINEAR,
+              spectral_width: float | None = None) -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
@@ -316,7 +325,13 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     on `example_inputs` carry a fixed Frank-Wolfe step, "lr": `fixed_step` (None: `DEFAULT_FIXED_STEP`)
     with "rescale": None; every other group takes the optimizer's lr and rescale (gradient-rescaled
     by default). fixed_step="optimizer", or no `example_inputs` (with a warning), leaves every group
-    to the optimizer."""
+    to the optimizer.
+    Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
+    `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
+    gauge; at least the start's gauge) and its group the fixed step `fixed_step` (None:
+    `DEFAULT_FIXED_STEP`; "optimizer": the optimizer's) and `assign_spectral.MATRIX_DIRECTION`, with or
+    without example_inputs; `width` sizes the other parameters' L2 balls, whose groups take
+    `assign_spectral.OTHER_STEP` (Adam direction, lr 3e-3) unless fixed_step="optimizer"."""
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear)
     explicit_norm = norm_radius is not None
     norm_radius = _norm_radius(mode, width, norm_radius)
@@ -332,16 +347,52 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
-    groups = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or name in coupled:
-            continue
-        region = rules.region(model, name, p)
-        _place(region, [p], name, rescaled)
-        step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
-        groups.append({"params": [p], "constraint": region, "name": name, **step})
+    matrices = _spectral_setup(model, mode, k, spectral_width, fixed_step)
+    groups = [_single_group(model, name, p, rules, matrices, fixed, rescaled) for name, p in model.named_parameters()
+              if p.requires_grad and name not in coupled]
     _warn_rescaled(rescaled)
     return groups + joint
+
+
+def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, matrices: "_Matrices",
+                  fixed: dict[str, float], rescaled: list[tuple[str, float]]) -> dict:
+    """The param group of parameter `name`: its region (holding p) and its step keys."""
+    region = matrices.get(name)
+    if region is None:
+        region = rules.region(model, name, p)
+    else:
+        _set_radius(region, [p], rules.radius_rule, matrices.width, floor=True)
+    _place(region, [p], name, rescaled)
+    step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
+    if name in matrices and matrices.step is not None:
+        step = {"lr": matrices.step, "rescale": None, "direction": MATRIX_DIRECTION}
+    elif rules.mode in SPECTRAL_MODES and matrices.step is not None and name not in fixed:
+        step = dict(OTHER_STEP)
+    return {"params": [p], "constraint": region, "name": name, **step}
+
+
+class _Matrices(dict):
+    """{weight name: region} of the spectral modes, the width their radii were built with and their
+    fixed step (None: the optimizer's, and every other group's too)."""
+
+    width: float = DEFAULT_SPECTRAL_WIDTH
+    step: float | None = None
+
+
+def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) -> _Matrices:
+    """The matrix regions of the spectral modes; none for the others, where `spectral_width` must be None."""
+    if mode not in SPECTRAL_MODES:
+        if width is not None:
+            raise ValueError(f"spectral_width applies to modes {SPECTRAL_MODES} only, got spectral_width={width!r} "
+                             f"with mode={mode!r}")
+        return _Matrices()
+    width = DEFAULT_SPECTRAL_WIDTH if width is None else width
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"spectral_width must be a positive finite number, got spectral_width={width!r}")
+    matrices = _Matrices(spectral_regions(model, mode, k, float(width)))
+    matrices.width = float(width)
+    matrices.step = None if step == "optimizer" else DEFAULT_FIXED_STEP if step is None else float(step)
+    return matrices
 
 
 def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radius_rule: Any, linear: Any) -> None:

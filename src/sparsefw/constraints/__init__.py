@@ -6,6 +6,7 @@ from .ksparse import KSparsePolytope
 from .ksupport import GroupKSupportBall, KSupportBall
 from .lp_balls import L1Ball, L2Ball, LinfBall, LpBall
 from .nm import NMKSupportBall, parse_pattern
+from .operator import SpectralBall, SpectralPolytope
 from .spectral import NuclearBall, SpectralKSupportBall
 from .topk_svd import best_rank_k, best_rank_k_warm, top_k_svd
 
@@ -13,5 +14,6 @@ __all__ = [
     "Constraint", "constraint_from_spec", "resolve_k",
     "L1Ball", "L2Ball", "LinfBall", "LpBall", "KSparsePolytope", "KSupportBall", "GroupKSupportBall",
     "CoupledGroupKSupportBall", "NMKSupportBall", "parse_pattern",
-    "NuclearBall", "SpectralKSupportBall", "best_rank_k", "best_rank_k_warm", "top_k_svd", "lmos",
+    "NuclearBall", "SpectralKSupportBall", "SpectralBall", "SpectralPolytope", "best_rank_k", "best_rank_k_warm",
+    "top_k_svd", "lmos",
 ]

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..constraints import Constraint
+from .adam import adam_directions
 from .plan import Entry, StepPlan
 # RESCALES and step_size are re-exported: the step's public rules
 from .rules import (_USES_NORM, RESCALES, coefficient, finite_vertices, is_multi_tensor, math_dtype,  # noqa: F401
@@ -36,7 +37,7 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
         dampenings: Sequence[float], rescales: Sequence[str | None], groups: Sequence[int] | None = None,
         ok: Tensor | None = None, states: list[dict] | None = None, spectral_refresh: int | None = None,
         vertex_flags: list[Tensor] | None = None, foreach: bool | None = None,
-        plan: StepPlan | None = None) -> Gaps:
+        plan: StepPlan | None = None, directions: Sequence[str] | None = None) -> Gaps:
     """One SFW step over parallel lists (one entry per parameter, hyper-parameters per entry).
 
     Updates `params` in place and `momentum_buffers` (entries that are None are created where the
@@ -47,20 +48,22 @@ def sfw(params: list[Tensor], grads: list[Tensor], momentum_buffers: list[Tensor
     `StepPlan.run`, which also describes `states`, `spectral_refresh` and `vertex_flags`).
     `foreach=False`: the single-tensor reference path; otherwise the planned path, with `plan` (a
     `StepPlan` of these same entries, kept across steps by `SFW`) or one built for this call.
+    `directions`: each entry's direction, "momentum" (default) or "adam" (`adam`; needs `states`).
 
     Returns `Gaps`: the Frank-Wolfe gap <m, θ−v> as a 0-dim tensor for every constrained entry (a
     multi-tensor region's on its first member) and None for the others.
     """
     args = (lrs, ok, states, vertex_flags)
+    directions = ["momentum"] * len(params) if directions is None else list(directions)
     if foreach is False:
         if plan is not None:
             raise ValueError("sfw: a plan is the multi-tensor path; foreach=False takes none")
         return _single_tensor_sfw(params, grads, momentum_buffers, constraints, momentums, dampenings, rescales,
-                                  spectral_refresh, *args)
+                                  spectral_refresh, directions, *args)
     if plan is None:
         groups = range(len(params)) if groups is None else groups
-        plan = StepPlan([Entry(*entry) for entry in zip(params, constraints, groups, momentums, dampenings, rescales)],
-                        spectral_refresh)
+        plan = StepPlan([Entry(*entry) for entry in zip(params, constraints, groups, momentums, dampenings, rescales,
+                                                        directions)], spectral_refresh)
     return _multi_tensor_sfw(plan, grads, momentum_buffers, *args)
 
 
@@ -90,14 +93,15 @@ def _multi_tensor_sfw(plan: StepPlan, grads: list[Tensor], momentum_buffers: lis
 
 
 def _single_tensor_sfw(params, grads, momentum_buffers, constraints, momentums, dampenings, rescales,
-                       spectral_refresh, lrs, ok, states, vertex_flags) -> Gaps:
+                       spectral_refresh, kinds, lrs, ok, states, vertex_flags) -> Gaps:
     """The reference path: region by region, the module docstring's formulas as written. A vertex
     that is not finite masks its own region (the planned path masks its batch's bucket)."""
     gaps: list[Tensor | None] = [None] * len(params)
     flags = [] if vertex_flags is None else vertex_flags
     for idx in _regions(constraints):
         first = idx[0]
-        directions = [_momentum(grads[i], momentum_buffers, i, momentums[i], dampenings[i], ok) for i in idx]
+        directions = [_momentum(grads[i], momentum_buffers, i, momentums[i], dampenings[i], ok)
+                      if kinds[i] != "adam" else _adam(grads[i], states, i, momentums[i], ok) for i in idx]
         if constraints[first] is None:
             _sgd(params[first], directions[0], lrs[first], ok)
             continue
@@ -134,6 +138,12 @@ def _momentum(g: Tensor, buffers: list[Tensor | None], i: int, rho: float, delta
     else:
         buffers[i].mul_(rho).add_(g, alpha=1.0 - delta)
     return buffers[i]
+
+
+def _adam(g: Tensor, states: list[dict] | None, i: int, beta: float, ok: Tensor | None) -> Tensor:
+    """The "adam" direction of entry i (`adam.adam_directions`)."""
+    g = g if ok is None else torch.where(ok, g, 0)
+    return adam_directions([g], None if states is None else [states[i]], [beta], ok)[0]
 
 
 def _sgd(p: Tensor, m: Tensor, lr, ok: Tensor | None) -> None:

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..constraints import Constraint
 from ..constraints.base import has_closed_form, lmo_stack
+from .adam import adam_directions
 from .rules import (_USES_NORM, by_device_and_dtype, coefficient, finite_vertices, is_multi_tensor, math_dtype,
                     step_size)
 
@@ -50,6 +51,7 @@ class Entry:
     momentum: float
     dampening: float
     rescale: str | None
+    direction: str = "momentum"      # "adam": `adam.adam_directions` replaces the momentum
 
 
 def _vector(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -110,8 +112,11 @@ class _Bucket:
         self.params = [e.param for e in mine]
         self.everything = idx == list(range(len(entries)))
         momentum, free, single, joint = defaultdict(list), defaultdict(list), [], defaultdict(list)
+        #: (local positions, β₁) of the entries with the "adam" direction
+        self.adam = ([j for j, e in enumerate(mine) if e.direction == "adam"],
+                     [e.momentum for e in mine if e.direction == "adam"])
         for j, e in enumerate(mine):
-            if e.momentum != 0:
+            if e.momentum != 0 and e.direction != "adam":
                 momentum[(e.momentum, e.dampening)].append(j)
             if e.constraint is None:
                 free[e.group].append(j)
@@ -133,6 +138,11 @@ class _Bucket:
         if ok is not None:
             g = _zero_where_not(g, ok)
         directions = self._momentum(g, buffers, ok)
+        if self.adam[0]:
+            local, betas = self.adam
+            mine = None if states is None else [states[self.entries[j]] for j in local]
+            for j, d in zip(local, adam_directions([g[j] for j in local], mine, betas, ok)):
+                directions[j] = d
         self._sgd(directions, lrs, ok)
         gaps = []
         if self.frank_wolfe is not None:

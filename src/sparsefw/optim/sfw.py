@@ -59,6 +59,7 @@ from torch.optim import Optimizer
 from ..constraints import Constraint, constraint_from_spec
 from .functional import Gaps, sfw
 from .plan import Entry, StepPlan
+from .adam import DIRECTIONS
 from .rules import RESCALES, finite_mask, is_multi_tensor, unscale_
 from .sharded import STRATEGIES, ShardedPlan, full_value, is_sharded, local
 
@@ -98,6 +99,8 @@ def _check_hyper_parameters(group: dict, where: str) -> None:
         raise ValueError(f"Invalid dampening{where}: dampening={dampening!r}; expected a number in [0, 1]")
     if rescale not in RESCALES:
         raise ValueError(f"Invalid rescale{where}: rescale={rescale!r}; expected one of {RESCALES}")
+    if group.get("direction", "momentum") not in DIRECTIONS:
+        raise ValueError(f"Invalid direction{where}: direction={group['direction']!r}; expected one of {DIRECTIONS}")
 
 
 def _feasibility_tolerance(dtype: torch.dtype) -> float:
@@ -171,6 +174,9 @@ class SFW(Optimizer):
             own LMO on every rank), "native" (per-region kernels that exchange only what the vertex
             needs: a norm, row norms, top-k histograms, a column Gram; others gathered) or "auto" (default:
             the fewer bytes, per tensor). Exact under each: the parameters one process computes.
+        direction: "momentum" (default): the LMO (or, without a region, the SGD step) takes the
+            momentum m; "adam": Adam's preconditioned m̂/(√û + ε) with β₁ = momentum (`optim.adam`;
+            AdaSFW). `sparsefw.constrain` sets it per group where it chose it. Not under FSDP2.
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
@@ -180,8 +186,9 @@ class SFW(Optimizer):
 
     def __init__(self, params: Iterable, lr: float | torch.Tensor = 0.1, momentum: float = 0.9,
                  dampening: float = 0.0, rescale: str | None = "gradient", nonfinite: str = "skip",
-                 spectral_refresh: int | None = None, distributed_lmo: str = "auto"):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None)
+                 spectral_refresh: int | None = None, distributed_lmo: str = "auto", direction: str = "momentum"):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, rescale=rescale, constraint=None,
+                        direction=direction)
         _check_hyper_parameters(defaults, "")
         if nonfinite not in NONFINITE:
             raise ValueError(f"Invalid nonfinite: nonfinite={nonfinite!r}; expected one of {NONFINITE}")
@@ -239,7 +246,8 @@ class SFW(Optimizer):
         one: 0 for the others); the plan is rebuilt only when the groups' structure or the set of
         gradients changed."""
         groups = self.param_groups
-        key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], *map(id, g["params"]))
+        key = tuple((id(g["constraint"]), g["momentum"], g["dampening"], g["rescale"], g.get("direction"),
+                     *map(id, g["params"]))
                     for g in groups)
         if key != self._plan_key:
             self._plans, self._plan_key = {}, key
@@ -251,7 +259,8 @@ class SFW(Optimizer):
         grads = self._gradients()
         present = tuple(grad is not None for grad in grads)
         if present not in self._plans:
-            entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"])
+            entries = [Entry(p, g["constraint"], index, g["momentum"], g["dampening"], g["rescale"],
+                             g.get("direction", "momentum"))
                        for index, g in enumerate(groups) for p in g["params"]]
             entries = [e for e, has in zip(entries, present) if has]
             if not entries:
@@ -274,6 +283,9 @@ class SFW(Optimizer):
         """A `plan.StepPlan`, or a `sharded.ShardedPlan` where some parameter is a DTensor."""
         if not any(is_sharded(e.param) for e in entries):
             return StepPlan(entries, self.spectral_refresh)
+        if any(e.direction == "adam" for e in entries):
+            raise ValueError("direction='adam' is not supported with FSDP2-sharded parameters (DTensors) yet; "
+                             "use direction='momentum'")
         names = [f"parameter {self.param_groups[e.group].get('name')!r} (param group {e.group})" for e in entries]
         return ShardedPlan(entries, self.spectral_refresh, getattr(self, "distributed_lmo", "auto"), names)
 
