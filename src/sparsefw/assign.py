@@ -200,8 +200,9 @@ class _Rules:
 
 
 def is_norm_scale_layer(module: nn.Module) -> bool:
-    """LayerNorm, RMSNorm and GroupNorm layers, the libraries' own classes (by class name) included:
-    their γ, β are never shrunk at set-up. BatchNorm and InstanceNorm are not among them."""
+    """LayerNorm, RMSNorm and GroupNorm layers, the libraries' own classes (by class name) included —
+    the norms of transformers, whose γ, β the radius tests and benchmarks watch (no region shrinks any
+    tensor at set-up unless norm_radius is asked). BatchNorm and InstanceNorm are not among them."""
     return isinstance(module, _SCALE_NORMS) or type(module).__name__.endswith(("LayerNorm", "RMSNorm", "GroupNorm"))
 
 
