@@ -422,7 +422,8 @@ truncated SVD of that checkpoint — then `<method>` for a quarter of those epoc
 the default radius rule "auto": the checkpoint's own)."""
 RANKS = (0.25, 0.125)
 DEFAULT_METHODS = ["adamw", "sfw:spectral", "sfw:spectral_polytope", "sfw:spectral_polytope:k=0.125",
-                   "ft:sfw:spectral_polytope", "ft:sfw:spectral_polytope:k=0.125"]
+                   "ft:sfw:spectral_polytope", "ft:sfw:spectral_polytope:k=0.125",
+                   "ft:sfw:spectral_polytope:fixed_step=0.01", "ft:sfw:spectral_polytope:fixed_step=0.005"]
 
 
 class TinyBlock(nn.Module):
