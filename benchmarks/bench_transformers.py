@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress
 import _harness as H  # noqa: E402
 import sparsefw  # noqa: E402
 from sparsefw.compress import count_flops, count_parameters, remove_filters  # noqa: E402
+from transformer_zoo import Conv1D  # noqa: E402  (Hugging Face's (in, out)-stored layer)
 
 D, HEADS, MLP, VOCAB, CONTEXT = 256, 8, 1024, 1000, 256
 
@@ -114,19 +115,6 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
-
-
-class Conv1D(nn.Module):
-    """Hugging Face's Conv1D: y = x @ W + b with W stored (in, out) = (nx, nf)."""
-
-    def __init__(self, nf: int, nx: int):
-        super().__init__()
-        self.nf = nf
-        self.weight, self.bias = nn.Parameter(torch.empty(nx, nf)), nn.Parameter(torch.zeros(nf))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, x):
-        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(x.size()[:-1] + (self.nf,))
 
 
 class GPT2Block(nn.Module):
@@ -468,15 +456,6 @@ def load(n_train: int, n_test: int):
     return (patches(train.images), train.targets.long()), (patches(test.images), test.targets.long())
 
 
-@torch.no_grad()
-def vit_accuracy(model: nn.Module, data) -> float:
-    model.eval()
-    x, y = data
-    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(500), y.split(500)))
-    model.train()
-    return correct / len(y)
-
-
 def parse(method: str) -> tuple[str, str | None, dict]:
     """'sfw:spectral_polytope:k=0.125,lr=0.05' → ("sfw", "spectral_polytope", {"k": 0.125, "lr": 0.05})."""
     kind, _, rest = method.partition(":")
@@ -526,13 +505,13 @@ def _fit_vit(model: nn.Module, opt: torch.optim.Optimizer, epochs: int, train, g
 
 def _vit_scores(model: nn.Module, test) -> dict[str, float]:
     """Dense accuracy and the accuracy after truncating every hidden Linear of the blocks to each rank."""
-    scores = {"dense": vit_accuracy(model, test)}
+    scores = {"dense": H.accuracy(model, *test, num_classes=10)}
     for r in RANKS:
         small = copy.deepcopy(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             small.blocks = sparsefw.compress.factorize(model.blocks, rank=r, layers="linear", skip_no_saving=False)
-        scores[f"rank_{r}"] = vit_accuracy(small, test)
+        scores[f"rank_{r}"] = H.accuracy(small, *test, num_classes=10)
     return scores
 
 
