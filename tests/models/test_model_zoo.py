@@ -21,7 +21,17 @@ CASES = {
     "wrn28_10": (100, 3, 32, (1, 100)),
     "fcn": (11, 1, 64, (1, 11, 64, 64)),
     "unet": (11, 1, 64, (1, 11, 64, 64)),
+    "vit": (10, 1, 28, (1, 10)),
+    "gpt": (97, 1, 64, (1, 64, 97)),        # (vocab, -, context): token ids in, next-token logits out
 }
+
+
+def example_input(name, channels, size, classes=97, batch=1):
+    """Images (batch, channels, size, size), or for the language model "gpt" token ids (batch, size)."""
+    g = torch.Generator().manual_seed(1)
+    if name == "gpt":
+        return torch.randint(0, classes, (batch, size), generator=g)
+    return torch.randn(batch, channels, size, size, generator=g)
 
 
 def n_params(model):
@@ -36,7 +46,7 @@ def test_every_listed_model_is_covered():
 def test_forward_shape_and_fx_trace(name):
     classes, channels, size, out_shape = CASES[name]
     model = build_model(name, classes, channels, size, seed=0).eval()
-    x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(1))
+    x = example_input(name, channels, size, classes)
     traced = torch.fx.symbolic_trace(model)
     with torch.no_grad():
         y = model(x)
@@ -149,16 +159,19 @@ def test_fcn_widths_and_mlp_hidden_set_their_layers():
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_declared_options_are_keyword_arguments_of_tuples_of_ints_whose_defaults_pass(name):
+def test_declared_options_are_keyword_arguments_of_ints_or_tuples_of_ints_whose_defaults_pass(name):
     """What `check_model_option` can judge: every declared option is a parameter of the model's class,
-    annotated as a tuple of ints, whose default it accepts."""
+    annotated as an int or a tuple of ints, whose default it accepts."""
     import inspect
     import typing
     model = build_model(name, *CASES[name][:3])
     parameters = inspect.signature(type(model)).parameters
     for option, annotation in model_options(name).items():
-        assert typing.get_origin(annotation) is tuple and set(typing.get_args(annotation)) - {Ellipsis} == {int}
         default = parameters[option].default
+        if annotation is int:
+            assert check_model_option(name, option, default) == default
+            continue
+        assert typing.get_origin(annotation) is tuple and set(typing.get_args(annotation)) - {Ellipsis} == {int}
         assert check_model_option(name, option, list(default)) == default
 
 

@@ -13,8 +13,10 @@ class DatasetInfo:
     """What a model needs to know about a dataset.
 
     `mean`/`std` are the per-channel constants the inputs were normalised with,
-    x = (raw/255 − mean)/std; `task` is "classification" (targets: class ids) or "segmentation"
-    (targets: (H, W) maps of class ids).
+    x = (raw/255 − mean)/std; `task` is "classification" (targets: class ids), "segmentation"
+    (targets: (H, W) maps of class ids) or "language_modeling" (inputs: (T,) int64 token ids; targets:
+    (T,) next-token ids; `num_classes` is then the vocabulary size, `in_channels` 1 and `image_size`
+    the context length T; no mean/std).
     """
     name: str
     num_classes: int
@@ -65,3 +67,27 @@ def normalize_uint8(images, mean: float, std: float) -> torch.Tensor:
     """uint8 array/tensor (N, H, W) of raw pixels → float32 (N, 1, H, W) = (x/255 − mean)/std."""
     x = torch.tensor(np.asarray(images), dtype=torch.float32).div_(255.0)   # a copy: inputs may be read-only
     return x.sub_(mean).div_(std).unsqueeze(1)
+
+
+class TokenDataset(Dataset):
+    """Token windows: inputs (N, T) and targets (N, T) int64 held as whole tensors (no float, no
+    normalisation). Items are (inputs[i], targets[i]); a list/tensor index returns a whole batch.
+    `images` is the inputs under the name the image datasets use, so code reading `ds.images` /
+    `ds.targets` works on both. `vocabulary` is the string whose i-th character token id i stands for."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, vocabulary: str):
+        if inputs.ndim != 2 or inputs.dtype != torch.int64:
+            raise ValueError(f"inputs must be int64 (N, T), got {inputs.dtype} {tuple(inputs.shape)}")
+        if targets.shape != inputs.shape or targets.dtype != torch.int64:
+            raise ValueError(f"targets must be int64 {tuple(inputs.shape)}, got {targets.dtype} {tuple(targets.shape)}")
+        self.images, self.targets, self.vocabulary = inputs, targets, vocabulary
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index):
+        return self.images[index], self.targets[index]
+
+    def subset(self, indices: torch.Tensor) -> "TokenDataset":
+        """A new dataset holding the windows `indices` (tensors indexed, not wrapped)."""
+        return TokenDataset(self.images[indices], self.targets[indices], self.vocabulary)

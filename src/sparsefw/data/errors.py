@@ -4,6 +4,9 @@ from __future__ import annotations
 FASHION_MNIST_HINT = ("install it with `apt-get install dataset-fashion-mnist` (files land in "
                       "/usr/share/datasets/fashion-mnist) or pass data_dir / --data-dir pointing to a "
                       "directory with the four IDX files (train-images-idx3-ubyte[.gz], ...)")
+FORTUNES_HINT = ("install it with `apt install fortunes` (Debian's fortune cookie files land in "
+                 "/usr/share/games/fortunes) or pass data_dir / --data-dir pointing to a directory of "
+                 "fortune files (fortunes separated by lines holding only '%')")
 VISION_HINT = "this dataset needs torchvision: `pip install sparsefw[vision]`"
 
 

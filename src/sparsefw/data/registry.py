@@ -8,11 +8,12 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .augment import RandomCropFlip
-from .base import DatasetInfo, InMemoryDataset
+from .base import DatasetInfo, InMemoryDataset, TokenDataset
 from .fashion import load_fashion_mnist
 from .m2nist import N_TEST as M2NIST_TEST, N_TRAIN as M2NIST_TRAIN, load_m2nist
 from .mnist import load_digits, load_mnist5k
 from .splits import stratified_indices
+from .text import load_fortunes
 from .vision import load_cifar, load_imagenet
 
 SUBSET_SEED = 0
@@ -24,6 +25,7 @@ _DATASETS: dict[str, tuple[Callable, bool, int, bool]] = {
     "fashion_mnist32": (lambda d, a: load_fashion_mnist(d, padded=True), False, 4, True),
     "m2nist": (lambda d, a: load_m2nist(), False, 0, False),
     "digits": (lambda d, a: load_digits(), False, 1, False),
+    "fortunes": (lambda d, a: load_fortunes(d), False, 0, False),
     "cifar10": (lambda d, a: load_cifar("cifar10", d, a), True, 0, False),
     "cifar100": (lambda d, a: load_cifar("cifar100", d, a), True, 0, False),
     "imagenet": (lambda d, a: load_imagenet(d, a), True, 0, False),
@@ -53,6 +55,8 @@ def _check_subset(subset, sizes: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def _stratified_subset(ds: Dataset, n: int) -> Dataset:
+    if isinstance(ds, TokenDataset):       # no classes: the first n of a seeded random order
+        return ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n])
     labels = torch.as_tensor(ds.targets)
     idx = stratified_indices(labels, n, SUBSET_SEED)
     return ds.subset(idx) if isinstance(ds, InMemoryDataset) else Subset(ds, idx.tolist())
@@ -63,9 +67,12 @@ def get_datasets(name: str, data_dir=None, subset=None, augment: bool | None = N
     """(train, test, info) for dataset `name` (see `available_datasets`).
 
     Splits are fixed. `subset=(n_train, n_test)` keeps a deterministic class-stratified subset of
-    each split (for m2nist: that many canvases). `augment` (default: the paper's choice — on for
+    each split (for m2nist: that many canvases; for "fortunes": the first n windows of a seeded
+    random order). `augment` (default: the paper's choice — on for
     CIFAR/ImageNet, off otherwise) wraps the in-memory training set in RandomCropFlip seeded with
-    `seed`; call its set_epoch(e) each epoch. Items are (float32 image (C, H, W), int64 target).
+    `seed`; call its set_epoch(e) each epoch. Items are (float32 image (C, H, W), int64 target);
+    for the character corpus "fortunes" (task "language_modeling", `data.text`) (int64 token ids (64,),
+    int64 next-token ids (64,)).
     """
     if name not in _DATASETS:
         raise ValueError(f"unknown dataset name={name!r}; choose one of {sorted(_DATASETS)}")
@@ -73,6 +80,9 @@ def get_datasets(name: str, data_dir=None, subset=None, augment: bool | None = N
         raise ValueError(f"augment must be None, True or False, got augment={augment!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got seed={seed!r}")
+    if name == "fortunes" and augment:
+        raise ValueError("augment=True is not supported for the text dataset 'fortunes' (token windows have "
+                         "no crops or flips)")
     loader, default_augment, padding, flip = _DATASETS[name]
     augment = default_augment if augment is None else augment
     if name == "m2nist":

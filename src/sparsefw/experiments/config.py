@@ -264,14 +264,15 @@ def _build(cls, raw: Any, prefix: str):
 
 
 def _model_options(model: ModelConfig) -> None:
-    """The model's name and each option judged by sparsefw.models (its signature); options kept as lists."""
+    """The model's name and each option judged by sparsefw.models (its signature); tuple options kept as lists."""
     try:
         model_options(model.name)
     except ValueError as e:
         raise ConfigError(f"config key 'model.name': {e}") from None
     for key, value in model.options.items():
         try:
-            model.options[key] = list(check_model_option(model.name, key, value))
+            value = check_model_option(model.name, key, value)
+            model.options[key] = list(value) if isinstance(value, tuple) else value
         except ValueError as e:
             raise ConfigError(f"config key 'model.{key}': {e}") from None
 

@@ -13,6 +13,7 @@ from .cnn import SmallCNN
 from .fcn import FCN
 from .mlp import MLP
 from .resnet import cifar_resnet, resnet18_cifar
+from .transformer import GPT, ViT
 from .unet import UNet
 from .vgg import VGG
 from .wide_resnet import WideResNet
@@ -21,7 +22,7 @@ from .wide_resnet import WideResNet
 class _Model(NamedTuple):
     cls: Callable[..., nn.Module]                  # the class (or function) that builds it
     args: Callable[[int, int, int | None], tuple]  # its leading arguments from (num_classes, in_channels, image_size)
-    options: tuple[str, ...] = ()                  # its keyword arguments callers may set: tuples of positive ints
+    options: tuple[str, ...] = ()                  # its keyword arguments callers may set: positive ints or tuples of them
     min_size: int = 4                              # smallest image_size it accepts
     multiple: int = 1                              # image_size must be a multiple of this
 
@@ -36,7 +37,11 @@ _MODELS: dict[str, _Model] = {
     "wrn28_10": _Model(WideResNet, lambda k, c, s: (28, 10, c, k)),
     "fcn": _Model(FCN, lambda k, c, s: (c, k), ("widths",), multiple=4),
     "unet": _Model(UNet, lambda k, c, s: (c, k), ("widths",), multiple=4),
+    "vit": _Model(ViT, lambda k, c, s: (k, c, s), ("patch", "dim", "depth", "heads", "mlp"), min_size=1),
+    "gpt": _Model(GPT, lambda k, c, s: (k, s), ("dim", "depth", "heads", "mlp"), min_size=1),
 }
+_NEEDS_SIZE = {"mlp": "it flattens in_channels·image_size² inputs", "vit": "its position embedding has one row per patch",
+               "gpt": "image_size is its context length, the rows of its position embedding"}
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -77,12 +82,15 @@ def model_options(name: str) -> dict[str, Any]:
     return {option: parameters[option].annotation for option in model.options}
 
 
-def check_model_option(name: str, option: str, value: Any) -> tuple[int, ...]:
+def check_model_option(name: str, option: str, value: Any) -> tuple[int, ...] | int:
     """`value` as option `option` of model `name`, or ValueError: one the model does not take (naming
-    those it does), or a value not of the option's shape (a tuple of positive ints, fixed or any length)."""
+    those it does), or a value not of the option's shape (a positive int, or a tuple of positive ints,
+    fixed or any length)."""
     options = model_options(name)
     if option not in options:
         raise ValueError(f"model {name!r} takes no option {option!r} (its options: {', '.join(options) or 'none'})")
+    if options[option] is int:
+        return _positive_int(option, value)
     args = typing.get_args(options[option])
     n = None if args[-1] is Ellipsis else len(args)
     if (not isinstance(value, (list, tuple)) or not value or (n is not None and len(value) != n)
@@ -94,13 +102,17 @@ def check_model_option(name: str, option: str, value: Any) -> tuple[int, ...]:
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int | None = None,
                 seed: int | None = None, **options: Any) -> nn.Module:
-    """A freshly initialised model (PyTorch default init; BN γ=1, β=0).
+    """A freshly initialised model (PyTorch default init; BN γ=1, β=0; "vit" and "gpt": Hugging Face's init).
 
-    Classifiers return logits (N, num_classes); "fcn" and "unet" return (N, num_classes, H, W). "mlp" needs
-    `image_size` (square inputs); others accept any large enough size (global average pooling).
+    Classifiers return logits (N, num_classes); "fcn" and "unet" return (N, num_classes, H, W). "mlp" and
+    "vit" need `image_size` (square inputs; "vit": a multiple of its patch); others accept any large
+    enough size (global average pooling). "gpt" is a language model: num_classes is the vocabulary size,
+    image_size the context length (in_channels is not used); it maps int64 token ids (N, T ≤ image_size)
+    to logits (N, T, num_classes).
     With `seed`, initialisation uses its own seeded generator and leaves the global RNG untouched.
     `options` are the model's own keyword arguments (`model_options(name)`): widths (four ints) of
-    "cnn", widths (three) of "fcn" and "unet", hidden (the layer sizes) of "mlp"; None keeps the default.
+    "cnn", widths (three) of "fcn" and "unet", hidden (the layer sizes) of "mlp"; the ints dim, depth,
+    heads, mlp of "vit" (and patch) and "gpt"; None keeps the default.
     """
     num_classes = _positive_int("num_classes", num_classes)
     in_channels = _positive_int("in_channels", in_channels)
@@ -114,8 +126,8 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int |
         build = lambda: _torchvision_model(name[3:], num_classes, in_channels)  # noqa: E731
     else:
         model = _MODELS[name]
-        if name == "mlp" and image_size is None:
-            raise ValueError("model 'mlp' needs image_size (it flattens in_channels·image_size² inputs)")
+        if name in _NEEDS_SIZE and image_size is None:
+            raise ValueError(f"model {name!r} needs image_size ({_NEEDS_SIZE[name]})")
         if image_size is not None and (image_size < model.min_size or image_size % model.multiple):
             raise ValueError(f"model {name!r} needs image_size >= {model.min_size} and a multiple of "
                              f"{model.multiple}, got image_size={image_size!r}")
