@@ -5,7 +5,8 @@
     metrics = train(cfg, out_dir, resume=True)   # continue exactly where the checkpoint stopped
 
 Per iteration: forward (autocast on CUDA), loss (+ penalty), backward (GradScaler on CUDA),
-optimizer step (+ proximal step), scheduler step. Per epoch: evaluation, metrics, checkpoint.
+optimizer step (+ proximal step), scheduler step; the loss is cross-entropy, over every token for
+task "language_modeling". Per epoch: evaluation, metrics, checkpoint.
 Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel — or, with
 training.fsdp, sharded by FSDP2 (`fsdp`) — every rank sees its DistributedSampler shard, sums are
 all-reduced, and only rank 0 writes or prints.
@@ -34,7 +35,7 @@ from ..data.base import DatasetInfo
 from . import distributed, fsdp
 from .checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, differing_keys, to_dict
-from .evaluation import evaluate, primary_metric
+from .evaluation import evaluate, primary_metric, token_logits
 from .io import remove_stale_temporaries, write_csv, write_json, write_text
 from .models import build_experiment_model
 from .optimizers import build_optimizer
@@ -158,7 +159,7 @@ def _train_one_epoch(s: Setup, net: nn.Module, epoch: int) -> dict[str, float]:
     for step, (x, y) in enumerate(bar):
         x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
         with torch.autocast(device_type=s.device.type, dtype=torch.float16, enabled=s.use_amp):
-            logits = net(x)
+            logits, y = token_logits(net(x), y, s.info.task)     # language models: one row per token
             loss = F.cross_entropy(logits, y)
         objective = loss if s.penalty is None else loss + s.penalty(s.model)
         s.optimizer.zero_grad(set_to_none=True)
