@@ -54,7 +54,7 @@ def _check_subset(subset, sizes: tuple[int, int]) -> tuple[int, int] | None:
     return tuple(subset)
 
 
-def _stratified_subset(ds: Dataset, n: int) -> Dataset:
+def _subset(ds: Dataset, n: int) -> Dataset:
     if isinstance(ds, TokenDataset):       # no classes: the first n of a seeded random order
         return ds.subset(torch.randperm(len(ds), generator=torch.Generator().manual_seed(SUBSET_SEED))[:n])
     labels = torch.as_tensor(ds.targets)
@@ -93,7 +93,7 @@ def get_datasets(name: str, data_dir=None, subset=None, augment: bool | None = N
     train, test, info = loader(data_dir, augment)
     subset = _check_subset(subset, (len(train), len(test)))
     if subset is not None:
-        train, test = _stratified_subset(train, subset[0]), _stratified_subset(test, subset[1])
+        train, test = _subset(train, subset[0]), _subset(test, subset[1])
     if augment and name not in _TORCHVISION:
         train = RandomCropFlip(train, padding=padding, flip=flip, fill=info.raw_zero, seed=seed)
     return train, test, info

@@ -80,8 +80,10 @@ def _opt(default, check=None, doc=""):
 @dataclass
 class DataConfig:
     name: str = _opt("mnist5k", doc="dataset name for sparsefw.data.get_datasets")
-    data_dir: Optional[str] = _opt(None, doc="where torchvision datasets live")
-    subset: Optional[list[int]] = _opt(None, _subset, "[n_train, n_test]: a stratified subset of each split")
+    data_dir: Optional[str] = _opt(None, doc="where torchvision datasets live (Fashion-MNIST's IDX files, the "
+                                   "fortunes folder: their Debian folder by default)")
+    subset: Optional[list[int]] = _opt(None, _subset, "[n_train, n_test]: a stratified subset of each split "
+                                     "(fortunes: windows in a seeded random order)")
     augment: Optional[bool] = _opt(None, doc="random crop/flip (default: the dataset's usual choice)")
     batch_size: int = _opt(128, _positive)
     eval_batch_size: int = _opt(256, _positive)

@@ -73,6 +73,7 @@ def evaluate(model: nn.Module, loader: DataLoader, task: str, num_classes: int,
     return out
 
 
+@torch.no_grad()
 def perplexity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> dict[str, float]:
     """`evaluate` of a language model on token windows x (N, T) and next tokens y (N, T), in batches of
     `batch_size` on the model's device: {"loss", "accuracy" (token accuracy), "top5", "perplexity"}."""

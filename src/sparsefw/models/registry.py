@@ -73,7 +73,8 @@ def _check_name(name: Any) -> None:
 
 def model_options(name: str) -> dict[str, Any]:
     """The keyword options `build_model` takes for model `name`: {option: its annotation in the model's
-    signature}, e.g. {"widths": tuple[int, int, int, int]} for "cnn"; {} for a torchvision model."""
+    signature}, e.g. {"widths": tuple[int, int, int, int]} for "cnn", {"dim": int, "depth": int, "heads": int,
+    "mlp": int} for "gpt"; {} for a torchvision model."""
     _check_name(name)
     if name.startswith("tv:"):
         return {}
