@@ -4,9 +4,9 @@ Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 30
           (writes the "transformers" section of BENCHMARKS.md; torch-pruning optional)
       PYTHONPATH=src python benchmarks/bench_transformers.py radii
           (seconds; prints the radius-rule table of the transformer zoo)
-      PYTHONPATH=src python benchmarks/bench_transformers.py training [--seeds 0 1 2] [--methods ...] [--cnn]
-          (AdamW against SFW's transformer modes on a small ViT; results/transformer_training.jsonl,
-          --report writes the "transformer_training" section; --cnn: the spectral modes on two CNN tasks)
+      PYTHONPATH=src python benchmarks/bench_transformers.py training [--tasks vit gpt] [--seeds 0 1 2] [--methods ...]
+          (AdamW against SFW's modes on a ViT and a character-level GPT, each model compressed one-shot;
+          results/transformers_compress.jsonl, --report writes the "transformer_training" section)
 
 speed: a ViT (6 blocks, hidden 256, 8 heads, MLP 1024, 8×8 patches) and a GPT-style decoder (4
 blocks, hidden 256, 8 heads, MLP 1024, causal, lm_head tied to the token embedding; also with
@@ -36,6 +36,7 @@ import statistics
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -382,78 +383,73 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="interleaved rounds per shape at batch 8 (8× at batch 1)")
 
 
-# --- variant "training" (issue 25): SFW's transformer modes against AdamW ---------------------------------
-TRAINING_DOC = """Training a small transformer with SFW (issue 25, item 1): AdamW against
-`SFW(constrain(model, mode, example_inputs=x))` with nothing else set, dense accuracy and the share
-kept after truncating every hidden Linear layer of the blocks to ¼ and ⅛ of its rank
-(`sparsefw.compress.factorize(model.blocks, rank=r, layers="linear")`, no retraining).
+# --- variant "training" (issue 25): AdamW against SFW's modes, each model compressed one-shot -------------
+TRAINING_DOC = """AdamW against `SFW(constrain(model, mode, example_inputs=x))`, from scratch and fine-tuned from
+the AdamW checkpoint, each trained model then compressed one-shot (no retraining) at five levels:
+**heads+FFN ½** (`remove_filters(model, 0.5, x, coupled=True)`: half the heads and FFN units of every
+block, physically; its CPU speed-up over the dense model, `measure_latency` at batch 128, 1 thread),
+**90 %** (magnitude pruning of the blocks' weights, global), **2:4** (`prune(blocks, pattern="2:4")`),
+**¼ / ⅛ rank** (`factorize(blocks, rank, layers="linear")`: truncated SVD of every block Linear).
+Post-training baselines are the `adamw` rows (the checkpoint itself): magnitude, truncated SVD, L1
+removal, and Wanda (|W|·‖x‖ on 512 training samples) in its own column for 90 % / 2:4.
 
-Task: Fashion-MNIST (offline), each 28×28 image as 16 tokens of 7×7 patches; a pre-LN ViT-like
-model (patch Linear 49 → d, learned positions, `blocks` pre-LN blocks with q/k/v/o Linear layers and
-a GELU FFN, final LayerNorm, mean pool, Linear head). Every run: batch 128, linear lr decay to 0,
-one thread.
+Tasks: **vit** — Fashion-MNIST (offline, 10k train / 5k test), `build_model("vit")` (16 tokens of
+7×7 patches, 2 pre-LN blocks, d 64, 4 heads, FFN 128, mean pool), batch 128, 8 epochs; kept =
+accuracy / dense accuracy. **gpt** — character-level English from Debian's `fortunes` package
+(offline, every tenth fortune held out), `build_model("gpt")` (context 64, 2 pre-LN causal blocks,
+d 64, 4 heads, FFN 256, tied lm_head), batch 64; cells give validation perplexity / dense (kept
+when ≤ 1.10). Linear lr decay to 0, one thread.
 
-Methods ("name" or "name:key=value,..."):
-    adamw[:lr=..,wd=..]        AdamW lr 3e-3, weight decay 0.05 (dense baseline)
-    sfw:<mode>[:k=..,spectral_width=..,fixed_step=..,lr=..,rest=adam|momentum,rest_lr=..,matrix_dir=adam]
-                               SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1);
-                               rest: the groups outside the spectral regions get that direction,
-                               lr rest_lr (3e-3) and the gradient-rescaled step (variants measured);
-                               matrix_dir=adam: the matrix groups' LMO takes Adam's direction (AdaSFW)
-
-The `sfw:` rows from scratch ran before issue 24's rule that every region holds its start (one FFN
-weight was then scaled by ≈ 0.96 at set-up); with the start held (results/
-transformer_training_start_held.jsonl) "spectral_polytope" k ¼ reaches 0.834 ± 0.003, kept 0.999 /
-0.91, and k ⅛ is unchanged (docs/tuning.md "Training transformers"). `ft:<method>`: AdamW (lr 3e-3)
-for the epochs given — the `adamw` row's model, seed for seed: its kept shares are the post-training
-truncated SVD of that checkpoint — then `<method>` for a quarter of those epochs from it (radii by
-the default radius rule "auto": the checkpoint's own)."""
-RANKS = (0.25, 0.125)
-DEFAULT_METHODS = ["adamw", "sfw:spectral", "sfw:spectral_polytope", "sfw:spectral_polytope:k=0.125",
-                   "ft:sfw:spectral_polytope", "ft:sfw:spectral_polytope:k=0.125",
-                   "ft:sfw:spectral_polytope:fixed_step=0.01", "ft:sfw:spectral_polytope:fixed_step=0.005"]
-
-
-class TinyBlock(nn.Module):
-    """Pre-LN transformer block with separate q, k, v, o projections (each a factorizable Linear)."""
-
-    def __init__(self, d: int, heads: int, ffn: int):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.fc1, self.fc2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        h = self.ln1(x)
-        q, k, v = (f(h).view(b, t, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
-        x = x + self.o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+Methods ("name" or "name:key=value,..."): `adamw[:lr=..,wd=..]` (lr 3e-3, weight decay 0.05);
+`sfw:<mode>[:k=..,fixed_step=..,lr=..,rest=adam|momentum,rest_lr=..,matrix_dir=adam]` =
+`SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1)`, `rest`: the groups outside
+the spectral regions take that direction with the gradient-rescaled step of length rest_lr (3e-3),
+`matrix_dir`: the direction fed to the matrix regions' LMO; `ft:<method>`: `<method>` for a quarter
+of the epochs, starting from the `adamw` row's checkpoint of the same seed (radii: rule "auto", the
+checkpoint's own)."""
+LEVELS = {"heads_ffn": "heads+FFN ½", "sparse_90": "90 %", "nm_2:4": "2:4", "rank_1/4": "¼ rank", "rank_1/8": "⅛ rank"}
+DEFAULT_METHODS = ["adamw", "sfw:k_support", "sfw:group_k_support", "sfw:coupled_group_k_support",
+                   "sfw:spectral_k_support", "sfw:nm_k_support", "sfw:spectral", "sfw:spectral_polytope",
+                   "sfw:spectral_polytope:k=0.125", "ft:sfw:spectral_polytope:fixed_step=0.005"]
+CHECKPOINTS = H.HERE.parent / "runs" / "bench_transformers"
 
 
-class TinyViT(nn.Module):
-    def __init__(self, d=64, heads=4, ffn=128, blocks=2, tokens=16, patch=49, classes=10):
-        super().__init__()
-        self.embed = nn.Linear(patch, d)
-        self.pos = nn.Parameter(0.02 * torch.randn(tokens, d))
-        self.blocks = nn.Sequential(*(TinyBlock(d, heads, ffn) for _ in range(blocks)))
-        self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, classes)
+@dataclass(frozen=True)
+class Task:
+    model: str
+    blocks: str                 # the attribute holding the blocks (Hugging Face's names)
+    dataset: str
+    epochs: int
+    n_train: int
+    n_test: int
+    batch: int
 
-    def forward(self, x):
-        return self.head(self.norm(self.blocks(self.embed(x) + self.pos)).mean(1))
-
-
-def patches(images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, 28, 28) → (N, 16, 49): 7×7 patches in row-major order."""
-    return images.unfold(2, 7, 7).unfold(3, 7, 7).reshape(images.shape[0], 16, 49)
+    @property
+    def language(self) -> bool:
+        return self.dataset == "fortunes"
 
 
-def load(n_train: int, n_test: int):
+TASKS = {"vit": Task("vit", "layer", "fashion_mnist", 8, 10000, 5000, 128),
+         "gpt": Task("gpt", "h", "fortunes", 4, 8000, 2000, 64)}
+
+
+def load(task: Task):
     from sparsefw.data import get_datasets
-    train, test, _ = get_datasets("fashion_mnist", subset=(n_train, n_test))
-    return (patches(train.images), train.targets.long()), (patches(test.images), test.targets.long())
+    train, test, info = get_datasets(task.dataset, subset=(task.n_train, task.n_test))
+    return (train.images, train.targets.long()), (test.images, test.targets.long()), info
+
+
+def token_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over every position: classification logits (N, C) or token logits (N, T, V)."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
+
+
+def score(task: Task, model: nn.Module, test, info) -> float:
+    """Test accuracy (vit) or validation perplexity (gpt)."""
+    from sparsefw.experiments.evaluation import perplexity
+    if not task.language:
+        return H.accuracy(model, *test, num_classes=info.num_classes)
+    return perplexity(model, *test, batch_size=250)["perplexity"]
 
 
 def parse(method: str) -> tuple[str, str | None, dict]:
@@ -470,146 +466,171 @@ def parse(method: str) -> tuple[str, str | None, dict]:
     return kind, mode or None, options
 
 
-def vit_optimizer(method: str, model: nn.Module, example: torch.Tensor) -> torch.optim.Optimizer:
+def optimizer(method: str, model: nn.Module, example: torch.Tensor) -> torch.optim.Optimizer:
     kind, mode, options = parse(method)
     if kind == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=options.get("lr", 3e-3), weight_decay=options.get("wd", 0.05))
     lr, rest, rest_lr = options.pop("lr", 0.1), options.pop("rest", None), options.pop("rest_lr", 3e-3)
     matrix_direction = options.pop("matrix_dir", None)
+    from sparsefw.assign_linear import hidden_linear_weights
+    from sparsefw.assign_spectral import OTHER_STEP
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         groups = sparsefw.constrain(model, mode, example_inputs=example, **options)
+    compressed_weights = set(hidden_linear_weights(model)) if rest == "outside" else set()
     for group in groups:       # variants for the parameters outside / inside the matrix regions
         matrix = type(group["constraint"]).__name__ in ("SpectralBall", "SpectralPolytope")
-        if rest is not None and not matrix:
+        if rest == "outside" and group["name"] not in compressed_weights and "+" not in group["name"]:
+            group.update(OTHER_STEP)     # Adam for what no compression touches: embeddings, head, biases, norms
+        elif rest in ("adam", "momentum") and not matrix:
             group.update(direction="adam" if rest == "adam" else "momentum", lr=rest_lr, rescale="gradient")
         elif matrix_direction is not None and matrix:
             group["direction"] = matrix_direction          # AdaSFW: Adam-preconditioned LMO input
     return sparsefw.SFW(groups, lr=lr)
 
 
-def _fit_vit(model: nn.Module, opt: torch.optim.Optimizer, epochs: int, train, generator: torch.Generator) -> float:
-    """`epochs` epochs of batch 128, lr decayed linearly to 0; the last batch's loss."""
-    x, y = train
-    steps = epochs * math.ceil(len(y) / 128)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 - t / steps)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(y), generator=generator).split(128):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return loss.item()
+def compressed(model: nn.Module, blocks: str, level: str, calibration: torch.Tensor, wanda: bool = False) -> nn.Module:
+    """`model` compressed one-shot at `level` (LEVELS); outside its `blocks` (the embeddings, the head)
+    it stays dense."""
+    from sparsefw.compress import factorize, prune
+    if level == "heads_ffn":
+        return remove_filters(model, 0.5, calibration[:8], coupled=True)
+    small, how = copy.deepcopy(model), ({"pattern": "2:4"} if level == "nm_2:4" else {"sparsity": 0.9})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if level.startswith("rank"):
+            rank = 1 / int(level.rpartition("/")[2])
+            setattr(small, blocks, factorize(getattr(model, blocks), rank=rank, layers="linear", skip_no_saving=False))
+        elif not wanda:
+            setattr(small, blocks, prune(getattr(model, blocks), **how))
+        else:                  # Wanda needs the whole forward for its activations; the rest is put back
+            small = prune(model, criterion="wanda", calibration=[calibration], **how)
+            inside = lambda key: key.startswith(blocks + ".")  # noqa: E731
+            small.load_state_dict({k: v for k, v in small.state_dict().items() if inside(k)}
+                                  | {k: v for k, v in model.state_dict().items() if not inside(k)})
+    return small
 
 
-def _vit_scores(model: nn.Module, test) -> dict[str, float]:
-    """Dense accuracy and the accuracy after truncating every hidden Linear of the blocks to each rank."""
-    scores = {"dense": H.accuracy(model, *test, num_classes=10)}
-    for r in RANKS:
-        small = copy.deepcopy(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            small.blocks = sparsefw.compress.factorize(model.blocks, rank=r, layers="linear", skip_no_saving=False)
-        scores[f"rank_{r}"] = H.accuracy(small, *test, num_classes=10)
-    return scores
+def scores(task: Task, model: nn.Module, data) -> dict[str, float]:
+    """The dense score, every level's (and Wanda's at 90 % and 2:4), and the heads+FFN speed-up."""
+    (x, _), test, info = data
+    model.eval()
+    calibration = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:512]]
+    out = {"dense": score(task, model, test, info)}
+    for level in LEVELS:
+        small = compressed(model, task.blocks, level, calibration)
+        out[level] = score(task, small, test, info)
+        if level == "heads_ffn":
+            dense_ms, small_ms = sparsefw.compress.measure_latency([model, small], test[0][:128], repeats=20)
+            out["heads_ffn_speedup"] = dense_ms / small_ms
+        if level in ("sparse_90", "nm_2:4"):
+            out[level + ":wanda"] = score(task, compressed(model, task.blocks, level, calibration, wanda=True), test, info)
+    return out
 
 
-def train_vit(method: str, seed: int, epochs: int, train, test) -> dict:
-    """Train `method` from scratch, or ("ft:<method>") AdamW for `epochs`, then `method` for a quarter of
-    them from that checkpoint (the checkpoint's own scores recorded as "pre_*": post-training SVD)."""
-    torch.manual_seed(seed)
-    model, x = TinyViT(), train[0]
-    generator, start = torch.Generator().manual_seed(seed), time.perf_counter()
-    finetune = method.startswith("ft:")
-    loss = _fit_vit(model, vit_optimizer("adamw" if finetune else method, model, x[:64]), epochs, train, generator)
-    record = dict(method=method, seed=seed, epochs=epochs, n_train=len(x), n_test=len(test[1]))
-    if finetune:
-        record.update({f"pre_{key}": value for key, value in _vit_scores(model, test).items()})
-        loss = _fit_vit(model, vit_optimizer(method[3:], model, x[:64]), max(1, epochs // 4), train, generator)
-    return {**record, "seconds": round(time.perf_counter() - start, 1), "loss": round(loss, 4),
-            **_vit_scores(model, test)}
+def trained(task: Task, method: str, seed: int, epochs: int, data) -> tuple[nn.Module, float]:
+    """A model of `task` trained with `method` for `epochs` from seed `seed`, and its last epoch's loss;
+    AdamW models are saved under runs/bench_transformers/ and reused by the "ft:" methods."""
+    (x, y), _, info = data
+    from sparsefw.models import build_model
+    model = build_model(task.model, info.num_classes, info.in_channels, info.image_size, seed=seed)
+    path = CHECKPOINTS / f"{task.model}-adamw-e{epochs}-n{len(x)}-s{seed}.pt"
+    if method.startswith("ft:"):
+        if not path.exists():
+            trained(task, "adamw", seed, epochs, data)
+        model.load_state_dict(torch.load(path))
+        method, epochs = method[3:], max(1, epochs // 4)
+    elif method == "adamw" and path.exists():
+        model.load_state_dict(torch.load(path))
+        return model.eval(), float("nan")
+    loss = H.fit(model, optimizer(method, model, x[:64]), x, y, epochs, task.batch,
+                 torch.Generator().manual_seed(seed), loss=token_loss)
+    if method == "adamw":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return model, loss
 
 
-def training_table(records: list[dict]) -> str:
-    """Markdown: per method, mean ± std over seeds of dense accuracy and kept shares."""
-    by: dict[tuple, list[dict]] = {}
+def run_training(task_name: str, method: str, seed: int, epochs: int, data) -> dict:
+    task = TASKS[task_name]
+    start = time.perf_counter()
+    model, loss = trained(task, method, seed, epochs, data)
+    seconds = time.perf_counter() - start
+    return dict(task=task_name, method=method, seed=seed, epochs=epochs, n_train=len(data[0][1]),
+                seconds=round(seconds, 1), loss=round(loss, 4), commit=_commit(), **scores(task, model, data))
+
+
+def _commit() -> str:
+    import subprocess
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=H.HERE).stdout.strip()
+
+
+def training_table(task_name: str, records: list[dict]) -> str:
+    """Markdown: per method, mean ± std over seeds of the dense score and of each level's kept share
+    (gpt: perplexity ratio to dense)."""
+    task, by = TASKS[task_name], {}
     for r in records:
-        by.setdefault((r["method"], r["epochs"], r["n_train"]), []).append(r)
-    lines = ["| method | epochs | n_train | seeds | dense | kept at ¼ rank | kept at ⅛ rank | s/run |",
-             "|---|---|---|---|---|---|---|---|"]
+        by.setdefault(r["method"], []).append(r)
 
-    def stat(values):
-        return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 \
-            else f"{values[0]:.3f}"
-    for (method, epochs, n), rs in by.items():
-        kept = [[x[f"rank_{r}"] / x["dense"] for x in rs] for r in RANKS]
-        lines.append(f"| {method} | {epochs} | {n} | {len(rs)} | {stat([x['dense'] for x in rs])} | "
-                     f"{stat(kept[0])} | {stat(kept[1])} | {statistics.mean(x['seconds'] for x in rs):.0f} |")
-    return "\n".join(lines)
-
-
-def cnn_check(seeds: list[int], log: Path) -> None:
-    """The spectral modes on two BN CNN tasks of bench_robustness.py (digits; Fashion-MNIST, the held-out
-    task) against the CNN low-rank default "spectral_k_support": dense and kept at 50 % / 25 % rank
-    (`factorize(layers="conv")`), logged to `log` with "task"."""
-    import _tasks as T
-    from bench_robustness import HELD_OUT, tasks
-    chosen = [t for t in tasks() if t.name.startswith("digits") or t.name == HELD_OUT]
-    levels = [lv for lv in T.LEVELS if lv[0] == "lowrank"]
-    for task in chosen:
-        for seed in seeds:
-            for method in ("spectral_k_support", "spectral_polytope", "spectral"):
-                def one():
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        model, seconds = T.train(task, method, seed)
-                        return {"seconds": round(seconds, 1), "scores": T.sweep(task, model, levels)}
-                T.run_logged(log, {"task": task.name, "method": method, "seed": seed}, one)
-    for r in H.read_jsonl(log):
-        print(r["task"], r["method"], r["seed"], {k: round(v, 3) for k, v in r["scores"].items()})
+    def stat(values, digits=3):
+        spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):.{digits}f}{spread}"
+    metric = "perplexity" if task.language else "accuracy"
+    header = ["method", "seeds", f"dense {metric}", *LEVELS.values(), "speed-up ½", "Wanda 90 % / 2:4", "s/run"]
+    rows = []
+    for method, rs in by.items():
+        kept = {level: stat([r[level] / r["dense"] for r in rs]) for level in LEVELS}
+        wanda = " / ".join(stat([r[f"{lv}:wanda"] / r["dense"] for r in rs], 2) for lv in ("sparse_90", "nm_2:4"))
+        rows.append([method, len(rs), stat([r["dense"] for r in rs]), *kept.values(),
+                     f"{statistics.mean(r['heads_ffn_speedup'] for r in rs):.2f}×", wanda,
+                     f"{statistics.mean(r['seconds'] for r in rs):.0f}"])
+    return "\n".join(H.table(header, rows))
 
 
 def training(args) -> dict[str, str]:
-    log = args.results / "transformer_training.jsonl"
-    if args.cnn:
-        cnn_check([0] if args.quick else args.seeds, args.results / "transformer_training_cnn.jsonl")
-        return {}
+    log = args.results / "transformers_compress.jsonl"
     if args.quick:
-        args.seeds, args.epochs, args.train, args.test = [0], 2, 1000, 500
+        args.seeds = [0]
+        for name, task in TASKS.items():
+            TASKS[name] = Task(task.model, task.blocks, task.dataset, 1, 512, 256, task.batch)
+    tasks = args.tasks
     if not args.report:
-        data = load(args.train, args.test)
-        done = {(r["method"], r["seed"], r["epochs"], r["n_train"]) for r in H.read_jsonl(log)}
-        for seed in args.seeds:
-            for method in args.methods:
-                if (method, seed, args.epochs, args.train) not in done:
-                    record = train_vit(method, seed, args.epochs, *data)
-                    print(record, flush=True)
-                    H.append_jsonl(log, record)
-    shown = [r for r in H.read_jsonl(log) if r["method"] in args.methods and r["seed"] in args.seeds
-             and r["epochs"] == args.epochs and r["n_train"] == args.train]
-    return {"transformer_training": "\n".join([
-        "## Training a small transformer with SFW (`benchmarks/bench_transformers.py training`)", "",
-        f"Command: `{args.command}`. {H.machine_line()}", "", TRAINING_DOC, "",
-        "Cells: mean ± std over seeds; kept = accuracy after truncating every hidden Linear of the blocks / dense.", "",
-        training_table(shown)])}
+        done = {(r["task"], r["method"], r["seed"], r["epochs"]) for r in H.read_jsonl(log)}
+        for name in tasks:
+            data = load(TASKS[name])
+            for seed in args.seeds:
+                for method in args.methods:
+                    if (name, method, seed, TASKS[name].epochs) not in done:
+                        record = run_training(name, method, seed, TASKS[name].epochs, data)
+                        print(record, flush=True)
+                        H.append_jsonl(log, record)
+    records = H.read_jsonl(log)
+    parts = ["## Training transformers for one-shot compression (`benchmarks/bench_transformers.py training`)", "",
+             f"Command: `{args.command}`. {H.machine_line()}", "", TRAINING_DOC]
+    for name in TASKS:
+        shown = [r for r in records if r["task"] == name and r["method"] in args.methods and r["seed"] in args.seeds
+                 and r["epochs"] == TASKS[name].epochs]
+        if shown:
+            parts += ["", f"**{name}** ({TASKS[name].epochs} epochs, {TASKS[name].n_train} samples); "
+                      "cells: mean ± std over seeds of the kept share (gpt: perplexity / dense).", "",
+                      training_table(name, shown)]
+    return {"transformer_training": "\n".join(parts)}
 
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--train", type=int, default=10000)
-    parser.add_argument("--test", type=int, default=5000)
-    parser.add_argument("--cnn", action="store_true", help="the spectral modes on two CNN tasks instead (cnn_check)")
 
 
 VARIANTS = {
     "speed": H.Variant(speed, "heads + FFN units removed vs dense vs native vs Torch-Pruning (section transformers)",
                        _speed_arguments),
     "radii": H.Variant(radii, "the radius rules on the transformer zoo (prints a table)"),
-    "training": H.Variant(training, "AdamW against SFW's transformer modes, dense and kept at ¼, ⅛ rank "
-                          "(section transformer_training)", _training_arguments, report=True),
+    "training": H.Variant(training, "AdamW against SFW's modes on a ViT and a character-level GPT, each "
+                          "compressed one-shot at five levels (section transformer_training)", _training_arguments,
+                          report=True),
 }
 
 if __name__ == "__main__":

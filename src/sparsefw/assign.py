@@ -77,8 +77,8 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           NuclearBall, SpectralKSupportBall, parse_pattern, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, output_dim, structured_region
-from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, MATRIX_DIRECTION, OTHER_STEP, SPECTRAL_MODES, spectral_regions
-from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters
+from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES, spectral_regions
+from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters, resolve_direction
 from .graph.capture import CaptureError
 from .optim.sharded import full_value, is_sharded
 from .radii import expected_init_norms, moved_norm_parameters
@@ -300,7 +300,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
               example_inputs=None, coupled_width: float | None = None,
               coupled_step: float | str | None = None, fixed_step: float | str | None = None,
               radius_rule: str = DEFAULT_RADIUS_RULE, linear: str = DEFAULT_LINEAR,
-              spectral_width: float | None = None) -> list[dict]:
+              spectral_width: float | None = None, direction: str = "auto") -> list[dict]:
     """Param groups {"params": [p], "constraint": region, "name": qualified name} for `sparsefw.SFW`,
     one per trainable parameter of `model` (shared parameters once), following the table above;
     `bias_and_norm`: "mode" (the table) or "l2" (L2 balls for every 1-D parameter); `norm_radius`:
@@ -330,15 +330,21 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
     `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
     gauge; at least the start's gauge) and its group the fixed step `fixed_step` (None:
-    `DEFAULT_FIXED_STEP`; "optimizer": the optimizer's) and `assign_spectral.MATRIX_DIRECTION`, with or
-    without example_inputs; `width` sizes the other parameters' L2 balls, whose groups take
-    `assign_spectral.OTHER_STEP` (Adam direction, lr 3e-3) unless fixed_step="optimizer"."""
+    `DEFAULT_FIXED_STEP`; "optimizer": the optimizer's), with or without example_inputs; `width` sizes
+    the other parameters' L2 balls.
+    `direction` (`assign_step.resolve_direction`): "momentum", "adam" or "auto" (default: "adam" in the
+    spectral modes, else "momentum"). "adam": every LMO takes Adam's direction (group key
+    "direction") and every group outside the spectral matrix regions `assign_spectral.OTHER_STEP`
+    (the gradient-rescaled step of length 3e-3·‖d‖, replacing the fixed and coupled steps)."""
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear)
     explicit_norm = norm_radius is not None
     norm_radius = _norm_radius(mode, width, norm_radius)
     k = mode_k(mode, k)
+    spectral = mode in SPECTRAL_MODES
+    asked = fixed_step == "optimizer" if spectral else fixed_step is not None or coupled_step is not None
+    adam = resolve_direction(model, direction, spectral, asked) == "adam"
     coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
-    fixed = _fixed_step(model, example_inputs, fixed_step)
+    fixed = {} if adam and not spectral else _fixed_step(model, example_inputs, fixed_step)  # adam: none
     norms = expected_init_norms(model)
     if radius_rule == "auto":
         radius_rule = "checkpoint" if moved_norm_parameters(model) else "init"
@@ -349,15 +355,19 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
     matrices = _spectral_setup(model, mode, k, spectral_width, fixed_step)
-    groups = [_single_group(model, name, p, rules, matrices, fixed, rescaled) for name, p in model.named_parameters()
-              if p.requires_grad and name not in coupled]
+    groups = [_single_group(model, name, p, rules, matrices, fixed, adam, rescaled)
+              for name, p in model.named_parameters() if p.requires_grad and name not in coupled]
     _warn_rescaled(rescaled)
+    if adam and not spectral:
+        for group in joint:
+            group.update(OTHER_STEP)
     return groups + joint
 
 
 def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, matrices: "_Matrices",
-                  fixed: dict[str, float], rescaled: list[tuple[str, float]]) -> dict:
-    """The param group of parameter `name`: its region (holding p) and its step keys."""
+                  fixed: dict[str, float], adam: bool, rescaled: list[tuple[str, float]]) -> dict:
+    """The param group of parameter `name`: its region (holding p) and its step keys (`adam`: the
+    direction "adam" resolved by `constrain`)."""
     region = matrices.get(name)
     if region is None:
         region = rules.region(model, name, p)
@@ -366,8 +376,8 @@ def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, m
     _place(region, [p], name, rescaled)
     step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
     if name in matrices and matrices.step is not None:
-        step = {"lr": matrices.step, "rescale": None, "direction": MATRIX_DIRECTION}
-    elif rules.mode in SPECTRAL_MODES and matrices.step is not None and name not in fixed:
+        step = {"lr": matrices.step, "rescale": None, **({"direction": "adam"} if adam else {})}
+    elif adam and (rules.mode not in SPECTRAL_MODES or matrices.step is not None and name not in fixed):
         step = dict(OTHER_STEP)
     return {"params": [p], "constraint": region, "name": name, **step}
 

@@ -18,8 +18,8 @@ default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3; raised to the start's gauge
 Every matrix group carries the fixed Frank-Wolfe step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02),
 "rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
 value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
-and the direction `MATRIX_DIRECTION` ("adam": the LMO takes Adam's preconditioned direction, AdaSFW;
-measured better than the momentum for the polytope, alike for the ball).
+and the direction "adam" (`constrain`'s `direction` "auto" in these modes: the LMO takes Adam's
+preconditioned direction, AdaSFW; measured better than the momentum for the polytope, alike for the ball).
 Every other group (biases, norm γ/β, positional embeddings; not those the step rule gives the fixed
 step) takes `OTHER_STEP`: the Adam direction (`optim.adam`) with the gradient-rescaled step of length
 α·‖d‖, α = `DEFAULT_OTHER_LR` (3e-3), inside its L2 ball — Adam where the ball is slack, as Scion
@@ -38,8 +38,6 @@ from .constraints import Constraint, SpectralBall, SpectralPolytope
 SPECTRAL_MODES = ("spectral", "spectral_polytope")
 #: τ = DEFAULT_SPECTRAL_WIDTH · √(d_out/d_in) for every matrix region (module docstring)
 DEFAULT_SPECTRAL_WIDTH = 3.0
-#: the direction fed to the matrix regions' LMO (module docstring)
-MATRIX_DIRECTION = "adam"
 #: the step of the parameters outside the matrix regions (module docstring)
 DEFAULT_OTHER_LR = 3e-3
 OTHER_STEP = {"direction": "adam", "lr": DEFAULT_OTHER_LR, "rescale": "gradient"}

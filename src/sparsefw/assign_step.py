@@ -15,17 +15,31 @@ read (`graph.scale.scale_invariant_parameters`). Elsewhere — nets without norm
 classifier heads — a fixed step toward vertices of radius width × the init norm sets each layer's
 gain by the vertices' coherence: the layers shrink or grow until the net stops training (measured:
 docs/tuning.md, "The step rule"). Those parameters keep the gradient-rescaled step.
+
+Direction (`constrain(..., direction=...)`): "momentum" feeds every LMO the optimizer's momentum and
+keeps the steps above; "adam" feeds it Adam's preconditioned direction d = m̂/(√v̂ + ε) (AdaSFW,
+`optim.adam`) and gives every group outside the spectral modes' matrix regions the gradient-rescaled
+step of length α·‖d‖, α = 3e-3 (`assign_spectral.OTHER_STEP`: Adam's step length, inside the region).
+"auto" (default) is "adam" in the spectral modes and "momentum" in the others, transformers
+included: measured on a ViT, Adam's step raised dense accuracy by 3–4 points but took away the
+robustness the mode trains for (k_support at 90 % sparsity, coupled mode at half the heads and FFN
+units; docs/tuning.md "Training transformers"). Not measured why; a likely cause is that Adam's
+step follows the loss closely, so weights no vertex renews decay less than under the SGD-like step. An asked `fixed_step` or `coupled_step` outside the
+spectral modes, or `fixed_step="optimizer"` in them, is kept by "momentum" only.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .graph.scale import scale_invariant_parameters
 
 #: η of the fixed Frank-Wolfe step (param-group lr with rescale None), as the coupled regions'
 DEFAULT_FIXED_STEP = 0.02
+#: values of `constrain(..., direction=...)` (module docstring)
+DIRECTIONS = ("auto", "momentum", "adam")
 
 
 def check_step(step: Any, name: str) -> None:
@@ -39,3 +53,26 @@ def check_step(step: Any, name: str) -> None:
 def fixed_step_parameters(model: nn.Module, example_inputs) -> frozenset[str]:
     """Qualified names of the parameters of `model` that take the fixed step (module docstring)."""
     return scale_invariant_parameters(model, example_inputs)
+
+
+def layer_normalised(model: nn.Module) -> bool:
+    """True for a model with a LayerNorm- or RMSNorm-type layer (torch's or a library's own class of
+    that name) and no BatchNorm: the transformers."""
+    kinds = [type(m).__name__ for m in model.modules()]
+    has_layer_norm = any(kind.endswith(("LayerNorm", "RMSNorm")) for kind in kinds)
+    return has_layer_norm and not any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def resolve_direction(model: nn.Module, direction: Any, spectral: bool, asked_step: bool) -> str:
+    """"momentum" or "adam" for `constrain`'s `direction` (module docstring); `spectral`: a spectral
+    mode; `asked_step`: the caller asked steps that only the momentum direction keeps (outside the
+    spectral modes fixed_step or coupled_step, in them fixed_step="optimizer")."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got direction={direction!r}")
+    if direction == "adam" and asked_step:
+        raise ValueError("direction='adam' sets the steps of the groups (Adam's length, "
+                         "assign_spectral.OTHER_STEP); the fixed_step or coupled_step asked applies with "
+                         "direction='momentum' only")
+    if direction != "auto":
+        return direction
+    return "adam" if spectral and not asked_step else "momentum"

@@ -76,9 +76,10 @@ def test_norm_radius_reaches_the_regions_of_the_1d_parameters():
     assert radii["0.weight"] != 3.0 and radii["3.weight"] != 3.0
 
 
-def test_radius_rule_and_linear_reach_constrain():
+def test_radius_rule_linear_and_direction_reach_constrain():
     """A checkpoint-like model (γ moved, weights ×20): "checkpoint" radii are width · the tensor's gauge;
-    "structured" gives the hidden Linear a group region over its output units; SGD refuses both keys."""
+    "structured" gives the hidden Linear a group region over its output units; the direction is the
+    momentum unless "adam" is asked; SGD refuses the three keys."""
     import torch
     from torch import nn
 
@@ -94,7 +95,11 @@ def test_radius_rule_and_linear_reach_constrain():
     region = groups["3.weight"]
     assert isinstance(region, GroupKSupportBall)
     assert region.radius == pytest.approx(10 * float(region.norm(model[3].weight.detach())))
-    for key, value in (("radius_rule", "auto"), ("linear", "l2")):
+    assert all(g["direction"] != "adam" for g in optimizer.param_groups)     # "auto": the momentum here
+    raw["optimizer"]["direction"] = "adam"
+    optimizer, _, _ = build_optimizer(validate(raw).optimizer, model)
+    assert all(g["direction"] == "adam" and g["lr"] == 3e-3 for g in optimizer.param_groups)
+    for key, value in (("radius_rule", "auto"), ("linear", "l2"), ("direction", "adam")):
         with pytest.raises(ConfigError, match=f"optimizer.{key}"):
             validate({"optimizer": {"name": "sgd", key: value}})
         with pytest.raises(ConfigError, match=f"optimizer.{key}"):

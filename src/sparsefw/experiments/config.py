@@ -25,6 +25,7 @@ import yaml
 
 from ..assign import MODES, RADIUS_RULES, check_coupled_step, check_fixed_step, check_k, check_norm_radius, mode_k
 from ..assign_linear import LINEAR_RULES
+from ..assign_step import DIRECTIONS
 from ..models import check_model_option, model_options
 from ..optim.baselines import PENALTIES, PROX_OPERATORS
 from ..optim.functional import RESCALES
@@ -130,6 +131,9 @@ class OptimizerConfig:
                                       "(null: sparsefw.assign.DEFAULT_RADIUS_RULE)")
     linear: Optional[str] = _opt(None, _choice(*LINEAR_RULES), "regions of hidden Linear layers in the filter and "
                                  "low-rank modes: 'l2' or 'structured' (null: sparsefw.assign.DEFAULT_LINEAR)")
+    direction: Optional[str] = _opt(None, _choice(*DIRECTIONS), "what every LMO is fed and the step length: "
+                                    "'momentum', 'adam' (Adam's direction and step length) or 'auto' (null: adam for "
+                                    "the spectral modes and LayerNorm nets without BatchNorm; sparsefw.assign_step)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -296,7 +300,7 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             mode_k(opt.mode, opt.k)      # an 'N:M' pattern in mode nm_k_support only, N ≤ 4 as a count there
         except ValueError as e:
             raise ConfigError(f"config key 'optimizer.k': {e}") from None
-    for key in ("radius_rule", "linear"):
+    for key in ("radius_rule", "linear", "direction"):
         if getattr(opt, key) is not None and opt.name != "sfw":
             raise ConfigError(f"config key 'optimizer.{key}': a rule of SFW's regions, not for {opt.name!r}")
     for key in ("coupled_width", "coupled_step"):
