@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import statistics
 import sys
@@ -401,16 +402,21 @@ d 64, 4 heads, FFN 256, tied lm_head), batch 64; cells give validation perplexit
 when ≤ 1.10). Linear lr decay to 0, one thread.
 
 Methods ("name" or "name:key=value,..."): `adamw[:lr=..,wd=..]` (lr 3e-3, weight decay 0.05);
-`sfw:<mode>[:k=..,fixed_step=..,lr=..,rest=adam|momentum,rest_lr=..,matrix_dir=adam]` =
-`SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1)`, `rest`: the groups outside
-the spectral regions take that direction with the gradient-rescaled step of length rest_lr (3e-3),
-`matrix_dir`: the direction fed to the matrix regions' LMO; `ft:<method>`: `<method>` for a quarter
+`sfw:<mode>[:k=..,fixed_step=..,lr=..,rest=..,rest_lr=..,matrix_dir=adam]` =
+`SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1)`; `rest=adam|momentum`: the
+groups outside the spectral regions take that direction with the gradient-rescaled step of length
+rest_lr (3e-3) (`rest=adam` = `direction="adam"`), `rest=outside`: Adam's step (`OTHER_STEP`) only on
+the groups no compression touches (embeddings, head, biases, norms, positions); `matrix_dir`: the
+direction fed to the matrix regions' LMO; `ft:<method>`: `<method>` for a quarter
 of the epochs, starting from the `adamw` row's checkpoint of the same seed (radii: rule "auto", the
 checkpoint's own)."""
 LEVELS = {"heads_ffn": "heads+FFN ½", "sparse_90": "90 %", "nm_2:4": "2:4", "rank_1/4": "¼ rank", "rank_1/8": "⅛ rank"}
-DEFAULT_METHODS = ["adamw", "sfw:k_support", "sfw:group_k_support", "sfw:coupled_group_k_support",
-                   "sfw:spectral_k_support", "sfw:nm_k_support", "sfw:spectral", "sfw:spectral_polytope",
-                   "sfw:spectral_polytope:k=0.125", "ft:sfw:spectral_polytope:fixed_step=0.005"]
+DEFAULT_METHODS = ["adamw", "sfw:k_support", "sfw:k_support:rest=adam", "sfw:k_support:rest=outside",
+                   "sfw:coupled_group_k_support", "sfw:coupled_group_k_support:rest=adam",
+                   "sfw:coupled_group_k_support:rest=outside", "sfw:group_k_support", "sfw:spectral_k_support",
+                   "sfw:nm_k_support", "sfw:spectral", "sfw:spectral_polytope", "sfw:spectral_polytope:k=0.125",
+                   "ft:sfw:k_support", "ft:sfw:coupled_group_k_support", "ft:sfw:nm_k_support",
+                   "ft:sfw:spectral_polytope", "ft:sfw:spectral_polytope:fixed_step=0.005"]
 CHECKPOINTS = H.HERE.parent / "runs" / "bench_transformers"
 
 
@@ -560,7 +566,9 @@ def run_training(task_name: str, method: str, seed: int, epochs: int, data) -> d
                 seconds=round(seconds, 1), loss=round(loss, 4), commit=_commit(), **scores(task, model, data))
 
 
+@functools.cache
 def _commit() -> str:
+    """The commit checked out when this process first asked (its code; uncommitted changes not marked)."""
     import subprocess
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=H.HERE).stdout.strip()
@@ -588,6 +596,28 @@ def training_table(task_name: str, records: list[dict]) -> str:
     return "\n".join(H.table(header, rows))
 
 
+def training_plot(records: list[dict], methods: list[str], path: Path) -> None:
+    """Per task, the kept share (gpt: dense / compressed perplexity) at each level, mean over seeds, one
+    bar per method of `methods` found in `records`."""
+    plt = H.pyplot()
+    fig, axes = plt.subplots(1, len(TASKS), figsize=(6.5 * len(TASKS), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], TASKS):
+        shown = [m for m in methods if any(r["task"] == name and r["method"] == m for r in records)]
+        for i, method in enumerate(shown):
+            rs = [r for r in records if r["task"] == name and r["method"] == method]
+            kept = [statistics.mean((r[lv] / r["dense"]) ** (-1 if TASKS[name].language else 1) for r in rs)
+                    for lv in LEVELS]
+            ax.bar([j + (i - len(shown) / 2 + 0.5) * 0.8 / len(shown) for j in range(len(LEVELS))], kept,
+                   0.8 / len(shown), label=method)
+        ax.set_xticks(range(len(LEVELS)), list(LEVELS.values()))
+        ax.axhline(1 / 1.1 if TASKS[name].language else 0.95, color="grey", ls="--", lw=0.8)   # the goals
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{name}: " + ("dense / compressed perplexity" if TASKS[name].language else "accuracy kept")
+                     + ", one-shot, no retraining", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    H.save_plot(fig, path)
+
+
 def training(args) -> dict[str, str]:
     log = args.results / "transformers_compress.jsonl"
     if args.quick:
@@ -595,6 +625,7 @@ def training(args) -> dict[str, str]:
         for name, task in TASKS.items():
             TASKS[name] = Task(task.model, task.blocks, task.dataset, 1, 512, 256, task.batch)
     tasks = args.tasks
+    _commit()                  # the commit the records name: the code this process started with
     if not args.report:
         done = {(r["task"], r["method"], r["seed"], r["epochs"]) for r in H.read_jsonl(log)}
         for name in tasks:
@@ -615,6 +646,10 @@ def training(args) -> dict[str, str]:
             parts += ["", f"**{name}** ({TASKS[name].epochs} epochs, {TASKS[name].n_train} samples); "
                       "cells: mean ± std over seeds of the kept share (gpt: perplexity / dense).", "",
                       training_table(name, shown)]
+    plotted = ["adamw", "sfw:k_support", "sfw:coupled_group_k_support", "sfw:nm_k_support", "sfw:spectral_polytope",
+               "sfw:spectral_polytope:k=0.125"]
+    training_plot([r for r in records if r["seed"] in args.seeds], plotted, args.results / "transformers_compress.png")
+    parts += ["", "![kept share per level, per task](benchmarks/results/transformers_compress.png)"]
     return {"transformer_training": "\n".join(parts)}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -210,6 +211,40 @@ def test_a_forward_reading_config_fields_follows_the_patched_config():
     compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
     assert compressed[0].config is compressed[1].config and compressed[0].config.num_attention_heads == 2
     assert config.num_attention_heads == 4 and compressed[0].config.head_dim == 4   # the original untouched
+    with torch.no_grad():
+        y = torch.randn(3, 9, 16, dtype=torch.float64)
+        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+
+
+class _DerivedHeadDimAttention(_ConfigAttention):
+    """Hugging Face's convention: head_dim = config.head_dim, or hidden_size // num_attention_heads
+    where the config has none."""
+
+    def __init__(self, config):
+        super().__init__(SimpleNamespace(**{**vars(config), "head_dim": self.head_size(config)}))
+        self.config = config
+
+    @staticmethod
+    def head_size(config):
+        return config.head_dim or config.hidden_size // config.num_attention_heads
+
+    def forward(self, x):
+        self.config.head_dim, derived = self.head_size(self.config), self.config.head_dim is None
+        try:
+            return super().forward(x)
+        finally:
+            if derived:
+                self.config.head_dim = None
+
+
+def test_a_config_without_head_dim_gets_it_written_so_a_model_rebuilt_from_it_fits():
+    torch.manual_seed(0)
+    model = _DerivedHeadDimAttention(SimpleNamespace(num_attention_heads=4, hidden_size=16, head_dim=None)).double()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
+    assert compressed.config.num_attention_heads == 2 and compressed.config.head_dim == 4
+    rebuilt = _DerivedHeadDimAttention(compressed.config).double()
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in compressed.parameters()]
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
         assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5

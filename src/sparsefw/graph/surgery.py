@@ -12,7 +12,8 @@ parts of a fused projection split by the forward) that loses units, the lowest m
 members — the attention module — and its `config` get every attribute of `HEAD_ATTRIBUTES` that
 counts whole units rescaled: v → (v / S)·S' for a space of S units keeping S' (num_heads 12 → 6,
 all_head_size 768 → 384, num_key_value_heads 4 → 2; head_dim and num_key_value_groups are per
-head and stay). These patches, {module name: {attribute: value}} ("config.x" for a config field),
+head and stay; a config without head_dim gets it written, hidden_size // num_attention_heads, which
+Hugging Face would otherwise derive from the patched count). These patches, {module name: {attribute: value}} ("config.x" for a config field),
 are part of the recipe. Whether a forward follows them is tried (`follows_removal`): the analysis
 keeps whole a space of heads or split parts whose removal the forward does not follow.
 """
@@ -84,6 +85,12 @@ def _patches(model: nn.Module, group: ChannelGroup, removed: int) -> dict[str, d
             if isinstance(value, int) and not isinstance(value, bool) and value >= group.size \
                     and value % group.size == 0:
                 patch[prefix + attr] = value // group.size * (group.size - removed)
+    config = getattr(module, "config", None)
+    if "config.num_attention_heads" in patch and getattr(config, "head_dim", None) is None \
+            and isinstance(getattr(config, "hidden_size", None), int):
+        # Hugging Face derives head_dim = hidden_size // num_attention_heads where the config has none:
+        # a model rebuilt from the patched config needs the per-head size written down
+        patch["config.head_dim"] = config.hidden_size // config.num_attention_heads
     return {name: patch} if patch else {}
 
 
