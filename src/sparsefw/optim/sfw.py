@@ -176,7 +176,8 @@ class SFW(Optimizer):
             the fewer bytes, per tensor). Exact under each: the parameters one process computes.
         direction: "momentum" (default): the LMO (or, without a region, the SGD step) takes the
             momentum m; "adam": Adam's preconditioned m̂/(√û + ε) with β₁ = momentum (`optim.adam`;
-            AdaSFW). `sparsefw.constrain` sets it per group where it chose it. Not under FSDP2.
+            AdaSFW). `sparsefw.constrain` sets it per group where it chose it. Under FSDP2 the
+            moments are sharded like the parameter (`sharded`).
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
@@ -283,9 +284,6 @@ class SFW(Optimizer):
         """A `plan.StepPlan`, or a `sharded.ShardedPlan` where some parameter is a DTensor."""
         if not any(is_sharded(e.param) for e in entries):
             return StepPlan(entries, self.spectral_refresh)
-        if any(e.direction == "adam" for e in entries):
-            raise ValueError("direction='adam' is not supported with FSDP2-sharded parameters (DTensors) yet; "
-                             "use direction='momentum'")
         names = [f"parameter {self.param_groups[e.group].get('name')!r} (param group {e.group})" for e in entries]
         return ShardedPlan(entries, self.spectral_refresh, getattr(self, "distributed_lmo", "auto"), names)
 
@@ -397,24 +395,28 @@ class SFW(Optimizer):
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """torch's state dict with every region replaced by its plain-data spec."""
+        """torch's state dict with every region replaced by its plain-data spec; `nonfinite_steps`
+        is stored beside "state" and "param_groups" and in every param group, where the
+        `torch.distributed.checkpoint.state_dict` helpers (which keep only those two) carry it."""
         state = super().state_dict()
         state["nonfinite_steps"] = self.nonfinite_steps
         for group in state["param_groups"]:
+            group["nonfinite_steps"] = state["nonfinite_steps"]
             if group.get("constraint") is not None:
                 group["constraint"] = group["constraint"].to_spec()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Inverse of `state_dict`: rebuilds the regions from their specs and checks them."""
-        groups = []
+        groups, counts = [], [state_dict.get("nonfinite_steps", 0)]
         for group in state_dict["param_groups"]:
             spec = group.get("constraint")
             if isinstance(spec, dict):
                 spec = constraint_from_spec(spec)
-            groups.append({**group, "constraint": spec})
+            counts.append(group.get("nonfinite_steps", 0))
+            groups.append({**{k: v for k, v in group.items() if k != "nonfinite_steps"}, "constraint": spec})
         super().load_state_dict({**state_dict, "param_groups": groups})
-        self._reset_step_state(nonfinite_steps=int(state_dict.get("nonfinite_steps", 0)))
+        self._reset_step_state(nonfinite_steps=max(int(c) for c in counts))
         for index, group in enumerate(self.param_groups):
             where = f" in loaded param group {index}"
             _check_hyper_parameters(group, where)
