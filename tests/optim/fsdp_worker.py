@@ -19,6 +19,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import sparsefw
@@ -310,6 +311,60 @@ def case_mixed_precision(mesh, rank):
     return {"error": error(ref, fsdp)}
 
 
+def case_grad_scaler(kind, mesh, rank):
+    """GradScaler (init 2¹⁰, growth every 2 steps) on both runs, float32, k-support regions; step 2
+    has an inf in fc1.weight row 30 (rank 1's shard only): both skip it and back off alike. `kind`:
+    "amp" (torch.amp.GradScaler, scaler.step hands SFW grad_scale and found_inf: SFW unscales
+    each shard), "amp_unscale" (scaler.unscale_ first), "sharded_unscale" (FSDP's ShardedGradScaler)."""
+    ref, fsdp = models(torch.float32, mesh)
+    opts = []
+    for model in (ref, fsdp):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opts.append(sparsefw.SFW(sparsefw.constrain(model, "k_support", width=0.5, fixed_step="optimizer"),
+                                     lr=0.1, momentum=0.9))
+    make = ShardedGradScaler if kind.startswith("sharded") else torch.amp.GradScaler
+    scalers = [torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2),
+               make("cpu", init_scale=2.0 ** 10, growth_interval=2)]
+    scales = [[], []]
+    for step, (x, y) in enumerate(batches(torch.float32, 4)):
+        for j, (model, opt, scaler, rows) in enumerate(zip((ref, fsdp), opts, scalers,
+                                                           (slice(None), slice(4 * rank, 4 * rank + 4)))):
+            opt.zero_grad()
+            scaler.scale(nn.functional.mse_loss(model(x[rows]), y[rows])).backward()
+            if step == 2 and (j == 0 or rank == 1):
+                grad = model.fc1.weight.grad
+                (grad if j == 0 else grad.to_local()[-24:])[30 - 24 * j, 0] = float("inf")
+            if kind.endswith("unscale"):
+                scaler.unscale_(opt)
+            scaler.step(opt)
+            scaler.update()
+            scales[j].append(float(scaler.get_scale()))
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, scales[1])
+    return {"error": error(ref, fsdp), "scales": [scales[0]] + ranks, "skipped": [o.nonfinite_steps for o in opts]}
+
+
+def case_local_found_inf(mesh, rank):
+    """GradScaler's protocol by hand (grad_scale 4, gradients ×4) with `found_inf` set on rank 1
+    only at step 1, as a scaler whose check is per rank would hand it: both ranks skip (the flag is
+    all-reduced), as one process with the flag set; the other steps unscale each shard."""
+    g = torch.Generator().manual_seed(12)
+    grads = [4 * torch.randn(15, 8, generator=g) for _ in range(3)]
+    region = KSupportBall((15, 8), k=20, radius=2.0)
+    torch.manual_seed(3)
+    w = region.shift_inside(torch.randn(15, 8)).clone()
+    plain, sharded = nn.Parameter(w.clone()), nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)]))
+    opts = [sparsefw.SFW([{"params": [p], "constraint": region}], lr=0.2, momentum=0.5) for p in (plain, sharded)]
+    for step, grad in enumerate(grads):
+        plain.grad, sharded.grad = grad.clone(), distribute_tensor(grad.clone(), mesh, [Shard(0)])
+        for opt, flag in ((opts[0], step == 1), (opts[1], step == 1 and rank == 1)):
+            opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(float(flag))
+            opt.step()
+            del opt.grad_scale, opt.found_inf
+    return {"error": float((sharded.full_tensor() - plain).abs().max())}
+
+
 def make_checkpointed(model: nn.Module, direction: str):
     """`constrain(model, "k_support")` groups (every group given `direction`) and their SFW."""
     with warnings.catch_warnings():
@@ -398,6 +453,9 @@ def main(out: str, only: str | None = None) -> None:
                     results[f"adam_{kind}/{strategy}/{name}"] = case_adam(kind, strategy, dtype, mesh)
             results[f"adam_transformer/auto/{name}"] = case_transformer("auto", dtype, mesh, rank)
         results["mixed_precision/auto/float32"] = case_mixed_precision(mesh, rank)
+        for kind in ("amp", "amp_unscale", "sharded_unscale"):
+            results[f"grad_scaler_{kind}/auto/float32"] = case_grad_scaler(kind, mesh, rank)
+        results["grad_scaler_local_flag/auto/float32"] = case_local_found_inf(mesh, rank)
         results["state_dict"] = case_state_dict(mesh, rank, os.path.dirname(out))
         results["state_dict_adam"] = case_state_dict(mesh, rank, os.path.dirname(out), "adam")
         results["placement"] = case_placement(mesh)

@@ -48,6 +48,7 @@ def _cases(prefix: str = "") -> list[str]:
                                                     "nan_vertex/auto")]
     out += [f"adam_{k}/{s}/{d}" for d in TOLERANCE for s in ("gather", "native") for k in ADAM_REGIONS]
     out += [f"adam_transformer/auto/{d}" for d in TOLERANCE]
+    out += [f"grad_scaler_{k}/auto/float32" for k in ("amp", "amp_unscale", "sharded_unscale", "local_flag")]
     return out + ["mixed_precision/auto/float32"]
 
 
@@ -96,6 +97,15 @@ def test_spectral_polytope_transformer_groups_step_as_one_process(results, dtype
     assert found["regions"] == ["L2Ball", "SpectralBall", "SpectralPolytope"]
     assert found["start"] == 0 and found["error"] <= TOLERANCE[dtype]
     assert "gather" in found["kernels"] and "l2" in found["kernels"]
+
+
+@pytest.mark.parametrize("kind", ["amp", "amp_unscale", "sharded_unscale"])
+def test_grad_scaler_skips_and_scales_alike_on_every_rank(results, kind):
+    """GradScaler under FSDP2: the inf on one rank's shard backs the scale off on both ranks as on
+    one process (1024 → 2048 → 1024), and the scaler's skip is not counted in `nonfinite_steps`."""
+    found = results[1][f"grad_scaler_{kind}/auto/float32"]
+    assert found["scales"] == [[1024.0, 2048.0, 1024.0, 1024.0]] * 3
+    assert found["skipped"] == [0, 0]
 
 
 def test_inf_on_one_rank_skips_on_both(results):

@@ -46,7 +46,8 @@ Choices (docs/method.md#the-sfw-step):
 * FSDP2: a step over parameters that are DTensors sharded on dim 0 runs `sharded.ShardedPlan` — the
   same formulas on local shards, every scalar all-reduced, the LMO gathered or native per
   `distributed_lmo`, the momentum kept as Shard(0) DTensors — and its non-finite check is one
-  all-reduce, so every rank skips alike (docs/distributed.md). GradScaler is not supported there.
+  all-reduce, so every rank skips alike (docs/distributed.md). Under GradScaler each rank unscales
+  its shards and the scaler's `found_inf` is all-reduced the same way.
 """
 from __future__ import annotations
 
@@ -330,10 +331,11 @@ class SFW(Optimizer):
                      plan: StepPlan | ShardedPlan | None = None) -> torch.Tensor | bool | None:
         """The non-finite policy: None (step), False (skip: counted, or raised, unless GradScaler's
         `found_inf` decided) or a 0-dim bool on `device` (mask the step there; nothing is read).
-        Under GradScaler.step the gradients are first unscaled by its `grad_scale`."""
+        Under GradScaler.step the gradients are first unscaled by its `grad_scale` (FSDP2: on
+        the local shards; the skip decided by one all-reduce of the scaler's flag)."""
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and getattr(self, "grad_scale", None) is not None:
-            unscale_(grads, self.grad_scale)
+            unscale_([local(g) for g in grads], self.grad_scale)      # sharded: each rank its shards
         on_device = device.type != "cpu" or self._mask_on_device
         read = not on_device or (found_inf is None and self.nonfinite == "raise")
         check = plan.finite_mask if isinstance(plan, ShardedPlan) else finite_mask   # sharded: over all ranks

@@ -156,10 +156,14 @@ class ShardedPlan:
     def finite_mask(self, grads: list[Tensor], device: torch.device, *, read: bool,
                     found_inf: Tensor | None = None) -> bool | Tensor:
         """`rules.finite_mask` over every rank's shards: one all-reduce of the count of ranks
-        with a non-finite entry (a device flag; read only where `read`)."""
+        with a non-finite entry (a device flag; read only where `read`). Under GradScaler the
+        count is of the ranks whose `found_inf` is set: the scaler's check of DTensor gradients
+        is global already (DTensor reduces it), this makes the step's decision global whatever
+        scaler computed the flag."""
         if found_inf is not None:
-            return _local_finite_mask(grads, device, read=read, found_inf=found_inf)
-        ok = _local_finite_mask([local(g) for g in grads], device, read=False)
+            ok = found_inf.to(device).reshape(()) == 0
+        else:
+            ok = _local_finite_mask([local(g) for g in grads], device, read=False)
         bad = self.comm.all_reduce((~ok).to(torch.int64).reshape(1))[0]
         return bool(bad == 0) if read else bad == 0
 
