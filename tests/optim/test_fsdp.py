@@ -52,10 +52,16 @@ def _cases(prefix: str = "") -> list[str]:
     return out + ["mixed_precision/auto/float32"]
 
 
+#: the Adam-direction and GradScaler cases, float32: measured ≤ 2.4e-7
+NEW_FLOAT32 = 1e-6
+
+
 @pytest.mark.parametrize("case", _cases())
 def test_sharded_steps_equal_one_process(results, case):
     found = results[1][case]
     assert found["error"] <= TOLERANCE[case.rsplit("/", 1)[1]], found
+    if case.startswith(("adam_", "grad_scaler_")):
+        assert found["error"] <= min(NEW_FLOAT32, TOLERANCE[case.rsplit("/", 1)[1]]), found
     if "radii" in found:              # constrain on the sharded model: same radii, same scaled start
         assert found["radii"] == 0 and found["start"] == 0
         assert found["gaps"] <= 10 * TOLERANCE[case.rsplit("/", 1)[1]]
