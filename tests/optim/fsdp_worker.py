@@ -144,14 +144,17 @@ def case_coupled(dtype, mesh, rank):
     return {"error": error(ref, model), "joint": sum(len(g["params"]) > 1 for g in g_ref)}
 
 
-def direct(shape, region, grads, mesh, strategy, dtype, direction="momentum"):
-    """SFW on one parameter, sharded and not, stepped with the given global gradients."""
+def direct(shape, region, grads, mesh, strategy, dtype, direction="momentum", masked=False):
+    """SFW on one parameter, sharded and not, stepped with the given global gradients (`masked`:
+    both mask a non-finite step on the device, as on CUDA, instead of reading a flag)."""
     torch.manual_seed(3)
     w = torch.randn(shape, dtype=dtype)
     w = region.shift_inside(w).clone()
     plain, sharded = nn.Parameter(w.clone()), nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)]))
     opts = [sparsefw.SFW([{"params": [p], "constraint": region}], lr=0.2, momentum=0.5, distributed_lmo=strategy,
                          direction=direction) for p in (plain, sharded)]
+    for opt in opts:
+        opt._mask_on_device = masked
     for g in grads:
         plain.grad = g.clone()
         sharded.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
@@ -199,12 +202,14 @@ ADAM_REGIONS = {"l2": lambda s: L2Ball(s, radius=2.0), "k_support": lambda s: KS
 
 def case_adam(kind, strategy, dtype, mesh):
     """direction="adam" (AdaSFW) in a region of 15 × 8 (uneven shards: 8 + 7 rows) over 4 steps, the
-    third with an inf on rank 1's rows (skipped alike: Adam's step count must stay one process's)."""
+    third with an inf on rank 1's rows (skipped alike: Adam's step count must stay one process's;
+    under "native" both runs mask that step on the device, as on CUDA)."""
     g = torch.Generator().manual_seed(10)
     grads = [torch.randn(15, 8, generator=g, dtype=dtype) for _ in range(4)]
     grads[2][12, 3] = float("inf")
     region = ADAM_REGIONS[kind]((15, 8))
-    plain, sharded, opts = direct((15, 8), region, grads, mesh, strategy, dtype, direction="adam")
+    plain, sharded, opts = direct((15, 8), region, grads, mesh, strategy, dtype, direction="adam",
+                                  masked=strategy == "native")
     state = opts[1].state[sharded]
     return {"error": float((sharded.full_tensor() - plain).abs().max()),
             "moments": max(float((state[k].full_tensor() - opts[0].state[plain][k]).abs().max())
