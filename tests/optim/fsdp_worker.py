@@ -19,11 +19,16 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import sparsefw
-from sparsefw.constraints import KSupportBall, L1Ball, L2Ball, LinfBall, LpBall, NuclearBall, SpectralKSupportBall
+from sparsefw.constraints import (KSupportBall, L1Ball, L2Ball, LinfBall, LpBall, NuclearBall, SpectralBall,
+                                  SpectralKSupportBall, SpectralPolytope)
 from sparsefw.optim.sharded import rebind, traffic
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "compress"))
+from transformer_zoo import build  # noqa: E402
 
 MODES = ("k_support", "k_sparse", "l2", "group_k_support", "spectral_k_support", "nuclear")
 STEPS = 3
@@ -139,14 +144,17 @@ def case_coupled(dtype, mesh, rank):
     return {"error": error(ref, model), "joint": sum(len(g["params"]) > 1 for g in g_ref)}
 
 
-def direct(shape, region, grads, mesh, strategy, dtype):
-    """SFW on one parameter, sharded and not, stepped with the given global gradients."""
+def direct(shape, region, grads, mesh, strategy, dtype, direction="momentum", masked=False):
+    """SFW on one parameter, sharded and not, stepped with the given global gradients (`masked`:
+    both mask a non-finite step on the device, as on CUDA, instead of reading a flag)."""
     torch.manual_seed(3)
     w = torch.randn(shape, dtype=dtype)
     w = region.shift_inside(w).clone()
     plain, sharded = nn.Parameter(w.clone()), nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)]))
-    opts = [sparsefw.SFW([{"params": [p], "constraint": region}], lr=0.2, momentum=0.5, distributed_lmo=strategy)
-            for p in (plain, sharded)]
+    opts = [sparsefw.SFW([{"params": [p], "constraint": region}], lr=0.2, momentum=0.5, distributed_lmo=strategy,
+                         direction=direction) for p in (plain, sharded)]
+    for opt in opts:
+        opt._mask_on_device = masked
     for g in grads:
         plain.grad = g.clone()
         sharded.grad = distribute_tensor(g.clone(), mesh, [Shard(0)])
@@ -185,6 +193,75 @@ def case_empty_shard(strategy, dtype, mesh):
     sizes = [None] * dist.get_world_size()
     dist.all_gather_object(sizes, sharded.to_local().numel())
     return {"error": float((sharded.full_tensor() - plain).abs().max()), "local": sizes}
+
+
+ADAM_REGIONS = {"l2": lambda s: L2Ball(s, radius=2.0), "k_support": lambda s: KSupportBall(s, k=20, radius=2.0),
+                "spectral_ball": lambda s: SpectralBall(s, radius=2.0),
+                "spectral_polytope": lambda s: SpectralPolytope(s, k=3, radius=2.0)}
+
+
+def case_adam(kind, strategy, dtype, mesh):
+    """direction="adam" (AdaSFW) in a region of 15 × 8 (uneven shards: 8 + 7 rows) over 4 steps, the
+    third with an inf on rank 1's rows (skipped alike: Adam's step count must stay one process's;
+    under "native" both runs mask that step on the device, as on CUDA)."""
+    g = torch.Generator().manual_seed(10)
+    grads = [torch.randn(15, 8, generator=g, dtype=dtype) for _ in range(4)]
+    grads[2][12, 3] = float("inf")
+    region = ADAM_REGIONS[kind]((15, 8))
+    plain, sharded, opts = direct((15, 8), region, grads, mesh, strategy, dtype, direction="adam",
+                                  masked=strategy == "native")
+    state = opts[1].state[sharded]
+    return {"error": float((sharded.full_tensor() - plain).abs().max()),
+            "moments": max(float((state[k].full_tensor() - opts[0].state[plain][k]).abs().max())
+                           for k in ("exp_avg", "exp_avg_sq")),
+            "steps": [float(opts[0].state[plain]["step"]), float(state["step"])],
+            "skipped": [opts[0].nonfinite_steps, opts[1].nonfinite_steps],
+            "kernels": sorted({r.kernel for p in opts[1]._plans.values() for r in p[0].regions})}
+
+
+def transformer_pair(dtype, mesh):
+    """The zoo's Llama (GQA, rotary, RMSNorm, no biases) with `constrain(model, "spectral_polytope",
+    example_inputs=x)` groups (SpectralPolytope / SpectralBall with the fixed step and the Adam
+    direction; L2 balls with Adam's rescaled step): the plain model and a copy constrained alike,
+    then sharded per decoder layer and at the root (groups rebound by name)."""
+    ref, x = build("llama", dtype=dtype)
+    model = copy.deepcopy(ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g_ref = sparsefw.constrain(ref, "spectral_polytope", example_inputs=x)
+        g_model = sparsefw.constrain(model, "spectral_polytope", example_inputs=x)
+    for layer in model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return ref, model, g_ref, rebind(g_model, model)
+
+
+def token_batches(steps=3):
+    g = torch.Generator().manual_seed(11)
+    return [(torch.randint(1, 50, (4, 8), generator=g), torch.randint(0, 50, (4, 8), generator=g))
+            for _ in range(steps)]
+
+
+def train_tokens(pairs, data, rank):
+    """Cross-entropy steps of (model, optimizer, rows) pairs on the global token batches."""
+    for x, y in data:
+        for model, opt, rows in pairs:
+            opt.zero_grad()
+            logits = model(x[rows])
+            nn.functional.cross_entropy(logits.flatten(0, 1), y[rows].flatten()).backward()
+            opt.step()
+
+
+def case_transformer(strategy, dtype, mesh, rank):
+    """`transformer_pair` stepped 3 times on the same global batches (2 sequences per rank)."""
+    ref, model, g_ref, g_model = transformer_pair(dtype, mesh)
+    opt_ref, opt = sparsefw.SFW(g_ref), sparsefw.SFW(g_model, distributed_lmo=strategy)
+    start = error(ref, model)
+    train_tokens([(ref, opt_ref, slice(None)), (model, opt, slice(2 * rank, 2 * rank + 2))], token_batches(), rank)
+    directions = sorted({g.get("direction", "momentum") for g in g_ref})
+    regions = sorted({type(g["constraint"]).__name__ for g in g_ref if g.get("constraint") is not None})
+    return {"error": error(ref, model), "start": start, "directions": directions, "regions": regions,
+            "kernels": sorted({r.kernel for p in opt._plans.values() for r in p[0].regions})}
 
 
 def case_inf(dtype, mesh):
@@ -239,41 +316,111 @@ def case_mixed_precision(mesh, rank):
     return {"error": error(ref, fsdp)}
 
 
-def case_state_dict(mesh, rank, folder: str):
-    """`torch.distributed.checkpoint` of model and optimizer after 2 steps; a fresh pair loads it
-    and its next 2 steps are bitwise those of the uninterrupted run, whose parameters are saved
-    (whole) for the test to resume the checkpoint on one process. `optimizer.state_dict()` also
-    loads with weights_only=True."""
+def case_grad_scaler(kind, mesh, rank):
+    """GradScaler (init 2¹⁰, growth every 2 steps) on both runs, float32, k-support regions; step 2
+    has an inf in fc1.weight row 30 (rank 1's shard only): both skip it and back off alike. `kind`:
+    "amp" (torch.amp.GradScaler, scaler.step hands SFW grad_scale and found_inf: SFW unscales
+    each shard), "amp_unscale" (scaler.unscale_ first), "sharded_unscale" (FSDP's ShardedGradScaler)."""
+    ref, fsdp = models(torch.float32, mesh)
+    opts = []
+    for model in (ref, fsdp):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opts.append(sparsefw.SFW(sparsefw.constrain(model, "k_support", width=0.5, fixed_step="optimizer"),
+                                     lr=0.1, momentum=0.9))
+    make = ShardedGradScaler if kind.startswith("sharded") else torch.amp.GradScaler
+    scalers = [torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2),
+               make("cpu", init_scale=2.0 ** 10, growth_interval=2)]
+    scales = [[], []]
+    for step, (x, y) in enumerate(batches(torch.float32, 4)):
+        for j, (model, opt, scaler, rows) in enumerate(zip((ref, fsdp), opts, scalers,
+                                                           (slice(None), slice(4 * rank, 4 * rank + 4)))):
+            opt.zero_grad()
+            scaler.scale(nn.functional.mse_loss(model(x[rows]), y[rows])).backward()
+            if step == 2 and (j == 0 or rank == 1):
+                grad = model.fc1.weight.grad
+                (grad if j == 0 else grad.to_local()[-24:])[30 - 24 * j, 0] = float("inf")
+            if kind.endswith("unscale"):
+                scaler.unscale_(opt)
+            scaler.step(opt)
+            scaler.update()
+            scales[j].append(float(scaler.get_scale()))
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, scales[1])
+    return {"error": error(ref, fsdp), "scales": [scales[0]] + ranks, "skipped": [o.nonfinite_steps for o in opts]}
+
+
+def case_local_found_inf(mesh, rank):
+    """GradScaler's protocol by hand (grad_scale 4, gradients ×4) with `found_inf` set on rank 1
+    only at step 1, as a scaler whose check is per rank would hand it: both ranks skip (the flag is
+    all-reduced), as one process with the flag set; the other steps unscale each shard."""
+    g = torch.Generator().manual_seed(12)
+    grads = [4 * torch.randn(15, 8, generator=g) for _ in range(3)]
+    region = KSupportBall((15, 8), k=20, radius=2.0)
+    torch.manual_seed(3)
+    w = region.shift_inside(torch.randn(15, 8)).clone()
+    plain, sharded = nn.Parameter(w.clone()), nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)]))
+    opts = [sparsefw.SFW([{"params": [p], "constraint": region}], lr=0.2, momentum=0.5) for p in (plain, sharded)]
+    for step, grad in enumerate(grads):
+        plain.grad, sharded.grad = grad.clone(), distribute_tensor(grad.clone(), mesh, [Shard(0)])
+        for opt, flag in ((opts[0], step == 1), (opts[1], step == 1 and rank == 1)):
+            opt.grad_scale, opt.found_inf = torch.tensor(4.0), torch.tensor(float(flag))
+            opt.step()
+            del opt.grad_scale, opt.found_inf
+    return {"error": float((sharded.full_tensor() - plain).abs().max())}
+
+
+def make_checkpointed(model: nn.Module, direction: str):
+    """`constrain(model, "k_support")` groups (every group given `direction`) and their SFW."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        groups = sparsefw.constrain(model, "k_support", width=0.5, fixed_step="optimizer")
+    return sparsefw.SFW([{**g, "direction": direction} for g in groups], lr=0.1, momentum=0.9)
+
+
+#: the state-dict case's steps: 3 before the checkpoint (the second with an inf: skipped), 2 after
+CHECKPOINT_STEPS, CHECKPOINT_AT, CHECKPOINT_INF = 5, 3, 1
+
+
+def case_state_dict(mesh, rank, folder: str, direction: str = "momentum"):
+    """`torch.distributed.checkpoint` of model and optimizer after 3 steps (one skipped: an inf in
+    rank 1's rows); a fresh pair loads it, keeps `nonfinite_steps`, and its next 2 steps are bitwise
+    those of the uninterrupted run, whose parameters are saved (whole) for the test to resume the
+    checkpoint on one process. `optimizer.state_dict()` also loads with weights_only=True."""
     def make():
         torch.manual_seed(0)
         model = shard(Net().double(), mesh)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            groups = sparsefw.constrain(model, "k_support", width=0.5, fixed_step="optimizer")
-        return model, sparsefw.SFW(groups, lr=0.1, momentum=0.9)
+        return model, make_checkpointed(model, direction)
 
-    def steps(model, opt, data):
-        for x, y in data:
+    def steps(model, opt, data, bad=None):
+        for i, (x, y) in enumerate(data):
             opt.zero_grad()
             nn.functional.mse_loss(model(x[4 * rank:4 * rank + 4]), y[4 * rank:4 * rank + 4]).backward()
+            if i == bad and rank == 1:
+                model.fc1.weight.grad.to_local()[0, 0] = float("inf")
             opt.step()
-    data = batches(torch.float64)
+    tag = "" if direction == "momentum" else f"_{direction}"
+    data = batches(torch.float64, CHECKPOINT_STEPS)
     model, opt = make()
-    steps(model, opt, data[:2])
-    dcp.save(dict(zip(("model", "optim"), get_state_dict(model, opt))), checkpoint_id=f"{folder}/ckpt")
-    torch.save(opt.state_dict(), f"{folder}/optim{rank}.pt")
-    loaded = torch.load(f"{folder}/optim{rank}.pt", weights_only=True)
-    steps(model, opt, data[2:])
+    steps(model, opt, data[:CHECKPOINT_AT], bad=CHECKPOINT_INF)
+    dcp.save(dict(zip(("model", "optim"), get_state_dict(model, opt))), checkpoint_id=f"{folder}/ckpt{tag}")
+    torch.save(opt.state_dict(), f"{folder}/optim{tag}{rank}.pt")
+    loaded = torch.load(f"{folder}/optim{tag}{rank}.pt", weights_only=True)
+    steps(model, opt, data[CHECKPOINT_AT:])
     after = {n: p.detach().full_tensor() for n, p in model.named_parameters()}
     again, opt2 = make()
     state = dict(zip(("model", "optim"), get_state_dict(again, opt2)))
-    dcp.load(state, checkpoint_id=f"{folder}/ckpt")
+    dcp.load(state, checkpoint_id=f"{folder}/ckpt{tag}")
     set_state_dict(again, opt2, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    steps(again, opt2, data[2:])
+    resumed = opt2.nonfinite_steps
+    steps(again, opt2, data[CHECKPOINT_AT:])
     if rank == 0:
-        torch.save(after, f"{folder}/after.pt")
+        torch.save(after, f"{folder}/after{tag}.pt")
+    first = loaded["state"][0]
     return {"bitwise": all(torch.equal(p.full_tensor(), after[n]) for n, p in again.named_parameters()),
-            "weights_only": type(loaded["state"][0]["momentum_buffer"]).__name__}
+            "weights_only": type(first["exp_avg" if direction == "adam" else "momentum_buffer"]).__name__,
+            "nonfinite_steps": [opt.nonfinite_steps, resumed, opt2.nonfinite_steps],
+            "state_keys": sorted(first)}
 
 
 def case_placement(mesh):
@@ -306,8 +453,16 @@ def main(out: str, only: str | None = None) -> None:
             results[f"coupled/gather/{name}"] = case_coupled(dtype, mesh, rank)
             results[f"inf/native/{name}"] = case_inf(dtype, mesh)
             results[f"nan_vertex/auto/{name}"] = case_nan_vertex(dtype, mesh)
+            for strategy in ("gather", "native"):
+                for kind in ADAM_REGIONS:
+                    results[f"adam_{kind}/{strategy}/{name}"] = case_adam(kind, strategy, dtype, mesh)
+            results[f"adam_transformer/auto/{name}"] = case_transformer("auto", dtype, mesh, rank)
         results["mixed_precision/auto/float32"] = case_mixed_precision(mesh, rank)
+        for kind in ("amp", "amp_unscale", "sharded_unscale"):
+            results[f"grad_scaler_{kind}/auto/float32"] = case_grad_scaler(kind, mesh, rank)
+        results["grad_scaler_local_flag/auto/float32"] = case_local_found_inf(mesh, rank)
         results["state_dict"] = case_state_dict(mesh, rank, os.path.dirname(out))
+        results["state_dict_adam"] = case_state_dict(mesh, rank, os.path.dirname(out), "adam")
         results["placement"] = case_placement(mesh)
     finally:
         if rank == 0:

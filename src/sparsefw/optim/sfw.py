@@ -46,7 +46,8 @@ Choices (docs/method.md#the-sfw-step):
 * FSDP2: a step over parameters that are DTensors sharded on dim 0 runs `sharded.ShardedPlan` — the
   same formulas on local shards, every scalar all-reduced, the LMO gathered or native per
   `distributed_lmo`, the momentum kept as Shard(0) DTensors — and its non-finite check is one
-  all-reduce, so every rank skips alike (docs/distributed.md). GradScaler is not supported there.
+  all-reduce, so every rank skips alike (docs/distributed.md). Under GradScaler each rank unscales
+  its shards and the scaler's `found_inf` is all-reduced the same way.
 """
 from __future__ import annotations
 
@@ -176,7 +177,8 @@ class SFW(Optimizer):
             the fewer bytes, per tensor). Exact under each: the parameters one process computes.
         direction: "momentum" (default): the LMO (or, without a region, the SGD step) takes the
             momentum m; "adam": Adam's preconditioned m̂/(√û + ε) with β₁ = momentum (`optim.adam`;
-            AdaSFW). `sparsefw.constrain` sets it per group where it chose it. Not under FSDP2.
+            AdaSFW). `sparsefw.constrain` sets it per group where it chose it. Under FSDP2 the
+            moments are sharded like the parameter (`sharded`).
 
     Every hyper-parameter except `nonfinite` can be overridden per param group.
     """
@@ -283,9 +285,6 @@ class SFW(Optimizer):
         """A `plan.StepPlan`, or a `sharded.ShardedPlan` where some parameter is a DTensor."""
         if not any(is_sharded(e.param) for e in entries):
             return StepPlan(entries, self.spectral_refresh)
-        if any(e.direction == "adam" for e in entries):
-            raise ValueError("direction='adam' is not supported with FSDP2-sharded parameters (DTensors) yet; "
-                             "use direction='momentum'")
         names = [f"parameter {self.param_groups[e.group].get('name')!r} (param group {e.group})" for e in entries]
         return ShardedPlan(entries, self.spectral_refresh, getattr(self, "distributed_lmo", "auto"), names)
 
@@ -332,10 +331,11 @@ class SFW(Optimizer):
                      plan: StepPlan | ShardedPlan | None = None) -> torch.Tensor | bool | None:
         """The non-finite policy: None (step), False (skip: counted, or raised, unless GradScaler's
         `found_inf` decided) or a 0-dim bool on `device` (mask the step there; nothing is read).
-        Under GradScaler.step the gradients are first unscaled by its `grad_scale`."""
+        Under GradScaler.step the gradients are first unscaled by its `grad_scale` (FSDP2: on
+        the local shards; the skip decided by one all-reduce of the scaler's flag)."""
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and getattr(self, "grad_scale", None) is not None:
-            unscale_(grads, self.grad_scale)
+            unscale_([local(g) for g in grads], self.grad_scale)      # sharded: each rank its shards
         on_device = device.type != "cpu" or self._mask_on_device
         read = not on_device or (found_inf is None and self.nonfinite == "raise")
         check = plan.finite_mask if isinstance(plan, ShardedPlan) else finite_mask   # sharded: over all ranks
@@ -397,24 +397,28 @@ class SFW(Optimizer):
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """torch's state dict with every region replaced by its plain-data spec."""
+        """torch's state dict with every region replaced by its plain-data spec; `nonfinite_steps`
+        is stored beside "state" and "param_groups" and in every param group, where the
+        `torch.distributed.checkpoint.state_dict` helpers (which keep only those two) carry it."""
         state = super().state_dict()
         state["nonfinite_steps"] = self.nonfinite_steps
         for group in state["param_groups"]:
+            group["nonfinite_steps"] = state["nonfinite_steps"]
             if group.get("constraint") is not None:
                 group["constraint"] = group["constraint"].to_spec()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Inverse of `state_dict`: rebuilds the regions from their specs and checks them."""
-        groups = []
+        groups, counts = [], [state_dict.get("nonfinite_steps", 0)]
         for group in state_dict["param_groups"]:
             spec = group.get("constraint")
             if isinstance(spec, dict):
                 spec = constraint_from_spec(spec)
-            groups.append({**group, "constraint": spec})
+            counts.append(group.get("nonfinite_steps", 0))
+            groups.append({**{k: v for k, v in group.items() if k != "nonfinite_steps"}, "constraint": spec})
         super().load_state_dict({**state_dict, "param_groups": groups})
-        self._reset_step_state(nonfinite_steps=int(state_dict.get("nonfinite_steps", 0)))
+        self._reset_step_state(nonfinite_steps=max(int(c) for c in counts))
         for index, group in enumerate(self.param_groups):
             where = f" in loaded param group {index}"
             _check_hyper_parameters(group, where)

@@ -7,6 +7,8 @@ buffers are kept in the optimizer state as `Shard(0)` DTensors, so that `torch.d
 saves and reshards them), and `SFW`'s formulas run on them unchanged (docs/method.md#the-sfw-step):
 
     m_r = ρ·m_r + (1−δ)·g_r                 (rank r's rows; nothing crosses the wire)
+          or Adam's d_r (direction="adam": its moments are elementwise, kept as Shard(0) DTensors;
+          the step count is the same on every rank)
     v_r = rows r of LMO(m)                  (`sharded_lmo`: gather or native, per region)
     Δ_r = θ_r − v_r;  one all-reduce of Σ_r (‖m_r‖², ‖Δ_r‖², <m_r, Δ_r>, #non-finite v_r) per step
     η   = step_size(α, ‖m‖, ‖Δ‖)            (the same bits on every rank)
@@ -33,6 +35,7 @@ except ImportError:                      # a torch built without torch.distribut
         pass
     Shard = None
 
+from .adam import adam_directions
 from .functional import _lmo, _momentum, _sgd
 from .plan import Entry
 from .rules import _USES_NORM, coefficient, finite_mask as _local_finite_mask, is_multi_tensor, math_dtype, step_size
@@ -131,6 +134,8 @@ class ShardedPlan:
         self.regions = self._regions(strategy)
         self.gap_entries = [r.positions[0] for r in self.regions]
         self.free = [i for i, e in enumerate(self.entries) if e.constraint is None]
+        #: the entries with the "adam" direction (`_adam`)
+        self.adam = [i for i, e in enumerate(self.entries) if e.direction == "adam"]
 
     def _regions(self, strategy: str) -> list[_Region]:
         out, i = [], 0
@@ -151,10 +156,14 @@ class ShardedPlan:
     def finite_mask(self, grads: list[Tensor], device: torch.device, *, read: bool,
                     found_inf: Tensor | None = None) -> bool | Tensor:
         """`rules.finite_mask` over every rank's shards: one all-reduce of the count of ranks
-        with a non-finite entry (a device flag; read only where `read`)."""
+        with a non-finite entry (a device flag; read only where `read`). Under GradScaler the
+        count is of the ranks whose `found_inf` is set: the scaler's check of DTensor gradients
+        is global already (DTensor reduces it), this makes the step's decision global whatever
+        scaler computed the flag."""
         if found_inf is not None:
-            return _local_finite_mask(grads, device, read=read, found_inf=found_inf)
-        ok = _local_finite_mask([local(g) for g in grads], device, read=False)
+            ok = found_inf.to(device).reshape(()) == 0
+        else:
+            ok = _local_finite_mask([local(g) for g in grads], device, read=False)
         bad = self.comm.all_reduce((~ok).to(torch.int64).reshape(1))[0]
         return bool(bad == 0) if read else bad == 0
 
@@ -162,22 +171,53 @@ class ShardedPlan:
             states: list[dict] | None = None, vertex_flags: list[Tensor] | None = None) -> list[Tensor]:
         """One step in place (`plan.StepPlan.run`); returns each region's gap as a 1-element tensor."""
         flags = [] if vertex_flags is None else vertex_flags
-        directions = self._momentum(grads, buffers, ok)
+        directions = self._directions(grads, buffers, ok, states)
         for i in self.free:
             _sgd(local(self.entries[i].param), directions[i], lrs[i], ok)
         return self._frank_wolfe(directions, lrs, ok, states, flags)
 
-    def _momentum(self, grads: list[Tensor], buffers: list[Tensor | None], ok: Tensor | None) -> list[Tensor]:
-        """m = ρ·m + (1−δ)·g on the local shards (`functional._momentum`); a buffer created now is
-        kept as a Shard(0) DTensor of the parameter's layout."""
+    def _directions(self, grads: list[Tensor], buffers: list[Tensor | None], ok: Tensor | None,
+                    states: list[dict] | None) -> list[Tensor]:
+        """Every entry's direction on its local shard: m = ρ·m + (1−δ)·g (`functional._momentum`; a
+        buffer created now is kept as a Shard(0) DTensor of the parameter's layout) or, for the
+        "adam" entries, Adam's (`_adam`)."""
         locals_ = [None if b is None else local(b) for b in buffers]
-        directions = []
+        directions: list = [None] * self.size
         for i, (e, g) in enumerate(zip(self.entries, grads)):
+            if e.direction == "adam":
+                continue
             created = locals_[i] is None
-            directions.append(_momentum(local(g), locals_, i, e.momentum, e.dampening, ok))
+            directions[i] = _momentum(local(g), locals_, i, e.momentum, e.dampening, ok)
             if created and locals_[i] is not None:
                 buffers[i] = self._wrap(locals_[i], e.param)
+        if self.adam:
+            for i, d in zip(self.adam, self._adam(grads, states, ok)):
+                directions[i] = d
         return directions
+
+    def _adam(self, grads: list[Tensor], states: list[dict] | None, ok: Tensor | None) -> list[Tensor]:
+        """`adam.adam_directions` of the "adam" entries on their local shards. Adam's moments are
+        elementwise, so they shard like the parameter: they are kept as Shard(0) DTensors (which
+        `torch.distributed.checkpoint` saves and reshards); the step count t is a plain 0-dim tensor,
+        the same on every rank (every rank masks a step alike), so the bias corrections are one
+        process's."""
+        if states is None:
+            raise ValueError("the 'adam' direction keeps its moments in the optimizer state: pass states")
+        views = []
+        for i in self.adam:
+            state, g = states[i], local(grads[i])
+            if "exp_avg" not in state:
+                param = self.entries[i].param
+                state["exp_avg"] = self._wrap(torch.zeros_like(g), param)
+                state["exp_avg_sq"] = self._wrap(torch.zeros_like(g), param)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=g.device)
+            views.append({"exp_avg": local(state["exp_avg"]), "exp_avg_sq": local(state["exp_avg_sq"]),
+                          "step": state["step"]})
+        gs = [local(grads[i]) if ok is None else torch.where(ok, local(grads[i]), 0) for i in self.adam]
+        out = adam_directions(gs, views, [self.entries[i].momentum for i in self.adam], ok)
+        for i, view in zip(self.adam, views):
+            states[i]["step"] = view["step"]
+        return out
 
     def _wrap(self, t: Tensor, like: Tensor) -> Tensor:
         if not is_sharded(like):
