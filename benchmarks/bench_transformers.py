@@ -1,9 +1,7 @@
-"""Transformers: coupled removal of attention heads and FFN units side by side, and the radius rules.
+"""Transformers: coupled removal of attention heads and FFN units side by side, and training for compression.
 
 Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 30] [--quick]
           (writes the "transformers" section of BENCHMARKS.md; torch-pruning optional)
-      PYTHONPATH=src python benchmarks/bench_transformers.py radii
-          (seconds; prints the radius-rule table of the transformer zoo)
       PYTHONPATH=src python benchmarks/bench_transformers.py training [--tasks vit gpt] [--seeds 0 1 2] [--methods ...]
           (AdamW against SFW's modes on a ViT and a character-level GPT, each model compressed one-shot;
           results/transformers_compress.jsonl, --report writes the "transformer_training" section)
@@ -318,68 +316,6 @@ def _reading(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-# ---- radii: how the radius rules of `constrain` fit transformers (was bench_transformer_radii) --
-def _state(name: str, state: str) -> torch.nn.Module:
-    from sparsefw.assign import is_norm_scale_layer
-    from transformer_zoo import build
-    model, _ = build(name, pretrained=state == "pretrained")
-    if state == "torch":
-        torch.manual_seed(0)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters") and not is_norm_scale_layer(module):
-                module.reset_parameters()
-    return model
-
-
-def _kind(model: torch.nn.Module, name: str, p: torch.Tensor) -> str:
-    from sparsefw.assign import is_norm_scale_layer
-    module = model.get_submodule(name.rpartition(".")[0])
-    if isinstance(module, torch.nn.Embedding):
-        return "embedding"
-    return "weight" if p.dim() >= 2 else "norm" if is_norm_scale_layer(module) else "bias"
-
-
-def ratios(model: torch.nn.Module) -> dict[str, list[float]]:
-    """ρ = ‖θ‖ / E‖θ_init‖ per tensor kind (zero tensors left out)."""
-    from sparsefw.radii import expected_init_norms
-    norms, out = expected_init_norms(model), {}
-    for name, p in model.named_parameters():
-        current = float(p.detach().norm())
-        if current > 0:
-            out.setdefault(_kind(model, name, p), []).append(current / norms[name])
-    return out
-
-
-def worst_slack(model: torch.nn.Module, mode: str) -> tuple[float, str]:
-    """max over single-tensor regions of gauge / radius under the "init" rule, on the weights before
-    set-up scaled anything (> 1: that tensor is scaled), and which tensor."""
-    import sparsefw
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    groups = sparsefw.constrain(model, mode, fixed_step="optimizer", radius_rule="init")
-    return max((float(g["constraint"].norm(before[g["name"]])) / g["constraint"].radius, g["name"])
-               for g in groups if not hasattr(g["constraint"], "pack"))
-
-
-def radii(args: argparse.Namespace) -> dict[str, str]:
-    """The ratio ρ of every tensor and the slack of the "init" rule's regions on the transformer zoo
-    (tests/compress/transformer_zoo.py) in three states — library (fresh, the libraries' init),
-    torch (PyTorch's reset_parameters), pretrained (`pretrained_like`) — and the checkpoint
-    detector of radius_rule="auto" (`radii.moved_norm_parameters`)."""
-    from sparsefw.radii import moved_norm_parameters
-    from transformer_zoo import ZOO
-    print("| model | state | ρ weights (min–max) | ρ embeddings | worst gauge/radius k_support | l2 | checkpoint? |")
-    print("|---|---|---|---|---|---|---|")
-    for name in ZOO:
-        for state in ("library", "torch", "pretrained"):
-            r = ratios(_state(name, state))
-            w, e = r.get("weight", []), r.get("embedding", [])
-            span = lambda v: f"{min(v):.3g}–{max(v):.3g} (median {statistics.median(v):.3g})" if v else "–"  # noqa: E731
-            slack = [f"{v:.3g} ({n})" for v, n in (worst_slack(_state(name, state), m) for m in ("k_support", "l2"))]
-            print(f"| {name} | {state} | {span(w)} | {span(e)} | {slack[0]} | {slack[1]} | "
-                  f"{bool(moved_norm_parameters(_state(name, state)))} |")
-    return {}
-
-
 def _speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="interleaved rounds per shape at batch 8 (8× at batch 1)")
 
@@ -662,7 +598,6 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
 VARIANTS = {
     "speed": H.Variant(speed, "heads + FFN units removed vs dense vs native vs Torch-Pruning (section transformers)",
                        _speed_arguments),
-    "radii": H.Variant(radii, "the radius rules on the transformer zoo (prints a table)"),
     "training": H.Variant(training, "AdamW against SFW's modes on a ViT and a character-level GPT, each "
                           "compressed one-shot at five levels (section transformer_training)", _training_arguments,
                           report=True),
