@@ -149,3 +149,22 @@ def _groups_on(model, mode, x):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sparsefw.constrain(model, mode, example_inputs=x, radius_rule="checkpoint")
+
+
+@pytest.mark.parametrize("mode", ["spectral", "spectral_polytope"])
+def test_a_checkpoint_start_takes_the_fine_tune_step_unless_a_step_or_rule_is_asked(mode):
+    """Radii from a checkpoint (a LayerNorm moved: rule "auto" finds it) give the matrix groups
+    DEFAULT_FINETUNE_STEP; a fresh model, rule "init" or an explicit fixed_step keep theirs."""
+    from sparsefw.assign_spectral import DEFAULT_FINETUNE_STEP
+    from sparsefw.models import build_model
+    model, x = build_model("vit", 10, 1, 28, seed=0, dim=16, heads=2, mlp=32), torch.randn(2, 1, 28, 28)
+
+    def matrix_steps(**options):
+        groups = sparsefw.constrain(model, mode, example_inputs=x, **options)
+        return {g["lr"] for g in groups if isinstance(g["constraint"], (SpectralBall, SpectralPolytope))}
+    assert matrix_steps() == {DEFAULT_FIXED_STEP}
+    with torch.no_grad():
+        model.layernorm.weight.mul_(1.1)                # trained: a norm layer's γ moved
+    assert matrix_steps() == {DEFAULT_FINETUNE_STEP} == matrix_steps(radius_rule="checkpoint")
+    assert matrix_steps(radius_rule="init") == {DEFAULT_FIXED_STEP}
+    assert matrix_steps(fixed_step=0.05) == {0.05}

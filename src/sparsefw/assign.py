@@ -77,7 +77,8 @@ from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSuppo
                           NuclearBall, SpectralKSupportBall, parse_pattern, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
 from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, output_dim, structured_region
-from .assign_spectral import DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES, spectral_regions
+from .assign_spectral import (DEFAULT_FINETUNE_STEP, DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES,
+                              spectral_regions)
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters, resolve_direction
 from .graph.capture import CaptureError
 from .optim.sharded import full_value, is_sharded
@@ -330,7 +331,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
     `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
     gauge; at least the start's gauge) and its group the fixed step `fixed_step` (None:
-    `DEFAULT_FIXED_STEP`; "optimizer": the optimizer's), with or without example_inputs; `width` sizes
+    `DEFAULT_FIXED_STEP`, from a checkpoint `DEFAULT_FINETUNE_STEP`; "optimizer": the optimizer's), with or without example_inputs; `width` sizes
     the other parameters' L2 balls.
     `direction` (`assign_step.resolve_direction`): "momentum", "adam" or "auto" (default: "adam" in the
     spectral modes, else "momentum"). "adam": every LMO takes Adam's direction (group key
@@ -354,7 +355,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
-    matrices = _spectral_setup(model, mode, k, spectral_width, fixed_step)
+    matrices = _spectral_setup(model, mode, k, spectral_width, fixed_step, radius_rule == "checkpoint")
     groups = [_single_group(model, name, p, rules, matrices, fixed, adam, rescaled)
               for name, p in model.named_parameters() if p.requires_grad and name not in coupled]
     _warn_rescaled(rescaled)
@@ -390,8 +391,9 @@ class _Matrices(dict):
     step: float | None = None
 
 
-def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) -> _Matrices:
-    """The matrix regions of the spectral modes; none for the others, where `spectral_width` must be None."""
+def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any, checkpoint: bool) -> _Matrices:
+    """The matrix regions of the spectral modes and their step (`checkpoint`: radii from a checkpoint, a
+    fine-tune); none for the others, where `spectral_width` must be None."""
     if mode not in SPECTRAL_MODES:
         if width is not None:
             raise ValueError(f"spectral_width applies to modes {SPECTRAL_MODES} only, got spectral_width={width!r} "
@@ -402,7 +404,8 @@ def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any) 
         raise ValueError(f"spectral_width must be a positive finite number, got spectral_width={width!r}")
     matrices = _Matrices(spectral_regions(model, mode, k, float(width)))
     matrices.width = float(width)
-    matrices.step = None if step == "optimizer" else DEFAULT_FIXED_STEP if step is None else float(step)
+    default = DEFAULT_FINETUNE_STEP if checkpoint else DEFAULT_FIXED_STEP
+    matrices.step = None if step == "optimizer" else default if step is None else float(step)
     return matrices
 
 

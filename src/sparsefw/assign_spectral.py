@@ -15,8 +15,10 @@ another name (`assign_linear.hidden_linear_weights`). The radius of a matrix reg
 the operator norm of a map that keeps the RMS of its input (Scion), not a multiple of the init norm;
 default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3; raised to the start's gauge where that is larger
 (every region holds its start: a polytope with small k may not hold a fresh init's nuclear norm).
-Every matrix group carries the fixed Frank-Wolfe step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02),
-"rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
+Every matrix group carries the fixed Frank-Wolfe step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02;
+`DEFAULT_FINETUNE_STEP`, 0.005, where the radii come from a checkpoint — fine-tuning a trained model:
+four times smaller lost less of the checkpoint's accuracy on two ViTs and its perplexity on a
+character-level GPT, and kept more at ⅛ rank, docs/tuning.md "Training transformers"), "rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
 value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
 and the direction "adam" (`constrain`'s `direction` "auto" in these modes: the LMO takes Adam's
 preconditioned direction, AdaSFW; measured better than the momentum for the polytope, alike for the ball).
@@ -38,6 +40,9 @@ from .constraints import Constraint, SpectralBall, SpectralPolytope
 SPECTRAL_MODES = ("spectral", "spectral_polytope")
 #: τ = DEFAULT_SPECTRAL_WIDTH · √(d_out/d_in) for every matrix region (module docstring)
 DEFAULT_SPECTRAL_WIDTH = 3.0
+#: the matrix regions' fixed step when the radii come from a checkpoint (rule "checkpoint", or "auto"
+#: finding one): a fine-tune (module docstring)
+DEFAULT_FINETUNE_STEP = 0.005
 #: the step of the parameters outside the matrix regions (module docstring)
 DEFAULT_OTHER_LR = 3e-3
 OTHER_STEP = {"direction": "adam", "lr": DEFAULT_OTHER_LR, "rescale": "gradient"}
