@@ -6,9 +6,6 @@
     python benchmarks/bench_quality.py grid --quick    (smoke run into a temporary JSONL, no section)
         --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml | quality_paper.yaml
         --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
-    python benchmarks/bench_quality.py bn-hidden       (section "bn_hidden": BatchNorm hides the filters
-        SFW shrank — a conv followed by BN ignores each filter's scale, so global magnitude pruning deletes
-        filters that still carry signal; shrunken: L2 norm < 10% of the layer's largest)
 
 Protocol (benchmarks/configs/quality.yaml; the section states it in full): every setting of each method's
 grid trained with the first seed; among the settings within `dense_margin` (default 1.5 points) of the
@@ -30,7 +27,6 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import _harness as H  # noqa: E402
-import _tasks as T  # noqa: E402
 from _harness import read_jsonl  # noqa: E402
 from sparsefw.compress import count_parameters, recalibrate_batchnorm  # noqa: E402
 from sparsefw.data import get_datasets  # noqa: E402
@@ -392,59 +388,6 @@ def grid(args) -> dict[str, str]:
     return {name: report(cfg, name, jsonl, command, elapsed, args.results / f"{name}_accuracy.png")}
 
 
-# --- variant "bn-hidden" ------------------------------------------------------------------------------
-BN_RUNS = {
-    "k-support, radii width · E‖θ_init‖": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
-                                            "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": "init"},
-    "k-support, `norm_radius: 10`": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
-                                     "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": 10},
-    "SGD, weight decay 5e-4": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
-}
-
-
-def shrunken_filters(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[int, float | None, float | None]:
-    """(number of shrunken filters, their mean |γ|, the other filters' mean |γ|); None for an empty group."""
-    small, gamma = T.shrunken(conv), bn.weight.detach().abs()
-    mean = lambda t: float(t.mean()) if t.numel() else None  # noqa: E731
-    return int(small.sum()), mean(gamma[small]), mean(gamma[~small])
-
-
-def _gamma(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def bn_hidden(args) -> dict[str, str]:
-    """Data, model and training of configs/quality.yaml (seed 0): k-support at the paper's settings with
-    and without `norm_radius: 10`, and SGD; per conv/BN pair the shrunken filters and their |γ|, then
-    pruning, with and without BN recalibration."""
-    cfg = load_config(CONFIG, args.quick)
-    train, _, test, info = load_data(cfg)
-    test_batches = batches(test, cfg["data"]["eval_batch_size"])
-    calib = calibration(cfg, train)
-    acc = lambda net: evaluate(net, test_batches, "classification", info.num_classes)["accuracy"]  # noqa: E731
-    t0, rows = time.perf_counter(), []
-    for label, opt in BN_RUNS.items():
-        model, _ = train_one(cfg, opt, 0, train, info)
-        cells = []
-        for kind, level in (("unstructured", 0.9), ("filters", 0.5)):
-            small = compress_model(model, kind, level, test_batches[0][0][:1], lowrank_layers="conv").eval()
-            cells.append(f"{acc(small):.3f} ({acc(recalibrate_batchnorm(small, calib)):.3f})")
-        per_conv = [(conv.out_channels, *shrunken_filters(conv, bn)) for conv, bn in T.conv_bn_pairs(model)]
-        rows.append([label, f"{acc(model):.3f}", ", ".join(f"{n}/{c}: {_gamma(g)} vs {_gamma(r)}" for c, n, g, r in per_conv),
-                     *cells])
-    return {"bn_hidden": "\n".join([
-        "## BatchNorm hides shrunken filters (`benchmarks/bench_quality.py bn-hidden`)", "",
-        f"Command: `{args.command}` ({(time.perf_counter() - t0) / 60:.0f} min). {H.machine_line()}", "",
-        f"Small CNN {'-'.join(map(str, cfg['model']['widths']))} of benchmarks/configs/quality.yaml (its data, "
-        f"{cfg['training']['epochs']} epochs, seed 0), k-support at the paper's settings (lr 0.1, k 0.1, width 10). Per "
-        f"conv layer: shrunken filters (L2 norm below {T.SHRUNKEN:.0%} of the layer's largest) / filters, and the mean "
-        "|γ| of their BN channels vs the other channels'. Test accuracy after one-shot compression; in brackets after "
-        f"BN recalibration on {len(calib)} training batches.", "",
-        *H.table(["run", "dense", "shrunken filters per conv: mean \\|γ\\| shrunken vs others", "90% unstructured",
-                  "50% filters"], rows), "",
-        "Reading: see docs/tuning.md (\"Why a small γ ball makes magnitude pruning work\")."])}
-
-
 def grid_arguments(parser) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--methods", help="comma-separated subset to train (run two processes with disjoint subsets "
@@ -454,7 +397,6 @@ def grid_arguments(parser) -> None:
 VARIANTS = {
     "grid": H.Variant(grid, "every method's grid, selection, compression (section named after the config)",
                       grid_arguments, report=True),
-    "bn-hidden": H.Variant(bn_hidden, "BatchNorm hides the filters SFW shrank (section bn_hidden)"),
 }
 
 if __name__ == "__main__":

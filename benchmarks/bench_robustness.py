@@ -35,16 +35,6 @@ from sparsefw.data import get_datasets  # noqa: E402
 from sparsefw.models import build_model  # noqa: E402
 from sparsefw.models.resnet import ResNet  # noqa: E402
 
-TASKS_DOC = """SFW is `sparsefw.SFW(sparsefw.constrain(model, mode, example_inputs=x))` with nothing else set: the
-defaults of the library (lr, momentum, the step rule, width, k, the radius rule of biases and BN γ/β).
-SGD: lr 0.1, momentum 0.9, weight decay 5e-4. Every method trains each task with seeds 0, 1, 2 under
-the same budget and linear LR decay to 0, at two budgets: 1× (the epochs below, 190-630 steps) and 4×
-(four times the epochs). The radius defaults were chosen on Fashion-MNIST with the small CNN
-(`radius-rule`), the step rule on digits, bars and the ResNet at 1× (docs/tuning.md); the
-Fashion-MNIST CNN (HELD_OUT) was added after that choice to check it on a task it was not chosen on.
-Compression: the library's one-shot calls at the issue's levels (benchmarks/_tasks.py), global
-magnitude pruning, L1 filter removal in every conv, per-conv truncated SVD (`layers="conv"`), no
-retraining, no BN recalibration."""
 BUDGETS = {"1×": 1, "4×": 4}        # budget name → multiple of each task's epochs
 METHODS = ("sgd_wd", "k_support", "group_k_support", "spectral_k_support")
 #: the task added after the step rule was chosen, to check it on data and a net it was not chosen on
@@ -190,12 +180,7 @@ def report(jsonl: Path, png: Path, command: str = "") -> str:
         if before:
             parts += [f"The held-out task at {budget} with `fixed_step=\"optimizer\"` (the defaults before the step "
                       "rule; `--old-rule`):", "", *T.summary_table(before), ""]
-    return "\n".join([
-        "## Robustness across tasks, at the library defaults (`benchmarks/bench_robustness.py tasks`)", "",
-        f"Command: `{command}` ({sum(r['seconds'] for r in records) / 60:.0f} min of training in all). {H.machine_line()}",
-        "", TASKS_DOC, "",
-        "Cells: dense test accuracy, and the kept share (compressed / dense) after one-shot compression, mean ± half "
-        "the range over the seeds; — where the model has no conv.", "", *parts])
+    return H.section("robustness", command=command, minutes=sum(r["seconds"] for r in records) / 60, budgets=parts)
 
 
 def tasks_variant(args) -> dict[str, str]:
@@ -210,14 +195,6 @@ def tasks_variant(args) -> dict[str, str]:
 
 
 # --- variant "radius-rule" ---------------------------------------------------------------------------
-RADIUS_DOC = """The tuning task (the only one the defaults were chosen on; the `tasks` variant holds its tasks
-out): Fashion-MNIST, the small CNN 16-16-32-32 (BN), 8,000 training images, 4 or 12 epochs of batch 64
-(500 or 1,500 steps), scored on 2,000 validation images carved from the training split (disjoint). SFW
-at the library defaults (lr 0.1, momentum 0.9, gradient rescaling, width 10, the mode's default k) but
-for the setting in the run's name: `norm_radius` "init" (width · E‖θ_init‖, the old default), "width"
-(radius = width, the paper code's effective rule), `bias_and_norm="l2"`; k; and the spectral LMO
-replaced by the paper's inexact one (10 QR power iterations from a fresh random start every call).
-Three seeds each, compression at the issue's levels (benchmarks/_tasks.py)."""
 # label → (method, constrain kwargs, spectral LMO); the last four explain why the modes differ
 RADIUS_RUNS = {
     "SGD + wd 5e-4": ("sgd_wd", {}, "exact"),
@@ -310,13 +287,8 @@ def radius_report(jsonl: Path, command: str) -> str:
     tables = []
     for e in sorted({r["epochs"] for r in records}):
         tables += [f"### {e} epochs ({e * 125} steps)", "", *radius_table([r for r in records if r["epochs"] == e]), ""]
-    return "\n".join([
-        "## Choosing the default radius of biases and BN γ/β (`benchmarks/bench_robustness.py radius-rule`)", "",
-        f"Command: `{command}` ({sum(r['seconds'] for r in records) / 60:.0f} min of training in all). {H.machine_line()}",
-        "", RADIUS_DOC, "",
-        "Cells: kept share of the dense validation accuracy (compressed / dense), mean ± half the range over 3 seeds; "
-        "dense: accuracy. Shrunken filters: share of conv filters (each followed by BN) with L2 norm < "
-        f"{T.SHRUNKEN:g} × the layer's largest, and the mean |γ| of their BN channels.", "", *tables])
+    return H.section("radius_rule", command=command, minutes=sum(r["seconds"] for r in records) / 60,
+                     shrunken=T.SHRUNKEN, tables=tables)
 
 
 def radius_variant(args) -> dict[str, str]:
@@ -348,15 +320,6 @@ def radius_arguments(parser) -> None:
 
 
 # --- variant "nm" --------------------------------------------------------------------------------------
-NM_DOC = """N:M semi-structured pruning after training (docs/tuning.md "N:M semi-structured sparsity"): SFW in
-mode "nm_k_support" (joint gauge, the default, and the product-of-balls gauge combine="max", "nm_max"; a
-method "nm_k_support@1:4" is trained for 1:4 and pruned to the pattern) against SGD + weight decay and SFW
-"k_support", on the digits, MLP and held-out Fashion-MNIST tasks above, 3 seeds. Each model is pruned once
-to the pattern by magnitude (`prune(pattern=...)`) and by Wanda (`criterion="wanda"`, calibration: 4
-random training batches of 64), no retraining; also the magnitude-pruned model after BatchNorm
-recalibration on 20 random training batches (not the paper's protocol), and global magnitude pruning at
-the pattern's sparsity 1 − N/M. Accuracy, not time. The digits `k_support` rows ran before issue 24's
-defaults (BN γ then shrunk at set-up); a rerun of a (task, method, seed) replaces its record."""
 NM_TASKS = {"digits": "digits (8×8), CNN 16-16-32-32 (BN)", "mlp": "MNIST-5k, MLP 784-300-100-10", "fashion": HELD_OUT}
 NM_METHODS = ("sgd_wd", "k_support", "nm_k_support", "nm_max", "nm_k_support@1:4")
 NM_COLUMNS = ("dense", "magnitude N:M", "magnitude N:M, BN recal.", "wanda N:M", "magnitude unstr.")
@@ -413,11 +376,8 @@ def nm_variant(args) -> dict[str, str]:
     rows = [[NM_TASKS[key], method, len(rs), *(H.mean_range([r[c] for r in rs]) for c in NM_COLUMNS)]
             for key in NM_TASKS for method in NM_METHODS
             if (rs := [r for r in records if r["task"] == key and r["method"] == method])]
-    return {"nm": "\n".join([
-        f"## N:M semi-structured pruning, {args.pattern} (`benchmarks/bench_robustness.py nm`)", "",
-        f"Command: `{args.command}`. {H.machine_line()}", "", NM_DOC, "",
-        "Cells: test accuracy, mean (min–max) over seeds.", "",
-        *H.table(["task", "method", "seeds", *NM_COLUMNS], rows)])}
+    return {"nm": H.section("nm", pattern=args.pattern, command=args.command,
+                            table=H.table(["task", "method", "seeds", *NM_COLUMNS], rows))}
 
 
 def nm_arguments(parser) -> None:

@@ -109,3 +109,10 @@ def test_shrunken_stats_on_a_hand_set_net():
     got = rr.shrunken_stats(net)
     assert got["shrunken_share"] == 0.5
     assert got["gamma_shrunken"] == pytest.approx(0.2) and got["gamma_rest"] == pytest.approx(1.5)
+
+
+def test_conv_bn_pairs_follow_the_library_cnn():
+    model = build_model("cnn", 10, 1, seed=0, widths=[4, 4, 8, 8])
+    pairs = T.conv_bn_pairs(model)
+    assert [c.out_channels for c, _ in pairs] == [4, 4, 8, 8]
+    assert all(bn.num_features == conv.out_channels for conv, bn in pairs)
