@@ -146,7 +146,7 @@ def section(template: str, **fields) -> str:
     by newlines); `{machine}` and `{load}` are the machine and load lines."""
     text = (SECTIONS / f"{template}.md").read_text()
     fields = {k: "\n".join(map(str, v)) if isinstance(v, list) else v for k, v in fields.items()}
-    return text.format(**{"machine": machine_line(), "load": load_line(), **fields}).strip()
+    return text.format(**{"machine": machine_line(), "load": load_line(), **fields}).strip("\n")
 
 
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:

@@ -311,36 +311,25 @@ def step(args) -> dict[str, str]:
         models = {"tiny resnet": ResNet((4, 8, 8), (1, 1, 1), 3, 10)}
     rows = [r for label, model in models.items() for r in step_rows(label, model, 1 if quick else args.repeats)]
     wrn = [(16, 16, 3, 3)] if quick else [(160, 160, 3, 3), (320, 320, 3, 3), (640, 640, 3, 3), (640, 320, 3, 3)]
-    text = [
-        "## SFW step cost (`benchmarks/bench_cost.py step`)", "",
-        f"Command: `OMP_NUM_THREADS={args.threads} {args.command}`. {H.machine_line()} {H.load_line()} (other jobs "
-        f"on the 2 cores). Clock: {'thread CPU time (`time.thread_time`)' if clock() is time.thread_time else 'wall-clock time'}.",
-        "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10, k = 0.1 (k-support, K-sparse) or 0.3 (group, "
-        "spectral); 'spectral_k_support warm': `spectral_refresh=50`; SGD: momentum 0.9 (torch default: the "
-        "per-tensor loop on the CPU, foreach on CUDA). Medians of interleaved repeats, random gradients.", "",
-        "### One optimizer.step()", "",
-        "Times (ms) and ratios are given as median / minimum over the repeats; the LMO columns are the median times "
-        "of calling every region's own `lmo` once (one by one), and of the batched `sparsefw.constraints.lmos` (the "
-        "exact LMOs; the step itself runs its planned batches).", "",
-        *H.table(["model", "optimizer", "step (ms)", "LMOs, one by one (ms)", "LMOs, batched (ms)", "ratio to SGD",
-                  "goal (on the median)"], rows), "",
-        "### k-th largest selection for the k-support LMO (WRN-28-10 conv shapes, k = 10 %)", "",
-        "ns per entry, medians: `torch.topk` (the previous threshold), `kth_largest_rows` (strided-sample bracket, "
-        "exact counts, topk on the band; identical result), and the whole `KSupportBall.lmo`.", "",
-        *H.table(["matrix", "topk ns/entry", "selection ns/entry", "speed-up", "whole LMO ns/entry"],
-                 selection_rows(wrn, 1 if quick else max(3, args.repeats // 3)))]
+    training = ""
     if args.training:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(8 if quick else 128, 3, 32, 32, generator=gen)
         res = whole_step_costs(list(models.values())[-1], x, torch.randint(0, 10, (len(x),), generator=gen),
                                list(STEP_ROWS.values())[:7], 1 if quick else max(5, args.repeats // 3), clock=clock())
         sgd = res["SGD"]
-        text += ["", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, 3×32×32)", "",
-                 *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
-                          [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
-                            f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
-                           for row, m in list(STEP_ROWS.items())[:7]])]
-    return {"sfw_step": "\n".join(text)}
+        training = "\n".join(["", "", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, 3×32×32)",
+                              "", *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
+                                           [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
+                                             f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
+                                            for row, m in list(STEP_ROWS.items())[:7]])])
+    return {"sfw_step": H.section(
+        "sfw_step", threads=args.threads, command=args.command, training=training,
+        clock="thread CPU time (`time.thread_time`)" if clock() is time.thread_time else "wall-clock time",
+        steps=H.table(["model", "optimizer", "step (ms)", "LMOs, one by one (ms)", "LMOs, batched (ms)", "ratio to SGD",
+                       "goal (on the median)"], rows),
+        selection=H.table(["matrix", "topk ns/entry", "selection ns/entry", "speed-up", "whole LMO ns/entry"],
+                          selection_rows(wrn, 1 if quick else max(3, args.repeats // 3))))}
 
 
 class AmpStepper:
@@ -427,14 +416,8 @@ def gpu_step(args) -> dict[str, str]:
     for name, classes in (("resnet18", 10), ("wrn28_10", 100)):
         rows += gpu_step_rows(name, classes, 2 if args.quick else args.repeats)
         torch.cuda.empty_cache()
-    return {"sfw_step_gpu": "\n".join([
-        "## SFW step cost on a GPU (`benchmarks/bench_cost.py step --device cuda`)", "",
-        f"Command: `{args.command}`. {H.machine_line()}",
-        "Whole training step (forward + backward under float16 autocast, GradScaler, optimizer step), batch 128, "
-        "3×32×32 random inputs, channels_last; medians of interleaved repeats of 5 steps (CUDA events). Sync: whether "
-        "`scaler.step(opt)` synchronises with the host (`torch.cuda.set_sync_debug_mode(\"error\")`). Kernels: CUDA "
-        "kernels of one `scaler.step(opt)` (torch.profiler).", "",
-        *H.table(["model", "optimizer", "step ms", "ratio to SGD", "goal", "sync in step", "kernels per step"], rows)])}
+    return {"sfw_step_gpu": H.section("sfw_step_gpu", command=args.command, table=H.table(
+        ["model", "optimizer", "step ms", "ratio to SGD", "goal", "sync in step", "kernels per step"], rows))}
 
 
 # --- variant "cost" -----------------------------------------------------------------------------
@@ -505,13 +488,9 @@ def plot_scaling(layers: dict, k_results: dict[Shape, dict[str, float]], path: P
     H.save_plot(fig, path)
 
 
-def header(title: str, command: str) -> list[str]:
-    lines = [f"## {title}", "", f"Command: `{command}`  ", H.machine_line() + "  ", f"{H.load_line()} (2 cores, shared)."]
-    if torch.get_num_threads() == 1:
-        lines[-1] += ("  \nOne torch thread: on this loaded machine MKL's 2-thread SVD is erratic (512×4608 `svdvals`: "
-                      "8–16 s at 2 threads vs 1.3 s at 1), which would flatter SFW against the SVD baselines; on an "
-                      "idle machine rerun with `--threads 2`.")
-    return lines + [""]
+def header(title: str, command: str) -> str:
+    one_thread = H.section("cost_one_thread") if torch.get_num_threads() == 1 else ""
+    return H.section("cost_header", title=title, command=command, one_thread=one_thread)
 
 
 def measure(p: dict) -> dict:
@@ -546,38 +525,20 @@ def goal_rows(p: dict, measured: dict) -> list[list]:
 def cost_section(p: dict, measured: dict, command: str) -> str:
     layers, models = measured["layers"], measured["models"]
     layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
-    return "\n".join([
-        *header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
-        "Overhead = median time of [penalty forward+backward] + optimizer step + [prox] minus SGD-with-momentum's "
-        "step on the same parameters, random gradients N(0, 1e-3²), no forward/backward of a network; in "
-        "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). SFW: lr 0.1, momentum "
-        "0.9, rescale 'gradient', width 10; penalty/prox λ = 1e-4. The penalty takes each SVD of the tall orientation "
-        "W̃ᵀ when W̃ is wide (MKL's SVD is several times faster that way; same singular values). "
-        f"{p['repeats']} interleaved repeats per layer, {p['model_repeats']} per model.", "",
-        "### Goal: spectral-k-support (k = 30 %) overhead ≥ 5× smaller than the nuclear-norm penalty's", "",
-        "Top-k SVD error: the float32 spectral LMO (k = 30 %, `sparsefw.constraints.topk_svd`, radius τ = 1) against "
-        "the exact vertex v* from a float64 SVD, on a Gaussian and on a 1/√i-spectrum matrix of that shape, as "
-        "direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside the ball) / "
-        "vertex distance ‖v − v*‖_F.", "",
-        *H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"], goal_rows(p, measured)), "",
-        "### Whole models (all parameters; BN, biases and fc get L2 balls in the low-rank and filter modes)", "",
-        *overhead_table(models), "",
-        "Setup (s): `constrain` + optimizer construction, once per run (feasibility checks evaluate each region's "
-        "norm, for spectral regions a full SVD):", "",
-        *H.table(["model", *LAYER_METHODS], [[label, *(f"{r[n]['setup']:.2f}" for n in LAYER_METHODS)]
-                                             for label, r in models.items()]), "",
-        "### Single layers (one bias-free conv; c×9c = 3×3 conv c → c)", "", *overhead_table(layer_rows)])
+    return H.section("cost", header=header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
+                     repeats=p["repeats"], model_repeats=p["model_repeats"],
+                     goals=H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"],
+                                   goal_rows(p, measured)),
+                     models=overhead_table(models), layers=overhead_table(layer_rows),
+                     setup=H.table(["model", *LAYER_METHODS], [[label, *(f"{r[n]['setup']:.2f}" for n in LAYER_METHODS)]
+                                                               for label, r in models.items()]))
 
 
 def scaling_section(k_results: dict, command: str) -> str:
     k_rows = [[f"{m}×{q}", " | ".join(f"{key}: {_ms(v)}" for key, v in res.items() if key.startswith("k=")),
                _ms(res["penalty"])] for s, res in k_results.items() for m, q in [matrix_shape(s)]]
-    return "\n".join([
-        *header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", command),
-        "![overhead vs matrix size and k](benchmarks/results/cost_scaling.png)", "",
-        "Left: the single-layer overheads of the section above against the matrix size. Right: one spectral LMO "
-        "(ms) against k on a Gaussian matrix, and the nuclear penalty's forward+backward on the same weight "
-        "(dashed).", "", *H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows)])
+    return H.section("cost_scaling", header=header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", command),
+                     table=H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows))
 
 
 def whole_step_table(res: dict, per_epoch: bool) -> list[str]:
@@ -603,7 +564,7 @@ def cost(args) -> dict[str, str]:
     args.measured = measured = measure(p)
     plot_scaling({s: measured["layers"][s] for s in p["layers"] if s[2] == 3}, measured["k_scaling"],
                  (args.results_dir or args.results) / "cost_scaling.png")
-    whole_md = header("Whole training steps (`benchmarks/bench_cost.py`)", args.command)
+    whole_md = [header("Whole training steps (`benchmarks/bench_cost.py`)", args.command), ""]
     for label, _, batch, size, _, repeats, per_epoch in p["whole_steps"]:
         whole_md += [f"### {label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats", "",
                      *whole_step_table(measured["whole_steps"][label], per_epoch), ""]

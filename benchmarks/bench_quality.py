@@ -7,11 +7,8 @@
         --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml | quality_paper.yaml
         --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
 
-Protocol (benchmarks/configs/quality.yaml; the section states it in full): every setting of each method's
-grid trained with the first seed; among the settings within `dense_margin` (default 1.5 points) of the
-grid's best dense validation accuracy, the one with the best validation score (`selection_score`) is
-trained again with the other seeds. Runs already in the JSONL are skipped (an interrupted run resumes).
-Config key `bn_recalibration: B` adds a table after BatchNorm recalibration on B training batches.
+Protocol: benchmarks/configs/quality.yaml and the section's text (sections/quality.md). Runs already in the
+JSONL are skipped (an interrupted run resumes).
 """
 from __future__ import annotations
 
@@ -215,40 +212,12 @@ def first_seed_runs(cfg: dict, records: list[dict]) -> list[dict]:
             if r["seed"] == cfg["training"]["seeds"][0]]
 
 
-def protocol_text(cfg: dict, name: str, recal: bool) -> list[str]:
-    """The paragraphs on data, training, compression and selection."""
-    d, t, seeds = cfg["data"], cfg["training"], cfg["training"]["seeds"]
-    sizes = sorted({len(m["grid"]) for m in cfg["methods"].values()})
-    n_settings = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
-    return [
-        f"{d['name']}: {d['n_train']} training images (stratified subset of the training split), "
-        f"{d['n_val']} validation images (disjoint, same split), {d['n_test']} test images (test split). "
-        f"Model {_describe_model(cfg['model'])} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
-        f"{t['schedule']} decay of the learning rate to 0, no augmentation, momentum 0.9 everywhere; SFW: "
-        "gradient rescaling, running-sum momentum, radii = width · expected initial norm (lr and the rest per "
-        "setting below). Compression one-shot, no retraining, no BN recalibration"
-        + (" (but see the last table)" if recal else "") + ": global magnitude pruning of "
-        "conv/linear weights; L1 filter removal in every conv; truncated SVD of every "
-        + ("conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
-           else "conv/linear."), "",
-        f"Grid (benchmarks/configs/{name}.yaml): {n_settings} setting(s) per method, seed {seeds[0]}; the setting "
-        f"with the highest validation score (mean validation accuracy of the dense model and at 90% unstructured, 50% "
-        f"filters removed, 25% rank kept) among those within {100 * cfg.get('dense_margin', DENSE_MARGIN):g} points "
-        "of the grid's best dense validation accuracy "
-        + (f"is rerun with seed(s) {seeds[1:]}. " if seeds[1:] else "is reported (one seed only). ")
-        + "Cells: test accuracy, mean ± half the range over seeds.", ""]
-
-
 def recalibration_text(cfg: dict, records: list[dict]) -> list[str]:
     """The tables of the same models after BatchNorm recalibration."""
-    n, (table, summary, every) = cfg["bn_recalibration"], accuracy_tables(cfg, records, "test_accuracy_bn")
-    return ["", f"### After BatchNorm recalibration ({n} training batches, not the paper's protocol)", "",
-            f"The same compressed models with their BN running statistics re-estimated on {n} batches of "
-            f"{cfg['data']['batch_size']} training images (`sparsefw.compress.recalibrate_batchnorm`: forward "
-            "passes only, no labels, no weight change); the dense column is the model before compression.", "",
-            *table, "", *goals(summary, heading="#### Goals of the issue after recalibration"), "",
-            "#### Every setting after recalibration (first seed; the selection above used no recalibration)", "",
-            *H.table(["method", "setting", *level_columns(cfg)[1]], every)]
+    table, summary, every = accuracy_tables(cfg, records, "test_accuracy_bn")
+    return ["", H.section("quality_recalibration", n=cfg["bn_recalibration"], batch=cfg["data"]["batch_size"], table=table,
+                          goals=goals(summary, heading="#### Goals of the issue after recalibration"),
+                          every=H.table(["method", "setting", *level_columns(cfg)[1]], every))]
 
 
 def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
@@ -262,23 +231,25 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     plot_rows = [{"run": m, "kind": k, "level": lv, "accuracy": v} for m, by in summary.items() for (k, lv), v in by.items()]
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
-    text = [f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
-            f"Command: `{command}` ({elapsed}). {H.machine_line()}", "", *protocol_text(cfg, name, recal),
-            "### Selected setting per method", "", *lines, "", "### Every setting (first seed)", "", *all_lines, ""]
-    if png:
-        text += [f"![accuracy against compression level](benchmarks/results/{png.name})", ""]
+    rest = [f"![accuracy against compression level](benchmarks/results/{png.name})", ""] if png else []
     if tradeoff:
-        text += ["Trade-off of every setting (first seed): dense accuracy against accuracy at the headline levels "
+        rest += ["Trade-off of every setting (first seed): dense accuracy against accuracy at the headline levels "
                  "(filled: SparseFW regions, hollow squares: baselines; the dashed diagonal is 'no loss').", "",
                  f"![dense accuracy against compressed accuracy](benchmarks/results/{tradeoff.name})", ""]
-    text += goals(summary)
-    if recal:
-        text += recalibration_text(cfg, records)
+    rest += goals(summary) + (recalibration_text(cfg, records) if recal else [])
     if cfg.get("reference"):
-        text += ["", *reference_table(cfg["reference"], summary)]
+        rest += ["", *reference_table(cfg["reference"], summary)]
     if cfg.get("notes"):
-        text += ["", "### Reading", "", *cfg["notes"]]
-    return "\n".join(text)
+        rest += ["", "### Reading", "", *cfg["notes"]]
+    seeds, sizes = cfg["training"]["seeds"], sorted({len(m["grid"]) for m in cfg["methods"].values()})
+    return H.section(
+        "quality", title=cfg.get("title", "Quality: SparseFW against the baselines"), command=command, elapsed=elapsed,
+        d=cfg["data"], t=cfg["training"], model=_describe_model(cfg["model"]), name=name, seed=seeds[0],
+        recal=" (but see the last table)" if recal else "", margin=100 * cfg.get("dense_margin", DENSE_MARGIN),
+        lowrank="conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
+        else "conv/linear.", n_settings=str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}",
+        rerun=f"is rerun with seed(s) {seeds[1:]}. " if seeds[1:] else "is reported (one seed only). ",
+        selected=lines, every=all_lines, rest=rest)
 
 
 def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:

@@ -4,9 +4,6 @@ compression without retraining.
     python benchmarks/bench_robustness.py tasks [--shard 0/2] [--budget 4×] [--old-rule]
         (appends to results/robustness_runs.jsonl; two shards use two cores); tasks --report writes
         the "robustness" section and robustness.png
-    python benchmarks/bench_robustness.py radius-rule [--shard 0/2] [--epochs 12] [--only 'a;b']
-        the grid that chose the default radius of biases and BN γ/β (results/radius_rule_runs.jsonl;
-        --report writes the "radius_rule" section)
     python benchmarks/bench_robustness.py nm [--pattern 2:4] [--trained-for 1:4]
         N:M pruning after SGD, k_support and nm_k_support on three of the tasks (results/nm_runs.jsonl;
         --report writes the "nm" section)
@@ -18,7 +15,6 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import contextlib  # noqa: E402
 import math  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -30,7 +26,7 @@ import _harness as H  # noqa: E402
 import _tasks as T  # noqa: E402
 import sparsefw  # noqa: E402
 from sparsefw import compress  # noqa: E402
-from sparsefw.constraints import NMKSupportBall, spectral  # noqa: E402
+from sparsefw.constraints import NMKSupportBall  # noqa: E402
 from sparsefw.data import get_datasets  # noqa: E402
 from sparsefw.models import build_model  # noqa: E402
 from sparsefw.models.resnet import ResNet  # noqa: E402
@@ -194,129 +190,11 @@ def tasks_variant(args) -> dict[str, str]:
         "`--budget 4×` and with `--old-rule` at both budgets, then `--report"))}   # the section covers every run logged
 
 
-# --- variant "radius-rule" ---------------------------------------------------------------------------
-# label → (method, constrain kwargs, spectral LMO); the last four explain why the modes differ
-RADIUS_RUNS = {
-    "SGD + wd 5e-4": ("sgd_wd", {}, "exact"),
-    "k-support, init": ("k_support", {"norm_radius": "init"}, "exact"),
-    "k-support, width": ("k_support", {"norm_radius": "width"}, "exact"),
-    "k-support, l2 (init radii)": ("k_support", {"norm_radius": "init", "bias_and_norm": "l2"}, "exact"),
-    "group, init": ("group_k_support", {"norm_radius": "init"}, "exact"),
-    "group, width": ("group_k_support", {"norm_radius": "width"}, "exact"),
-    "spectral, init": ("spectral_k_support", {"norm_radius": "init"}, "exact"),
-    "spectral, width": ("spectral_k_support", {"norm_radius": "width"}, "exact"),
-    "spectral, init, k 0.1": ("spectral_k_support", {"norm_radius": "init", "k": 0.1}, "exact"),
-    "spectral, init, power-10 LMO": ("spectral_k_support", {"norm_radius": "init"}, "power10"),
-    "spectral, width, power-10 LMO": ("spectral_k_support", {"norm_radius": "width"}, "power10"),
-    "group, width, k 0.2": ("group_k_support", {"norm_radius": "width", "k": 0.2}, "exact"),
-}
-
-
-def tuning_task(epochs: int, n: int = 10000, n_val: int = 2000) -> T.Task:
-    train, _, info = get_datasets("fashion_mnist", subset=(n, 1))
-    x, y = train[torch.arange(len(train))]
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    tr, va = order[n_val:], order[:n_val]
-    return T.Task("fashion_mnist, cnn 16-16-32-32", lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32]),
-                  (x[tr], y[tr]), (x[va], y[va]), info.num_classes, epochs=epochs)
-
-
-def power_iteration_rank_k(M: torch.Tensor, k: int, iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper code's inexact [M]_k: Q spans M·Z for a fresh Gaussian Z (p × k), refined by
-    `iterations` QR power steps Q ← qr(M Mᵀ Q); returns (Q QᵀM, ‖QᵀM‖_F) per matrix of the stack."""
-    Q = torch.linalg.qr(M @ torch.randn(*M.shape[:-2], M.shape[-1], k, dtype=M.dtype, device=M.device)).Q
-    for _ in range(iterations):
-        Q = torch.linalg.qr(M @ (M.mT @ Q)).Q
-    B = Q.mT @ M
-    return Q @ B, torch.linalg.matrix_norm(B)
-
-
-@contextlib.contextmanager
-def spectral_lmo(kind: str):
-    """Within the block the spectral regions' LMO uses `power_iteration_rank_k` ("power10")."""
-    exact = spectral.best_rank_k
-    if kind == "power10":
-        spectral.best_rank_k = power_iteration_rank_k
-    try:
-        yield
-    finally:
-        spectral.best_rank_k = exact
-
-
-def shrunken_stats(model: nn.Module) -> dict:
-    """Over every conv followed by BN: the share of shrunken filters, their mean |γ|, the others' mean |γ|."""
-    small_g, rest_g, n = [], [], 0
-    for conv, bn in T.conv_bn_pairs(model):
-        small, gamma = T.shrunken(conv), bn.weight.detach().abs()
-        small_g += gamma[small].tolist()
-        rest_g += gamma[~small].tolist()
-        n += conv.out_channels
-    mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
-    return {"shrunken_share": len(small_g) / n, "gamma_shrunken": mean(small_g), "gamma_rest": mean(rest_g)}
-
-
-def radius_run(jsonl: Path, task: T.Task, labels: list[str], seeds=SEEDS) -> None:
-    for label in labels:
-        method, constraint, lmo = RADIUS_RUNS[label]
-        for seed in seeds:
-            def one():
-                torch.manual_seed(seed)         # the power-10 LMO's random starts
-                with spectral_lmo(lmo):
-                    model, seconds = T.train(task, method, seed, constraint)
-                return {"seconds": seconds, "scores": T.sweep(task, model), **shrunken_stats(model)}
-            T.run_logged(jsonl, {"label": label, "seed": seed, "epochs": task.epochs}, one)
-
-
-def radius_table(records: list[dict]) -> list[str]:
-    rows = []
-    for label in RADIUS_RUNS:
-        rs = [r for r in records if r["label"] == label]
-        if not rs:
-            continue
-        dense, shr = T.mean_spread([r["scores"]["dense"] for r in rs]), T.mean_spread([r["shrunken_share"] for r in rs])
-        gs = [r["gamma_shrunken"] for r in rs if r["gamma_shrunken"] is not None]
-        gr = [r["gamma_rest"] for r in rs if r["gamma_rest"] is not None]
-        rows.append([label, len(rs), f"{dense[0]:.3f} ± {dense[1]:.3f}",
-                     *(T.cell(T.mean_spread([T.kept(r, c) for r in rs])) for c in T.columns()), f"{shr[0]:.2f}",
-                     "—" if not gs else f"{sum(gs) / len(gs):.3f} ({sum(gr) / len(gr):.3f})"])
-    return H.table(["setting", "seeds", "dense", *T.columns(), "shrunken filters", "their mean \\|γ\\| (others)"], rows)
-
-
-def radius_report(jsonl: Path, command: str) -> str:
-    records = H.read_jsonl(jsonl)
-    tables = []
-    for e in sorted({r["epochs"] for r in records}):
-        tables += [f"### {e} epochs ({e * 125} steps)", "", *radius_table([r for r in records if r["epochs"] == e]), ""]
-    return H.section("radius_rule", command=command, minutes=sum(r["seconds"] for r in records) / 60,
-                     shrunken=T.SHRUNKEN, tables=tables)
-
-
-def radius_variant(args) -> dict[str, str]:
-    labels = args.only.split(";") if args.only else list(RADIUS_RUNS)
-    jsonl = args.results / "radius_rule_runs.jsonl"
-    if args.quick:
-        radius_run(jsonl, tuning_task(1, 600, 200), labels[:2] + labels[-4:-2], seeds=(0,))
-        return {"radius_rule": radius_report(jsonl, args.command)}
-    if not args.report:
-        i, n = args.shard
-        radius_run(jsonl, tuning_task(args.epochs), labels[i::n])
-    return {"radius_rule": radius_report(jsonl, (   # the section covers every run logged
-        "python benchmarks/bench_robustness.py radius-rule --shard 0/2` and `--shard 1/2` in parallel (4 epochs), the "
-        "same with `--epochs 12 --only 'k-support, init;k-support, width;group, init;group, width;spectral, init;"
-        "spectral, width'`, then `--report"))}
-
-
 def tasks_arguments(parser) -> None:
     H.add_shard_option(parser)
     parser.add_argument("--budget", default="1×", choices=list(BUDGETS), help="multiple of each task's epochs")
     parser.add_argument("--old-rule", action="store_true",
                         help="the held-out task's SFW runs with fixed_step='optimizer' (the defaults before the step rule)")
-
-
-def radius_arguments(parser) -> None:
-    H.add_shard_option(parser, "setting")
-    parser.add_argument("--only", help="semicolon-separated labels to train")
-    parser.add_argument("--epochs", type=int, default=4, help="training budget (125 steps an epoch)")
 
 
 # --- variant "nm" --------------------------------------------------------------------------------------
@@ -388,8 +266,6 @@ def nm_arguments(parser) -> None:
 VARIANTS = {
     "tasks": H.Variant(tasks_variant, "SGD against SFW's defaults on six tasks (section robustness)",
                        tasks_arguments, report=True),
-    "radius-rule": H.Variant(radius_variant, "the grid that chose the radius rule (section radius_rule)",
-                             radius_arguments, report=True),
     "nm": H.Variant(nm_variant, "N:M pruning after SGD, k_support and nm_k_support (section nm)", nm_arguments,
                     report=True),
 }
