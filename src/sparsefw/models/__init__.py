@@ -4,6 +4,7 @@
 """
 from .cnn import SmallCNN
 from .fcn import FCN
+from .imagenet import BottleneckResNet, MobileNetV2
 from .mlp import MLP
 from .registry import available_models, build_model, check_model_option, model_options
 from .resnet import BasicBlock, ResNet
@@ -12,4 +13,4 @@ from .vgg import VGG
 from .wide_resnet import PreActBlock, WideResNet
 
 __all__ = ["available_models", "build_model", "check_model_option", "model_options", "MLP", "SmallCNN", "ResNet",
-           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN", "UNet"]
+           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN", "UNet", "BottleneckResNet", "MobileNetV2"]

@@ -11,6 +11,7 @@ from torch import nn
 
 from .cnn import SmallCNN
 from .fcn import FCN
+from .imagenet import BottleneckResNet, MobileNetV2
 from .mlp import MLP
 from .resnet import cifar_resnet, resnet18_cifar
 from .unet import UNet
@@ -36,6 +37,8 @@ _MODELS: dict[str, _Model] = {
     "wrn28_10": _Model(WideResNet, lambda k, c, s: (28, 10, c, k)),
     "fcn": _Model(FCN, lambda k, c, s: (c, k), ("widths",), multiple=4),
     "unet": _Model(UNet, lambda k, c, s: (c, k), ("widths",), multiple=4),
+    "resnet50": _Model(BottleneckResNet, lambda k, c, s: (c, k), min_size=32),
+    "mobilenet_v2": _Model(MobileNetV2, lambda k, c, s: (c, k), min_size=32),
 }
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
