@@ -4,8 +4,6 @@ by side in one process, interleaved, medians.
     python benchmarks/bench_cost.py step --repeats 11 --threads 1 --training   # section "sfw_step"
         one optimizer.step() per region mode (small CNN, ResNet-20, random gradients), its LMOs, the
         k-support LMO's k-th largest selection against torch.topk; --training: a whole ResNet-20 step
-    python benchmarks/bench_cost.py step --device cuda          # "sfw_step_gpu": AMP training step per
-        optimizer on ResNet-18 and WRN-28-10, whether step() synchronises, CUDA kernels per step
     python benchmarks/bench_cost.py cost --threads 1            # "cost", "cost_scaling", "cost_whole_step":
         optimizer-step overhead per layer shape (WRN-28-10, ResNet-50) and per model, the spectral LMO
         against k, whole training steps
@@ -13,6 +11,8 @@ by side in one process, interleaved, medians.
 
 At one thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do
 not inflate; otherwise wall-clock time. The methods and their settings: `Method` and `METHODS` in this file.
+The GPU mode (`step --device cuda`: AMP step, host syncs, kernels per step) never ran and was retired;
+its last version: `git show c0d83c5:benchmarks/bench_cost.py`.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import _harness as H
 import sparsefw
 from sparsefw.constraints import KSupportBall, SpectralKSupportBall, lmos
 from sparsefw.constraints._ops import kth_largest_rows
-from sparsefw.models import build_model
+from sparsefw.models import BottleneckResNet, build_model
 from sparsefw.models.resnet import ResNet
 from sparsefw.models.wide_resnet import WideResNet
 from sparsefw.optim.baselines import ProxStep, group_lasso_penalty, nuclear_norm_penalty, prox_nuclear_
@@ -149,21 +149,9 @@ class Trainer:
 
 # --- shapes: conv weights (c_out, c_in, kh, kw), matrix view c_out × c_in·kh·kw --------------------
 def resnet50_conv_shapes() -> list[Shape]:
-    """The 53 conv weight shapes of torchvision's ResNet-50."""
-    shapes: list[Shape] = [(64, 3, 7, 7)]
-    c_in = 64
-    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
-        for b in range(blocks):
-            shapes += [(width, c_in, 1, 1), (width, width, 3, 3), (4 * width, width, 1, 1)]
-            if b == 0:
-                shapes.append((4 * width, c_in, 1, 1))
-            c_in = 4 * width
-    return shapes
-
-
-def square_family(channels: list[int]) -> list[Shape]:
-    """3×3 convs c → c: matrices c × 9c (all 3×3 shapes of WRN-28-10's and ResNet-50's main paths)."""
-    return [(c, c, 3, 3) for c in channels]
+    """The 53 conv weight shapes of ResNet-50 (the zoo's, torchvision's layout)."""
+    with torch.device("meta"):
+        return [tuple(m.weight.shape) for m in BottleneckResNet().modules() if isinstance(m, nn.Conv2d)]
 
 
 class ConvBank(nn.Module):
@@ -302,8 +290,6 @@ def selection_rows(shapes: list[Shape], repeats: int) -> list[list]:
 
 
 def step(args) -> dict[str, str]:
-    if args.device == "cuda":
-        return gpu_step(args)
     quick = args.quick
     models = {"cnn (65.8k params)": build_model("cnn", num_classes=10, in_channels=1, seed=0),
               "resnet20 (272k params)": build_model("resnet20", num_classes=10, in_channels=3, seed=0)}
@@ -332,99 +318,11 @@ def step(args) -> dict[str, str]:
                           selection_rows(wrn, 1 if quick else max(3, args.repeats // 3))))}
 
 
-class AmpStepper:
-    """One method's AMP training step on a CUDA batch (x, y): float16 autocast, its own GradScaler."""
-
-    def __init__(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor):
-        self.trainer, self.x, self.y = trainer, x, y
-        self.scaler = torch.amp.GradScaler("cuda")
-
-    def backward(self) -> None:
-        self.trainer.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = F.cross_entropy(self.trainer.model(self.x), self.y)
-        self.scaler.scale(loss).backward()
-
-    def train_step(self) -> None:
-        self.backward()
-        self.scaler.step(self.trainer.optimizer)
-        self.scaler.update()
-
-    def kernels_and_sync(self) -> tuple[int, str]:
-        """(CUDA kernels one `scaler.step` launches, whether it synchronises with the host)."""
-        from torch.profiler import ProfilerActivity, profile
-        self.backward()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            self.scaler.step(self.trainer.optimizer)
-            torch.cuda.synchronize()
-        self.scaler.update()
-        self.backward()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            self.scaler.step(self.trainer.optimizer)
-            sync = "no"
-        except RuntimeError as err:
-            sync = f"yes ({str(err).splitlines()[0][:60]})"
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        self.scaler.update()
-        return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()), sync
-
-
-def gpu_step_times(steppers: dict[str, AmpStepper], repeats: int) -> dict[str, list[float]]:
-    """ms per training step of each stepper: `repeats` interleaved rounds of 5 steps (CUDA events)."""
-    times = {key: [] for key in steppers}
-    for _ in range(repeats):
-        for key, stepper in steppers.items():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            for _ in range(5):
-                stepper.train_step()
-            end.record()
-            torch.cuda.synchronize()
-            times[key].append(start.elapsed_time(end) / 5)
-    return times
-
-
-def gpu_step_rows(name: str, classes: int, repeats: int) -> list[list]:
-    """The rows of one model: per optimizer its step time, ratio to SGD, sync and kernel count."""
-    model = build_model(name, num_classes=classes, in_channels=3, seed=0).cuda().to(memory_format=torch.channels_last)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(128, 3, 32, 32, device="cuda", generator=gen).to(memory_format=torch.channels_last)
-    y = torch.randint(0, classes, (128,), device="cuda", generator=gen)
-    steppers = {row: AmpStepper(Trainer(METHODS[m], model), x, y) for row, m in STEP_ROWS.items()}
-    for stepper in steppers.values():
-        for _ in range(3):
-            stepper.train_step()
-    info = {key: stepper.kernels_and_sync() for key, stepper in steppers.items()}
-    medians = {key: statistics.median(t) for key, t in gpu_step_times(steppers, repeats).items()}
-    sgd = medians["SGD"]
-    return [[name, key, f"{ms:.2f}", f"{ms / sgd:.3f}",
-             "" if key == "SGD" else f"≤ 1.10: {'met' if ms / sgd <= 1.10 else 'missed'}", info[key][1], info[key][0]]
-            for key, ms in medians.items()]
-
-
-def gpu_step(args) -> dict[str, str]:
-    """Whole AMP training step per optimizer on ResNet-18 and WRN-28-10 (CUDA events), whether
-    `scaler.step` synchronises with the host, and the CUDA kernels it launches (torch.profiler)."""
-    if not torch.cuda.is_available():
-        raise SystemExit("--device cuda needs a CUDA device")
-    rows = []
-    for name, classes in (("resnet18", 10), ("wrn28_10", 100)):
-        rows += gpu_step_rows(name, classes, 2 if args.quick else args.repeats)
-        torch.cuda.empty_cache()
-    return {"sfw_step_gpu": H.section("sfw_step_gpu", command=args.command, table=H.table(
-        ["model", "optimizer", "step ms", "ratio to SGD", "goal", "sync in step", "kernels per step"], rows))}
-
-
 # --- variant "cost" -----------------------------------------------------------------------------
 def plan(quick: bool) -> dict:
     """Shapes, models and repeats of a full run, or tiny ones for --quick."""
     if quick:
-        return dict(layers=square_family([8]) + [(16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
+        return dict(layers=[(8, 8, 3, 3), (16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
                     models={"tiny bank": ConvBank([(8, 4, 3, 3), (8, 8, 3, 3)], head=(3, 8))},
                     k_shapes=[(8, 8, 3, 3)], k_fractions=[0.25, 1.0],
                     whole_steps=[("tiny CNN", build_model("cnn", num_classes=10, in_channels=3, seed=0), 2, 8,
@@ -432,7 +330,8 @@ def plan(quick: bool) -> dict:
                                  ("WRN-10-1", WideResNet(10, 1, 3, 10), 2, 8, LAYER_METHODS, 1, False)],
                     repeats=1, model_repeats=1, min_sample_s=0.0)
     torch.manual_seed(0)
-    return dict(layers=square_family([16, 32, 64, 128, 160, 256, 320, 512, 640]) +
+    # 3×3 convs c → c (all 3×3 shapes of WRN-28-10's and ResNet-50's main paths), then 1×1 ones
+    return dict(layers=[(c, c, 3, 3) for c in (16, 32, 64, 128, 160, 256, 320, 512, 640)] +
                 [(512, 2048, 1, 1), (2048, 512, 1, 1), (2048, 1024, 1, 1)],
                 goal_shapes=[(640, 640, 3, 3), (512, 512, 3, 3), (2048, 512, 1, 1)],
                 models={"WRN-28-10 (36.5M params)": build_model("wrn28_10", num_classes=100, in_channels=3, seed=0),
@@ -575,7 +474,6 @@ def cost(args) -> dict[str, str]:
 def step_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--training", action="store_true", help="also the whole ResNet-20 training step (CPU)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
 VARIANTS = {
