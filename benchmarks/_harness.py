@@ -213,8 +213,8 @@ class Variant:
 
 def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line of `script` (a sub-command per variant, unless its only variant is named after
-    it; common options
-    --threads, --quick, --report, --out), set the torch threads, run the variant and write its sections.
+    it; common options --threads, --quick, --report, --out), set the torch threads, run the variant and
+    write its sections.
     `--quick` runs seconds-long sizes into a temporary `args.results` and only prints, unless --out is given.
     Returns the parsed arguments, with the sections written (`args.sections`)."""
     argv = sys.argv[1:] if argv is None else argv
