@@ -137,8 +137,8 @@ def coupled(args) -> dict[str, str]:
                   *H.table(["variant", "params", "FLOPs", "latency batch 1 (speed-up)", "latency batch 64 (speed-up)",
                             "speed vs native, batch 1 / 64"], rows), ""]
         goals.append(coupled_goals(name, latency))
-    return {"coupled": H.section("coupled", command=args.command, seconds=time.time() - started, load_before=load_before,
-                                 r1=repeats[1], r64=repeats[64], parts=parts, goals=goals)}
+    return {"coupled": H.section("coupled", command=args.command, seconds=time.time() - started, r1=repeats[1],
+                                 r64=repeats[64], load_before=load_before, parts=parts, goals=goals)}
 
 
 # --- factorize ------------------------------------------------------------------------------------
@@ -238,10 +238,12 @@ def factorize_section(args, repeats: dict, n_passes: int, load_start: str, rows:
     return H.section(
         "factorize", command=args.command, load_start=load_start, r1=repeats[1], r64=repeats[64], passes=n_passes,
         verdict=verdict,
-        table=H.table(["model", "rank kept", "batch", "dense ms", "before", "conv", "now", "timed slower", "time"], rows),
+        table=H.table(["model", "rank kept", "batch", "dense ms", "before", "conv", "now", "timed slower", "time"],
+                      rows),
         why=H.table(["layer (c_in→c_out, input side)", "batch", "r", "pair FLOPs / dense",
                      "pair latency: dense → pair ms (share)"], sorted(why, key=str)),
-        budgets=H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"], budget_rows))
+        budgets=H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"],
+                        budget_rows))
 
 
 def coupled_arguments(parser) -> None:

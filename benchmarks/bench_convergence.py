@@ -127,13 +127,12 @@ def plot(series: dict, horizons: list[int], path: Path) -> None:
 
 def report(series: dict, horizons: list[int], seconds: float, command: str) -> str:
     slopes = {label: fit_slope(horizons, [r["min_gap"] for r in runs]) for label, runs in series.items()}
+    gaps = [[label, f"{SERIES[label][2]:g}", *(f"{r['min_gap']:.4g}" for r in runs), f"{slopes[label]:.2f}"]
+            for label, runs in series.items()]
+    losses = [[label, *(f"{r['losses'][-1]:.4f}" for r in runs)] for label, runs in series.items()]
     return H.section("convergence", command=command, seconds=seconds, hidden=HIDDEN, k=K, width=WIDTH, seed=SEED,
-                     evals=EVALS_PER_RUN, gaps=H.table(
-                         ["series", "c", *(f"T = {T}" for T in horizons), "fitted slope (log-log)"],
-                         [[label, f"{SERIES[label][2]:g}", *(f"{r['min_gap']:.4g}" for r in runs), f"{slopes[label]:.2f}"]
-                          for label, runs in series.items()]),
-                     losses=H.table(["series", *(f"T = {T}" for T in horizons)],
-                                    [[label, *(f"{r['losses'][-1]:.4f}" for r in runs)] for label, runs in series.items()]))
+                     evals=EVALS_PER_RUN, losses=H.table(["series", *(f"T = {T}" for T in horizons)], losses),
+                     gaps=H.table(["series", "c", *(f"T = {T}" for T in horizons), "fitted slope (log-log)"], gaps))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 by side in one process, interleaved, medians.
 
     python benchmarks/bench_cost.py step --repeats 11 --threads 1 --training   # section "sfw_step"
-        one optimizer.step() per region mode (small CNN, ResNet-20, random gradients), its LMOs, the
-        k-support LMO's k-th largest selection against torch.topk; --training: a whole ResNet-20 step
+        one optimizer.step() per region mode (small CNN, ResNet-20, random gradients) and its LMOs;
+        --training: a whole ResNet-20 step
     python benchmarks/bench_cost.py cost --threads 1            # "cost", "cost_scaling", "cost_whole_step":
         optimizer-step overhead per layer shape (WRN-28-10, ResNet-50) and per model, the spectral LMO
         against k, whole training steps
@@ -36,8 +36,7 @@ from torch import nn
 
 import _harness as H
 import sparsefw
-from sparsefw.constraints import KSupportBall, SpectralKSupportBall, lmos
-from sparsefw.constraints._ops import kth_largest_rows
+from sparsefw.constraints import SpectralKSupportBall, lmos
 from sparsefw.models import BottleneckResNet, build_model
 from sparsefw.models.resnet import ResNet
 from sparsefw.models.wide_resnet import WideResNet
@@ -272,23 +271,6 @@ def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
     return rows
 
 
-def selection_rows(shapes: list[Shape], repeats: int) -> list[list]:
-    """k-th largest of |m| at k = 10 %: `kth_largest_rows` (sampling) vs `torch.topk`, and the whole
-    k-support LMO; ns per entry."""
-    rows, gen = [], torch.Generator().manual_seed(0)
-    for shape in shapes:
-        d = torch.randn(shape, generator=gen) * 1e-3
-        a = d.abs().reshape(1, -1)
-        k, region = a.shape[1] // 10, KSupportBall(shape, k=0.1, radius=1.0)
-        fns = {"topk": lambda: torch.topk(a, k, dim=1, sorted=False).values.amin(1, keepdim=True),
-               "select": lambda: kth_largest_rows(a, k), "lmo": lambda: region.lmo(d)}
-        assert torch.equal(fns["topk"](), fns["select"]())
-        ns = {key: 1e9 * v / a.numel() for key, v in H.medians(H.interleaved(fns, repeats, 0.0, clock=clock())).items()}
-        rows.append([f"{shape[0]}×{matrix_shape(shape)[1]} ({a.numel() / 1e6:.2f}M)", f"{ns['topk']:.1f}",
-                     f"{ns['select']:.1f}", f"{ns['topk'] / ns['select']:.1f}×", f"{ns['lmo']:.1f}"])
-    return rows
-
-
 def step(args) -> dict[str, str]:
     quick = args.quick
     models = {"cnn (65.8k params)": build_model("cnn", num_classes=10, in_channels=1, seed=0),
@@ -296,7 +278,6 @@ def step(args) -> dict[str, str]:
     if quick:
         models = {"tiny resnet": ResNet((4, 8, 8), (1, 1, 1), 3, 10)}
     rows = [r for label, model in models.items() for r in step_rows(label, model, 1 if quick else args.repeats)]
-    wrn = [(16, 16, 3, 3)] if quick else [(160, 160, 3, 3), (320, 320, 3, 3), (640, 640, 3, 3), (640, 320, 3, 3)]
     training = ""
     if args.training:
         gen = torch.Generator().manual_seed(1)
@@ -304,8 +285,8 @@ def step(args) -> dict[str, str]:
         res = whole_step_costs(list(models.values())[-1], x, torch.randint(0, 10, (len(x),), generator=gen),
                                list(STEP_ROWS.values())[:7], 1 if quick else max(5, args.repeats // 3), clock=clock())
         sgd = res["SGD"]
-        training = "\n".join(["", "", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, 3×32×32)",
-                              "", *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
+        training = "\n".join(["", "", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, "
+                              "3×32×32)", "", *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
                                            [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
                                              f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
                                             for row, m in list(STEP_ROWS.items())[:7]])])
@@ -313,9 +294,7 @@ def step(args) -> dict[str, str]:
         "sfw_step", threads=args.threads, command=args.command, training=training,
         clock="thread CPU time (`time.thread_time`)" if clock() is time.thread_time else "wall-clock time",
         steps=H.table(["model", "optimizer", "step (ms)", "LMOs, one by one (ms)", "LMOs, batched (ms)", "ratio to SGD",
-                       "goal (on the median)"], rows),
-        selection=H.table(["matrix", "topk ns/entry", "selection ns/entry", "speed-up", "whole LMO ns/entry"],
-                          selection_rows(wrn, 1 if quick else max(3, args.repeats // 3))))}
+                       "goal (on the median)"], rows))}
 
 
 # --- variant "cost" -----------------------------------------------------------------------------
@@ -424,7 +403,8 @@ def goal_rows(p: dict, measured: dict) -> list[list]:
 def cost_section(p: dict, measured: dict, command: str) -> str:
     layers, models = measured["layers"], measured["models"]
     layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
-    return H.section("cost", header=header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
+    title = "Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)"
+    return H.section("cost", header=header(title, command),
                      repeats=p["repeats"], model_repeats=p["model_repeats"],
                      goals=H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"],
                                    goal_rows(p, measured)),
@@ -436,7 +416,8 @@ def cost_section(p: dict, measured: dict, command: str) -> str:
 def scaling_section(k_results: dict, command: str) -> str:
     k_rows = [[f"{m}×{q}", " | ".join(f"{key}: {_ms(v)}" for key, v in res.items() if key.startswith("k=")),
                _ms(res["penalty"])] for s, res in k_results.items() for m, q in [matrix_shape(s)]]
-    return H.section("cost_scaling", header=header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", command),
+    title = "Cost scaling: layer size and k (`benchmarks/bench_cost.py`)"
+    return H.section("cost_scaling", header=header(title, command),
                      table=H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows))
 
 
@@ -477,7 +458,7 @@ def step_arguments(parser) -> None:
 
 
 VARIANTS = {
-    "step": H.Variant(step, "SFW's step against SGD's, its LMOs, the k-th largest selection (section sfw_step)",
+    "step": H.Variant(step, "SFW's step against SGD's and its LMOs (section sfw_step)",
                       step_arguments),
     "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
                       arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),

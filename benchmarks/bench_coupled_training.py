@@ -8,8 +8,8 @@ coupled channel space without retraining.
     ... --quick     (a few hundred images, one epoch, prints only)
 
 Tasks: ResNet-20 on Fashion-MNIST 32×32×3 and the small CNN (16-16-32-32) on 28×28 Fashion-MNIST; the
-section states the protocol (sections/coupled_training.md). The removed nets of one amount have the same widths whatever the training,
-so latency is measured once per amount and task.
+section states the protocol (sections/coupled_training.md). The removed nets of one amount have the same
+widths whatever the training, so latency is measured once per amount and task.
 """
 from __future__ import annotations
 
@@ -144,8 +144,8 @@ def training_section(args, methods: list[str], results: dict, latency: dict, sto
             [[f"{a:.0%}", f"{ms[str(a)]:.2f} ({ms['0.0'] / ms[str(a)]:.2f}×)", *(H.mean_range(acc[m][str(a)]) for m in methods)]
              for a in AMOUNTS]), "", "Share of dense accuracy kept at 50 %: " + ", ".join(
             f"{m} {statistics.mean(acc[m]['0.5']) / statistics.mean(acc[m]['0.0']):.1%}" for m in methods) + ".", ""]
-    return H.section("coupled_training", command=training_command(args), note=f"{H.machine_line()} {args.note}".rstrip(),
-                     a=args, last_seed=args.seeds - 1, tables=tables, stored=stored.name)
+    return H.section("coupled_training", command=training_command(args), a=args, last_seed=args.seeds - 1,
+                     note=f"{H.machine_line()} {args.note}".rstrip(), tables=tables, stored=stored.name)
 
 
 def training(args) -> dict[str, str]:
@@ -185,8 +185,8 @@ def training_arguments(parser) -> None:
                         help="the BENCHMARKS.md section and results/NAME.{json,png} (another name for another budget)")
 
 
-VARIANTS = {"training": H.Variant(training, "coupled SFW against the baselines, several seeds (section coupled_training)",
-                                  training_arguments, threads=2, report=True)}
+VARIANTS = {"training": H.Variant(training, "coupled SFW against the baselines, several seeds (section "
+                                  "coupled_training)", training_arguments, threads=2, report=True)}
 
 if __name__ == "__main__":
     H.main("bench_coupled_training.py", __doc__, VARIANTS)

@@ -168,13 +168,13 @@ def distributed(args) -> dict[str, str]:
     rows, mib = [], 2 ** 20
     for (kind, strategy), ranks in results.items():
         r = max(ranks, key=lambda x: x["peak"])
-        rows.append(["DDP" if kind == "ddp" else f"FSDP2, {strategy}", ", ".join(r["kernels"]), f"{r['state'] / mib:.1f}",
-                     f"{r['peak'] / mib:.1f}", f"{r['setup'] / mib:.1f}", f"{r['sfw'] / 1024:.1f} KiB", f"{r['calls']:.0f}",
-                     f"{r['fsdp'] / mib:.1f} MiB", f"{100 * r['sfw'] / r['fsdp']:.2f} %", f"{r['time']:.3f}",
-                     f"{r['step']:.3f}"])
-    table = H.table(["run", "LMO kernels", "state per rank (MiB)", "training peak RSS − start (MiB)", "set-up peak (MiB)",
-                     "SFW bytes/step", "SFW collectives/step", "FSDP/DDP bytes/step", "SFW / FSDP traffic", "step (s)",
-                     "optimizer step (s)"], rows)
+        rows.append(["DDP" if kind == "ddp" else f"FSDP2, {strategy}", ", ".join(r["kernels"]),
+                     *(f"{r[key] / mib:.1f}" for key in ("state", "peak", "setup")), f"{r['sfw'] / 1024:.1f} KiB",
+                     f"{r['calls']:.0f}", f"{r['fsdp'] / mib:.1f} MiB", f"{100 * r['sfw'] / r['fsdp']:.2f} %",
+                     f"{r['time']:.3f}", f"{r['step']:.3f}"])
+    table = H.table(["run", "LMO kernels", "state per rank (MiB)", "training peak RSS − start (MiB)",
+                     "set-up peak (MiB)", "SFW bytes/step", "SFW collectives/step", "FSDP/DDP bytes/step",
+                     "SFW / FSDP traffic", "step (s)", "optimizer step (s)"], rows)
     params = next(iter(results.values()))[0]["params"]
     return {"distributed": H.section("distributed", steps=args.steps, mparams=params / 1e6, table=table)}
 

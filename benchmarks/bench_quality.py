@@ -215,8 +215,8 @@ def first_seed_runs(cfg: dict, records: list[dict]) -> list[dict]:
 def recalibration_text(cfg: dict, records: list[dict]) -> list[str]:
     """The tables of the same models after BatchNorm recalibration."""
     table, summary, every = accuracy_tables(cfg, records, "test_accuracy_bn")
-    return ["", H.section("quality_recalibration", n=cfg["bn_recalibration"], batch=cfg["data"]["batch_size"], table=table,
-                          goals=goals(summary, heading="#### Goals of the issue after recalibration"),
+    return ["", H.section("quality_recalibration", n=cfg["bn_recalibration"], batch=cfg["data"]["batch_size"],
+                          table=table, goals=goals(summary, heading="#### Goals of the issue after recalibration"),
                           every=H.table(["method", "setting", *level_columns(cfg)[1]], every))]
 
 

@@ -20,7 +20,8 @@ def _same(c: int) -> int:
 
 
 class Bottleneck(nn.Module):
-    """relu(bn(1×1) → relu(bn(3×3, stride)) → bn(1×1) + shortcut(x)); a 1×1 conv + BN shortcut where the shape changes."""
+    """relu(bn(1×1) → relu(bn(3×3, stride)) → bn(1×1) + shortcut(x)); the shortcut is a 1×1 conv + BN
+    where the shape changes."""
 
     def __init__(self, c_in: int, planes: int, c_out: int, stride: int):
         super().__init__()
@@ -97,7 +98,8 @@ class MobileNetV2(nn.Module):
                 features.append(InvertedResidual(c_in, channels(full_in * t), channels(c), s if i == 0 else 1, t != 1))
                 c_in, full_in = channels(c), c
         last = channels(1280)
-        features.append(nn.Sequential(nn.Conv2d(c_in, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True)))
+        features.append(nn.Sequential(nn.Conv2d(c_in, last, 1, bias=False), nn.BatchNorm2d(last),
+                                      nn.ReLU6(inplace=True)))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
 
