@@ -4,7 +4,7 @@ compression without retraining.
     python benchmarks/bench_robustness.py tasks [--shard 0/2] [--budget 4×] [--old-rule]
         (appends to results/robustness_runs.jsonl; two shards use two cores); tasks --report writes
         the "robustness" section and robustness.png
-    python benchmarks/bench_robustness.py nm [--pattern 2:4] [--trained-for 1:4]
+    python benchmarks/bench_robustness.py nm [--shard 0/2] [--pattern 2:4]
         N:M pruning after SGD, k_support and nm_k_support on three of the tasks (results/nm_runs.jsonl;
         --report writes the "nm" section)
     ... --quick     (one seed, one epoch, temporary JSONL, prints only)
