@@ -296,18 +296,15 @@ def reference_table(reference: dict, summary: dict) -> list[str]:
                                        for k in KINDS for lv in ref.get(k, {})}, key=lambda c: (KINDS.index(c[0]), c[1]))
     name = {"dense": lambda lv: "dense", "unstructured": lambda lv: f"{100 * lv:g}% unstr.",
             "filters": lambda lv: f"{100 * lv:g}% filters", "lowrank": lambda lv: f"{100 * lv:g}% rank removed"}
-    lines = ["### Against the paper's code in this setting "
-             "([docs/method.md](docs/method.md#reference-results))", "",
-             "| method | code | " + " | ".join(name[k](lv) for k, lv in cells) + " |", "|---|---|" + "---|" * len(cells)]
+    fmt = lambda a, b: f"**{a:.3f}**" if a > b else f"{a:.3f}"  # noqa: E731
+    rows = []
     for method, ref in reference.items():
-        if method not in summary:
-            continue
-        theirs = [ref["dense"] if k == "dense" else ref[k][lv] for k, lv in cells]
-        ours = [summary[method][(k, lv)] for k, lv in cells]
-        fmt = lambda a, b: f"**{a:.3f}**" if a > b else f"{a:.3f}"  # noqa: E731
-        lines.append(f"| {method} | paper's | " + " | ".join(fmt(t, o) for t, o in zip(theirs, ours)) + " |")
-        lines.append(f"| {method} | sparsefw | " + " | ".join(fmt(o, t) for t, o in zip(theirs, ours)) + " |")
-    return lines
+        if method in summary:
+            theirs = [ref["dense"] if k == "dense" else ref[k][lv] for k, lv in cells]
+            ours = [summary[method][(k, lv)] for k, lv in cells]
+            rows += [[method, "paper's", *map(fmt, theirs, ours)], [method, "sparsefw", *map(fmt, ours, theirs)]]
+    return ["### Against the paper's code in this setting ([docs/method.md](docs/method.md#reference-results))", "",
+            *H.table(["method", "code", *(name[k](lv) for k, lv in cells)], rows)]
 
 
 def goals(summary: dict, heading: str = "### Goals of the issue (means of the selected settings)") -> list[str]:

@@ -97,10 +97,6 @@ def cost_lines(records: list[dict]) -> list[str]:
                    rows)
 
 
-def _median_cost(records: list[dict], net: str, col: str, key: str) -> float:
-    return statistics.median(r["costs"][col][key] for r in records if r["task"] == net)
-
-
 def goal_lines(s: dict, records: list[dict]) -> list[str]:
     """Per net and goal: SFW's dense gap to the best baseline, its kept share, and (where SGD keeps
     under half) its ratio to SGD's; the coupled goal also names the measured speed-up."""
@@ -119,7 +115,8 @@ def goal_lines(s: dict, records: list[dict]) -> list[str]:
                     f"({'met' if gap <= 0.02 else 'NOT met'}), kept {k:.2f} {'≥' if k >= keep else '<'} {keep:.2f} "
                     f"({'met' if k >= keep else 'NOT met'})")
             if col.endswith("coupled"):
-                text += f", latency ×{1 / _median_cost(records, net, col, 'latency'):.2f} faster"
+                latency = statistics.median(r["costs"][col]["latency"] for r in records if r["task"] == net)
+                text += f", latency ×{1 / latency:.2f} faster"
             if sgd is not None and sgd[col][0] < 0.5:
                 text += (f", {k / sgd[col][0]:.1f}× SGD's {sgd[col][0]:.2f} "
                          f"({'met' if k >= 2 * sgd[col][0] else 'NOT met'})")
