@@ -404,8 +404,7 @@ def cost_section(p: dict, measured: dict, command: str) -> str:
     layers, models = measured["layers"], measured["models"]
     layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
     title = "Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)"
-    return H.section("cost", header=header(title, command),
-                     repeats=p["repeats"], model_repeats=p["model_repeats"],
+    return H.section("cost", header=header(title, command), repeats=p["repeats"], model_repeats=p["model_repeats"],
                      goals=H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"],
                                    goal_rows(p, measured)),
                      models=overhead_table(models), layers=overhead_table(layer_rows),
@@ -458,8 +457,7 @@ def step_arguments(parser) -> None:
 
 
 VARIANTS = {
-    "step": H.Variant(step, "SFW's step against SGD's and its LMOs (section sfw_step)",
-                      step_arguments),
+    "step": H.Variant(step, "SFW's step against SGD's and its LMOs (section sfw_step)", step_arguments),
     "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
                       arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),
 }
