@@ -10,7 +10,9 @@ on one side of a ratio; here every callable runs once per round, the order rotat
 all alike. Its `Compare` prints console tables, not markdown.
 
 Sections. Each benchmark owns the text between `<!-- name:start -->` and `<!-- name:end -->` of
-BENCHMARKS.md; other text (readings written after a run, dated records) is kept as it is.
+BENCHMARKS.md; other text (readings written after a run, dated records) is kept as it is. The fixed
+prose of a section (set-up, methods, how to read it) is a template, `sections/<name>.md`, that
+`section` fills with the text computed from the numbers; the scripts hold code and tables.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from sparsefw.experiments.io import write_text
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+SECTIONS = HERE / "sections"
 BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 
 
@@ -138,6 +141,14 @@ def load_line() -> str:
     return "Load average (1/5/15 min) at the end of the run: {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
 
 
+def section(template: str, **fields) -> str:
+    """`sections/<template>.md` with its `{fields}` filled by `str.format` (a list of lines is joined
+    by newlines); `{machine}` and `{load}` are the machine and load lines."""
+    text = (SECTIONS / f"{template}.md").read_text()
+    fields = {k: "\n".join(map(str, v)) if isinstance(v, list) else v for k, v in fields.items()}
+    return text.format(**{"machine": machine_line(), "load": load_line(), **fields}).strip("\n")
+
+
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the block `name` of `path`, atomically."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -201,14 +212,16 @@ class Variant:
 
 
 def main(script: str, doc: str, variants: dict[str, Variant], argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line of `script` (sub-commands when there are several variants; common options
-    --threads, --quick, --report, --out), set the torch threads, run the variant and write its sections.
+    """Parse the command line of `script` (a sub-command per variant, unless its only variant is named after
+    it; common options --threads, --quick, --report, --out), set the torch threads, run the variant and
+    write its sections.
     `--quick` runs seconds-long sizes into a temporary `args.results` and only prints, unless --out is given.
     Returns the parsed arguments, with the sections written (`args.sections`)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog=f"benchmarks/{script}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    subs = parser.add_subparsers(dest="variant", required=True) if len(variants) > 1 else None
+    single = list(variants) == [script.removeprefix("bench_").removesuffix(".py")]    # no sub-command
+    subs = None if single else parser.add_subparsers(dest="variant", required=True)
     for name, v in variants.items():
         p = subs.add_parser(name, help=v.help, description=v.help) if subs else parser
         p.add_argument("--threads", type=int, default=v.threads, help="torch threads")

@@ -105,21 +105,6 @@ def columns(levels=LEVELS) -> list[str]:
     return [col for _, _, col in levels]
 
 
-def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """(conv, the BN right after it) in module order — the layout of the library's CNN."""
-    mods = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-    return [(a, b) for a, b in zip(mods, mods[1:]) if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)]
-
-
-SHRUNKEN = 0.1      # a filter is shrunken below this fraction of its layer's largest L2 norm
-
-
-def shrunken(conv: nn.Conv2d) -> torch.Tensor:
-    """Mask of the conv's shrunken filters."""
-    norms = conv.weight.detach().flatten(1).norm(dim=1)
-    return norms < SHRUNKEN * norms.max()
-
-
 def sweep(task: Task, model: nn.Module, levels=LEVELS) -> dict[str, float | None]:
     """{"dense": metric, column: metric after compression (None where the model has no conv)}."""
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -22,95 +22,17 @@ from torch import nn
 
 import _harness as H
 from sparsefw.compress import count_flops, count_parameters, factorize, measure_latency, prune, remove_filters
-from sparsefw.models import build_model
+from sparsefw.models import BottleneckResNet, MobileNetV2, build_model
 from sparsefw.models.resnet import ResNet
 
 AMOUNTS = (0.3, 0.5, 0.7)
 RANKS = (0.5, 0.25)
 
 
-# --- nets: every width through `width`, so that a net at the compressed widths exists ------------
-class Bottleneck(nn.Module):
-    def __init__(self, c_in: int, planes: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(c_in, planes, 1, bias=False), nn.BatchNorm2d(planes)
-        self.conv2, self.bn2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False), nn.BatchNorm2d(planes)
-        self.conv3, self.bn3 = nn.Conv2d(planes, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-class BottleneckNet(nn.Module):
-    """ResNet-50's layout (7×7/2 stem, 3×3/2 max-pool, [3, 4, 6, 3] bottlenecks of widths base·2^i,
-    outputs ×4) at base width `base` (torchvision: 64)."""
-
-    def __init__(self, base: int = 32, blocks=(3, 4, 6, 3), num_classes: int = 10, width=lambda c: c):
-        super().__init__()
-        stem = width(base)
-        self.conv1, self.bn1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem)
-        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
-        layers, c_in = [], stem
-        for i, n in enumerate(blocks):
-            planes = base * 2 ** i
-            for b in range(n):
-                layers.append(Bottleneck(c_in, width(planes), width(planes * 4), 2 if i > 0 and b == 0 else 1))
-                c_in = width(planes * 4)
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(c_in, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(x), 1), 1))
-
-
-class InvertedResidual(nn.Module):
-    def __init__(self, c_in: int, hidden: int, c_out: int, stride: int, expand: bool):
-        super().__init__()
-        layers = [nn.Conv2d(c_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)] \
-            if expand else []
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-                   nn.ReLU6(inplace=True), nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
-        self.conv = nn.Sequential(*layers)
-        self.use_res = stride == 1 and c_in == c_out
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res else self.conv(x)
-
-
-class MobileNetV2(nn.Module):
-    SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-               (6, 320, 1, 1))
-
-    def __init__(self, num_classes: int = 10, width=lambda c: c):
-        super().__init__()
-        stem = width(32)
-        features = [nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6(inplace=True))]
-        c_in, full_in = stem, 32
-        for t, c, n, s in self.SETTING:
-            for i in range(n):
-                features.append(InvertedResidual(c_in, width(full_in * t), width(c), s if i == 0 else 1, t != 1))
-                c_in, full_in = width(c), c
-        features.append(nn.Sequential(nn.Conv2d(c_in, width(1280), 1, bias=False), nn.BatchNorm2d(width(1280)),
-                                      nn.ReLU6(inplace=True)))
-        self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(width(1280), num_classes))
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
-
-
-COUPLED_NETS = {  # name: (builder(width), input size)
+COUPLED_NETS = {  # name: (builder(channel map), input size)
     "ResNet-20": (lambda width=lambda c: c: ResNet(tuple(width(c) for c in (16, 32, 64)), (3, 3, 3), 3, 10), 32),
-    "ResNet-50-shaped (base 32)": (lambda width=lambda c: c: BottleneckNet(32, width=width), 64),
-    "MobileNetV2": (lambda width=lambda c: c: MobileNetV2(width=width), 64),
+    "ResNet-50-shaped (base 32)": (lambda width=lambda c: c: BottleneckResNet(3, 10, base=32, channels=width), 64),
+    "MobileNetV2": (lambda width=lambda c: c: MobileNetV2(3, 10, channels=width), 64),
 }
 
 
@@ -157,15 +79,10 @@ def oneshot(args) -> dict[str, str]:
         nonzero = sum(int((p != 0).sum()) for p in small.parameters())
         rows.append([label, f"{count_parameters(small) / dense_params:.3f}", f"{nonzero / dense_params:.3f}",
                      f"{count_flops(small, x1) / dense_flops:.3f}", *cells, f"{seconds:.2f} s"])
-    return {"compress": "\n".join([
-        "## One-shot compression: size, FLOPs, CPU latency (ResNet-20)", "",
-        f"Command: `{args.command}`. {H.machine_line()}",
-        f"ResNet-20 ({dense_params:,} parameters, {dense_flops / 1e6:.1f} MFLOPs per 32×32 image by "
-        "torch.utils.flop_counter), random weights with randomised BN statistics. Ratios are compressed / dense; "
-        f"latency is the median over interleaved repeats ({repeats[1]} at batch 1, {repeats[64]} at batch 64), "
-        "eval mode, no grad; speed-up = dense / compressed.", "",
-        *H.table(["compression", "params", "non-zero params", "FLOPs", "latency batch 1", "latency batch 64",
-                  "time to compress"], rows)])}
+    return {"compress": H.section("compress", command=args.command, params=dense_params, mflops=dense_flops / 1e6,
+                                  r1=repeats[1], r64=repeats[64], table=H.table(
+                                      ["compression", "params", "non-zero params", "FLOPs", "latency batch 1",
+                                       "latency batch 64", "time to compress"], rows))}
 
 
 # --- coupled --------------------------------------------------------------------------------------
@@ -220,15 +137,8 @@ def coupled(args) -> dict[str, str]:
                   *H.table(["variant", "params", "FLOPs", "latency batch 1 (speed-up)", "latency batch 64 (speed-up)",
                             "speed vs native, batch 1 / 64"], rows), ""]
         goals.append(coupled_goals(name, latency))
-    return {"coupled": "\n".join([
-        "## Coupled channel removal against nets built at the compressed widths (CPU)", "",
-        f"Command: `{args.command}` ({time.time() - started:.0f} s). {H.machine_line()}",
-        f"{load_before} at the start; {H.load_line()} (the machine is shared). Random weights, randomised BN "
-        "statistics. Ratios are variant / dense; speed-up = dense latency / variant latency; \"speed vs native\" = "
-        "native latency / coupled latency (1.00 = as fast as the net built at those widths; the goal is ≥ 0.90). "
-        f"Medians of {repeats[1]} interleaved rounds at batch 1 and {repeats[64]} at batch 64, after 3 warm-up "
-        "rounds, all variants of a net in one interleaved loop.", "",
-        *parts, "Goals of issue 15, measured (speed ratios from the medians above):", "", *goals])}
+    return {"coupled": H.section("coupled", command=args.command, seconds=time.time() - started, r1=repeats[1],
+                                 r64=repeats[64], load_before=load_before, parts=parts, goals=goals)}
 
 
 # --- factorize ------------------------------------------------------------------------------------
@@ -300,7 +210,7 @@ def factorize_bench(args) -> dict[str, str]:
     torch.manual_seed(0)
     models = {"ResNet-20": (build_model("resnet20", 10, 3).eval(), (3, 32, 32)),
               "small CNN": (build_model("cnn", 10, 1).eval(), (1, 28, 28)),
-              "ResNet-50-shaped": (BottleneckNet(64, num_classes=1000).eval(), (3, 64, 64))}
+              "ResNet-50-shaped": (BottleneckResNet(3, 1000).eval(), (3, 64, 64))}
     if args.quick:
         models = {"small CNN": models["small CNN"]}
     load_start = H.load_line()
@@ -325,30 +235,15 @@ def factorize_section(args, repeats: dict, n_passes: int, load_start: str, rows:
                       budget_rows: list) -> str:
     verdict = ("no latency-aware factorized model ran slower than its dense original (a row with 0 layers "
                "factorized is the dense model itself)" if not slower else "slower than dense: " + "; ".join(slower))
-    return "\n".join([
-        "## Latency-aware factorization (`benchmarks/bench_compress.py factorize`)", "",
-        f"Command: `OMP_NUM_THREADS=1 {args.command}`. {H.machine_line()}",
-        f"{load_start} at the start; {H.load_line()} (the machine is shared). Random initialisation. Cells: layers "
-        "factorized, params and FLOPs as a share of dense, median latency of interleaved eval calls "
-        f"({repeats[1]} at batch 1, {repeats[64]} at batch 64, half of that for the ResNet-50-shaped net), "
-        f"{n_passes} such passes: latency is the median over the passes, speed-up the median of the passes' "
-        "dense / factorized. *before*: every Conv2d and Linear below parameter break-even (the old default); "
-        "*conv*: conv layers below break-even (the default without example inputs); *now*: "
-        "`factorize(model, rank=..., example_inputs=x)`, conv layers whose factor pair ran at least 5 % faster "
-        "than the dense layer on that layer's input from x (`LATENCY_MARGIN`). \"timed slower\": of the layers "
-        "below break-even (fewer FLOPs), how many did not run 5 % faster as a pair, though a FLOP count would have "
-        "picked them; \"time\": factorize with its measurements.", "",
-        *H.table(["model", "rank kept", "batch", "dense ms", "before", "conv", "now", "timed slower", "time"], rows),
-        "", f"Verdict (this run): {verdict}.", "",
-        "Why measure rather than count: the factor pair's FLOPs share is the same in every stage of ResNet-20 at a "
-        "given share of rank kept, but its measured latency share is not (the layer's own timing inside "
-        "`factorize(..., example_inputs=x)`, 50 % kept, the pair at its rank r):", "",
-        *H.table(["layer (c_in→c_out, input side)", "batch", "r", "pair FLOPs / dense",
-                  "pair latency: dense → pair ms (share)"], sorted(why, key=str)), "",
-        "Global latency budget, `factorize(model, budget=b, budget_kind=\"latency\", example_inputs=x)` (each "
-        "layer's pair priced by a line fitted to its cost at three ranks, the rest of the model at its measured "
-        "cost): measured latency ratio against the budget b.", "",
-        *H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"], budget_rows)])
+    return H.section(
+        "factorize", command=args.command, load_start=load_start, r1=repeats[1], r64=repeats[64], passes=n_passes,
+        verdict=verdict,
+        table=H.table(["model", "rank kept", "batch", "dense ms", "before", "conv", "now", "timed slower", "time"],
+                      rows),
+        why=H.table(["layer (c_in→c_out, input side)", "batch", "r", "pair FLOPs / dense",
+                     "pair latency: dense → pair ms (share)"], sorted(why, key=str)),
+        budgets=H.table(["model", "batch", "budget", "layers factorized", "measured latency ratio", "note"],
+                        budget_rows))
 
 
 def coupled_arguments(parser) -> None:

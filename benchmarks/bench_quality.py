@@ -6,15 +6,9 @@
     python benchmarks/bench_quality.py grid --quick    (smoke run into a temporary JSONL, no section)
         --config benchmarks/configs/quality_reference.yaml | quality_resnet20.yaml | quality_paper.yaml
         --methods a,b (train only these; two processes with disjoint lists share the JSONL, two cores)
-    python benchmarks/bench_quality.py bn-hidden       (section "bn_hidden": BatchNorm hides the filters
-        SFW shrank — a conv followed by BN ignores each filter's scale, so global magnitude pruning deletes
-        filters that still carry signal; shrunken: L2 norm < 10% of the layer's largest)
 
-Protocol (benchmarks/configs/quality.yaml; the section states it in full): every setting of each method's
-grid trained with the first seed; among the settings within `dense_margin` (default 1.5 points) of the
-grid's best dense validation accuracy, the one with the best validation score (`selection_score`) is
-trained again with the other seeds. Runs already in the JSONL are skipped (an interrupted run resumes).
-Config key `bn_recalibration: B` adds a table after BatchNorm recalibration on B training batches.
+Protocol: benchmarks/configs/quality.yaml and the section's text (sections/quality.md). Runs already in the
+JSONL are skipped (an interrupted run resumes).
 """
 from __future__ import annotations
 
@@ -30,7 +24,6 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import _harness as H  # noqa: E402
-import _tasks as T  # noqa: E402
 from _harness import read_jsonl  # noqa: E402
 from sparsefw.compress import count_parameters, recalibrate_batchnorm  # noqa: E402
 from sparsefw.data import get_datasets  # noqa: E402
@@ -219,40 +212,12 @@ def first_seed_runs(cfg: dict, records: list[dict]) -> list[dict]:
             if r["seed"] == cfg["training"]["seeds"][0]]
 
 
-def protocol_text(cfg: dict, name: str, recal: bool) -> list[str]:
-    """The paragraphs on data, training, compression and selection."""
-    d, t, seeds = cfg["data"], cfg["training"], cfg["training"]["seeds"]
-    sizes = sorted({len(m["grid"]) for m in cfg["methods"].values()})
-    n_settings = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
-    return [
-        f"{d['name']}: {d['n_train']} training images (stratified subset of the training split), "
-        f"{d['n_val']} validation images (disjoint, same split), {d['n_test']} test images (test split). "
-        f"Model {_describe_model(cfg['model'])} (BN, ReLU), {t['epochs']} epochs, batch {d['batch_size']}, "
-        f"{t['schedule']} decay of the learning rate to 0, no augmentation, momentum 0.9 everywhere; SFW: "
-        "gradient rescaling, running-sum momentum, radii = width · expected initial norm (lr and the rest per "
-        "setting below). Compression one-shot, no retraining, no BN recalibration"
-        + (" (but see the last table)" if recal else "") + ": global magnitude pruning of "
-        "conv/linear weights; L1 filter removal in every conv; truncated SVD of every "
-        + ("conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
-           else "conv/linear."), "",
-        f"Grid (benchmarks/configs/{name}.yaml): {n_settings} setting(s) per method, seed {seeds[0]}; the setting "
-        f"with the highest validation score (mean validation accuracy of the dense model and at 90% unstructured, 50% "
-        f"filters removed, 25% rank kept) among those within {100 * cfg.get('dense_margin', DENSE_MARGIN):g} points "
-        "of the grid's best dense validation accuracy "
-        + (f"is rerun with seed(s) {seeds[1:]}. " if seeds[1:] else "is reported (one seed only). ")
-        + "Cells: test accuracy, mean ± half the range over seeds.", ""]
-
-
 def recalibration_text(cfg: dict, records: list[dict]) -> list[str]:
     """The tables of the same models after BatchNorm recalibration."""
-    n, (table, summary, every) = cfg["bn_recalibration"], accuracy_tables(cfg, records, "test_accuracy_bn")
-    return ["", f"### After BatchNorm recalibration ({n} training batches, not the paper's protocol)", "",
-            f"The same compressed models with their BN running statistics re-estimated on {n} batches of "
-            f"{cfg['data']['batch_size']} training images (`sparsefw.compress.recalibrate_batchnorm`: forward "
-            "passes only, no labels, no weight change); the dense column is the model before compression.", "",
-            *table, "", *goals(summary, heading="#### Goals of the issue after recalibration"), "",
-            "#### Every setting after recalibration (first seed; the selection above used no recalibration)", "",
-            *H.table(["method", "setting", *level_columns(cfg)[1]], every)]
+    table, summary, every = accuracy_tables(cfg, records, "test_accuracy_bn")
+    return ["", H.section("quality_recalibration", n=cfg["bn_recalibration"], batch=cfg["data"]["batch_size"],
+                          table=table, goals=goals(summary, heading="#### Goals of the issue after recalibration"),
+                          every=H.table(["method", "setting", *level_columns(cfg)[1]], every))]
 
 
 def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_path: Path) -> str:
@@ -266,23 +231,25 @@ def report(cfg: dict, name: str, jsonl: Path, command: str, elapsed: str, png_pa
     plot_rows = [{"run": m, "kind": k, "level": lv, "accuracy": v} for m, by in summary.items() for (k, lv), v in by.items()]
     png = plot_sweeps(plot_rows, "accuracy", png_path) if plot_rows else None
     tradeoff = plot_tradeoff(cfg, records, png_path.with_name(png_path.stem + "_tradeoff.png")) if records else None
-    text = [f"## {cfg.get('title', 'Quality: SparseFW against the baselines')}", "",
-            f"Command: `{command}` ({elapsed}). {H.machine_line()}", "", *protocol_text(cfg, name, recal),
-            "### Selected setting per method", "", *lines, "", "### Every setting (first seed)", "", *all_lines, ""]
-    if png:
-        text += [f"![accuracy against compression level](benchmarks/results/{png.name})", ""]
+    rest = [f"![accuracy against compression level](benchmarks/results/{png.name})", ""] if png else []
     if tradeoff:
-        text += ["Trade-off of every setting (first seed): dense accuracy against accuracy at the headline levels "
+        rest += ["Trade-off of every setting (first seed): dense accuracy against accuracy at the headline levels "
                  "(filled: SparseFW regions, hollow squares: baselines; the dashed diagonal is 'no loss').", "",
                  f"![dense accuracy against compressed accuracy](benchmarks/results/{tradeoff.name})", ""]
-    text += goals(summary)
-    if recal:
-        text += recalibration_text(cfg, records)
+    rest += goals(summary) + (recalibration_text(cfg, records) if recal else [])
     if cfg.get("reference"):
-        text += ["", *reference_table(cfg["reference"], summary)]
+        rest += ["", *reference_table(cfg["reference"], summary)]
     if cfg.get("notes"):
-        text += ["", "### Reading", "", *cfg["notes"]]
-    return "\n".join(text)
+        rest += ["", "### Reading", "", *cfg["notes"]]
+    seeds, sizes = cfg["training"]["seeds"], sorted({len(m["grid"]) for m in cfg["methods"].values()})
+    return H.section(
+        "quality", title=cfg.get("title", "Quality: SparseFW against the baselines"), command=command, elapsed=elapsed,
+        d=cfg["data"], t=cfg["training"], model=_describe_model(cfg["model"]), name=name, seed=seeds[0],
+        recal=" (but see the last table)" if recal else "", margin=100 * cfg.get("dense_margin", DENSE_MARGIN),
+        lowrank="conv (the classifier stays dense, as in the paper's code)." if cfg.get("lowrank_layers") == "conv"
+        else "conv/linear.", n_settings=str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}",
+        rerun=f"is rerun with seed(s) {seeds[1:]}. " if seeds[1:] else "is reported (one seed only). ",
+        selected=lines, every=all_lines, rest=rest)
 
 
 def plot_tradeoff(cfg: dict, records: list[dict], path: Path) -> Path:
@@ -329,18 +296,15 @@ def reference_table(reference: dict, summary: dict) -> list[str]:
                                        for k in KINDS for lv in ref.get(k, {})}, key=lambda c: (KINDS.index(c[0]), c[1]))
     name = {"dense": lambda lv: "dense", "unstructured": lambda lv: f"{100 * lv:g}% unstr.",
             "filters": lambda lv: f"{100 * lv:g}% filters", "lowrank": lambda lv: f"{100 * lv:g}% rank removed"}
-    lines = ["### Against the paper's code in this setting "
-             "([docs/method.md](docs/method.md#reference-results))", "",
-             "| method | code | " + " | ".join(name[k](lv) for k, lv in cells) + " |", "|---|---|" + "---|" * len(cells)]
+    fmt = lambda a, b: f"**{a:.3f}**" if a > b else f"{a:.3f}"  # noqa: E731
+    rows = []
     for method, ref in reference.items():
-        if method not in summary:
-            continue
-        theirs = [ref["dense"] if k == "dense" else ref[k][lv] for k, lv in cells]
-        ours = [summary[method][(k, lv)] for k, lv in cells]
-        fmt = lambda a, b: f"**{a:.3f}**" if a > b else f"{a:.3f}"  # noqa: E731
-        lines.append(f"| {method} | paper's | " + " | ".join(fmt(t, o) for t, o in zip(theirs, ours)) + " |")
-        lines.append(f"| {method} | sparsefw | " + " | ".join(fmt(o, t) for t, o in zip(theirs, ours)) + " |")
-    return lines
+        if method in summary:
+            theirs = [ref["dense"] if k == "dense" else ref[k][lv] for k, lv in cells]
+            ours = [summary[method][(k, lv)] for k, lv in cells]
+            rows += [[method, "paper's", *map(fmt, theirs, ours)], [method, "sparsefw", *map(fmt, ours, theirs)]]
+    return ["### Against the paper's code in this setting ([docs/method.md](docs/method.md#reference-results))", "",
+            *H.table(["method", "code", *(name[k](lv) for k, lv in cells)], rows)]
 
 
 def goals(summary: dict, heading: str = "### Goals of the issue (means of the selected settings)") -> list[str]:
@@ -392,59 +356,6 @@ def grid(args) -> dict[str, str]:
     return {name: report(cfg, name, jsonl, command, elapsed, args.results / f"{name}_accuracy.png")}
 
 
-# --- variant "bn-hidden" ------------------------------------------------------------------------------
-BN_RUNS = {
-    "k-support, radii width · E‖θ_init‖": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
-                                            "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": "init"},
-    "k-support, `norm_radius: 10`": {"name": "sfw", "momentum": 0.9, "rescale": "gradient", "lr": 0.1,
-                                     "mode": "k_support", "k": 0.1, "width": 10, "norm_radius": 10},
-    "SGD, weight decay 5e-4": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
-}
-
-
-def shrunken_filters(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[int, float | None, float | None]:
-    """(number of shrunken filters, their mean |γ|, the other filters' mean |γ|); None for an empty group."""
-    small, gamma = T.shrunken(conv), bn.weight.detach().abs()
-    mean = lambda t: float(t.mean()) if t.numel() else None  # noqa: E731
-    return int(small.sum()), mean(gamma[small]), mean(gamma[~small])
-
-
-def _gamma(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def bn_hidden(args) -> dict[str, str]:
-    """Data, model and training of configs/quality.yaml (seed 0): k-support at the paper's settings with
-    and without `norm_radius: 10`, and SGD; per conv/BN pair the shrunken filters and their |γ|, then
-    pruning, with and without BN recalibration."""
-    cfg = load_config(CONFIG, args.quick)
-    train, _, test, info = load_data(cfg)
-    test_batches = batches(test, cfg["data"]["eval_batch_size"])
-    calib = calibration(cfg, train)
-    acc = lambda net: evaluate(net, test_batches, "classification", info.num_classes)["accuracy"]  # noqa: E731
-    t0, rows = time.perf_counter(), []
-    for label, opt in BN_RUNS.items():
-        model, _ = train_one(cfg, opt, 0, train, info)
-        cells = []
-        for kind, level in (("unstructured", 0.9), ("filters", 0.5)):
-            small = compress_model(model, kind, level, test_batches[0][0][:1], lowrank_layers="conv").eval()
-            cells.append(f"{acc(small):.3f} ({acc(recalibrate_batchnorm(small, calib)):.3f})")
-        per_conv = [(conv.out_channels, *shrunken_filters(conv, bn)) for conv, bn in T.conv_bn_pairs(model)]
-        rows.append([label, f"{acc(model):.3f}", ", ".join(f"{n}/{c}: {_gamma(g)} vs {_gamma(r)}" for c, n, g, r in per_conv),
-                     *cells])
-    return {"bn_hidden": "\n".join([
-        "## BatchNorm hides shrunken filters (`benchmarks/bench_quality.py bn-hidden`)", "",
-        f"Command: `{args.command}` ({(time.perf_counter() - t0) / 60:.0f} min). {H.machine_line()}", "",
-        f"Small CNN {'-'.join(map(str, cfg['model']['widths']))} of benchmarks/configs/quality.yaml (its data, "
-        f"{cfg['training']['epochs']} epochs, seed 0), k-support at the paper's settings (lr 0.1, k 0.1, width 10). Per "
-        f"conv layer: shrunken filters (L2 norm below {T.SHRUNKEN:.0%} of the layer's largest) / filters, and the mean "
-        "|γ| of their BN channels vs the other channels'. Test accuracy after one-shot compression; in brackets after "
-        f"BN recalibration on {len(calib)} training batches.", "",
-        *H.table(["run", "dense", "shrunken filters per conv: mean \\|γ\\| shrunken vs others", "90% unstructured",
-                  "50% filters"], rows), "",
-        "Reading: see docs/tuning.md (\"Why a small γ ball makes magnitude pruning work\")."])}
-
-
 def grid_arguments(parser) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--methods", help="comma-separated subset to train (run two processes with disjoint subsets "
@@ -454,7 +365,6 @@ def grid_arguments(parser) -> None:
 VARIANTS = {
     "grid": H.Variant(grid, "every method's grid, selection, compression (section named after the config)",
                       grid_arguments, report=True),
-    "bn-hidden": H.Variant(bn_hidden, "BatchNorm hides the filters SFW shrank (section bn_hidden)"),
 }
 
 if __name__ == "__main__":

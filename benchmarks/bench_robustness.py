@@ -4,10 +4,7 @@ compression without retraining.
     python benchmarks/bench_robustness.py tasks [--shard 0/2] [--budget 4×] [--old-rule]
         (appends to results/robustness_runs.jsonl; two shards use two cores); tasks --report writes
         the "robustness" section and robustness.png
-    python benchmarks/bench_robustness.py radius-rule [--shard 0/2] [--epochs 12] [--only 'a;b']
-        the grid that chose the default radius of biases and BN γ/β (results/radius_rule_runs.jsonl;
-        --report writes the "radius_rule" section)
-    python benchmarks/bench_robustness.py nm [--pattern 2:4] [--trained-for 1:4]
+    python benchmarks/bench_robustness.py nm [--shard 0/2] [--pattern 2:4]
         N:M pruning after SGD, k_support and nm_k_support on three of the tasks (results/nm_runs.jsonl;
         --report writes the "nm" section)
     ... --quick     (one seed, one epoch, temporary JSONL, prints only)
@@ -18,7 +15,6 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import contextlib  # noqa: E402
 import math  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -30,21 +26,11 @@ import _harness as H  # noqa: E402
 import _tasks as T  # noqa: E402
 import sparsefw  # noqa: E402
 from sparsefw import compress  # noqa: E402
-from sparsefw.constraints import NMKSupportBall, spectral  # noqa: E402
+from sparsefw.constraints import NMKSupportBall  # noqa: E402
 from sparsefw.data import get_datasets  # noqa: E402
 from sparsefw.models import build_model  # noqa: E402
 from sparsefw.models.resnet import ResNet  # noqa: E402
 
-TASKS_DOC = """SFW is `sparsefw.SFW(sparsefw.constrain(model, mode, example_inputs=x))` with nothing else set: the
-defaults of the library (lr, momentum, the step rule, width, k, the radius rule of biases and BN γ/β).
-SGD: lr 0.1, momentum 0.9, weight decay 5e-4. Every method trains each task with seeds 0, 1, 2 under
-the same budget and linear LR decay to 0, at two budgets: 1× (the epochs below, 190-630 steps) and 4×
-(four times the epochs). The radius defaults were chosen on Fashion-MNIST with the small CNN
-(`radius-rule`), the step rule on digits, bars and the ResNet at 1× (docs/tuning.md); the
-Fashion-MNIST CNN (HELD_OUT) was added after that choice to check it on a task it was not chosen on.
-Compression: the library's one-shot calls at the issue's levels (benchmarks/_tasks.py), global
-magnitude pruning, L1 filter removal in every conv, per-conv truncated SVD (`layers="conv"`), no
-retraining, no BN recalibration."""
 BUDGETS = {"1×": 1, "4×": 4}        # budget name → multiple of each task's epochs
 METHODS = ("sgd_wd", "k_support", "group_k_support", "spectral_k_support")
 #: the task added after the step rule was chosen, to check it on data and a net it was not chosen on
@@ -190,12 +176,7 @@ def report(jsonl: Path, png: Path, command: str = "") -> str:
         if before:
             parts += [f"The held-out task at {budget} with `fixed_step=\"optimizer\"` (the defaults before the step "
                       "rule; `--old-rule`):", "", *T.summary_table(before), ""]
-    return "\n".join([
-        "## Robustness across tasks, at the library defaults (`benchmarks/bench_robustness.py tasks`)", "",
-        f"Command: `{command}` ({sum(r['seconds'] for r in records) / 60:.0f} min of training in all). {H.machine_line()}",
-        "", TASKS_DOC, "",
-        "Cells: dense test accuracy, and the kept share (compressed / dense) after one-shot compression, mean ± half "
-        "the range over the seeds; — where the model has no conv.", "", *parts])
+    return H.section("robustness", command=command, minutes=sum(r["seconds"] for r in records) / 60, budgets=parts)
 
 
 def tasks_variant(args) -> dict[str, str]:
@@ -209,131 +190,6 @@ def tasks_variant(args) -> dict[str, str]:
         "`--budget 4×` and with `--old-rule` at both budgets, then `--report"))}   # the section covers every run logged
 
 
-# --- variant "radius-rule" ---------------------------------------------------------------------------
-RADIUS_DOC = """The tuning task (the only one the defaults were chosen on; the `tasks` variant holds its tasks
-out): Fashion-MNIST, the small CNN 16-16-32-32 (BN), 8,000 training images, 4 or 12 epochs of batch 64
-(500 or 1,500 steps), scored on 2,000 validation images carved from the training split (disjoint). SFW
-at the library defaults (lr 0.1, momentum 0.9, gradient rescaling, width 10, the mode's default k) but
-for the setting in the run's name: `norm_radius` "init" (width · E‖θ_init‖, the old default), "width"
-(radius = width, the paper code's effective rule), `bias_and_norm="l2"`; k; and the spectral LMO
-replaced by the paper's inexact one (10 QR power iterations from a fresh random start every call).
-Three seeds each, compression at the issue's levels (benchmarks/_tasks.py)."""
-# label → (method, constrain kwargs, spectral LMO); the last four explain why the modes differ
-RADIUS_RUNS = {
-    "SGD + wd 5e-4": ("sgd_wd", {}, "exact"),
-    "k-support, init": ("k_support", {"norm_radius": "init"}, "exact"),
-    "k-support, width": ("k_support", {"norm_radius": "width"}, "exact"),
-    "k-support, l2 (init radii)": ("k_support", {"norm_radius": "init", "bias_and_norm": "l2"}, "exact"),
-    "group, init": ("group_k_support", {"norm_radius": "init"}, "exact"),
-    "group, width": ("group_k_support", {"norm_radius": "width"}, "exact"),
-    "spectral, init": ("spectral_k_support", {"norm_radius": "init"}, "exact"),
-    "spectral, width": ("spectral_k_support", {"norm_radius": "width"}, "exact"),
-    "spectral, init, k 0.1": ("spectral_k_support", {"norm_radius": "init", "k": 0.1}, "exact"),
-    "spectral, init, power-10 LMO": ("spectral_k_support", {"norm_radius": "init"}, "power10"),
-    "spectral, width, power-10 LMO": ("spectral_k_support", {"norm_radius": "width"}, "power10"),
-    "group, width, k 0.2": ("group_k_support", {"norm_radius": "width", "k": 0.2}, "exact"),
-}
-
-
-def tuning_task(epochs: int, n: int = 10000, n_val: int = 2000) -> T.Task:
-    train, _, info = get_datasets("fashion_mnist", subset=(n, 1))
-    x, y = train[torch.arange(len(train))]
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    tr, va = order[n_val:], order[:n_val]
-    return T.Task("fashion_mnist, cnn 16-16-32-32", lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32]),
-                  (x[tr], y[tr]), (x[va], y[va]), info.num_classes, epochs=epochs)
-
-
-def power_iteration_rank_k(M: torch.Tensor, k: int, iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper code's inexact [M]_k: Q spans M·Z for a fresh Gaussian Z (p × k), refined by
-    `iterations` QR power steps Q ← qr(M Mᵀ Q); returns (Q QᵀM, ‖QᵀM‖_F) per matrix of the stack."""
-    Q = torch.linalg.qr(M @ torch.randn(*M.shape[:-2], M.shape[-1], k, dtype=M.dtype, device=M.device)).Q
-    for _ in range(iterations):
-        Q = torch.linalg.qr(M @ (M.mT @ Q)).Q
-    B = Q.mT @ M
-    return Q @ B, torch.linalg.matrix_norm(B)
-
-
-@contextlib.contextmanager
-def spectral_lmo(kind: str):
-    """Within the block the spectral regions' LMO uses `power_iteration_rank_k` ("power10")."""
-    exact = spectral.best_rank_k
-    if kind == "power10":
-        spectral.best_rank_k = power_iteration_rank_k
-    try:
-        yield
-    finally:
-        spectral.best_rank_k = exact
-
-
-def shrunken_stats(model: nn.Module) -> dict:
-    """Over every conv followed by BN: the share of shrunken filters, their mean |γ|, the others' mean |γ|."""
-    small_g, rest_g, n = [], [], 0
-    for conv, bn in T.conv_bn_pairs(model):
-        small, gamma = T.shrunken(conv), bn.weight.detach().abs()
-        small_g += gamma[small].tolist()
-        rest_g += gamma[~small].tolist()
-        n += conv.out_channels
-    mean = lambda v: sum(v) / len(v) if v else None  # noqa: E731
-    return {"shrunken_share": len(small_g) / n, "gamma_shrunken": mean(small_g), "gamma_rest": mean(rest_g)}
-
-
-def radius_run(jsonl: Path, task: T.Task, labels: list[str], seeds=SEEDS) -> None:
-    for label in labels:
-        method, constraint, lmo = RADIUS_RUNS[label]
-        for seed in seeds:
-            def one():
-                torch.manual_seed(seed)         # the power-10 LMO's random starts
-                with spectral_lmo(lmo):
-                    model, seconds = T.train(task, method, seed, constraint)
-                return {"seconds": seconds, "scores": T.sweep(task, model), **shrunken_stats(model)}
-            T.run_logged(jsonl, {"label": label, "seed": seed, "epochs": task.epochs}, one)
-
-
-def radius_table(records: list[dict]) -> list[str]:
-    rows = []
-    for label in RADIUS_RUNS:
-        rs = [r for r in records if r["label"] == label]
-        if not rs:
-            continue
-        dense, shr = T.mean_spread([r["scores"]["dense"] for r in rs]), T.mean_spread([r["shrunken_share"] for r in rs])
-        gs = [r["gamma_shrunken"] for r in rs if r["gamma_shrunken"] is not None]
-        gr = [r["gamma_rest"] for r in rs if r["gamma_rest"] is not None]
-        rows.append([label, len(rs), f"{dense[0]:.3f} ± {dense[1]:.3f}",
-                     *(T.cell(T.mean_spread([T.kept(r, c) for r in rs])) for c in T.columns()), f"{shr[0]:.2f}",
-                     "—" if not gs else f"{sum(gs) / len(gs):.3f} ({sum(gr) / len(gr):.3f})"])
-    return H.table(["setting", "seeds", "dense", *T.columns(), "shrunken filters", "their mean \\|γ\\| (others)"], rows)
-
-
-def radius_report(jsonl: Path, command: str) -> str:
-    records = H.read_jsonl(jsonl)
-    tables = []
-    for e in sorted({r["epochs"] for r in records}):
-        tables += [f"### {e} epochs ({e * 125} steps)", "", *radius_table([r for r in records if r["epochs"] == e]), ""]
-    return "\n".join([
-        "## Choosing the default radius of biases and BN γ/β (`benchmarks/bench_robustness.py radius-rule`)", "",
-        f"Command: `{command}` ({sum(r['seconds'] for r in records) / 60:.0f} min of training in all). {H.machine_line()}",
-        "", RADIUS_DOC, "",
-        "Cells: kept share of the dense validation accuracy (compressed / dense), mean ± half the range over 3 seeds; "
-        "dense: accuracy. Shrunken filters: share of conv filters (each followed by BN) with L2 norm < "
-        f"{T.SHRUNKEN:g} × the layer's largest, and the mean |γ| of their BN channels.", "", *tables])
-
-
-def radius_variant(args) -> dict[str, str]:
-    labels = args.only.split(";") if args.only else list(RADIUS_RUNS)
-    jsonl = args.results / "radius_rule_runs.jsonl"
-    if args.quick:
-        radius_run(jsonl, tuning_task(1, 600, 200), labels[:2] + labels[-4:-2], seeds=(0,))
-        return {"radius_rule": radius_report(jsonl, args.command)}
-    if not args.report:
-        i, n = args.shard
-        radius_run(jsonl, tuning_task(args.epochs), labels[i::n])
-    return {"radius_rule": radius_report(jsonl, (   # the section covers every run logged
-        "python benchmarks/bench_robustness.py radius-rule --shard 0/2` and `--shard 1/2` in parallel (4 epochs), the "
-        "same with `--epochs 12 --only 'k-support, init;k-support, width;group, init;group, width;spectral, init;"
-        "spectral, width'`, then `--report"))}
-
-
 def tasks_arguments(parser) -> None:
     H.add_shard_option(parser)
     parser.add_argument("--budget", default="1×", choices=list(BUDGETS), help="multiple of each task's epochs")
@@ -341,22 +197,7 @@ def tasks_arguments(parser) -> None:
                         help="the held-out task's SFW runs with fixed_step='optimizer' (the defaults before the step rule)")
 
 
-def radius_arguments(parser) -> None:
-    H.add_shard_option(parser, "setting")
-    parser.add_argument("--only", help="semicolon-separated labels to train")
-    parser.add_argument("--epochs", type=int, default=4, help="training budget (125 steps an epoch)")
-
-
 # --- variant "nm" --------------------------------------------------------------------------------------
-NM_DOC = """N:M semi-structured pruning after training (docs/tuning.md "N:M semi-structured sparsity"): SFW in
-mode "nm_k_support" (joint gauge, the default, and the product-of-balls gauge combine="max", "nm_max"; a
-method "nm_k_support@1:4" is trained for 1:4 and pruned to the pattern) against SGD + weight decay and SFW
-"k_support", on the digits, MLP and held-out Fashion-MNIST tasks above, 3 seeds. Each model is pruned once
-to the pattern by magnitude (`prune(pattern=...)`) and by Wanda (`criterion="wanda"`, calibration: 4
-random training batches of 64), no retraining; also the magnitude-pruned model after BatchNorm
-recalibration on 20 random training batches (not the paper's protocol), and global magnitude pruning at
-the pattern's sparsity 1 − N/M. Accuracy, not time. The digits `k_support` rows ran before issue 24's
-defaults (BN γ then shrunk at set-up); a rerun of a (task, method, seed) replaces its record."""
 NM_TASKS = {"digits": "digits (8×8), CNN 16-16-32-32 (BN)", "mlp": "MNIST-5k, MLP 784-300-100-10", "fashion": HELD_OUT}
 NM_METHODS = ("sgd_wd", "k_support", "nm_k_support", "nm_max", "nm_k_support@1:4")
 NM_COLUMNS = ("dense", "magnitude N:M", "magnitude N:M, BN recal.", "wanda N:M", "magnitude unstr.")
@@ -413,11 +254,8 @@ def nm_variant(args) -> dict[str, str]:
     rows = [[NM_TASKS[key], method, len(rs), *(H.mean_range([r[c] for r in rs]) for c in NM_COLUMNS)]
             for key in NM_TASKS for method in NM_METHODS
             if (rs := [r for r in records if r["task"] == key and r["method"] == method])]
-    return {"nm": "\n".join([
-        f"## N:M semi-structured pruning, {args.pattern} (`benchmarks/bench_robustness.py nm`)", "",
-        f"Command: `{args.command}`. {H.machine_line()}", "", NM_DOC, "",
-        "Cells: test accuracy, mean (min–max) over seeds.", "",
-        *H.table(["task", "method", "seeds", *NM_COLUMNS], rows)])}
+    return {"nm": H.section("nm", pattern=args.pattern, command=args.command,
+                            table=H.table(["task", "method", "seeds", *NM_COLUMNS], rows))}
 
 
 def nm_arguments(parser) -> None:
@@ -428,8 +266,6 @@ def nm_arguments(parser) -> None:
 VARIANTS = {
     "tasks": H.Variant(tasks_variant, "SGD against SFW's defaults on six tasks (section robustness)",
                        tasks_arguments, report=True),
-    "radius-rule": H.Variant(radius_variant, "the grid that chose the radius rule (section radius_rule)",
-                             radius_arguments, report=True),
     "nm": H.Variant(nm_variant, "N:M pruning after SGD, k_support and nm_k_support (section nm)", nm_arguments,
                     report=True),
 }

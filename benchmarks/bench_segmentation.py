@@ -6,19 +6,7 @@ of the trained nets — mIoU kept, parameters, FLOPs and measured latency.
     python benchmarks/bench_segmentation.py --report       (the "segmentation" section + segmentation.png)
     python benchmarks/bench_segmentation.py --quick        (one seed, a tiny budget, temporary files)
 
-Task: M2NIST canvases (64×64, 1-3 real MNIST digits, 11 classes: background + 10 digits; train and test
-canvases from disjoint digit pools), BUDGET below. Loss: cross-entropy + soft Dice (`_tasks.ce_dice`):
-with cross-entropy alone, background (≈ 95 % of the pixels) dominates the gradient and short runs
-predict background only. Nets: the library's "fcn" (strided encoder, bilinear decoder, no skips) and
-"unet" (max-pool encoder to 1/4 with a dilated conv, bilinear upsampling, skip concatenations).
-Methods: SGD (lr 0.1, momentum 0.9, weight decay 5e-4), Adam (lr 1e-2; 1e-3 stalls near mIoU 0.28
-on these narrow nets), and SFW at the library defaults, `sparsefw.SFW(sparsefw.constrain(model, mode,
-example_inputs=x))`; seeds 0, 1, 2, linear LR decay to 0. Compression, no retraining, no BN
-recalibration: global magnitude pruning, L1 filter removal in every conv (per layer), coupled channel
-removal (`coupled=True`), per-conv truncated SVD (`layers="conv"`). Cost of each compressed net:
-stored parameters (non-zero ones for pruning), FLOPs (sparse-kernel FLOPs for pruning) and latency
-(eval forward of a batch of 16 canvases, one thread, interleaved medians), as ratios to the dense
-net, medians over runs.
+Task, nets, methods, compression and costs: sections/segmentation.md (the section's text).
 """
 from __future__ import annotations
 
@@ -109,10 +97,6 @@ def cost_lines(records: list[dict]) -> list[str]:
                    rows)
 
 
-def _median_cost(records: list[dict], net: str, col: str, key: str) -> float:
-    return statistics.median(r["costs"][col][key] for r in records if r["task"] == net)
-
-
 def goal_lines(s: dict, records: list[dict]) -> list[str]:
     """Per net and goal: SFW's dense gap to the best baseline, its kept share, and (where SGD keeps
     under half) its ratio to SGD's; the coupled goal also names the measured speed-up."""
@@ -131,7 +115,8 @@ def goal_lines(s: dict, records: list[dict]) -> list[str]:
                     f"({'met' if gap <= 0.02 else 'NOT met'}), kept {k:.2f} {'≥' if k >= keep else '<'} {keep:.2f} "
                     f"({'met' if k >= keep else 'NOT met'})")
             if col.endswith("coupled"):
-                text += f", latency ×{1 / _median_cost(records, net, col, 'latency'):.2f} faster"
+                latency = statistics.median(r["costs"][col]["latency"] for r in records if r["task"] == net)
+                text += f", latency ×{1 / latency:.2f} faster"
             if sgd is not None and sgd[col][0] < 0.5:
                 text += (f", {k / sgd[col][0]:.1f}× SGD's {sgd[col][0]:.2f} "
                          f"({'met' if k >= 2 * sgd[col][0] else 'NOT met'})")
@@ -158,27 +143,12 @@ def report(jsonl: Path, png: Path, command: str = "--shard 0/2` and `--shard 1/2
     records = H.read_jsonl(jsonl)
     s = summary(records)
     plot(s, png)
-    return "\n".join([
-        "## Semantic segmentation: M2NIST (`benchmarks/bench_segmentation.py`)", "",
-        f"Command: `python benchmarks/bench_segmentation.py {command}` "
-        f"({sum(r['seconds'] for r in records) / 60:.0f} min of training in all). {H.machine_line()}", "",
-        __doc__.split("\n\n", 2)[2].strip().replace("BUDGET below", _budget_text(records)), "",
-        "Cells: dense test mIoU (500 test canvases), and the kept share (compressed / dense mIoU) after one-shot "
-        "compression, mean ± half the range over the seeds.", "",
-        *T.summary_table(s, LEVELS, first="net", dense="dense mIoU"), "",
-        f"![kept share of mIoU per net and level](benchmarks/results/{png.name})", "",
-        "Cost of the compressed nets, as ratios to the dense net (params / FLOPs / latency; for 90% unstr. the "
-        "non-zero parameters and the FLOPs of a sparse kernel — the stored net and its dense latency are unchanged):",
-        "", *cost_lines(records), "",
-        "### Goals of the issue (means over seeds; SFW in the mode made for each structure)", "",
-        *goal_lines(s, records)])
-
-
-def _budget_text(records: list[dict]) -> str:
     b = records[0]["budget"] if records else BUDGET
-    steps = b["epochs"] * -(-b["canvases"] // b["batch_size"])
-    return (f"{b['canvases']:,} train canvases, {b['epochs']} epochs of batches of {b['batch_size']} ({steps} steps), "
-            f"{b['test']} test canvases")
+    budget = (f"{b['canvases']:,} train canvases, {b['epochs']} epochs of batches of {b['batch_size']} "
+              f"({b['epochs'] * -(-b['canvases'] // b['batch_size'])} steps), {b['test']} test canvases")
+    return H.section("segmentation", command=command, minutes=sum(r["seconds"] for r in records) / 60, budget=budget,
+                     table=T.summary_table(s, LEVELS, first="net", dense="dense mIoU"), png=png.name,
+                     costs=cost_lines(records), goals=goal_lines(s, records))
 
 
 def segmentation(args) -> dict[str, str]:

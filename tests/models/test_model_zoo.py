@@ -23,6 +23,8 @@ CASES = {
     "unet": (11, 1, 64, (1, 11, 64, 64)),
     "vit": (10, 1, 28, (1, 10)),
     "gpt": (97, 1, 64, (1, 64, 97)),        # (vocab, -, context): token ids in, next-token logits out
+    "resnet50": (1000, 3, 32, (1, 1000)),
+    "mobilenet_v2": (1000, 3, 32, (1, 1000)),
 }
 
 
@@ -93,6 +95,24 @@ def test_parameter_counts():
     convs_vgg = sum(a * b * 9 for a, b in zip(widths[:-1], widths[1:]))
     bn_vgg = 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)
     assert n_params(build_model("vgg16_bn", 10, 3)) == convs_vgg + bn_vgg + 512 * 10 + 10
+
+
+def test_imagenet_layouts_have_torchvisions_parameter_counts():
+    assert n_params(build_model("resnet50", 1000, 3)) == 25_557_032
+    assert n_params(build_model("mobilenet_v2", 1000, 3)) == 3_504_872
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
+def test_channels_map_builds_the_widths_coupled_removal_leaves(name):
+    from sparsefw.compress import remove_filters
+    from sparsefw.models import BottleneckResNet, MobileNetV2
+    build = (lambda **kw: BottleneckResNet(3, 10, base=8, blocks=(1, 2, 1, 1), **kw)) if name == "resnet50" else \
+        (lambda **kw: MobileNetV2(3, 10, **kw))
+    torch.manual_seed(0)
+    removed = remove_filters(build().eval(), 0.5, torch.randn(1, 3, 32, 32), coupled=True)
+    native = build(channels=lambda c: c - c // 2)
+    shapes = lambda m: sorted(tuple(x.shape) for x in m.parameters())  # noqa: E731
+    assert shapes(removed) == shapes(native)
 
 
 def test_seed_is_reproducible_and_isolated():

@@ -6,6 +6,7 @@ transformers "vit" and "gpt": Hugging Face's).
 """
 from .cnn import SmallCNN
 from .fcn import FCN
+from .imagenet import BottleneckResNet, MobileNetV2
 from .mlp import MLP
 from .registry import available_models, build_model, check_model_option, model_options
 from .resnet import BasicBlock, ResNet
@@ -15,5 +16,5 @@ from .vgg import VGG
 from .wide_resnet import PreActBlock, WideResNet
 
 __all__ = ["available_models", "build_model", "check_model_option", "model_options", "MLP", "SmallCNN", "ResNet",
-           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN", "UNet",
+           "BasicBlock", "VGG", "WideResNet", "PreActBlock", "FCN", "UNet", "BottleneckResNet", "MobileNetV2",
            "ViT", "GPT", "Block", "SelfAttention"]

@@ -11,6 +11,7 @@ from torch import nn
 
 from .cnn import SmallCNN
 from .fcn import FCN
+from .imagenet import BottleneckResNet, MobileNetV2
 from .mlp import MLP
 from .resnet import cifar_resnet, resnet18_cifar
 from .transformer import GPT, ViT
@@ -39,6 +40,8 @@ _MODELS: dict[str, _Model] = {
     "unet": _Model(UNet, lambda k, c, s: (c, k), ("widths",), multiple=4),
     "vit": _Model(ViT, lambda k, c, s: (k, c, s), ("patch", "dim", "depth", "heads", "mlp"), min_size=1),
     "gpt": _Model(GPT, lambda k, c, s: (k, s), ("dim", "depth", "heads", "mlp"), min_size=1),
+    "resnet50": _Model(BottleneckResNet, lambda k, c, s: (c, k), min_size=32),
+    "mobilenet_v2": _Model(MobileNetV2, lambda k, c, s: (c, k), min_size=32),
 }
 _NEEDS_SIZE = {"mlp": "it flattens in_channels·image_size² inputs", "vit": "its position embedding has one row per patch",
                "gpt": "image_size is its context length, the rows of its position embedding"}
