@@ -6,36 +6,24 @@ Run:  PYTHONPATH=src python benchmarks/bench_transformers.py speed [--repeats 30
           (AdamW against SFW's modes on a ViT and a character-level GPT, each model compressed one-shot;
           results/transformers_compress.jsonl, --report writes the "transformer_training" section)
 
-speed: a ViT (6 blocks, hidden 256, 8 heads, MLP 1024, 8×8 patches) and a GPT-style decoder (4
-blocks, hidden 256, 8 heads, MLP 1024, causal, lm_head tied to the token embedding; also with
-GPT-2's Conv1D blocks), written as Hugging Face writes them (separate q/k/v Linears, the forward reads num_attention_heads,
-attention_head_size and all_head_size; SDPA). Variants of each, measured side by side:
-
-    dense        the model (library init: N(0, 0.02²) weights, then ×U(3, 5) as a checkpoint)
-    sparsefw     remove_filters(model, 0.5, x, coupled=True): half the heads of every block and
-                 half its FFN units (the LayerNorm'd residual stream stays whole), attributes
-                 patched by the library
-    native       the same class built at 4 heads and MLP 512: the physical limit
-    torch-pruning  MetaPruner (magnitude importance) given every q/k/v Linear's head count,
-                 prune_num_heads, head ratio 0.5, FFN ratio 0.5, the residual writers ignored;
-                 its head counts then patched by hand (it leaves them to the user)
-
-Parameters and FLOPs (`sparsefw.compress` metrics, the attention+FFN share separately) and CPU
-latency (eval, no grad, interleaved rounds: every variant once per round, the order rotated; the
-median time and the median of per-round ratios) at two batch sizes × two sequence lengths (ViT:
-64×64 and 96×96 images = 65 and 145 tokens).
+speed: a ViT and GPT-style decoders written as Hugging Face writes them (the forward reads the head
+counts), each measured side by side as dense, with half its heads and FFN units removed by
+`remove_filters(coupled=True)`, built natively at that size, and pruned by Torch-Pruning: parameters,
+FLOPs and interleaved CPU latency at two batch sizes × two lengths (set-up: sections/transformers.md).
+training: every model of sections/transformer_training.md is trained once and compressed at five levels.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import math
 import statistics
+import subprocess
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -174,7 +162,6 @@ def torch_pruned(model: nn.Module, x: torch.Tensor) -> nn.Module | str:
         return "torch-pruning not installed"
     if any(isinstance(m, Conv1D) for m in model.modules()):
         return "Torch-Pruning 1.6 has no pruner for Conv1D (weight stored (in, out))"
-    import copy
     model = copy.deepcopy(model)
     attentions = [m for m in model.modules() if isinstance(m, Attention)]
     heads = {layer: m.num_attention_heads for m in attentions for layer in (m.query, m.key, m.value)}
@@ -213,8 +200,7 @@ def block_parameters(model: nn.Module) -> int:
 
 def deviation(model: nn.Module, dense: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
-        a, b = model(x), dense(x)
-    return float((a - b).norm() / b.norm())
+        return float((model(x) - dense(x)).norm() / dense(x).norm())
 
 
 def timings(models: dict[str, nn.Module], x: torch.Tensor, repeats: int) -> dict[str, list[float]]:
@@ -248,45 +234,24 @@ def measure(name: str, repeats: int, **size) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     dense = {(r["net"], r["batch"], r["length"]): r for r in rows if r["variant"] == "dense"}
-    lines = ["| net | batch × length | variant | params | attn+FFN params / dense | FLOPs / dense | "
-             "latency ms (median) | speed-up vs dense (median of per-round ratios) | latency / native (same) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    header = ["net", "batch × length", "variant", "params", "attn+FFN params / dense", "FLOPs / dense",
+              "latency ms (median)", "speed-up vs dense (median of per-round ratios)", "latency / native (same)"]
+    cells = []
     for r in rows:
-        key = (r["net"], r["batch"], r["length"])
-        if "note" in r:
-            lines.append(f"| {r['net']} | {r['batch']} × {r['length']} | {r['variant']} | {r['note']} |||||")
-            continue
-        d = dense[key]
-        lines.append(f"| {r['net']} | {r['batch']} × {r['length']} | {r['variant']} | {r['params'] / 1e6:.3f} M | "
-                     f"{r['block_params'] / d['block_params']:.3f} | {r['flops'] / d['flops']:.3f} | {r['ms']:.2f} | "
-                     f"{r['vs_dense']:.2f}× | {r['vs_native']:.2f} |")
-    return "\n".join(lines)
-
-
-_SETUP = ("ViT: 6 blocks, hidden 256, 8 heads of 32, MLP 1024, 8×8 patches (64×64 and 96×96 images = 65 and "
-          "145 tokens); GPT: 4 blocks, hidden 256, 8 heads of 32, MLP 1024, causal SDPA, lm_head tied to the "
-          "token embedding. Both Hugging Face-style (separate q/k/v Linears; the forward reads "
-          "num_attention_heads, attention_head_size, all_head_size), checkpoint-like weights. "
-          "**sparsefw**: `remove_filters(model, 0.5, x, coupled=True)` — half the heads and half the FFN units "
-          "of every block, the head counts patched by the library (nothing by hand). **native**: the same "
-          "class built with 4 heads and MLP 512. **torch-pruning** 1.6: MetaPruner, GroupMagnitudeImportance, "
-          "given each q/k/v Linear's head count, prune_num_heads, head ratio 0.5, ratio 0.5, residual writers "
-          "ignored; afterwards num_attention_heads and all_head_size set by hand, as its examples do. "
-          "**gpt2**: the GPT decoder with Hugging Face's GPT2Block (fused c_attn split by split_size, (in, out) "
-          "Conv1D layers, tanh GELU), which Torch-Pruning has no pruner for. Latency: eval, no grad, 1 thread, median of "
-          "interleaved rounds (8× as many at batch 1 as at batch 8), the order rotated; ratios are medians of per-round ratios (both models timed in the same "
-          "round), which cancels the drift of a loaded machine better than a ratio of medians.")
+        d, shape = dense[(r["net"], r["batch"], r["length"])], f"{r['batch']} × {r['length']}"
+        cells.append([r["net"], shape, r["variant"], r["note"], "", "", "", "", ""] if "note" in r else
+                     [r["net"], shape, r["variant"], f"{r['params'] / 1e6:.3f} M",
+                      f"{r['block_params'] / d['block_params']:.3f}", f"{r['flops'] / d['flops']:.3f}",
+                      f"{r['ms']:.2f}", f"{r['vs_dense']:.2f}×", f"{r['vs_native']:.2f}"])
+    return "\n".join(H.table(header, cells))
 
 
 def speed(args: argparse.Namespace) -> dict[str, str]:
     size = {"depth": 1, "d": 64, "heads": 4, "head_size": 16, "mlp": 128} if args.quick else {}
     repeats = 2 if args.quick else args.repeats
     rows = [r for net in ("vit", "gpt", "gpt2") for r in measure(net, repeats, **size)]
-    markdown = (f"## Transformers: heads and FFN units removed (coupled) vs native vs Torch-Pruning\n\n"
-                f"Command: `PYTHONPATH=src {args.command}`\n\n{H.machine_line()} {H.load_line()} (the "
-                f"machine is shared: single shapes move by ±20 % between runs; compare medians).\n\n"
-                f"{_SETUP}\n\n{_reading(rows)}\n\n{table(rows)}\n")
-    return {"transformers": markdown}
+    return {"transformers": H.section("transformers", command=args.command, reading=_reading(rows),
+                                      table=table(rows))}
 
 
 def _reading(rows: list[dict]) -> str:
@@ -309,44 +274,12 @@ def _reading(rows: list[dict]) -> str:
             + (f", Torch-Pruning's {min(of('torch-pruning', 'vs_native')):.2f}–"
                f"{max(of('torch-pruning', 'vs_native')):.2f}" if tp else "")
             + f". Output change vs dense (one-shot, no retraining): {max(of('sparsefw', 'dev')):.3f} relative.")
-    out.append("- The three 50 % variants compute with the same layer sizes (sparsefw's parameter shapes are "
-               "the native net's; Torch-Pruning reaches the same counts), so their latency differences, of "
-               "either sign from shape to shape, are the shared machine's noise: the speed-up is the "
-               "native net's, with no manual step (Torch-Pruning needs its head counts patched by hand).")
     return "\n".join(out)
 
 
-def _speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repeats", type=int, default=30, help="interleaved rounds per shape at batch 8 (8× at batch 1)")
-
-
 # --- variant "training" (issue 25): AdamW against SFW's modes, each model compressed one-shot -------------
-TRAINING_DOC = """AdamW against `SFW(constrain(model, mode, example_inputs=x))`, from scratch and fine-tuned from
-the AdamW checkpoint, each trained model then compressed one-shot (no retraining) at five levels:
-**heads+FFN ½** (`remove_filters(model, 0.5, x, coupled=True)`: half the heads and FFN units of every
-block, physically; its CPU speed-up over the dense model, `measure_latency` at batch 128, 1 thread),
-**90 %** (magnitude pruning of the blocks' weights, global), **2:4** (`prune(blocks, pattern="2:4")`),
-**¼ / ⅛ rank** (`factorize(blocks, rank, layers="linear")`: truncated SVD of every block Linear).
-Post-training baselines are the `adamw` rows (the checkpoint itself): magnitude, truncated SVD, L1
-removal, and Wanda (|W|·‖x‖ on 512 training samples) in its own column for 90 % / 2:4.
-
-Tasks: **vit** — Fashion-MNIST (offline, 10k train / 5k test), `build_model("vit")` (16 tokens of
-7×7 patches, 2 pre-LN blocks, d 64, 4 heads, FFN 128, mean pool), batch 128, 8 epochs; kept =
-accuracy / dense accuracy. **gpt** — character-level English from Debian's `fortunes` package
-(offline, every tenth fortune held out), `build_model("gpt")` (context 64, 2 pre-LN causal blocks,
-d 64, 4 heads, FFN 256, tied lm_head), batch 64; cells give validation perplexity / dense (kept
-when ≤ 1.10). Linear lr decay to 0, one thread.
-
-Methods ("name" or "name:key=value,..."): `adamw[:lr=..,wd=..]` (lr 3e-3, weight decay 0.05);
-`sfw:<mode>[:k=..,fixed_step=..,lr=..,rest=..,rest_lr=..,matrix_dir=adam]` =
-`SFW(constrain(model, mode, example_inputs=x, **opts), lr=lr or 0.1)`; `rest=adam|momentum`: the
-groups outside the spectral regions take that direction with the gradient-rescaled step of length
-rest_lr (3e-3) (`rest=adam` = `direction="adam"`), `rest=outside`: Adam's step (`OTHER_STEP`) only on
-the groups no compression touches (embeddings, head, biases, norms, positions); `matrix_dir`: the
-direction fed to the matrix regions' LMO; `ft:<method>`: `<method>` for a quarter
-of the epochs, starting from the `adamw` row's checkpoint of the same seed (radii: rule "auto", the
-checkpoint's own)."""
-LEVELS = {"heads_ffn": "heads+FFN ½", "sparse_90": "90 %", "nm_2:4": "2:4", "rank_1/4": "¼ rank", "rank_1/8": "⅛ rank"}
+LEVELS = {"heads_ffn": "heads+FFN ½", "sparse_90": "90 %", "nm_2:4": "2:4", "rank_1/4": "¼ rank",
+          "rank_1/8": "⅛ rank"}
 DEFAULT_METHODS = ["adamw", "sfw:k_support", "sfw:k_support:rest=adam", "sfw:k_support:rest=outside",
                    "sfw:coupled_group_k_support", "sfw:coupled_group_k_support:rest=adam",
                    "sfw:coupled_group_k_support:rest=outside", "sfw:group_k_support", "sfw:spectral_k_support",
@@ -356,7 +289,7 @@ DEFAULT_METHODS = ["adamw", "sfw:k_support", "sfw:k_support:rest=adam", "sfw:k_s
 CHECKPOINTS = H.HERE.parent / "runs" / "bench_transformers"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Task:
     model: str
     blocks: str                 # the attribute holding the blocks (Hugging Face's names)
@@ -365,14 +298,11 @@ class Task:
     n_train: int
     n_test: int
     batch: int
-
-    @property
-    def language(self) -> bool:
-        return self.dataset == "fortunes"
+    language: bool = False      # a language model: scored by validation perplexity
 
 
 TASKS = {"vit": Task("vit", "layer", "fashion_mnist", 8, 10000, 5000, 128),
-         "gpt": Task("gpt", "h", "fortunes", 4, 8000, 2000, 64)}
+         "gpt": Task("gpt", "h", "fortunes", 4, 8000, 2000, 64, language=True)}
 
 
 def load(task: Task):
@@ -409,25 +339,24 @@ def parse(method: str) -> tuple[str, str | None, dict]:
 
 
 def optimizer(method: str, model: nn.Module, example: torch.Tensor) -> torch.optim.Optimizer:
+    """AdamW, or SFW over `constrain`'s groups; rest=adam: direction "adam", rest=outside: Adam's step
+    only where no compression acts, rest_lr: the length α of those Adam steps."""
+    from sparsefw.assign_linear import hidden_linear_weights
+    from sparsefw.assign_spectral import OTHER_STEP
     kind, mode, options = parse(method)
     if kind == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=options.get("lr", 3e-3), weight_decay=options.get("wd", 0.05))
-    lr, rest, rest_lr = options.pop("lr", 0.1), options.pop("rest", None), options.pop("rest_lr", 3e-3)
-    matrix_direction = options.pop("matrix_dir", None)
-    from sparsefw.assign_linear import hidden_linear_weights
-    from sparsefw.assign_spectral import OTHER_STEP
+    lr, rest, rest_lr = options.pop("lr", 0.1), options.pop("rest", None), options.pop("rest_lr", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        groups = sparsefw.constrain(model, mode, example_inputs=example, **options)
-    compressed_weights = set(hidden_linear_weights(model)) if rest == "outside" else set()
-    for group in groups:       # variants for the parameters outside / inside the matrix regions
-        matrix = type(group["constraint"]).__name__ in ("SpectralBall", "SpectralPolytope")
-        if rest == "outside" and group["name"] not in compressed_weights and "+" not in group["name"]:
+        groups = sparsefw.constrain(model, mode, example_inputs=example, **options,
+                                    direction="adam" if rest == "adam" else "auto")
+    kept = set(hidden_linear_weights(model)) if rest == "outside" else {g["name"] for g in groups}
+    for group in groups:
+        if group["name"] not in kept and "+" not in group["name"]:
             group.update(OTHER_STEP)     # Adam for what no compression touches: embeddings, head, biases, norms
-        elif rest in ("adam", "momentum") and not matrix:
-            group.update(direction="adam" if rest == "adam" else "momentum", lr=rest_lr, rescale="gradient")
-        elif matrix_direction is not None and matrix:
-            group["direction"] = matrix_direction          # AdaSFW: Adam-preconditioned LMO input
+        if rest_lr is not None and group.get("direction") == "adam" and group.get("rescale") == "gradient":
+            group["lr"] = rest_lr
     return sparsefw.SFW(groups, lr=lr)
 
 
@@ -466,20 +395,21 @@ def scores(task: Task, model: nn.Module, data) -> dict[str, float]:
             dense_ms, small_ms = sparsefw.compress.measure_latency([model, small], test[0][:128], repeats=20)
             out["heads_ffn_speedup"] = dense_ms / small_ms
         if level in ("sparse_90", "nm_2:4"):
-            out[level + ":wanda"] = score(task, compressed(model, task.blocks, level, calibration, wanda=True), test, info)
+            wanda = compressed(model, task.blocks, level, calibration, wanda=True)
+            out[level + ":wanda"] = score(task, wanda, test, info)
     return out
 
 
-def trained(task: Task, method: str, seed: int, epochs: int, data) -> tuple[nn.Module, float]:
-    """A model of `task` trained with `method` for `epochs` from seed `seed`, and its last epoch's loss;
-    AdamW models are saved under runs/bench_transformers/ and reused by the "ft:" methods."""
+def trained(task: Task, method: str, seed: int, data, cache: Path) -> tuple[nn.Module, float]:
+    """A model of `task` trained with `method` from seed `seed`, and its last epoch's loss; AdamW models
+    are saved in `cache` and reused by the "ft:" methods."""
     (x, y), _, info = data
     from sparsefw.models import build_model
-    model = build_model(task.model, info.num_classes, info.in_channels, info.image_size, seed=seed)
-    path = CHECKPOINTS / f"{task.model}-adamw-e{epochs}-n{len(x)}-s{seed}.pt"
+    model, epochs = build_model(task.model, info.num_classes, info.in_channels, info.image_size, seed=seed), task.epochs
+    path = cache / f"{task.model}-adamw-e{epochs}-n{len(x)}-s{seed}.pt"
     if method.startswith("ft:"):
         if not path.exists():
-            trained(task, "adamw", seed, epochs, data)
+            trained(task, "adamw", seed, data, cache)
         model.load_state_dict(torch.load(path))
         method, epochs = method[3:], max(1, epochs // 4)
     elif method == "adamw" and path.exists():
@@ -493,19 +423,9 @@ def trained(task: Task, method: str, seed: int, epochs: int, data) -> tuple[nn.M
     return model, loss
 
 
-def run_training(task_name: str, method: str, seed: int, epochs: int, data) -> dict:
-    task = TASKS[task_name]
-    start = time.perf_counter()
-    model, loss = trained(task, method, seed, epochs, data)
-    seconds = time.perf_counter() - start
-    return dict(task=task_name, method=method, seed=seed, epochs=epochs, n_train=len(data[0][1]),
-                seconds=round(seconds, 1), loss=round(loss, 4), commit=_commit(), **scores(task, model, data))
-
-
 @functools.cache
 def _commit() -> str:
     """The commit checked out when this process first asked (its code; uncommitted changes not marked)."""
-    import subprocess
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=H.HERE).stdout.strip()
 
@@ -520,8 +440,8 @@ def training_table(task_name: str, records: list[dict]) -> str:
     def stat(values, digits=3):
         spread = f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
         return f"{statistics.mean(values):.{digits}f}{spread}"
-    metric = "perplexity" if task.language else "accuracy"
-    header = ["method", "seeds", f"dense {metric}", *LEVELS.values(), "speed-up ½", "Wanda 90 % / 2:4", "s/run"]
+    header = ["method", "seeds", "dense " + ("perplexity" if task.language else "accuracy"), *LEVELS.values(),
+              "speed-up ½", "Wanda 90 % / 2:4", "s/run"]
     rows = []
     for method, rs in by.items():
         kept = {level: stat([r[level] / r["dense"] for r in rs]) for level in LEVELS}
@@ -559,22 +479,25 @@ def training(args) -> dict[str, str]:
     if args.quick:
         args.seeds = [0]
         for name, task in TASKS.items():
-            TASKS[name] = Task(task.model, task.blocks, task.dataset, 1, 512, 256, task.batch)
-    tasks = args.tasks
+            TASKS[name] = dataclasses.replace(task, epochs=1, n_train=512, n_test=256)
+    cache = args.results / "checkpoints" if args.quick else CHECKPOINTS
     _commit()                  # the commit the records name: the code this process started with
     if not args.report:
         done = {(r["task"], r["method"], r["seed"], r["epochs"]) for r in H.read_jsonl(log)}
-        for name in tasks:
+        for name in args.tasks:
             data = load(TASKS[name])
             for seed in args.seeds:
                 for method in args.methods:
                     if (name, method, seed, TASKS[name].epochs) not in done:
-                        record = run_training(name, method, seed, TASKS[name].epochs, data)
+                        start = time.perf_counter()
+                        model, loss = trained(TASKS[name], method, seed, data, cache)
+                        record = dict(task=name, method=method, seed=seed, epochs=TASKS[name].epochs,
+                                      n_train=len(data[0][1]), seconds=round(time.perf_counter() - start, 1),
+                                      loss=round(loss, 4), commit=_commit(), **scores(TASKS[name], model, data))
                         print(record, flush=True)
                         H.append_jsonl(log, record)
     records = H.read_jsonl(log)
-    parts = ["## Training transformers for one-shot compression (`benchmarks/bench_transformers.py training`)", "",
-             f"Command: `{args.command}`. {H.machine_line()}", "", TRAINING_DOC]
+    parts = []
     for name in TASKS:
         shown = [r for r in records if r["task"] == name and r["method"] in args.methods and r["seed"] in args.seeds
                  and r["epochs"] == TASKS[name].epochs]
@@ -585,8 +508,7 @@ def training(args) -> dict[str, str]:
     plotted = ["adamw", "sfw:k_support", "sfw:coupled_group_k_support", "sfw:nm_k_support", "sfw:spectral_polytope",
                "sfw:spectral_polytope:k=0.125"]
     training_plot([r for r in records if r["seed"] in args.seeds], plotted, args.results / "transformers_compress.png")
-    parts += ["", "![kept share per level, per task](benchmarks/results/transformers_compress.png)"]
-    return {"transformer_training": "\n".join(parts)}
+    return {"transformer_training": H.section("transformer_training", command=args.command, tables=parts)}
 
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -597,7 +519,8 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
 
 VARIANTS = {
     "speed": H.Variant(speed, "heads + FFN units removed vs dense vs native vs Torch-Pruning (section transformers)",
-                       _speed_arguments),
+                       lambda p: p.add_argument("--repeats", type=int, default=30,
+                                                help="interleaved rounds per shape at batch 8 (8× at batch 1)")),
     "training": H.Variant(training, "AdamW against SFW's modes on a ViT and a character-level GPT, each "
                           "compressed one-shot at five levels (section transformer_training)", _training_arguments,
                           report=True),
