@@ -17,8 +17,9 @@ default spectral_width `DEFAULT_SPECTRAL_WIDTH` = 3; raised to the start's gauge
 (every region holds its start: a polytope with small k may not hold a fresh init's nuclear norm).
 Every matrix group carries the fixed Frank-Wolfe step {"lr": fixed_step (`DEFAULT_FIXED_STEP`, 0.02;
 `DEFAULT_FINETUNE_STEP`, 0.005, where the radii come from a checkpoint — fine-tuning a trained model:
-four times smaller lost less of the checkpoint's accuracy on two ViTs and its perplexity on a
-character-level GPT, and kept more at ⅛ rank, docs/tuning.md "Training transformers"), "rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
+four times smaller lost 2–4.5 fewer points of the checkpoint's accuracy on two ViTs and kept more at ⅛
+rank; on a character-level GPT the two steps were alike, docs/tuning.md "Training transformers"),
+"rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
 value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
 and the direction "adam" (`constrain`'s `direction` "auto" in these modes: the LMO takes Adam's
 preconditioned direction, AdaSFW; measured better than the momentum for the polytope, alike for the ball).
