@@ -280,12 +280,15 @@ def _reading(rows: list[dict]) -> str:
 # --- variant "training" (issue 25): AdamW against SFW's modes, each model compressed one-shot -------------
 LEVELS = {"heads_ffn": "heads+FFN ½", "sparse_90": "90 %", "nm_2:4": "2:4", "rank_1/4": "¼ rank",
           "rank_1/8": "⅛ rank"}
-DEFAULT_METHODS = ["adamw", "sfw:k_support", "sfw:k_support:rest=adam", "sfw:k_support:rest=outside",
-                   "sfw:coupled_group_k_support", "sfw:coupled_group_k_support:rest=adam",
-                   "sfw:coupled_group_k_support:rest=outside", "sfw:group_k_support", "sfw:spectral_k_support",
-                   "sfw:nm_k_support", "sfw:spectral", "sfw:spectral_polytope", "sfw:spectral_polytope:k=0.125",
-                   "ft:sfw:k_support", "ft:sfw:coupled_group_k_support", "ft:sfw:nm_k_support",
-                   "ft:sfw:spectral_polytope", "ft:sfw:spectral_polytope:fixed_step=0.005"]
+DEFAULT_METHODS = [
+    "adamw", "adamw:lr=0.001", "adamw:lr=0.01", "sfw:spectral", "sfw:spectral_polytope", "sfw:spectral_polytope:k=0.125",
+    "sfw:k_support", "sfw:group_k_support", "sfw:coupled_group_k_support", "sfw:spectral_k_support", "sfw:nm_k_support",
+    "sfw:k_support:rest=adam", "sfw:k_support:rest=adam,rest_lr=0.01", "sfw:k_support:rest=adam,rest_lr=0.03",
+    "sfw:k_support:rest=adam,rest_lr=0.1", "sfw:k_support:rest=outside", "sfw:coupled_group_k_support:rest=adam",
+    "sfw:coupled_group_k_support:rest=adam,rest_lr=0.1", "sfw:coupled_group_k_support:rest=outside",
+    "ft:sfw:spectral_polytope:fixed_step=0.005", "ft:sfw:spectral_polytope:fixed_step=0.02", "ft:sfw:k_support",
+    "ft:sfw:k_support:lr=0.01", "ft:sfw:coupled_group_k_support", "ft:sfw:coupled_group_k_support:lr=0.01",
+    "ft:sfw:nm_k_support"]
 CHECKPOINTS = H.HERE.parent / "runs" / "bench_transformers"
 
 
@@ -499,8 +502,9 @@ def training(args) -> dict[str, str]:
     records = H.read_jsonl(log)
     parts = []
     for name in TASKS:
-        shown = [r for r in records if r["task"] == name and r["method"] in args.methods and r["seed"] in args.seeds
-                 and r["epochs"] == TASKS[name].epochs]
+        shown = sorted((r for r in records if r["task"] == name and r["method"] in args.methods
+                        and r["seed"] in args.seeds and r["epochs"] == TASKS[name].epochs),
+                       key=lambda r: args.methods.index(r["method"]))
         if shown:
             parts += ["", f"**{name}** ({TASKS[name].epochs} epochs, {TASKS[name].n_train} samples); "
                       "cells: mean ± std over seeds of the kept share (gpt: perplexity / dense).", "",
