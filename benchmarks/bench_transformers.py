@@ -473,7 +473,8 @@ def training_plot(records: list[dict], methods: list[str], path: Path) -> None:
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{name}: " + ("dense / compressed perplexity" if TASKS[name].language else "accuracy kept")
                      + ", one-shot, no retraining", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(methods), fontsize=8)
+    fig.subplots_adjust(bottom=0.17)
     H.save_plot(fig, path)
 
 
