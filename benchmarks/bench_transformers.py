@@ -288,7 +288,7 @@ DEFAULT_METHODS = [
     "sfw:coupled_group_k_support:rest=adam,rest_lr=0.1", "sfw:coupled_group_k_support:rest=outside",
     "ft:sfw:spectral_polytope:fixed_step=0.005", "ft:sfw:spectral_polytope:fixed_step=0.02", "ft:sfw:k_support",
     "ft:sfw:k_support:lr=0.01", "ft:sfw:coupled_group_k_support", "ft:sfw:coupled_group_k_support:lr=0.01",
-    "ft:sfw:nm_k_support"]
+    "ft:sfw:nm_k_support", "ft:sfw:spectral", "ft:sfw:group_k_support", "ft:sfw:spectral_k_support"]
 CHECKPOINTS = H.HERE.parent / "runs" / "bench_transformers"
 
 
