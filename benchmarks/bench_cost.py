@@ -17,14 +17,10 @@ cost_whole_step, a dated record) were retired too: `git show 276fe4d:benchmarks/
 """
 from __future__ import annotations
 
-import os
+import _harness as H  # first, before torch: it sets OMP_WAIT_POLICY (see its docstring)
 
-# Idle OpenMP threads sleep instead of spinning: on a shared CPU, spinning makes the multi-threaded
-# LAPACK SVD 10-20x slower (13.6 s vs 0.84 s for 512x4608). Set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import copy  # noqa: E402
-import math  # noqa: E402
+import copy
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -35,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import _harness as H
 import sparsefw
 from sparsefw.constraints import SpectralKSupportBall, lmos
 from sparsefw.models import BottleneckResNet, build_model
