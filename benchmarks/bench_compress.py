@@ -1,7 +1,6 @@
 """What one-shot compression buys on the CPU: parameters, FLOPs and measured latency (eval, no grad,
 models interleaved by `sparsefw.compress.measure_latency`), compressed against dense in one process.
 
-    python benchmarks/bench_compress.py oneshot     # ResNet-20: every kind of compression ("compress")
     python benchmarks/bench_compress.py coupled --threads 1 --repeats 60 20
         # per-layer vs coupled removal vs factorization, beside nets built natively at the widths
         # coupled removal leaves (C − ⌊amount·C⌋ per channel space: the physical limit) ("coupled")
@@ -9,7 +8,8 @@ models interleaved by `sparsefw.compress.measure_latency`), compressed against d
     ... --quick                                     # seconds: one small net, few repeats, prints only
 
 Random weights (latency does not depend on their values) with randomised BN statistics, so removed
-channels emit constants that must be folded.
+channels emit constants that must be folded. The first section, compress (ResNet-20, every kind once), is
+a dated record: `git show 276fe4d:benchmarks/bench_compress.py` (variant `oneshot`).
 """
 from __future__ import annotations
 
@@ -21,14 +21,12 @@ import torch
 from torch import nn
 
 import _harness as H
-from sparsefw.compress import count_flops, count_parameters, factorize, measure_latency, prune, remove_filters
+from sparsefw.compress import count_flops, count_parameters, factorize, measure_latency, remove_filters
 from sparsefw.models import BottleneckResNet, MobileNetV2, build_model
 from sparsefw.models.resnet import ResNet
 
 AMOUNTS = (0.3, 0.5, 0.7)
 RANKS = (0.5, 0.25)
-
-
 COUPLED_NETS = {  # name: (builder(channel map), input size)
     "ResNet-20": (lambda width=lambda c: c: ResNet(tuple(width(c) for c in (16, 32, 64)), (3, 3, 3), 3, 10), 32),
     "ResNet-50-shaped (base 32)": (lambda width=lambda c: c: BottleneckResNet(3, 10, base=32, channels=width), 64),
@@ -36,53 +34,17 @@ COUPLED_NETS = {  # name: (builder(channel map), input size)
 }
 
 
-def trained_like(model: nn.Module, gamma: bool = True) -> nn.Module:
-    """Randomised BN statistics and β (and γ unless `gamma` is False), eval mode."""
+def trained_like(model: nn.Module) -> nn.Module:
+    """Randomised BN statistics, γ and β, eval mode."""
     torch.manual_seed(0)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.normal_(0, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
-                if gamma:
-                    m.weight.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.5)
     return model.eval()
-
-
-def ratio_cell(dense_ms: float, ms: float) -> str:
-    return f"{dense_ms:.2f} → {ms:.2f} ms ({dense_ms / ms:.2f}×)"
-
-
-# --- oneshot --------------------------------------------------------------------------------------
-def oneshot(args) -> dict[str, str]:
-    repeats = {1: 2, 64: 1} if args.quick else {1: 60, 64: 40}
-    torch.manual_seed(0)
-    model = trained_like(build_model("resnet20", num_classes=10, in_channels=3, image_size=32), gamma=False)
-    x1, x64 = torch.randn(1, 3, 32, 32), torch.randn(64, 3, 32, 32)
-    makers = {"90% unstructured (global)": lambda: prune(model, 0.9),
-              **{f"filters removed {a:.0%}": lambda a=a: remove_filters(model, a, x1) for a in AMOUNTS},
-              "coupled channels removed 50%": lambda: remove_filters(model, 0.5, x1, coupled=True),
-              **{f"rank kept {r:.0%}, weights rule": lambda r=r: factorize(model, rank=r, cost="params") for r in RANKS},
-              **{f"rank kept {r:.0%}, timed at batch 64": lambda r=r: factorize(model, rank=r, example_inputs=x64)
-                 for r in RANKS}}
-    if args.quick:
-        makers = dict(list(makers.items())[:5])
-    dense_params, dense_flops = count_parameters(model), count_flops(model, x1)
-    rows = []
-    for label, make in makers.items():
-        start = time.perf_counter()
-        small = make()
-        seconds = time.perf_counter() - start
-        cells = [ratio_cell(*measure_latency([model, small], torch.randn(b, 3, 32, 32), warmup=5, repeats=n))
-                 for b, n in repeats.items()]
-        nonzero = sum(int((p != 0).sum()) for p in small.parameters())
-        rows.append([label, f"{count_parameters(small) / dense_params:.3f}", f"{nonzero / dense_params:.3f}",
-                     f"{count_flops(small, x1) / dense_flops:.3f}", *cells, f"{seconds:.2f} s"])
-    return {"compress": H.section("compress", command=args.command, params=dense_params, mflops=dense_flops / 1e6,
-                                  r1=repeats[1], r64=repeats[64], table=H.table(
-                                      ["compression", "params", "non-zero params", "FLOPs", "latency batch 1",
-                                       "latency batch 64", "time to compress"], rows))}
 
 
 # --- coupled --------------------------------------------------------------------------------------
@@ -252,7 +214,6 @@ def coupled_arguments(parser) -> None:
 
 
 VARIANTS = {
-    "oneshot": H.Variant(oneshot, "ResNet-20, every kind of compression (section compress)", threads=2),
     "coupled": H.Variant(coupled, "coupled vs per-layer removal vs native nets (section coupled)",
                          coupled_arguments, threads=2),
     "factorize": H.Variant(factorize_bench, "latency-aware factorization (section factorize)"),

@@ -4,26 +4,23 @@ by side in one process, interleaved, medians.
     python benchmarks/bench_cost.py step --repeats 11 --threads 1 --training   # section "sfw_step"
         one optimizer.step() per region mode (small CNN, ResNet-20, random gradients) and its LMOs;
         --training: a whole ResNet-20 step
-    python benchmarks/bench_cost.py cost --threads 1            # "cost", "cost_scaling", "cost_whole_step":
+    python benchmarks/bench_cost.py cost --threads 1            # sections "cost", "cost_scaling":
         optimizer-step overhead per layer shape (WRN-28-10, ResNet-50) and per model, the spectral LMO
-        against k, whole training steps
+        against k
     ... --quick                                                 # tiny shapes, one repeat, prints only
 
 At one thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do
 not inflate; otherwise wall-clock time. The methods and their settings: `Method` and `METHODS` in this file.
 The GPU mode (`step --device cuda`: AMP step, host syncs, kernels per step) never ran and was retired;
-its last version: `git show c0d83c5:benchmarks/bench_cost.py`.
+its last version: `git show c0d83c5:benchmarks/bench_cost.py`. The whole training steps of `cost` (section
+cost_whole_step, a dated record) were retired too: `git show 276fe4d:benchmarks/bench_cost.py`.
 """
 from __future__ import annotations
 
-import os
+import _harness as H  # first, before torch: it sets OMP_WAIT_POLICY (see its docstring)
 
-# Idle OpenMP threads sleep instead of spinning: on a shared CPU, spinning makes the multi-threaded
-# LAPACK SVD 10-20x slower (13.6 s vs 0.84 s for 512x4608). Set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import copy  # noqa: E402
-import math  # noqa: E402
+import copy
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -34,17 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import _harness as H
 import sparsefw
 from sparsefw.constraints import SpectralKSupportBall, lmos
 from sparsefw.models import BottleneckResNet, build_model
 from sparsefw.models.resnet import ResNet
-from sparsefw.models.wide_resnet import WideResNet
 from sparsefw.optim.baselines import ProxStep, group_lasso_penalty, nuclear_norm_penalty, prox_nuclear_
 
 LR, MOMENTUM, WIDTH, LAM = 0.1, 0.9, 10.0, 1e-4
 GRAD_SCALE = 1e-3            # random gradients: entries N(0, GRAD_SCALE²)
-CIFAR_STEPS_PER_EPOCH = 391  # ⌈50000 / 128⌉
 Shape = tuple[int, int, int, int]
 
 
@@ -79,8 +73,6 @@ SPECTRAL, PENALTY = "SFW spectral k=30%", "SGD + nuclear penalty"
 #: the methods of issue 9 (layer and model tables)
 LAYER_METHODS = ["SGD", "SFW spectral k=10%", SPECTRAL, "SFW nuclear ball", "SFW k-support k=10%",
                  "SFW group-k-support k=30%", PENALTY, "prox-SGD (SVT)"]
-WHOLE_STEP_METHODS = LAYER_METHODS[:6] + ["SFW K-sparse k=10%", "SFW L2 ball", PENALTY, "SGD + group-lasso penalty",
-                                          "prox-SGD (SVT)"]
 #: section "sfw_step": row label → method, and the issue-17 goal on the ratio to SGD
 STEP_ROWS = {"SGD": "SGD", "k_support": "SFW k-support k=10%", "k_sparse": "SFW K-sparse k=10%", "l2": "SFW L2 ball",
              "group_k_support": "SFW group-k-support k=30%", "spectral_k_support": SPECTRAL,
@@ -116,34 +108,22 @@ class Trainer:
         if self.prox is not None:
             self.prox.step()
 
-    def regions(self) -> tuple[list, list[torch.Tensor], list[dict]]:
-        """(regions, their momentum buffers, their optimizer states) of an SFW method after a first step."""
-        states = [self.optimizer.state[g["params"][0]] for g in self.optimizer.param_groups if g["constraint"] is not None]
-        return ([g["constraint"] for g in self.optimizer.param_groups if g["constraint"] is not None],
-                [st["momentum_buffer"] for st in states], states)
+    def regions(self) -> tuple[list, list[torch.Tensor]]:
+        """(regions, their momentum buffers) of an SFW method after a first step."""
+        groups = [g for g in self.optimizer.param_groups if g["constraint"] is not None]
+        state = self.optimizer.state
+        return [g["constraint"] for g in groups], [state[g["params"][0]]["momentum_buffer"] for g in groups]
 
     def own_work(self) -> Callable[[], None] | None:
-        """The method's own work alone — its LMOs (for "warm" the warm-started LMO on the last step's
-        bases), its penalty's forward+backward, or its prox — as a callable (None for SGD)."""
-        if self.method.kind == "sfw":
-            regions, buffers, states = self.regions()
-            if self.method.spectral_refresh:
-                return lambda: [c.lmo(m) if "spectral_basis" not in st else c.warm_lmo_rows(
-                    m.unsqueeze(0), torch.tensor([c.radius]), st["spectral_basis"].unsqueeze(0))
-                    for c, m, st in zip(regions, buffers, states)]
-            return lambda: lmos(regions, buffers)
-        if self.method.penalty is not None:
-            return lambda: self.method.penalty(self.model, LAM).backward()
-        return self.prox.step if self.prox is not None else None
+        """An SFW method's own work alone, its LMOs, as a callable (None for the others, whose
+        overhead is their own work)."""
+        return (lambda rb=self.regions(): lmos(*rb)) if self.method.kind == "sfw" else None
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Forward, loss (+ penalty), one backward, optimizer step (+ prox)."""
+        """Forward, loss, backward, then `optimizer_step`."""
         self.optimizer.zero_grad()
-        loss = F.cross_entropy(self.model(x), y)
-        (loss if self.method.penalty is None else loss + self.method.penalty(self.model, LAM)).backward()
-        self.optimizer.step()
-        if self.prox is not None:
-            self.prox.step()
+        F.cross_entropy(self.model(x), y).backward()
+        self.optimizer_step()
 
 
 # --- shapes: conv weights (c_out, c_in, kh, kw), matrix view c_out × c_in·kh·kw --------------------
@@ -187,7 +167,7 @@ def optimizer_step_costs(model: nn.Module, names: list[str], repeats: int, seed:
         trainers[name].set_gradients(seed, GRAD_SCALE)
         trainers[name].optimizer_step()  # creates momentum buffers
     fns = {name: t.optimizer_step for name, t in trainers.items()}
-    fns.update({f"{name} (own)": t.own_work() for name, t in trainers.items() if t.method.kind == "sfw"})
+    fns.update({f"{name} (own)": own for name, t in trainers.items() if (own := t.own_work()) is not None})
     med = H.medians(H.interleaved(fns, repeats, min_sample_s))
     base = med.get("SGD", math.nan)
     return {name: {"step": med[name], "own": med.get(f"{name} (own)", math.nan), "overhead": med[name] - base,
@@ -230,21 +210,6 @@ def k_scaling(shape: Shape, fractions: list[float], repeats: int, min_sample_s: 
     return H.medians(H.interleaved(fns, repeats, min_sample_s))
 
 
-def whole_step_costs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: list[str], repeats: int,
-                     min_sample_s: float = 0.0, clock=time.perf_counter) -> dict[str, dict]:
-    """Per method: "step" (forward + loss + backward + step, s), "min" (its fastest repeat), "own"
-    (LMOs/penalty/prox alone, s)."""
-    trainers = {name: Trainer(METHODS[name], model) for name in names}
-    for t in trainers.values():
-        t.train_step(x, y)
-    fns = {name: (lambda t=t: t.train_step(x, y)) for name, t in trainers.items()}
-    fns.update({f"{name} (own)": own for name, t in trainers.items() if (own := t.own_work()) is not None})
-    samples = H.interleaved(fns, repeats, min_sample_s, clock=clock)
-    med = H.medians(samples)
-    return {name: {"step": med[name], "min": min(samples[name]), "own": med.get(f"{name} (own)", math.nan)}
-            for name in names}
-
-
 # --- variant "step" ---------------------------------------------------------------------------------
 def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
     """One optimizer.step() per row of STEP_ROWS, and the LMOs alone, one by one and batched."""
@@ -255,7 +220,7 @@ def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
         t.optimizer.step()
         fns[row] = t.optimizer.step
         if row != "SGD":
-            regions, buffers, _ = t.regions()
+            regions, buffers = t.regions()
             fns[f"{row} lmo"] = lambda rb=list(zip(regions, buffers)): [c.lmo(m) for c, m in rb]
             fns[f"{row} batched"] = lambda r=regions, b=buffers: lmos(r, b)
     samples = H.interleaved(fns, repeats, min_sample_s=0.005, clock=clock())
@@ -271,6 +236,22 @@ def step_rows(label: str, model: nn.Module, repeats: int) -> list[list]:
     return rows
 
 
+def whole_step_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> str:
+    """Forward + loss + backward + step of the first seven rows of STEP_ROWS, interleaved: ms and ratio
+    to SGD, median / min over the repeats."""
+    trainers = {row: Trainer(METHODS[name], model) for row, name in list(STEP_ROWS.items())[:7]}
+    for t in trainers.values():
+        t.train_step(x, y)
+    samples = H.interleaved({row: (lambda t=t: t.train_step(x, y)) for row, t in trainers.items()}, repeats, 0.0,
+                            clock=clock())
+    med, low = H.medians(samples), {row: min(s) for row, s in samples.items()}
+    return "\n".join(["", "", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, 3×32×32)",
+                      "", *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
+                                   [[row, f"{1e3 * med[row]:.1f} / {1e3 * low[row]:.1f}",
+                                     f"{med[row] / med['SGD']:.3f} / {low[row] / low['SGD']:.3f}"]
+                                    for row in trainers])])
+
+
 def step(args) -> dict[str, str]:
     quick = args.quick
     models = {"cnn (65.8k params)": build_model("cnn", num_classes=10, in_channels=1, seed=0),
@@ -282,14 +263,8 @@ def step(args) -> dict[str, str]:
     if args.training:
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(8 if quick else 128, 3, 32, 32, generator=gen)
-        res = whole_step_costs(list(models.values())[-1], x, torch.randint(0, 10, (len(x),), generator=gen),
-                               list(STEP_ROWS.values())[:7], 1 if quick else max(5, args.repeats // 3), clock=clock())
-        sgd = res["SGD"]
-        training = "\n".join(["", "", "### Whole training step on ResNet-20 (forward + backward + step, batch 128, "
-                              "3×32×32)", "", *H.table(["optimizer", "time (ms), median / min", "ratio to SGD, median / min"],
-                                           [[row, f"{1e3 * res[m]['step']:.1f} / {1e3 * res[m]['min']:.1f}",
-                                             f"{res[m]['step'] / sgd['step']:.3f} / {res[m]['min'] / sgd['min']:.3f}"]
-                                            for row, m in list(STEP_ROWS.items())[:7]])])
+        training = whole_step_table(list(models.values())[-1], x, torch.randint(0, 10, (len(x),), generator=gen),
+                                    1 if quick else max(5, args.repeats // 3))
     return {"sfw_step": H.section(
         "sfw_step", threads=args.threads, command=args.command, training=training,
         clock="thread CPU time (`time.thread_time`)" if clock() is time.thread_time else "wall-clock time",
@@ -304,9 +279,6 @@ def plan(quick: bool) -> dict:
         return dict(layers=[(8, 8, 3, 3), (16, 4, 1, 1)], goal_shapes=[(8, 8, 3, 3)],
                     models={"tiny bank": ConvBank([(8, 4, 3, 3), (8, 8, 3, 3)], head=(3, 8))},
                     k_shapes=[(8, 8, 3, 3)], k_fractions=[0.25, 1.0],
-                    whole_steps=[("tiny CNN", build_model("cnn", num_classes=10, in_channels=3, seed=0), 2, 8,
-                                  WHOLE_STEP_METHODS, 1, True),
-                                 ("WRN-10-1", WideResNet(10, 1, 3, 10), 2, 8, LAYER_METHODS, 1, False)],
                     repeats=1, model_repeats=1, min_sample_s=0.0)
     torch.manual_seed(0)
     # 3×3 convs c → c (all 3×3 shapes of WRN-28-10's and ResNet-50's main paths), then 1×1 ones
@@ -317,10 +289,6 @@ def plan(quick: bool) -> dict:
                         "ResNet-50 convs + fc (25.5M)": ConvBank(resnet50_conv_shapes(), head=(1000, 2048)),
                         "ResNet-20 (0.27M)": build_model("resnet20", num_classes=10, in_channels=3, seed=0)},
                 k_shapes=[(512, 512, 3, 3), (640, 640, 3, 3)], k_fractions=[0.002, 0.01, 0.05, 0.1, 0.3, 0.5, 1.0],
-                whole_steps=[("ResNet-20 (0.27M params)", build_model("resnet20", num_classes=10, in_channels=3, seed=0),
-                              128, 32, WHOLE_STEP_METHODS, 15, True),
-                             ("WRN-10-10 block stack (widths 160-320-640, one pre-activation block per stage, 7.5M params)",
-                              WideResNet(10, 10, 3, 100), 32, 32, LAYER_METHODS, 3, False)],
                 repeats=5, model_repeats=3, min_sample_s=0.02)
 
 
@@ -374,16 +342,12 @@ def header(title: str, command: str) -> str:
 def measure(p: dict) -> dict:
     """Every measurement of the "cost" variant on the plan `p`."""
     repeats, min_sample_s = p["repeats"], p["min_sample_s"]
-    gen, whole = torch.Generator().manual_seed(0), {}
     layers = {s: optimizer_step_costs(ConvBank([s]), LAYER_METHODS, repeats, min_sample_s=min_sample_s) for s in p["layers"]}
     errors = {(s, spec): spectral_lmo_error(s, 0.3, spec) for s in p["goal_shapes"] for spec in ("gaussian", "1/√i")}
     models = {label: optimizer_step_costs(model, LAYER_METHODS, p["model_repeats"], min_sample_s=min_sample_s)
               for label, model in p["models"].items()}
     k_results = {s: k_scaling(s, p["k_fractions"], repeats, min_sample_s) for s in p["k_shapes"]}
-    for label, model, batch, size, names, whole_repeats, _ in p["whole_steps"]:
-        x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
-        whole[label] = whole_step_costs(model, x, y, names, whole_repeats)
-    return dict(layers=layers, errors=errors, models=models, k_scaling=k_results, whole_steps=whole)
+    return dict(layers=layers, errors=errors, models=models, k_scaling=k_results)
 
 
 def goal_rows(p: dict, measured: dict) -> list[list]:
@@ -420,35 +384,13 @@ def scaling_section(k_results: dict, command: str) -> str:
                      table=H.table(["matrix", "spectral LMO ms per k", "nuclear penalty fwd+bwd ms"], k_rows))
 
 
-def whole_step_table(res: dict, per_epoch: bool) -> list[str]:
-    """Per method: step time, ratio to SGD, own work, ratios to spectral-30 %; `per_epoch`: also the goal
-    ≤ 1.10 for SFW and the per-epoch equivalent."""
-    sgd, spectral = res["SGD"]["step"], res[SPECTRAL]
-    rows = []
-    for name, r in res.items():
-        ratio = r["step"] / sgd
-        rows.append([name, _ms(r["step"]), f"{ratio:.3f}",
-                     *([("met" if ratio <= 1.10 else "missed") if name.startswith("SFW") else ""] if per_epoch else []),
-                     "" if math.isnan(r["own"]) else f"{_ms(r['own'])} ({100 * r['own'] / r['step']:.0f} %)",
-                     *([f"{r['step'] * CIFAR_STEPS_PER_EPOCH:.1f}"] if per_epoch else []),
-                     _ratio(r["step"] - sgd, spectral["step"] - sgd) if name != "SGD" else "",
-                     _ratio(r["own"], spectral["own"]) if not math.isnan(r["own"]) else ""])
-    return H.table(["method", "step ms", "ratio to SGD", *(["goal ≤ 1.10 (SFW)"] if per_epoch else []),
-                    "own work ms (share of step)", *(["per-epoch equiv. s (391 steps)"] if per_epoch else []),
-                    "overhead ÷ spectral-30 % overhead", "own work ÷ spectral-30 % own work"], rows)
-
-
 def cost(args) -> dict[str, str]:
     p = plan(args.quick)
     args.measured = measured = measure(p)
     plot_scaling({s: measured["layers"][s] for s in p["layers"] if s[2] == 3}, measured["k_scaling"],
                  (args.results_dir or args.results) / "cost_scaling.png")
-    whole_md = [header("Whole training steps (`benchmarks/bench_cost.py`)", args.command), ""]
-    for label, _, batch, size, _, repeats, per_epoch in p["whole_steps"]:
-        whole_md += [f"### {label}: batch {batch}, {size}×{size}×3 random inputs, {repeats} interleaved repeats", "",
-                     *whole_step_table(measured["whole_steps"][label], per_epoch), ""]
     return {"cost": cost_section(p, measured, args.command),
-            "cost_scaling": scaling_section(measured["k_scaling"], args.command), "cost_whole_step": "\n".join(whole_md)}
+            "cost_scaling": scaling_section(measured["k_scaling"], args.command)}
 
 
 def step_arguments(parser) -> None:
@@ -458,7 +400,7 @@ def step_arguments(parser) -> None:
 
 VARIANTS = {
     "step": H.Variant(step, "SFW's step against SGD's and its LMOs (section sfw_step)", step_arguments),
-    "cost": H.Variant(cost, "overhead per layer and model, scaling, whole steps (sections cost*)", threads=2,
+    "cost": H.Variant(cost, "overhead per layer and model, scaling (sections cost, cost_scaling)", threads=2,
                       arguments=lambda p: p.add_argument("--results-dir", type=Path, help="where cost_scaling.png goes")),
 }
 

@@ -3,25 +3,7 @@
 Run: PYTHONPATH=src python benchmarks/bench_distributed.py [--steps 3]
 (writes the "distributed" section of BENCHMARKS.md; --quick: one step, prints only; each configuration
 is one torchrun launch of 2 ranks of this file.)
-
-Model: an MLP 1024-2048-2048-1280-1024-10 (10.2M parameters, float32), `constrain(model,
-"k_support")` (every tensor a k-support ball: the top-k LMO, the costliest to shard), batches of 16
-per rank. Under FSDP2 the model is built on the meta device and materialised sharded, so no rank
-ever holds it whole. Per rank:
-
-* state: bytes of the parameters, gradients and momentum buffers the rank holds (local shards);
-* peak RSS − start: the process's resident high-water mark (VmHWM) minus its resident size before
-  the model was built, for the set-up (model, `constrain`, optimizer) and, after resetting the mark
-  (/proc/self/clear_refs), for the training steps. glibc keeps freed heap blocks in its arenas, so
-  a freed all-gather buffer would stay resident and count again; MALLOC_MMAP_THRESHOLD_=65536 (set
-  for every launch) serves blocks ≥ 64 KiB by mmap, which returns them on free;
-* SFW traffic: bytes this rank received in the optimizer's collectives per step
-  (`optim.sharded.traffic`, the ring model of `optim.sharded_lmo`); FSDP2's own: its all-gathers and
-  reduce-scatters per step, counted by wrapping FSDP2's default collectives ((w−1)/w of each
-  gathered output / scattered input); DDP's all-reduce by the same ring model, 2(w−1)/w of the
-  gradient bytes (it runs in C++, out of reach of a wrapper);
-* step time: forward + backward + optimizer step, and the optimizer step alone, mean of `steps`
-  steps after one warm-up, on 2 shared CPU cores (ratios, not absolute numbers, carry over).
+Model, and how each column is measured: the section's text (sections/distributed.md).
 """
 from __future__ import annotations
 
@@ -176,7 +158,8 @@ def distributed(args) -> dict[str, str]:
                      "set-up peak (MiB)", "SFW bytes/step", "SFW collectives/step", "FSDP/DDP bytes/step",
                      "SFW / FSDP traffic", "step (s)", "optimizer step (s)"], rows)
     params = next(iter(results.values()))[0]["params"]
-    return {"distributed": H.section("distributed", steps=args.steps, mparams=params / 1e6, table=table)}
+    return {"distributed": H.section("distributed", steps=args.steps, mparams=params / 1e6, table=table,
+                                     widths="-".join(map(str, WIDTHS)))}
 
 
 if __name__ == "__main__":

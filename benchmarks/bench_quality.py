@@ -12,28 +12,25 @@ JSONL are skipped (an interrupted run resumes).
 """
 from __future__ import annotations
 
-import os
+import _harness as H  # first, before torch: it sets OMP_WAIT_POLICY (see its docstring)
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import statistics
+import time
+from pathlib import Path
 
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+import yaml
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-import _harness as H  # noqa: E402
-from _harness import read_jsonl  # noqa: E402
-from sparsefw.compress import count_parameters, recalibrate_batchnorm  # noqa: E402
-from sparsefw.data import get_datasets  # noqa: E402
-from sparsefw.experiments.config import validate  # noqa: E402
-from sparsefw.experiments.evaluation import evaluate  # noqa: E402
-from sparsefw.experiments.optimizers import build_optimizer  # noqa: E402
-from sparsefw.experiments.report import plot_sweeps  # noqa: E402
-from sparsefw.experiments.schedules import LRFactor  # noqa: E402
-from sparsefw.experiments.sweep import compress_model  # noqa: E402
-from sparsefw.models import build_model  # noqa: E402
+from _harness import read_jsonl
+from sparsefw.compress import count_parameters, recalibrate_batchnorm
+from sparsefw.data import get_datasets
+from sparsefw.experiments.config import validate
+from sparsefw.experiments.evaluation import evaluate
+from sparsefw.experiments.optimizers import build_optimizer
+from sparsefw.experiments.report import plot_sweeps
+from sparsefw.experiments.schedules import LRFactor
+from sparsefw.experiments.sweep import compress_model
+from sparsefw.models import build_model
 
 CONFIG = H.HERE / "configs" / "quality.yaml"     # configs/NAME.yaml → results/NAME_runs.jsonl, section NAME
 KINDS = ("unstructured", "filters", "lowrank")

@@ -11,25 +11,22 @@ compression without retraining.
 """
 from __future__ import annotations
 
-import os
+import _harness as H  # first, before torch: it sets OMP_WAIT_POLICY (see its docstring)
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import math
+import warnings
+from pathlib import Path
 
-import math  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-import _harness as H  # noqa: E402
-import _tasks as T  # noqa: E402
-import sparsefw  # noqa: E402
-from sparsefw import compress  # noqa: E402
-from sparsefw.constraints import NMKSupportBall  # noqa: E402
-from sparsefw.data import get_datasets  # noqa: E402
-from sparsefw.models import build_model  # noqa: E402
-from sparsefw.models.resnet import ResNet  # noqa: E402
+import _tasks as T
+import sparsefw
+from sparsefw import compress
+from sparsefw.constraints import NMKSupportBall
+from sparsefw.data import get_datasets
+from sparsefw.models import build_model
+from sparsefw.models.resnet import ResNet
 
 BUDGETS = {"1×": 1, "4×": 4}        # budget name → multiple of each task's epochs
 METHODS = ("sgd_wd", "k_support", "group_k_support", "spectral_k_support")
@@ -114,11 +111,6 @@ def run(jsonl: Path, part: tuple[int, int], seeds=SEEDS, epochs: int | None = No
                              **({"rule": "optimizer"} if old_rule else {})}, one)
 
 
-def summary(records: list[dict]) -> dict:
-    """`_tasks.summary` of this benchmark's methods and levels (records of one budget)."""
-    return T.summary(records, METHODS)
-
-
 def goal_lines(s: dict) -> list[str]:
     out = []
     for task in dict.fromkeys(t for t, _ in s):
@@ -163,7 +155,7 @@ def report(jsonl: Path, png: Path, command: str = "") -> str:
     records = [r for r in records if "rule" not in r]
     parts = []
     for budget, times in BUDGETS.items():
-        s = summary([r for r in records if r.get("budget", "1×") == budget])   # "1×": records before budgets
+        s = T.summary([r for r in records if r.get("budget", "1×") == budget], METHODS)  # "1×": before budgets
         if not s:
             continue
         path = png if times == 1 else png.with_name(f"{png.stem}_{times}x{png.suffix}")
@@ -172,7 +164,7 @@ def report(jsonl: Path, png: Path, command: str = "") -> str:
                   f"![kept share per task and level, budget {budget}](benchmarks/results/{path.name})", "",
                   f"Goals of the issue at {budget} (means over seeds; SFW in the mode made for each structure):", "",
                   *goal_lines(s), ""]
-        before = summary([r for r in old_rule if r.get("budget", "1×") == budget])
+        before = T.summary([r for r in old_rule if r.get("budget", "1×") == budget], METHODS)
         if before:
             parts += [f"The held-out task at {budget} with `fixed_step=\"optimizer\"` (the defaults before the step "
                       "rule; `--old-rule`):", "", *T.summary_table(before), ""]
@@ -191,7 +183,6 @@ def tasks_variant(args) -> dict[str, str]:
 
 
 def tasks_arguments(parser) -> None:
-    H.add_shard_option(parser)
     parser.add_argument("--budget", default="1×", choices=list(BUDGETS), help="multiple of each task's epochs")
     parser.add_argument("--old-rule", action="store_true",
                         help="the held-out task's SFW runs with fixed_step='optimizer' (the defaults before the step rule)")
@@ -258,16 +249,12 @@ def nm_variant(args) -> dict[str, str]:
                             table=H.table(["task", "method", "seeds", *NM_COLUMNS], rows))}
 
 
-def nm_arguments(parser) -> None:
-    H.add_shard_option(parser)
-    parser.add_argument("--pattern", default="2:4", help="N:M: nm_k_support's k and the pruning pattern")
-
-
 VARIANTS = {
     "tasks": H.Variant(tasks_variant, "SGD against SFW's defaults on six tasks (section robustness)",
-                       tasks_arguments, report=True),
-    "nm": H.Variant(nm_variant, "N:M pruning after SGD, k_support and nm_k_support (section nm)", nm_arguments,
-                    report=True),
+                       tasks_arguments, report=True, shard=True),
+    "nm": H.Variant(nm_variant, "N:M pruning after SGD, k_support and nm_k_support (section nm)", report=True,
+                    shard=True, arguments=lambda parser: parser.add_argument(
+                        "--pattern", default="2:4", help="N:M: nm_k_support's k and the pruning pattern")),
 }
 
 if __name__ == "__main__":

@@ -10,21 +10,18 @@ Task, nets, methods, compression and costs: sections/segmentation.md (the sectio
 """
 from __future__ import annotations
 
-import os
+import _harness as H  # first, before torch: it sets OMP_WAIT_POLICY (see its docstring)
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import statistics
+from pathlib import Path
 
-import statistics  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-import _harness as H  # noqa: E402
-import _tasks as T  # noqa: E402
-from sparsefw import compress  # noqa: E402
-from sparsefw.compress.metrics import count_nonzero_parameters, count_sparse_flops  # noqa: E402
-from sparsefw.data import get_datasets  # noqa: E402
-from sparsefw.models import build_model  # noqa: E402
+import _tasks as T
+from sparsefw import compress
+from sparsefw.compress.metrics import count_nonzero_parameters, count_sparse_flops
+from sparsefw.data import get_datasets
+from sparsefw.models import build_model
 
 BUDGET = {"canvases": 2000, "test": 500, "epochs": 12, "batch_size": 32}
 NETS = {"U-Net 8-16-32": ("unet", (8, 16, 32)), "FCN 8-16-32": ("fcn", (8, 16, 32))}
@@ -161,8 +158,7 @@ def segmentation(args) -> dict[str, str]:
 
 
 VARIANTS = {"segmentation": H.Variant(
-    segmentation, "M2NIST: train, compress, report (section segmentation)", report=True,
-    arguments=H.add_shard_option)}
+    segmentation, "M2NIST: train, compress, report (section segmentation)", report=True, shard=True)}
 
 if __name__ == "__main__":
     H.main("bench_segmentation.py", __doc__, VARIANTS)

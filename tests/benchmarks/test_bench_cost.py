@@ -1,6 +1,6 @@
 """The cost benchmark's functions on tiny shapes (no timing assertions): the methods it times do
 what their names say (checked against float64 SVDs), its helpers are right, and a --quick run
-writes its three sections and its plot."""
+writes its two sections and its plot."""
 import math
 import sys
 from pathlib import Path
@@ -108,16 +108,14 @@ def test_resnet50_shapes_match_torchvision_counts():
     assert max((s[0], s[1] * s[2] * s[3]) for s in shapes if s[2] == 3) == (512, 4608)
 
 
-def test_quick_run_writes_three_sections_and_a_png(tmp_path):
+def test_quick_run_writes_two_sections_and_a_png(tmp_path):
     out, results = tmp_path / "BENCHMARKS.md", tmp_path / "results"
     res = bench_cost.main(["cost", "--quick", "--threads", "1", "--out", str(out), "--results-dir", str(results)]).measured
     text = out.read_text()
-    for section in ("cost", "cost_scaling", "cost_whole_step"):
+    for section in ("cost", "cost_scaling"):
         assert f"<!-- {section}:start -->" in text and f"<!-- {section}:end -->" in text
     assert "python benchmarks/bench_cost.py cost --quick" in text
     assert (results / "cost_scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for per_shape in list(res["layers"].values()) + list(res["models"].values()):
         assert set(per_shape) == set(LAYER_METHODS)
         assert all(math.isfinite(r["step"]) and r["step"] > 0 for r in per_shape.values())
-    for per_method in res["whole_steps"].values():
-        assert all(math.isfinite(r["step"]) and r["step"] > 0 for r in per_method.values())

@@ -51,7 +51,7 @@ def _rec(task, method, seed, dense, **cols):
 def test_summary_and_goals_from_known_records():
     recs = [_rec("t", "sgd_wd", s, 0.9, **{"90% unstr.": 0.3}) for s in (0, 1)]
     recs += [_rec("t", "k_support", 0, 0.88, **{"90% unstr.": 0.88}), _rec("t", "k_support", 1, 0.88, **{"90% unstr.": 0.792})]
-    s = br.summary(recs)
+    s = T.summary(recs, br.METHODS)
     assert s["t", "sgd_wd"]["90% unstr."] == pytest.approx((1 / 3, 0.0))
     assert s["t", "k_support"]["90% unstr."] == pytest.approx((0.95, 0.05))
     assert s["t", "k_support"]["dense"] == pytest.approx((0.88, 0.0))
