@@ -35,42 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress
 import _harness as H  # noqa: E402
 import sparsefw  # noqa: E402
 from sparsefw.compress import count_flops, count_parameters, remove_filters  # noqa: E402
+from sparsefw.models import GPT as ZooGPT, Block, SelfAttention  # noqa: E402
 from transformer_zoo import Conv1D  # noqa: E402  (Hugging Face's (in, out)-stored layer)
 
 D, HEADS, MLP, VOCAB, CONTEXT = 256, 8, 1024, 1000, 256
 
 
 # ---- the models ------------------------------------------------------------------------------
-class Attention(nn.Module):
-    """Hugging Face's ViTSelfAttention + ViTSelfOutput: heads by num_attention_heads and
-    attention_head_size, merged to all_head_size."""
-
-    def __init__(self, d: int, heads: int, head_size: int, causal: bool):
-        super().__init__()
-        self.num_attention_heads, self.attention_head_size = heads, head_size
-        self.all_head_size, self.causal = heads * head_size, causal
-        self.query, self.key, self.value = (nn.Linear(d, self.all_head_size) for _ in range(3))
-        self.dense = nn.Linear(self.all_head_size, d)
-
-    def forward(self, x):
-        shape = x.shape[:-1] + (self.num_attention_heads, self.attention_head_size)
-        q, k, v = (f(x).view(shape).transpose(1, 2) for f in (self.query, self.key, self.value))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        return self.dense(y.transpose(1, 2).reshape(x.shape[:-1] + (self.all_head_size,)))
-
-
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int, head_size: int, mlp: int, causal: bool):
-        super().__init__()
-        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attention = Attention(d, heads, head_size, causal)
-        self.intermediate, self.output = nn.Linear(d, mlp), nn.Linear(mlp, d)
-
-    def forward(self, x):
-        x = x + self.attention(self.ln_1(x))
-        return x + self.output(F.gelu(self.intermediate(self.ln_2(x))))
-
-
 class ViT(nn.Module):
     def __init__(self, depth=6, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS, patch=8, max_tokens=145,
                  classes=1000):
@@ -78,7 +49,7 @@ class ViT(nn.Module):
         self.patch_embeddings = nn.Conv2d(3, d, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.position_embeddings = nn.Parameter(torch.zeros(1, max_tokens, d))
-        self.blocks = nn.ModuleList(Block(d, heads, head_size, mlp, False) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(d, heads, mlp, head_size=head_size) for _ in range(depth))
         self.layernorm, self.classifier = nn.LayerNorm(d), nn.Linear(d, classes)
 
     def forward(self, pixel_values):
@@ -90,19 +61,9 @@ class ViT(nn.Module):
         return self.classifier(self.layernorm(x)[:, 0])
 
 
-class GPT(nn.Module):
-    def __init__(self, depth=4, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(VOCAB, d), nn.Embedding(CONTEXT, d)
-        self.blocks = nn.ModuleList(Block(d, heads, head_size, mlp, True) for _ in range(depth))
-        self.ln_f, self.lm_head = nn.LayerNorm(d), nn.Linear(d, VOCAB, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, input_ids):
-        x = self.wte(input_ids) + self.wpe(torch.arange(input_ids.shape[1], device=input_ids.device))
-        for block in self.blocks:
-            x = block(x)
-        return self.lm_head(self.ln_f(x))
+def gpt(depth=4, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS) -> nn.Module:
+    """The zoo's GPT (Hugging Face's attention, lm_head tied to the token embedding)."""
+    return ZooGPT(VOCAB, CONTEXT, d, depth, heads, mlp, head_size=head_size)
 
 
 class GPT2Block(nn.Module):
@@ -124,12 +85,12 @@ class GPT2Block(nn.Module):
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
 
-class GPT2(GPT):
+class GPT2(ZooGPT):
     """The GPT decoder with GPT-2's Conv1D blocks (Torch-Pruning has no pruner for Conv1D)."""
 
     def __init__(self, depth=4, heads=HEADS, mlp=MLP, d=D, head_size=D // HEADS):
-        super().__init__(0, heads, mlp, d, head_size)
-        self.blocks = nn.ModuleList(GPT2Block(d, heads, head_size, mlp) for _ in range(depth))
+        super().__init__(VOCAB, CONTEXT, d, 1, heads, mlp)
+        self.h = nn.ModuleList(GPT2Block(d, heads, head_size, mlp) for _ in range(depth))
 
 
 def inputs(name: str, batch: int, length: int) -> torch.Tensor:
@@ -142,7 +103,7 @@ def inputs(name: str, batch: int, length: int) -> torch.Tensor:
 
 SHAPES = {"vit": [(1, 65), (1, 145), (8, 65), (8, 145)], "gpt": [(1, 64), (1, 256), (8, 64), (8, 256)]}
 SHAPES["gpt2"] = SHAPES["gpt"]
-BUILD = {"vit": ViT, "gpt": GPT, "gpt2": GPT2}
+BUILD = {"vit": ViT, "gpt": gpt, "gpt2": GPT2}
 
 
 def checkpoint_like(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -163,7 +124,7 @@ def torch_pruned(model: nn.Module, x: torch.Tensor) -> nn.Module | str:
     if any(isinstance(m, Conv1D) for m in model.modules()):
         return "Torch-Pruning 1.6 has no pruner for Conv1D (weight stored (in, out))"
     model = copy.deepcopy(model)
-    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    attentions = [m for m in model.modules() if isinstance(m, SelfAttention)]
     heads = {layer: m.num_attention_heads for m in attentions for layer in (m.query, m.key, m.value)}
     residual_writers = [m for b in model.modules() if isinstance(b, Block) for m in (b.attention.dense, b.output)]
     ends = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.Conv2d))]

@@ -20,11 +20,11 @@ def test_half_the_heads_and_ffn_units_is_the_native_net(name):
     assert bench.count_parameters(ours) == bench.count_parameters(native)
     assert bench.block_parameters(ours) / bench.block_parameters(dense) <= 0.52
     if name == "gpt2":
-        block = ours.blocks[0]
+        block = ours.h[0]
         assert (block.num_heads, block.head_dim, block.split_size, block.c_attn.nf) == (2, 8, 16, 48)
         assert isinstance(models["torch-pruning"], str)
     else:
-        attention = next(m for m in ours.modules() if isinstance(m, bench.Attention))
+        attention = next(m for m in ours.modules() if isinstance(m, bench.SelfAttention))
         assert (attention.num_attention_heads, attention.attention_head_size, attention.all_head_size) == (2, 8, 16)
     x = bench.inputs(name, 2, 17)
     with torch.no_grad():

@@ -142,3 +142,16 @@ def test_constrain_k_support_leaves_the_output_unchanged(name):
     if name == "gpt":
         assert sum(p is model.wte.weight for g in groups for p in g["params"]) == 1   # tied: one region
     assert isinstance(model.lm_head if name == "gpt" else model.classifier, nn.Linear)
+
+
+def test_a_head_size_other_than_dim_over_heads_sets_the_attention_width():
+    """GPT(head_size=h): q/k/v map dim → heads·h and the output dense back; the forward runs, and a
+    model at half the heads (the benchmark's "native" net) has exactly half the attention weights."""
+    model = GPT(10, 8, dim=16, heads=4, head_size=2)
+    attention = model.h[0].attention
+    assert attention.query.weight.shape == (8, 16) and attention.dense.weight.shape == (16, 8)
+    assert model(torch.randint(0, 10, (2, 8))).shape == (2, 8, 10)
+    half = GPT(10, 8, dim=16, heads=2, head_size=2).h[0].attention
+    assert half.query.weight.numel() * 2 == attention.query.weight.numel()
+    with pytest.raises(ValueError, match="head_size must be an int >= 1"):
+        GPT(10, 8, dim=16, heads=4, head_size=0)

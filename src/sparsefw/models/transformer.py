@@ -20,12 +20,14 @@ from torch import nn
 INIT_STD = 0.02
 
 
-def _check_sizes(dim: int, depth: int, heads: int, mlp: int) -> None:
-    for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp", mlp)):
+def _check_sizes(dim: int, depth: int, heads: int, mlp: int, head_size: int | None = None) -> None:
+    sizes = (("dim", dim), ("depth", depth), ("heads", heads), ("mlp", mlp)) + \
+        ((("head_size", head_size),) if head_size is not None else ())
+    for name, value in sizes:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
-    if dim % heads:
-        raise ValueError(f"dim must be a multiple of heads, got dim={dim!r}, heads={heads!r}")
+    if head_size is None and dim % heads:
+        raise ValueError(f"dim must be a multiple of heads, got dim={dim!r}, heads={heads!r} (or give head_size)")
 
 
 @torch.no_grad()
@@ -43,11 +45,11 @@ def init_weights(module: nn.Module) -> None:
 class SelfAttention(nn.Module):
     """Multi-head self-attention as Hugging Face writes it: `query`, `key`, `value` Linears, heads split
     by `num_attention_heads` × `attention_head_size`, merged to `all_head_size`, output `dense`; causal
-    (`is_causal`) for a decoder."""
+    (`is_causal`) for a decoder. `head_size` defaults to dim // heads (Hugging Face's head_dim)."""
 
-    def __init__(self, dim: int, heads: int, causal: bool = False):
+    def __init__(self, dim: int, heads: int, causal: bool = False, head_size: int | None = None):
         super().__init__()
-        self.num_attention_heads, self.attention_head_size = heads, dim // heads
+        self.num_attention_heads, self.attention_head_size = heads, head_size or dim // heads
         self.all_head_size = heads * self.attention_head_size
         self.is_causal = causal
         self.query, self.key, self.value = (nn.Linear(dim, self.all_head_size) for _ in range(3))
@@ -68,10 +70,10 @@ class Block(nn.Module):
     """Pre-LN transformer block (Hugging Face's ViTLayer): x + attention(LN(x)), then
     x + output(GELU(intermediate(LN(x))))."""
 
-    def __init__(self, dim: int, heads: int, mlp: int, causal: bool = False):
+    def __init__(self, dim: int, heads: int, mlp: int, causal: bool = False, head_size: int | None = None):
         super().__init__()
         self.layernorm_before = nn.LayerNorm(dim)
-        self.attention = SelfAttention(dim, heads, causal)
+        self.attention = SelfAttention(dim, heads, causal, head_size)
         self.layernorm_after = nn.LayerNorm(dim)
         self.intermediate = nn.Linear(dim, mlp)
         self.output = nn.Linear(mlp, dim)
@@ -112,16 +114,18 @@ class ViT(nn.Module):
 class GPT(nn.Module):
     """Decoder-only language model: token (`wte`) + learned position (`wpe`) embeddings, `depth` causal
     blocks, final LayerNorm `ln_f`, `lm_head` without bias tied to `wte` (one Parameter). Input (B, T)
-    int64 token ids with T ≤ `context`; output logits (B, T, vocab)."""
+    int64 token ids with T ≤ `context`; output logits (B, T, vocab). `head_size`: each head's size
+    (default dim // heads; another makes the attention width heads · head_size ≠ dim)."""
 
-    def __init__(self, vocab: int, context: int, dim: int = 64, depth: int = 2, heads: int = 4, mlp: int = 256):
+    def __init__(self, vocab: int, context: int, dim: int = 64, depth: int = 2, heads: int = 4, mlp: int = 256,
+                 head_size: int | None = None):
         super().__init__()
-        _check_sizes(dim, depth, heads, mlp)
+        _check_sizes(dim, depth, heads, mlp, head_size)
         for name, value in (("vocab", vocab), ("context", context)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
         self.wte, self.wpe = nn.Embedding(vocab, dim), nn.Embedding(context, dim)
-        self.h = nn.ModuleList(Block(dim, heads, mlp, causal=True) for _ in range(depth))
+        self.h = nn.ModuleList(Block(dim, heads, mlp, causal=True, head_size=head_size) for _ in range(depth))
         self.ln_f = nn.LayerNorm(dim)
         self.lm_head = nn.Linear(dim, vocab, bias=False)
         self.apply(init_weights)
