@@ -331,19 +331,21 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     Modes "spectral" / "spectral_polytope" (`assign_spectral`): every matrix weight's region has radius
     `spectral_width` (None: `DEFAULT_SPECTRAL_WIDTH`) · √(d_out/d_in) (rule "checkpoint": times its
     gauge; at least the start's gauge) and its group the fixed step `fixed_step` (None:
-    `DEFAULT_FIXED_STEP`, from a checkpoint `DEFAULT_FINETUNE_STEP`; "optimizer": the optimizer's), with or without example_inputs; `width` sizes
-    the other parameters' L2 balls.
+    `DEFAULT_FIXED_STEP`, from a checkpoint `DEFAULT_FINETUNE_STEP`; "optimizer": the optimizer's),
+    with or without example_inputs; `width` sizes the other parameters' L2 balls.
     `direction` (`assign_step.resolve_direction`): "momentum", "adam" or "auto" (default: "adam" in the
     spectral modes, else "momentum"). "adam": every LMO takes Adam's direction (group key
     "direction") and every group outside the spectral matrix regions `assign_spectral.OTHER_STEP`
-    (the gradient-rescaled step of length 3e-3·‖d‖, replacing the fixed and coupled steps)."""
+    (the gradient-rescaled step of length 3e-3·‖d‖, replacing the fixed and coupled steps);
+    "momentum" in the spectral modes: the matrix groups keep their fixed step with the momentum, the
+    others take the optimizer's step."""
     _check_arguments(model, mode, width, bias_and_norm, radius_rule, linear)
     explicit_norm = norm_radius is not None
     norm_radius = _norm_radius(mode, width, norm_radius)
     k = mode_k(mode, k)
     spectral = mode in SPECTRAL_MODES
     asked = fixed_step == "optimizer" if spectral else fixed_step is not None or coupled_step is not None
-    adam = resolve_direction(model, direction, spectral, asked) == "adam"
+    adam = resolve_direction(direction, spectral, asked) == "adam"
     coupled_width, coupled_step = _coupled_options(mode, coupled_width, coupled_step)
     fixed = {} if adam and not spectral else _fixed_step(model, example_inputs, fixed_step)  # adam: none
     norms = expected_init_norms(model)

@@ -19,8 +19,8 @@ Every matrix group carries the fixed Frank-Wolfe step {"lr": fixed_step (`DEFAUL
 `DEFAULT_FINETUNE_STEP`, 0.005, where the radii come from a checkpoint — fine-tuning a trained model:
 four times smaller lost 2–4.5 fewer points of the checkpoint's accuracy on two ViTs and kept more at ⅛
 rank; on a character-level GPT the two steps were alike, docs/tuning.md "Training transformers"),
-"rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular
-value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
+"rescale": None}, θ ← (1 − η)θ + η·v, scheduled like any group lr: Scion's constrained update, whose
+vertex −τ·UVᵀ (or −τ·U_kV_kᵀ) has every singular value τ, so the layer's gain is set by the radius and by how coherent the last ≈ 1/η vertices are —
 and the direction "adam" (`constrain`'s `direction` "auto" in these modes: the LMO takes Adam's
 preconditioned direction, AdaSFW; measured better than the momentum for the polytope, alike for the ball).
 Every other group (biases, norm γ/β, positional embeddings; not those the step rule gives the fixed
