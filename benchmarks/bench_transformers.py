@@ -242,8 +242,9 @@ def _reading(rows: list[dict]) -> str:
 LEVELS = {"heads_ffn": "heads+FFN ½", "sparse_90": "90 %", "nm_2:4": "2:4", "rank_1/4": "¼ rank",
           "rank_1/8": "⅛ rank"}
 DEFAULT_METHODS = [
-    "adamw", "adamw:lr=0.001", "adamw:lr=0.01", "sfw:spectral", "sfw:spectral_polytope", "sfw:spectral_polytope:k=0.125",
-    "sfw:k_support", "sfw:group_k_support", "sfw:coupled_group_k_support", "sfw:spectral_k_support", "sfw:nm_k_support",
+    "adamw", "adamw:lr=0.001", "adamw:lr=0.01", "sfw:spectral", "sfw:spectral_polytope",
+    "sfw:spectral_polytope:k=0.125", "sfw:k_support", "sfw:group_k_support", "sfw:coupled_group_k_support",
+    "sfw:spectral_k_support", "sfw:nm_k_support",
     "sfw:k_support:rest=adam", "sfw:k_support:rest=adam,rest_lr=0.01", "sfw:k_support:rest=adam,rest_lr=0.03",
     "sfw:k_support:rest=adam,rest_lr=0.1", "sfw:k_support:rest=outside", "sfw:coupled_group_k_support:rest=adam",
     "sfw:coupled_group_k_support:rest=adam,rest_lr=0.1", "sfw:coupled_group_k_support:rest=outside",
@@ -417,25 +418,22 @@ def training_table(task_name: str, records: list[dict]) -> str:
 
 
 def training_plot(records: list[dict], methods: list[str], path: Path) -> None:
-    """Per task, the kept share (gpt: dense / compressed perplexity) at each level, mean over seeds, one
-    bar per method of `methods` found in `records`."""
-    plt = H.pyplot()
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(6.5 * len(TASKS), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], TASKS):
-        shown = [m for m in methods if any(r["task"] == name and r["method"] == m for r in records)]
-        for i, method in enumerate(shown):
-            rs = [r for r in records if r["task"] == name and r["method"] == method]
-            kept = [statistics.mean((r[lv] / r["dense"]) ** (-1 if TASKS[name].language else 1) for r in rs)
-                    for lv in LEVELS]
-            ax.bar([j + (i - len(shown) / 2 + 0.5) * 0.8 / len(shown) for j in range(len(LEVELS))], kept,
-                   0.8 / len(shown), label=method)
-        ax.set_xticks(range(len(LEVELS)), list(LEVELS.values()))
-        ax.axhline(1 / 1.1 if TASKS[name].language else 0.95, color="grey", ls="--", lw=0.8)   # the goals
+    """Per task, the kept share (gpt: dense / compressed perplexity) at each level, mean and half range
+    over seeds (`_tasks.kept_bars`), one bar per method of `methods` found in `records`."""
+    import _tasks as T
+    fig, axes = H.pyplot().subplots(1, len(TASKS), figsize=(6.5 * len(TASKS), 6), squeeze=False)
+    for ax, (name, task) in zip(axes[0], TASKS.items()):
+        power = -1 if task.language else 1
+        s = {(name, m): {"dense": T.mean_spread([r["dense"] for r in rs]),
+                         **{c: T.mean_spread([(r[lv] / r["dense"]) ** power for r in rs]) for lv, c in LEVELS.items()}}
+             for m in methods if (rs := [r for r in records if r["task"] == name and r["method"] == m])}
+        T.kept_bars(ax, s, name, methods, list(LEVELS.values()), dense="perplexity" if task.language else "accuracy")
+        ax.axhline(1 / 1.1 if task.language else 0.95, color="grey", ls="--", lw=0.8)   # the goals
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{name}: " + ("dense / compressed perplexity" if TASKS[name].language else "accuracy kept")
+        ax.set_title(f"{name}: " + ("dense / compressed perplexity" if task.language else "accuracy kept")
                      + ", one-shot, no retraining", fontsize=9)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(methods), fontsize=8)
-    fig.subplots_adjust(bottom=0.17)
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.subplots_adjust(bottom=0.36, wspace=0.3)
     H.save_plot(fig, path)
 
 
