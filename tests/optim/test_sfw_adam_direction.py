@@ -11,6 +11,8 @@ from sparsefw.constraints import L2Ball, SpectralBall
 from sparsefw.optim.adam import adam_directions
 from sparsefw.optim.functional import sfw
 
+from side_by_side import step_side_by_side
+
 
 def _grads(shapes, steps, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -23,11 +25,7 @@ def test_unconstrained_adam_direction_is_torch_adam():
     theirs = [a.clone().requires_grad_(), b.clone().requires_grad_()]
     opt = SFW(ours, lr=0.01, momentum=0.9, direction="adam")
     ref = torch.optim.Adam(theirs, lr=0.01, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-    for grads in _grads([a.shape, b.shape], 6):
-        for p, q, g in zip(ours, theirs, grads):
-            p.grad, q.grad = g.clone(), g.clone()
-        opt.step()
-        ref.step()
+    step_side_by_side(ours, theirs, opt, ref, _grads([a.shape, b.shape], 6))
     for p, q in zip(ours, theirs):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
 

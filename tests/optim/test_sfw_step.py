@@ -7,6 +7,8 @@ import torch
 from sparsefw import SFW
 from sparsefw.constraints import KSupportBall, L2Ball
 
+from side_by_side import step_side_by_side
+
 
 def _l2_vertex(m, radius):
     return -radius * m / m.norm()
@@ -56,12 +58,7 @@ def test_unconstrained_group_is_sgd_with_momentum(momentum, dampening):
     theirs = [torch.nn.Parameter(t.clone()) for t in w]
     sfw = SFW(ours, lr=0.03, momentum=momentum, dampening=dampening)
     sgd = torch.optim.SGD(theirs, lr=0.03, momentum=momentum, dampening=dampening)
-    for _ in range(6):
-        grads = [torch.randn(t.shape, generator=gen) for t in w]
-        for a, b, g in zip(ours, theirs, grads):
-            a.grad, b.grad = g.clone(), g.clone()
-        sfw.step()
-        sgd.step()
+    step_side_by_side(ours, theirs, sfw, sgd, [[torch.randn(t.shape, generator=gen) for t in w] for _ in range(6)])
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert all(math.isnan(gap) for gap in sfw.fw_gaps())
