@@ -7,7 +7,6 @@ its own forward, which reads the patched head counts.
 """
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from types import SimpleNamespace
@@ -17,7 +16,7 @@ import torch
 
 from sparsefw.compress import channel_groups, count_parameters, rebuild, remove_filters
 from sparsefw.graph.attention import HeadedMultiheadAttention
-from transformer_zoo import VOCAB, ZOO, build
+from transformer_zoo import VOCAB, ZOO, build, masked_by_plan
 
 HEADS = {"bert": 2, "gpt2": 2, "llama": 2, "nanogpt": 2, "vit": 2, "torch_encoder": 2}  # head spaces
 
@@ -29,18 +28,6 @@ def _new_inputs(name, x):
         return [torch.randn(b, 3, 8, 8, generator=g, dtype=x.dtype) for b in (1, 5)]
     lengths = (5, 13) if name == "llama" else (3, 7)
     return [torch.randint(1, VOCAB, (b, t), generator=g) for b, t in zip((1, 5), lengths)]
-
-
-def _masked(model, plan):
-    masked = copy.deepcopy(model)
-    params = dict(masked.named_parameters())
-    with torch.no_grad():
-        for name, dims in plan.items():
-            for dim, kept in dims.items():
-                drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
-                drop[kept] = False
-                params[name].index_fill_(dim, torch.nonzero(drop).flatten(), 0.0)
-    return masked
 
 
 def _relative(a, b):
@@ -70,7 +57,7 @@ def test_coupled_removal_of_heads_and_ffn_units_is_exact_at_new_sizes(name):
         compressed, recipe = remove_filters(model, 0.5, x, coupled=True, return_recipe=True)
     assert type(compressed) is type(model)
     assert count_parameters(compressed) < count_parameters(model)
-    masked = _masked(model, recipe["slices"])
+    masked = masked_by_plan(model, recipe["slices"])
     rebuilt = rebuild(model, json.loads(json.dumps(recipe)))
     rebuilt.load_state_dict(compressed.state_dict())
     with torch.no_grad():
@@ -180,7 +167,7 @@ def test_sdpa_grouped_query_attention_keeps_query_groups_with_their_kv_head():
     assert kept_q == [h * 8 + i for h in range(4) if h // 2 * 8 in kept_kv for i in range(8)]
     with torch.no_grad():
         y = torch.randn(3, 11, 16, dtype=torch.float64)
-        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+        assert _relative(compressed(y), masked_by_plan(model, recipe["slices"])(y)) <= 1e-5
 
 
 class _ConfigAttention(torch.nn.Module):
@@ -213,7 +200,7 @@ def test_a_forward_reading_config_fields_follows_the_patched_config():
     assert config.num_attention_heads == 4 and compressed[0].config.head_dim == 4   # the original untouched
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
-        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+        assert _relative(compressed(y), masked_by_plan(model, recipe["slices"])(y)) <= 1e-5
 
 
 class _DerivedHeadDimAttention(_ConfigAttention):
@@ -247,7 +234,7 @@ def test_a_config_without_head_dim_gets_it_written_so_a_model_rebuilt_from_it_fi
     assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in compressed.parameters()]
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
-        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+        assert _relative(compressed(y), masked_by_plan(model, recipe["slices"])(y)) <= 1e-5
 
 
 class _DefaultMultiheadAttention(torch.nn.Module):
@@ -273,7 +260,7 @@ def test_multihead_attention_with_its_defaults_loses_heads_exactly(batch_first):
     assert compressed.attn.num_heads == 2 and compressed.attn.in_proj_weight.shape == (24, 16)
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
-        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+        assert _relative(compressed(y), masked_by_plan(model, recipe["slices"])(y)) <= 1e-5
 
 
 class _FusedGateUp(torch.nn.Module):
@@ -300,4 +287,4 @@ def test_a_fused_gate_up_projection_loses_units_from_both_halves():
     assert len(kept) == 32 and [k + 32 for k in kept if k < 32] == [k for k in kept if k >= 32]
     with torch.no_grad():
         y = torch.randn(3, 9, 16, dtype=torch.float64)
-        assert _relative(compressed(y), _masked(model, recipe["slices"])(y)) <= 1e-5
+        assert _relative(compressed(y), masked_by_plan(model, recipe["slices"])(y)) <= 1e-5

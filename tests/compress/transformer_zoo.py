@@ -21,6 +21,7 @@ images (2, 3, 8, 8).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -364,3 +365,17 @@ def build(name: str, pretrained: bool = False, dtype=torch.float64, seed: int = 
     else:
         x = make_input().to(dtype)
     return model, x
+
+
+def masked_by_plan(model: nn.Module, plan: dict) -> nn.Module:
+    """A copy of `model` with every parameter slice outside a removal plan's kept indices ({name: {dim:
+    kept}}, a recipe's "slices") zeroed: the independent truth a physically compressed model must equal."""
+    masked = copy.deepcopy(model)
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, dims in plan.items():
+            for dim, kept in dims.items():
+                drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
+                drop[kept] = False
+                params[name].index_fill_(dim, torch.nonzero(drop).flatten(), 0.0)
+    return masked

@@ -3,16 +3,20 @@ removal of heads and FFN units (exact against the same slices masked, run by the
 new sizes), and `constrain` leaving the output as it was."""
 from __future__ import annotations
 
-import copy
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-import sparsefw
-from sparsefw.compress import count_parameters, remove_filters
-from sparsefw.models import GPT, ViT, build_model, model_options
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "compress"))
+
+import sparsefw  # noqa: E402
+from sparsefw.compress import count_parameters, remove_filters  # noqa: E402
+from sparsefw.models import GPT, ViT, build_model, model_options  # noqa: E402
+from transformer_zoo import masked_by_plan  # noqa: E402
 
 VOCAB, CONTEXT = 97, 64
 
@@ -93,18 +97,6 @@ def test_gpt_is_causal_and_its_head_is_tied():
     assert (a[:, 7:] - b[:, 7:]).abs().amax(-1).min() > 1e-6              # every later position sees it
 
 
-def _masked(model, plan):
-    masked = copy.deepcopy(model)
-    params = dict(masked.named_parameters())
-    with torch.no_grad():
-        for name, dims in plan.items():
-            for dim, kept in dims.items():
-                drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
-                drop[kept] = False
-                params[name].index_fill_(dim, torch.nonzero(drop).flatten(), 0.0)
-    return masked
-
-
 @pytest.mark.parametrize("name", ["vit", "gpt"])
 def test_coupled_removal_drops_whole_heads_and_units_and_equals_masking(name):
     model = _checkpoint_like(_model(name))
@@ -119,7 +111,7 @@ def test_coupled_removal_drops_whole_heads_and_units_and_equals_masking(name):
         assert block.intermediate.out_features == (128 if name == "gpt" else 64)        # mlp 256 / 128 halved
     if name == "gpt":
         assert compressed.lm_head.weight is compressed.wte.weight
-    masked = _masked(model, recipe["slices"])
+    masked = masked_by_plan(model, recipe["slices"])
     with torch.no_grad():
         for batch, length in ((1, 5), (5, 40)):                          # sizes the capture never saw
             x = _inputs(name, batch, length, seed=batch)
