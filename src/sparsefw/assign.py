@@ -361,7 +361,7 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     groups = [_single_group(model, name, p, rules, matrices, fixed, adam, rescaled)
               for name, p in model.named_parameters() if p.requires_grad and name not in coupled]
     _warn_rescaled(rescaled)
-    if adam and not spectral:
+    if adam:                               # coupled groups: mode coupled_group_k_support only
         for group in joint:
             group.update(OTHER_STEP)
     return groups + joint
@@ -380,7 +380,7 @@ def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, m
     step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
     if name in matrices and matrices.step is not None:
         step = {"lr": matrices.step, "rescale": None, **({"direction": "adam"} if adam else {})}
-    elif adam and (rules.mode not in SPECTRAL_MODES or matrices.step is not None and name not in fixed):
+    elif adam and name not in fixed:       # adam: no fixed step outside the spectral modes, matrix steps in them
         step = dict(OTHER_STEP)
     return {"params": [p], "constraint": region, "name": name, **step}
 
