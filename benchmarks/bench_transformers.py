@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress
 import _harness as H  # noqa: E402
 import sparsefw  # noqa: E402
 from sparsefw.compress import count_flops, count_parameters, remove_filters  # noqa: E402
+from sparsefw.experiments.evaluation import token_logits  # noqa: E402
 from sparsefw.models import GPT as ZooGPT, Block, SelfAttention  # noqa: E402
 from transformer_zoo import Conv1D  # noqa: E402  (Hugging Face's (in, out)-stored layer)
 
@@ -276,11 +277,6 @@ def load(task: Task):
     return (train.images, train.targets.long()), (test.images, test.targets.long()), info
 
 
-def token_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over every position: classification logits (N, C) or token logits (N, T, V)."""
-    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
-
-
 def score(task: Task, model: nn.Module, test, info) -> float:
     """Test accuracy (vit) or validation perplexity (gpt)."""
     from sparsefw.experiments.evaluation import perplexity
@@ -380,8 +376,8 @@ def trained(task: Task, method: str, seed: int, data, cache: Path) -> tuple[nn.M
     elif method == "adamw" and path.exists():
         model.load_state_dict(torch.load(path))
         return model.eval(), float("nan")
-    loss = H.fit(model, optimizer(method, model, x[:64]), x, y, epochs, task.batch,
-                 torch.Generator().manual_seed(seed), loss=token_loss)
+    loss = H.fit(model, optimizer(method, model, x[:64]), x, y, epochs, task.batch, torch.Generator().manual_seed(seed),
+                 loss=lambda logits, t: F.cross_entropy(*token_logits(logits, t, info.task)))   # GPT: every token
     if method == "adamw":
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
