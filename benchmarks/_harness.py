@@ -198,6 +198,16 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def run_logged(path: Path, key: dict, fn: Callable[[], dict]) -> None:
+    """fn() → record fields, appended to the log `path` under `key` unless a record with `key` is there
+    (an interrupted benchmark resumes; shards skip each other's runs); prints the key and the seconds."""
+    if any(all(r.get(k) == v for k, v in key.items()) for r in read_jsonl(path)):
+        return
+    start = time.perf_counter()
+    append_jsonl(path, {**key, **fn()})
+    print(f"{time.strftime('%H:%M:%S')} {key} {time.perf_counter() - start:.0f} s", flush=True)
+
+
 # --- the command line --------------------------------------------------------------------------
 @dataclass
 class Variant:

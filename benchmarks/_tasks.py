@@ -113,17 +113,7 @@ def sweep(task: Task, model: nn.Module, levels=LEVELS) -> dict[str, float | None
         else None for kind, level, col in levels}}
 
 
-# --- runs, logged to a JSONL and summarised ------------------------------------------------------
-def run_logged(jsonl, key: dict, fn: Callable[[], dict]) -> None:
-    """fn() → record fields, appended to `jsonl` under `key` unless a record with `key` is there."""
-    if any(all(r.get(k) == v for k, v in key.items()) for r in H.read_jsonl(jsonl)):
-        return
-    record = {**key, **fn()}
-    H.append_jsonl(jsonl, record)
-    print(f"{time.strftime('%H:%M:%S')} {key} dense {record['scores']['dense']:.3f} "
-          f"{record.get('seconds', 0):.0f}s", flush=True)
-
-
+# --- summaries of the logged runs ----------------------------------------------------------------
 def kept(record: dict, col: str) -> float | None:
     """Kept share of the dense metric at column `col` (None where not applicable)."""
     v = record["scores"][col]
@@ -156,6 +146,26 @@ def kept_bars(ax, s: dict, task: str, methods: tuple, cols: list[str], dense: st
                yerr=[v[1] for v in vals], label=f"{method} ({dense} {cell['dense'][0]:.2f})", capsize=2)
     ax.set_xticks(range(len(cols)), cols, rotation=30, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+
+
+def kept_figure(s: dict, methods: tuple, cols: list[str], path, rows: int = 1, dense: str = "dense",
+                ylim: float = 1.3, goal: float | None = None, title: Callable[[str], str] = str):
+    """One panel per task of `s` (a `summary`) in `rows` rows: `kept_bars`, a dashed line at the kept
+    share `goal`; saved as `path`."""
+    names = list(dict.fromkeys(t for t, _ in s))
+    per_row = -(-len(names) // rows)
+    fig, axes = H.pyplot().subplots(rows, per_row, figsize=(6 * per_row, 4.4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, names):
+        kept_bars(ax, s, task, methods, cols, dense)
+        ax.set(ylim=(0, ylim), ylabel=f"kept share of {dense}")
+        if goal is not None:
+            ax.axhline(goal, color="grey", lw=0.8, ls="--")
+        ax.set_title(title(task), fontsize=9)
+        ax.legend(fontsize=6.5, loc="upper right", framealpha=0.5, ncol=2)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return H.save_plot(fig, path)
 
 
 def mean_spread(values: list[float | None]) -> tuple[float, float] | None:

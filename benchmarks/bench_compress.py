@@ -8,8 +8,7 @@ models interleaved by `sparsefw.compress.measure_latency`), compressed against d
     ... --quick                                     # seconds: one small net, few repeats, prints only
 
 Random weights (latency does not depend on their values) with randomised BN statistics, so removed
-channels emit constants that must be folded. The first section, compress (ResNet-20, every kind once), is
-a dated record: `git show 276fe4d:benchmarks/bench_compress.py` (variant `oneshot`).
+channels emit constants that must be folded.
 """
 from __future__ import annotations
 

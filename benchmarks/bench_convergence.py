@@ -60,13 +60,10 @@ def run_horizon(data, T: int, c: float, batch: int, rescale: str, seed: int = SE
     every = max(1, T // EVALS_PER_RUN)
     n = len(x)
     order, pos = torch.randperm(n, generator=generator), 0
-    steps, losses, gaps = [], [], []
+    history = []                        # (t, F(θ_t), G(θ_t))
     for t in range(T + 1):
         if t % every == 0 or t == T:
-            loss, gap = full_gap(model, groups, x, y)
-            steps.append(t)
-            losses.append(loss)
-            gaps.append(gap)
+            history.append((t, *full_gap(model, groups, x, y)))
         if t == T:
             break
         if pos + batch > n:  # a new epoch of sampling without replacement
@@ -76,6 +73,7 @@ def run_horizon(data, T: int, c: float, batch: int, rescale: str, seed: int = SE
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
+    steps, losses, gaps = map(list, zip(*history))
     return {"T": T, "steps": steps, "losses": losses, "gaps": gaps, "min_gap": min(gaps)}
 
 

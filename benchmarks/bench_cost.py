@@ -11,9 +11,6 @@ by side in one process, interleaved, medians.
 
 At one thread the CPU clock is the thread's CPU time (`time.thread_time`), which other processes do
 not inflate; otherwise wall-clock time. The methods and their settings: `Method` and `METHODS` in this file.
-The GPU mode (`step --device cuda`: AMP step, host syncs, kernels per step) never ran and was retired;
-its last version: `git show c0d83c5:benchmarks/bench_cost.py`. The whole training steps of `cost` (section
-cost_whole_step, a dated record) were retired too: `git show 276fe4d:benchmarks/bench_cost.py`.
 """
 from __future__ import annotations
 

@@ -40,11 +40,8 @@ SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 
 def data(padded: bool, n_train: int, n_test: int):
     train_set, test_set, _ = load_fashion_mnist(padded=padded)
-    x, y = train_set.images[:n_train], train_set.targets[:n_train]
-    xt, yt = test_set.images[:n_test], test_set.targets[:n_test]
-    if padded:                                  # the stored images are 1 channel; the dataset repeats it
-        x, xt = x.expand(-1, 3, -1, -1).contiguous(), xt.expand(-1, 3, -1, -1).contiguous()
-    return x, y, xt, yt
+    (x, y), (xt, yt) = train_set[:n_train], test_set[:n_test]
+    return x.contiguous(), y, xt.contiguous(), yt       # padded: 3 channels, views of 1 until made contiguous
 
 
 def make_optimizer(method: str, model, example, args):
@@ -125,16 +122,6 @@ def train_task(args, task: str, methods: list[str], results: dict, latency: dict
     save()
 
 
-def training_command(args) -> str:
-    """The command line that reproduces the run (every option spelled out)."""
-    quote = lambda names: " ".join(repr(n) if " " in n else n for n in names)  # noqa: E731
-    return (f"OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/bench_coupled_training.py training --tasks "
-            f"{quote(args.tasks)} --train {args.train} --test {args.test} --epochs {args.epochs} --seeds {args.seeds} "
-            f"--k {args.k} --lr {args.lr} --coupled-ks {' '.join(f'{k:g}' for k in args.coupled_ks)} "
-            f"--baselines {quote(args.baselines)} --lams {' '.join(f'{lam:g}' for lam in args.lams)}"
-            + ("" if args.name == "coupled_training" else f" --name {args.name}"))
-
-
 def training_section(args, methods: list[str], results: dict, latency: dict, stored: Path) -> str:
     tables = []
     for task in args.tasks:
@@ -144,7 +131,7 @@ def training_section(args, methods: list[str], results: dict, latency: dict, sto
             [[f"{a:.0%}", f"{ms[str(a)]:.2f} ({ms['0.0'] / ms[str(a)]:.2f}×)", *(H.mean_range(acc[m][str(a)]) for m in methods)]
              for a in AMOUNTS]), "", "Share of dense accuracy kept at 50 %: " + ", ".join(
             f"{m} {statistics.mean(acc[m]['0.5']) / statistics.mean(acc[m]['0.0']):.1%}" for m in methods) + ".", ""]
-    return H.section("coupled_training", command=training_command(args), a=args, last_seed=args.seeds - 1,
+    return H.section("coupled_training", command=args.command, a=args, last_seed=args.seeds - 1,
                      note=f"{H.machine_line()} {args.note}".rstrip(), tables=tables, stored=stored.name)
 
 
@@ -152,13 +139,13 @@ def training(args) -> dict[str, str]:
     stored = args.results / f"{args.name}.json"
     if args.quick:                               # 256 training and 128 test images, one epoch, one seed
         vars(args).update(train=256, test=128, epochs=1, seeds=1)
-    if args.report:                              # the stored run's own arguments and numbers
+    if args.report:                              # the stored run's own arguments, command and numbers
         old = json.loads(stored.read_text())
         vars(args).update({k: v for k, v in old["args"].items() if k not in ("report", "quick", "out", "threads")})
     methods = [*(f"{COUPLED}{k:g}" for k in args.coupled_ks), *args.baselines, *(f"{LASSO}{lam:g}" for lam in args.lams)]
     results, latency = stored_results(args, stored, methods)
     saved = {k: v for k, v in vars(args).items() if k in (*REUSED_ARGS, "tasks", "baselines", "lams", "coupled_ks",
-                                                          "name", "note", "fresh")}
+                                                          "name", "note", "fresh", "command")}
     for task in [] if args.report else args.tasks:
         train_task(args, task, methods, results, latency,
                    save=lambda: write_json(stored, {"args": saved, "accuracy": results, "latency_ms": latency}))

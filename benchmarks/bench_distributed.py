@@ -39,9 +39,7 @@ def _peak(reset: bool = False) -> int:
 
 def _model():
     from torch import nn
-    layers = []
-    for a, b in zip(WIDTHS[:-1], WIDTHS[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers = [layer for a, b in zip(WIDTHS[:-1], WIDTHS[1:]) for layer in (nn.Linear(a, b), nn.ReLU())]
     return nn.Sequential(*layers[:-1])
 
 

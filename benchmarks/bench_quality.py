@@ -50,10 +50,6 @@ def load_data(cfg: dict):
     return train, val, test, info
 
 
-def batches(ds, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return H.batches(*ds[torch.arange(len(ds))], size)
-
-
 def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.nn.Module, dict]:
     """Train the small CNN with the optimizer described by `opt_raw`; (model, training stats)."""
     opt_cfg = validate({"optimizer": opt_raw}).optimizer
@@ -62,7 +58,7 @@ def train_one(cfg: dict, opt_raw: dict, seed: int, train, info) -> tuple[torch.n
     optimizer, penalty, after_step = build_optimizer(opt_cfg, model)
     b, epochs = cfg["data"]["batch_size"], cfg["training"]["epochs"]
     iters = -(-len(train) // b)
-    x, y = train[torch.arange(len(train))]
+    x, y = train[:]
     t0 = time.perf_counter()
     loss = H.fit(model, optimizer, x, y, epochs, b, torch.Generator().manual_seed(1000 + seed),
                  lr_factor=LRFactor(cfg["training"]["schedule"], epochs * iters, iters),
@@ -117,25 +113,19 @@ def dense_val(rows: list[dict]) -> float:
 def run_all(cfg: dict, jsonl: Path, methods: list[str] | None = None) -> None:
     train, val, test, info = load_data(cfg)
     eb = cfg["data"]["eval_batch_size"]
-    val_batches, test_batches = batches(val, eb), batches(test, eb)
+    val_batches, test_batches = H.batches(*val[:], eb), H.batches(*test[:], eb)
     calib = calibration(cfg, train)
     seeds = cfg["training"]["seeds"]
-    done = {(r["method"], r["setting"], r["seed"]) for r in read_jsonl(jsonl)}
 
-    def do(method: str, setting: int, seed: int) -> None:
-        if (method, setting, seed) in done:
-            return
+    def one(method: str, setting: int, seed: int) -> dict:
         spec = cfg["methods"][method]
         opt_raw = {**cfg["base"][spec["base"]], **spec["grid"][setting]}
         model, stats = train_one(cfg, opt_raw, seed, train, info)
-        rows = sweep_one(model, cfg, val_batches, test_batches, info, with_val=seed == seeds[0],
-                         calibration_batches=calib)
-        record = {"method": method, "setting": setting, "seed": seed, "optimizer": opt_raw, **stats, "rows": rows}
-        H.append_jsonl(jsonl, record)
-        done.add((method, setting, seed))
-        dense = rows[0]["test_accuracy"]
-        print(f"{time.strftime('%H:%M:%S')} {method}[{setting}] seed {seed}: dense {dense:.4f} "
-              f"train {stats['train_seconds']:.0f}s", flush=True)
+        return {"optimizer": opt_raw, **stats, "rows": sweep_one(model, cfg, val_batches, test_batches, info,
+                                                                 with_val=seed == seeds[0], calibration_batches=calib)}
+
+    def do(method: str, setting: int, seed: int) -> None:
+        H.run_logged(jsonl, {"method": method, "setting": setting, "seed": seed}, lambda: one(method, setting, seed))
 
     methods = methods or list(cfg["methods"])
     for method in methods:                               # phase 1: every setting, first seed

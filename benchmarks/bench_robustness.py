@@ -74,23 +74,20 @@ def bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def tasks() -> list[T.Task]:
-    everything = lambda ds: ds[torch.arange(len(ds))]  # noqa: E731
     digits_tr, digits_te, _ = get_datasets("digits")
     mnist_tr, mnist_te, _ = get_datasets("mnist5k")
     fa_tr, fa_te, _ = get_datasets("fashion_mnist", subset=(4000, 2000))
     cnn = lambda: build_model("cnn", 10, 1, widths=[16, 16, 32, 32])  # noqa: E731
     return [
-        T.Task("digits (8×8), CNN 16-16-32-32 (BN)", cnn, everything(digits_tr), everything(digits_te), 10,
-               epochs=10, batch_size=32),
+        T.Task("digits (8×8), CNN 16-16-32-32 (BN)", cnn, digits_tr[:], digits_te[:], 10, epochs=10, batch_size=32),
         T.Task("MNIST-5k, MLP 784-300-100-10", lambda: build_model("mlp", 10, 1, image_size=28),
-               everything(mnist_tr), everything(mnist_te), 10, epochs=5),
-        T.Task("MNIST-5k, CNN without BN 16-32-32", lambda: PlainCNN(1, 10), everything(mnist_tr), everything(mnist_te),
-               10, epochs=5),
+               mnist_tr[:], mnist_te[:], 10, epochs=5),
+        T.Task("MNIST-5k, CNN without BN 16-32-32", lambda: PlainCNN(1, 10), mnist_tr[:], mnist_te[:], 10, epochs=5),
         T.Task("Fashion-MNIST, ResNet 8-16-32 ×1 block (BN)", lambda: ResNet((8, 16, 32), (1, 1, 1), 1, 10),
-               everything(fa_tr), everything(fa_te), 10, epochs=4),
+               fa_tr[:], fa_te[:], 10, epochs=4),
         T.Task("bars 3×12×20 (own, 4 classes), CNN 8-8-16-16 (BN)",
                lambda: build_model("cnn", 4, 3, widths=[8, 8, 16, 16]), bars(3000, 0), bars(1000, 1), 4, epochs=4),
-        T.Task(HELD_OUT, cnn, everything(fa_tr), everything(fa_te), 10, epochs=4),
+        T.Task(HELD_OUT, cnn, fa_tr[:], fa_te[:], 10, epochs=4),
     ]
 
 
@@ -107,7 +104,7 @@ def run(jsonl: Path, part: tuple[int, int], seeds=SEEDS, epochs: int | None = No
         def one():
             model, seconds = T.train(task, method, seed, constraint={"fixed_step": "optimizer"} if old_rule else None)
             return {"seconds": seconds, "scores": T.sweep(task, model)}
-        T.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed, "budget": budget,
+        H.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed, "budget": budget,
                              **({"rule": "optimizer"} if old_rule else {})}, one)
 
 
@@ -132,22 +129,6 @@ def goal_lines(s: dict) -> list[str]:
     return out
 
 
-def plot(s: dict, path: Path) -> Path:
-    """One panel per task: kept share at each level (bars), one colour per method, error bars = spread."""
-    task_names = list(dict.fromkeys(t for t, _ in s))
-    columns = (len(task_names) + 1) // 2
-    fig, axes = H.pyplot().subplots(2, columns, figsize=(5.2 * columns, 7), squeeze=False)
-    for ax, task in zip(axes.flat, task_names):
-        T.kept_bars(ax, s, task, METHODS, T.columns())
-        ax.set(ylim=(0, 1.45), ylabel="kept share of dense metric")
-        ax.set_title(task, fontsize=9)
-        ax.legend(fontsize=6, loc="upper left", framealpha=0.5)
-    for ax in list(axes.flat)[len(task_names):]:
-        ax.axis("off")
-    fig.tight_layout()
-    return H.save_plot(fig, path)
-
-
 def report(jsonl: Path, png: Path, command: str = "") -> str:
     """The section: per budget a table, a plot (`png`, suffixed by the budget) and the goal lines."""
     records = H.read_jsonl(jsonl)
@@ -159,7 +140,7 @@ def report(jsonl: Path, png: Path, command: str = "") -> str:
         if not s:
             continue
         path = png if times == 1 else png.with_name(f"{png.stem}_{times}x{png.suffix}")
-        plot(s, path)
+        T.kept_figure(s, METHODS, T.columns(), path, rows=2)
         parts += [f"### Budget {budget} (each task's epochs × {times})", "", *T.summary_table(s), "",
                   f"![kept share per task and level, budget {budget}](benchmarks/results/{path.name})", "",
                   f"Goals of the issue at {budget} (means over seeds; SFW in the mode made for each structure):", "",
@@ -233,13 +214,11 @@ def nm_variant(args) -> dict[str, str]:
     by_name = {t.name: t for t in tasks()}
     seeds = (0,) if args.quick else SEEDS
     jobs = [(key, method, seed) for key in NM_TASKS for method in NM_METHODS for seed in seeds]
-    done = {(r["task"], r["method"], r["seed"], r["pattern"]) for r in H.read_jsonl(jsonl)}
     for key, method, seed in ([] if args.report else jobs[args.shard[0]::args.shard[1]]):
-        if (key, method, seed, args.pattern) not in done:
-            task = by_name[NM_TASKS[key]]
-            task.epochs = 1 if args.quick else task.epochs
-            H.append_jsonl(jsonl, {"task": key, "method": method, "seed": seed, "pattern": args.pattern,
-                                   **nm_scores(task, method, seed, args.pattern)})
+        task = by_name[NM_TASKS[key]]
+        task.epochs = 1 if args.quick else task.epochs
+        H.run_logged(jsonl, {"task": key, "method": method, "seed": seed, "pattern": args.pattern},
+                     lambda: nm_scores(task, method, seed, args.pattern))
     latest = {(r["task"], r["method"], r["seed"]): r for r in H.read_jsonl(jsonl) if r["pattern"] == args.pattern}
     records = list(latest.values())        # a rerun of a (task, method, seed) replaces its earlier record
     rows = [[NM_TASKS[key], method, len(rs), *(H.mean_range([r[c] for r in rs]) for c in NM_COLUMNS)]

@@ -39,7 +39,7 @@ LATENCY_BATCH = 16
 
 def tasks(budget: dict = BUDGET) -> list[T.Task]:
     train, test, _ = get_datasets("m2nist", subset=(budget["canvases"], budget["test"]))
-    data = [ds[torch.arange(len(ds))] for ds in (train, test)]
+    data = [train[:], test[:]]
     return [T.Task(name, lambda m=model, w=widths: build_model(m, 11, 1, 64, widths=w), data[0], data[1], 11,
                    kind="segmentation", epochs=budget["epochs"], batch_size=budget["batch_size"], loss=T.ce_dice)
             for name, (model, widths) in NETS.items()]
@@ -67,7 +67,7 @@ def run(jsonl: Path, shard: tuple[int, int], seeds=SEEDS, budget: dict = BUDGET,
             model, seconds = T.train(task, method, seed)         # SFW: constrain(..., example_inputs=x[:2])
             return {"seconds": seconds, "scores": T.sweep(task, model, LEVELS),
                     "costs": costs(model, task.test[0][:LATENCY_BATCH])}
-        T.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed, "budget": budget}, one)
+        H.run_logged(jsonl, {"task": task.name, "method": method, "seed": seed, "budget": budget}, one)
 
 
 def summary(records: list[dict]) -> dict:
@@ -122,24 +122,10 @@ def goal_lines(s: dict, records: list[dict]) -> list[str]:
     return out
 
 
-def plot(s: dict, path: Path) -> Path:
-    """One panel per net: kept share at each level (bars), one colour per method, error bars = spread."""
-    nets = list(dict.fromkeys(t for t, _ in s))
-    fig, axes = H.pyplot().subplots(1, len(nets), figsize=(7.5 * len(nets), 4.6), squeeze=False)
-    for ax, net in zip(axes.flat, nets):
-        T.kept_bars(ax, s, net, METHODS, T.columns(LEVELS), dense="dense mIoU")
-        ax.set(ylim=(0, 1.3), ylabel="kept share of dense mIoU")
-        ax.axhline(0.9, color="gray", lw=0.8, ls="--")
-        ax.set_title(f"M2NIST, {net}", fontsize=10)
-        ax.legend(fontsize=7, loc="upper right", framealpha=0.6, ncol=2)
-    fig.tight_layout()
-    return H.save_plot(fig, path)
-
-
 def report(jsonl: Path, png: Path, command: str = "--shard 0/2` and `--shard 1/2` in parallel, then `--report") -> str:
     records = H.read_jsonl(jsonl)
     s = summary(records)
-    plot(s, png)
+    T.kept_figure(s, METHODS, T.columns(LEVELS), png, dense="dense mIoU", goal=0.9, title=lambda net: f"M2NIST, {net}")
     b = records[0]["budget"] if records else BUDGET
     budget = (f"{b['canvases']:,} train canvases, {b['epochs']} epochs of batches of {b['batch_size']} "
               f"({b['epochs'] * -(-b['canvases'] // b['batch_size'])} steps), {b['test']} test canvases")

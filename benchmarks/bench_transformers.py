@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "compress
 import _harness as H  # noqa: E402
 import sparsefw  # noqa: E402
 from sparsefw.compress import count_flops, count_parameters, remove_filters  # noqa: E402
-from sparsefw.experiments.evaluation import token_logits  # noqa: E402
+from sparsefw.experiments.evaluation import evaluate, token_logits  # noqa: E402
 from sparsefw.models import GPT as ZooGPT, Block, SelfAttention  # noqa: E402
 from transformer_zoo import Conv1D  # noqa: E402  (Hugging Face's (in, out)-stored layer)
 
@@ -279,10 +279,8 @@ def load(task: Task):
 
 def score(task: Task, model: nn.Module, test, info) -> float:
     """Test accuracy (vit) or validation perplexity (gpt)."""
-    from sparsefw.experiments.evaluation import perplexity
-    if not task.language:
-        return H.accuracy(model, *test, num_classes=info.num_classes)
-    return perplexity(model, *test, batch_size=250)["perplexity"]
+    metrics = evaluate(model, H.batches(*test, 250), info.task, info.num_classes)
+    return metrics["perplexity" if task.language else "accuracy"]
 
 
 def parse(method: str) -> tuple[str, str | None, dict]:
@@ -441,20 +439,16 @@ def training(args) -> dict[str, str]:
             TASKS[name] = dataclasses.replace(task, epochs=1, n_train=512, n_test=256)
     cache = args.results / "checkpoints" if args.quick else CHECKPOINTS
     _commit()                  # the commit the records name: the code this process started with
-    if not args.report:
-        done = {(r["task"], r["method"], r["seed"], r["epochs"]) for r in H.read_jsonl(log)}
-        for name in args.tasks:
-            data = load(TASKS[name])
-            for seed in args.seeds:
-                for method in args.methods:
-                    if (name, method, seed, TASKS[name].epochs) not in done:
-                        start = time.perf_counter()
-                        model, loss = trained(TASKS[name], method, seed, data, cache)
-                        record = dict(task=name, method=method, seed=seed, epochs=TASKS[name].epochs,
-                                      n_train=len(data[0][1]), seconds=round(time.perf_counter() - start, 1),
-                                      loss=round(loss, 4), commit=_commit(), **scores(TASKS[name], model, data))
-                        print(record, flush=True)
-                        H.append_jsonl(log, record)
+    def one(task: Task, method: str, seed: int, data) -> dict:
+        start = time.perf_counter()
+        model, loss = trained(task, method, seed, data, cache)
+        return dict(n_train=len(data[0][1]), seconds=round(time.perf_counter() - start, 1), loss=round(loss, 4),
+                    commit=_commit(), **scores(task, model, data))
+    for name in [] if args.report else args.tasks:
+        data = load(TASKS[name])
+        for seed, method in [(s, m) for s in args.seeds for m in args.methods]:
+            H.run_logged(log, dict(task=name, method=method, seed=seed, epochs=TASKS[name].epochs),
+                         lambda: one(TASKS[name], method, seed, data))
     records = H.read_jsonl(log)
     parts = []
     for name in TASKS:

@@ -58,8 +58,8 @@ def test_rows_match_an_independent_compression_of_the_same_model():
     seen = {img.numpy().tobytes() for img in train.images}
     assert not any(img.numpy().tobytes() in seen for img in val.images)   # validation is disjoint from training
     model, _ = bq.train_one(TINY, {"name": "sgd", "lr": 0.1, "momentum": 0.9}, 0, train, info)
-    test_batches = bq.batches(test, 50)
-    rows = bq.sweep_one(model, TINY, bq.batches(val, 50), test_batches, info, with_val=True)
+    test_batches = bq.H.batches(*test[:], 50)
+    rows = bq.sweep_one(model, TINY, bq.H.batches(*val[:], 50), test_batches, info, with_val=True)
     acc = lambda net: evaluate(net, test_batches, "classification", 10)["accuracy"]  # noqa: E731
     by = {(r["kind"], r["level"]): r for r in rows}
     assert by[("dense", 0.0)]["test_accuracy"] == acc(model)
