@@ -149,17 +149,17 @@ def kept_bars(ax, s: dict, task: str, methods: tuple, cols: list[str], dense: st
 
 
 def kept_figure(s: dict, methods: tuple, cols: list[str], path, rows: int = 1, dense: str = "dense",
-                ylim: float = 1.3, goal: float | None = None, title: Callable[[str], str] = str):
-    """One panel per task of `s` (a `summary`) in `rows` rows: `kept_bars`, a dashed line at the kept
-    share `goal`; saved as `path`."""
+                goals: dict[str, float] | None = None, title: Callable[[str], str] = str):
+    """One panel per task of `s` (a `summary`) in `rows` rows: `kept_bars`, a dashed line at the task's
+    kept-share goal (`goals`); saved as `path`."""
     names = list(dict.fromkeys(t for t, _ in s))
     per_row = -(-len(names) // rows)
     fig, axes = H.pyplot().subplots(rows, per_row, figsize=(6 * per_row, 4.4 * rows), squeeze=False)
     for ax, task in zip(axes.flat, names):
         kept_bars(ax, s, task, methods, cols, dense)
-        ax.set(ylim=(0, ylim), ylabel=f"kept share of {dense}")
-        if goal is not None:
-            ax.axhline(goal, color="grey", lw=0.8, ls="--")
+        ax.set(ylim=(0, 1.3), ylabel=f"kept share of {dense}")
+        if task in (goals or {}):
+            ax.axhline(goals[task], color="grey", lw=0.8, ls="--")
         ax.set_title(title(task), fontsize=9)
         ax.legend(fontsize=6.5, loc="upper right", framealpha=0.5, ncol=2)
     for ax in list(axes.flat)[len(names):]:

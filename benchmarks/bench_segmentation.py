@@ -125,7 +125,7 @@ def goal_lines(s: dict, records: list[dict]) -> list[str]:
 def report(jsonl: Path, png: Path, command: str = "--shard 0/2` and `--shard 1/2` in parallel, then `--report") -> str:
     records = H.read_jsonl(jsonl)
     s = summary(records)
-    T.kept_figure(s, METHODS, T.columns(LEVELS), png, dense="dense mIoU", goal=0.9, title=lambda net: f"M2NIST, {net}")
+    T.kept_figure(s, METHODS, T.columns(LEVELS), png, dense="dense mIoU", goals=dict.fromkeys(NETS, 0.9), title=lambda net: f"M2NIST, {net}")
     b = records[0]["budget"] if records else BUDGET
     budget = (f"{b['canvases']:,} train canvases, {b['epochs']} epochs of batches of {b['batch_size']} "
               f"({b['epochs'] * -(-b['canvases'] // b['batch_size'])} steps), {b['test']} test canvases")

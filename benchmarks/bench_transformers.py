@@ -413,22 +413,16 @@ def training_table(task_name: str, records: list[dict]) -> str:
 
 def training_plot(records: list[dict], methods: list[str], path: Path) -> None:
     """Per task, the kept share (gpt: dense / compressed perplexity) at each level, mean and half range
-    over seeds (`_tasks.kept_bars`), one bar per method of `methods` found in `records`."""
+    over seeds, one bar per method of `methods` found in `records`, the goals dashed (`_tasks.kept_figure`)."""
     import _tasks as T
-    fig, axes = H.pyplot().subplots(1, len(TASKS), figsize=(6.5 * len(TASKS), 6), squeeze=False)
-    for ax, (name, task) in zip(axes[0], TASKS.items()):
-        power = -1 if task.language else 1
-        s = {(name, m): {"dense": T.mean_spread([r["dense"] for r in rs]),
-                         **{c: T.mean_spread([(r[lv] / r["dense"]) ** power for r in rs]) for lv, c in LEVELS.items()}}
-             for m in methods if (rs := [r for r in records if r["task"] == name and r["method"] == m])}
-        T.kept_bars(ax, s, name, methods, list(LEVELS.values()), dense="perplexity" if task.language else "accuracy")
-        ax.axhline(1 / 1.1 if task.language else 0.95, color="grey", ls="--", lw=0.8)   # the goals
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"{name}: " + ("dense / compressed perplexity" if task.language else "accuracy kept")
-                     + ", one-shot, no retraining", fontsize=9)
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-    fig.subplots_adjust(bottom=0.36, wspace=0.3)
-    H.save_plot(fig, path)
+    s = {(name, m): {"dense": T.mean_spread([r["dense"] for r in rs]), **{
+        c: T.mean_spread([(r[lv] / r["dense"]) ** (-1 if task.language else 1) for r in rs]) for lv, c in LEVELS.items()}}
+        for name, task in TASKS.items() for m in methods
+        if (rs := [r for r in records if r["task"] == name and r["method"] == m])}
+    shown = {name: ("dense / compressed perplexity", "perplexity", 1 / 1.1) if task.language else
+             ("accuracy kept", "accuracy", 0.95) for name, task in TASKS.items()}  # bars, legend's dense, goal
+    T.kept_figure(s, methods, list(LEVELS.values()), path, goals={name: g for name, (_, _, g) in shown.items()},
+                  title=lambda name: "{}: {} (legend: dense {}), one-shot".format(name, *shown[name][:2]))
 
 
 def training(args) -> dict[str, str]:
