@@ -1,12 +1,17 @@
 """`constrain`'s direction: Adam's direction and step length where asked and in the spectral modes, the
 momentum and the paper's steps elsewhere (also on transformers: measured, docs/tuning.md)."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from torch import nn
 
 import sparsefw
 from sparsefw.assign_spectral import OTHER_STEP
 from sparsefw.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "optim"))
+from tiny_training import train  # noqa: E402
 
 STEP_KEYS = ("direction", "lr", "rescale")
 
@@ -90,12 +95,6 @@ def test_adam_trains_a_transformer_from_the_groups_alone():
     model, x = _vit()
     y = torch.tensor([1, 3])
     opt = sparsefw.SFW(sparsefw.constrain(model, "k_support", example_inputs=x, direction="adam"))
-    losses = []
-    for _ in range(30):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train(model, opt, [(x, y)] * 30)
     assert losses[-1] < 0.5 * losses[0]
     assert all("exp_avg_sq" in s for s in opt.state.values())

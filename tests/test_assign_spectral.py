@@ -2,7 +2,9 @@
 Scion's radii τ = spectral_width·√(d_out/d_in) and the fixed step, L2 balls elsewhere; the other modes
 are unchanged by them."""
 import math
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +14,9 @@ import sparsefw
 from sparsefw.assign_spectral import DEFAULT_OTHER_LR, DEFAULT_SPECTRAL_WIDTH
 from sparsefw.assign_step import DEFAULT_FIXED_STEP
 from sparsefw.constraints import L2Ball, SpectralBall, SpectralPolytope
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "optim"))
+from tiny_training import train  # noqa: E402
 
 
 class Block(nn.Module):
@@ -92,13 +97,7 @@ def test_sfw_trains_and_stays_feasible():
     model = _model()
     opt = sparsefw.SFW(list(_groups(model, "spectral_polytope").values()))
     x, y = torch.randn(64, 5, generator=torch.Generator().manual_seed(1)), torch.randint(0, 3, (64,))
-    losses = []
-    for _ in range(30):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train(model, opt, [(x, y)] * 30)
     assert losses[-1] < losses[0]
     for g in opt.param_groups:
         assert float(g["constraint"].norm(g["params"][0].detach())) <= g["constraint"].radius * (1 + 1e-5)
@@ -123,8 +122,6 @@ def test_transformer_zoo_matrix_weights_step_and_stay_feasible(mode):
     """On the library-style transformers (tests/compress/transformer_zoo.py: nn.Linear, Conv1D, heads tied
     to embeddings) every Linear-like weight gets an operator-norm region, the checkpoint rule keeps
     the model's output, and one SFW step stays feasible."""
-    import sys
-    from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent / "compress"))
     from transformer_zoo import ZOO, build
     from sparsefw.assign_spectral import matrix_weights

@@ -1,4 +1,7 @@
 """constrain(model, "coupled_group_k_support"): regions over the coupled channel groups."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +10,9 @@ import sparsefw
 from nets import CifarResNet, PlainCNN, randomize
 from sparsefw.compress import channel_groups, remove_filters
 from sparsefw.constraints import CoupledGroupKSupportBall, L2Ball
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "optim"))
+from tiny_training import train  # noqa: E402
 
 
 def _bn(prefix):
@@ -71,13 +77,7 @@ def test_sfw_training_stays_feasible_on_every_group():
     x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 5, (16,))
     groups = sparsefw.constrain(model, "coupled_group_k_support", k=0.5, width=5.0, example_inputs=x[:2])
     opt = sparsefw.SFW(groups, lr=0.5, momentum=0.9)
-    losses = []
-    for _ in range(15):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train(model, opt, [(x, y)] * 15)
     for g in groups:
         region = g["constraint"]
         members = region.pack([p.detach() for p in g["params"]]) if isinstance(region, CoupledGroupKSupportBall) \

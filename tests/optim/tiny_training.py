@@ -1,4 +1,5 @@
-"""A tiny BN conv net on random 2×8×8 inputs, and a plain training loop, for optimizer tests."""
+"""A tiny BN conv net on random 2×8×8 inputs, and a plain training loop, for optimizer tests (the tests
+outside tests/optim import it from there too)."""
 import torch
 from torch import nn
 
@@ -17,8 +18,13 @@ def random_batches(n: int, classes: int, seed: int = 0) -> list[tuple[torch.Tens
             for _ in range(n)]
 
 
-def train(model: nn.Module, opt: torch.optim.Optimizer, batches) -> None:
+def train(model: nn.Module, opt: torch.optim.Optimizer, batches) -> list[float]:
+    """One cross-entropy step per (x, y) of `batches`; the loss before each step."""
+    losses = []
     for x, y in batches:
+        loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
+        loss.backward()
         opt.step()
+        losses.append(loss.item())
+    return losses
