@@ -23,22 +23,16 @@ from torch import nn
 
 from ..constraints.nm import group_view, ungroup
 from ..constraints._ops import top_k_mask_rows
+from ._modules import is_conv1d
 
 CRITERIA = ("magnitude", "wanda")
 _CONV_NO_TRANSPOSE = (nn.Conv1d, nn.Conv2d)
 
 
-def is_conv1d_layer(module: nn.Module) -> bool:
-    """A Hugging Face-style Conv1D: 2-D weight stored (in, out), applied as x @ W + b."""
-    weight = getattr(module, "weight", None)
-    return (type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor) and weight.dim() == 2
-            and getattr(module, "nf", None) == weight.shape[1])
-
-
 def input_dim(module: nn.Module) -> int:
     """The dim of `module.weight` that indexes its inputs: 1 for nn.Linear and convs (out, in, ...),
     0 for transposed convs (in, out, ...) and (in, out) Conv1D."""
-    if is_conv1d_layer(module) or isinstance(module, nn.modules.conv._ConvTransposeNd):
+    if is_conv1d(module) or isinstance(module, nn.modules.conv._ConvTransposeNd):
         return 0
     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
         return 1
@@ -119,7 +113,7 @@ def _input_squares(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _as_weight_shape(module: nn.Module, norms: torch.Tensor) -> torch.Tensor:
     """Per-feature norms laid out like the module's weight (broadcastable)."""
     weight = module.weight
-    if is_conv1d_layer(module):
+    if is_conv1d(module):
         return norms[:, None]                                       # (in, 1) against (in, out)
     if isinstance(module, nn.Linear):
         return norms[None, :]                                       # (1, in) against (out, in)
@@ -146,7 +140,7 @@ def masks(layers: dict[str, nn.Module], sparsity: float, pattern: tuple[int, int
 def wanda_layers(layers: dict[str, nn.Module]) -> None:
     """ValueError unless every layer is one Wanda scores: nn.Linear, Conv1D, Conv1d or Conv2d."""
     bad = [f"{name} ({type(m).__name__})" for name, m in layers.items()
-           if not (isinstance(m, (nn.Linear, *_CONV_NO_TRANSPOSE)) or is_conv1d_layer(m))]
+           if not (isinstance(m, (nn.Linear, *_CONV_NO_TRANSPOSE)) or is_conv1d(m))]
     if bad:
         raise ValueError(f"criterion='wanda' scores nn.Linear, Conv1D, Conv1d and Conv2d weights; "
                          f"these have none of those types: {bad}")

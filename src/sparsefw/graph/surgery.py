@@ -39,32 +39,41 @@ def plan_removal(model: nn.Module, groups: list[ChannelGroup], amount: float,
                  criterion: str) -> dict[str, dict[int, list[int]]]:
     """Remove ⌊amount·C⌋ channels of lowest joint norm from every group of C channels (ties: the
     higher index goes first); returns the kept indices of every (tensor, dim) touched."""
+    removed = []
+    for group in groups:
+        n_remove = int(amount * group.size)
+        if n_remove > 0:
+            norms = group.joint_norms(model, criterion).cpu()
+            removed.append((group, torch.sort(norms, descending=True, stable=True).indices[group.size - n_remove:]))
+    return _plan(model, removed)
+
+
+def _plan(model: nn.Module, removed: list[tuple[ChannelGroup, torch.Tensor]]) -> dict[str, dict[int, list[int]]]:
+    """The kept indices of every (tensor, dim) touched when each group loses its `removed` units."""
     sizes = {**{n: p.shape for n, p in model.named_parameters()},
              **{n: b.shape for n, b in model.named_buffers()}}
     keep: dict[str, dict[int, torch.Tensor]] = {}
-    for group in groups:
-        n_remove = int(amount * group.size)
-        if n_remove == 0:
-            continue
-        norms = group.joint_norms(model, criterion).cpu()
-        order = torch.sort(norms, descending=True, stable=True).indices
-        removed = order[group.size - n_remove:]
+    for group, units in removed:
         for member in group.members:
             mask = keep.setdefault(member.name, {}).setdefault(
                 member.dim, torch.ones(sizes[member.name][member.dim], dtype=torch.bool))
-            mask[member.index[removed].flatten()] = False
+            mask[member.index[units].flatten()] = False
     return {name: {dim: torch.nonzero(mask).flatten().tolist() for dim, mask in dims.items()}
             for name, dims in keep.items()}
 
 
 def head_attributes(model: nn.Module, groups: list[ChannelGroup], amount: float) -> dict[str, dict]:
     """{module name: {attribute: new value}} for the head spaces that lose ⌊amount·S⌋ of S units."""
+    return _merged_patches(model, [(g, int(amount * g.size)) for g in groups
+                                   if g.kind != "channels" and int(amount * g.size) > 0])
+
+
+def _merged_patches(model: nn.Module, removed: list[tuple[ChannelGroup, int]]) -> dict[str, dict]:
+    """`_patches` of every (group, units removed), merged per module."""
     patches: dict[str, dict] = {}
-    for group in groups:
-        removed = int(amount * group.size)
-        if group.kind != "channels" and removed > 0:
-            for name, values in _patches(model, group, removed).items():
-                patches.setdefault(name, {}).update(values)
+    for group, count in removed:
+        for name, values in _patches(model, group, count).items():
+            patches.setdefault(name, {}).update(values)
     return patches
 
 
@@ -98,19 +107,20 @@ def follows_removal(model: nn.Module, groups: list[ChannelGroup], inputs: tuple)
     """Whether the model without the last unit of every group of `groups` (head counts patched)
     runs on `inputs` and computes what the model with those units' parameter slices zeroed
     computes."""
-    sizes = dict(model.named_parameters())
-    sizes.update(model.named_buffers())
-    plan: dict[str, dict[int, list[int]]] = {}
-    patches: dict[str, dict] = {}
-    for group in groups:
-        for member in group.members:
-            kept = plan.setdefault(member.name, {}).setdefault(
-                member.dim, list(range(sizes[member.name].shape[member.dim])))
-            gone = set(member.index[-1].tolist())
-            plan[member.name][member.dim] = [i for i in kept if i not in gone]
-        for name, values in _patches(model, group, 1).items():
-            patches.setdefault(name, {}).update(values)
-    shrunk = apply_plan(model, plan, patches).eval()
+    plan = _plan(model, [(group, torch.tensor([group.size - 1])) for group in groups])
+    shrunk = apply_plan(model, plan, _merged_patches(model, [(group, 1) for group in groups])).eval()
+    expected = masked_outputs(model, plan, inputs)
+    with torch.no_grad():
+        try:
+            got = list(output_tensors(shrunk(*inputs)))
+        except Exception:  # any failure of the user's forward means: it does not follow
+            return False
+    return len(got) == len(expected) and all(map(outputs_match, got, expected))
+
+
+def masked_outputs(model: nn.Module, plan: dict[str, dict[int, list[int]]], inputs: tuple) -> list[torch.Tensor]:
+    """The output tensors on `inputs` of a copy of `model` (eval mode) whose planned parameters have
+    every slice outside their kept indices zeroed: what the model cut to `plan` must compute."""
     masked = copy.deepcopy(model).eval()
     params = dict(masked.named_parameters())
     with torch.no_grad():
@@ -120,14 +130,13 @@ def follows_removal(model: nn.Module, groups: list[ChannelGroup], inputs: tuple)
                     drop = torch.ones(params[name].shape[dim], dtype=torch.bool)
                     drop[kept] = False
                     params[name].index_fill_(dim, torch.nonzero(drop).flatten().to(params[name].device), 0)
-        expected = list(output_tensors(masked(*inputs)))
-        try:
-            got = list(output_tensors(shrunk(*inputs)))
-        except Exception:  # any failure of the user's forward means: it does not follow
-            return False
-    return len(got) == len(expected) and all(
-        g.shape == e.shape and torch.allclose(g, e, rtol=1e-4, atol=1e-4 * (float(e.abs().max()) + 1.0))
-        for g, e in zip(got, expected))
+        return list(output_tensors(masked(*inputs)))
+
+
+def outputs_match(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Same shape and equal up to float rounding: |got − expected| ≤ 1e-4·(max|expected| + 1) + 1e-4·|expected|."""
+    scale = float(expected.abs().max()) + 1.0 if expected.numel() else 1.0
+    return got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]],
@@ -160,8 +169,6 @@ def apply_plan(model: nn.Module, plan: dict[str, dict[int, list[int]]],
             if isinstance(owner, kind):
                 fix(owner)
                 break
-        else:
-            _fix_conv1d(owner)
     return out
 
 
@@ -211,4 +218,5 @@ def _fix_groupnorm(gn: nn.GroupNorm) -> None:
 
 FIXERS = [(nn.modules.conv._ConvNd, _fix_conv), (nn.Linear, _fix_linear),
           (nn.modules.batchnorm._NormBase, _fix_batchnorm), (nn.LayerNorm, _fix_layernorm),
-          (nn.GroupNorm, _fix_groupnorm), (nn.MultiheadAttention, _fix_attention)]
+          (nn.GroupNorm, _fix_groupnorm), (nn.MultiheadAttention, _fix_attention),
+          (nn.Module, _fix_conv1d)]     # last: any other owner (Hugging Face's Conv1D; a no-op elsewhere)
