@@ -13,7 +13,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent / "compress"))
 
 import sparsefw  # noqa: E402
-from sparsefw.assign import RescaledWarning, is_norm_scale_layer  # noqa: E402
+from sparsefw.assign import RescaledWarning  # noqa: E402
 from sparsefw.assign_linear import hidden_linear_weights  # noqa: E402
 from sparsefw.constraints import (CoupledGroupKSupportBall, GroupKSupportBall, L2Ball, NuclearBall,  # noqa: E402
                                   SpectralKSupportBall)
@@ -35,6 +35,13 @@ def _constrain(model, x, mode, **kwargs):
 def _relative_change(model, x, before):
     with torch.no_grad():
         return float((model(x) - before).norm() / before.norm())
+
+
+def is_norm_scale_layer(module) -> bool:
+    """LayerNorm, RMSNorm and GroupNorm layers, the libraries' own classes (by class name) included:
+    the norms of transformers, whose γ, β no region may shrink at set-up unless norm_radius is asked."""
+    norms = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+    return isinstance(module, norms) or type(module).__name__.endswith(("LayerNorm", "RMSNorm", "GroupNorm"))
 
 
 def _norm_scale_tensors(model):

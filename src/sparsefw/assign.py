@@ -76,9 +76,9 @@ from torch import nn
 from .constraints import (Constraint, GroupKSupportBall, KSparsePolytope, KSupportBall, L2Ball, NMKSupportBall,
                           NuclearBall, SpectralKSupportBall, parse_pattern, resolve_k)
 from .assign_coupled import DEFAULT_COUPLED_STEP, DEFAULT_COUPLED_WIDTH, coupled_regions
-from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, output_dim, structured_region
+from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights, structured_region
 from .assign_spectral import (DEFAULT_FINETUNE_STEP, DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES,
-                              spectral_regions)
+                              matrix_weights, spectral_regions)
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters, resolve_direction
 from .graph.capture import CaptureError
 from .optim.sharded import full_value, is_sharded
@@ -95,7 +95,6 @@ MODES = tuple(DEFAULT_K)
 NORM_RADIUS_RULES = ("init", "width")
 DEFAULT_NORM_RADIUS = dict.fromkeys(DEFAULT_K, "width")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_SCALE_NORMS = (nn.LayerNorm, nn.GroupNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 #: values of `constrain(..., radius_rule=...)` (module docstring, "Radius rules")
 RADIUS_RULES = ("init", "checkpoint", "auto")
 DEFAULT_RADIUS_RULE = "auto"
@@ -180,31 +179,22 @@ class _Rules:
     norm_radius: float | None   # the radius of every 1-D region, None for width · E‖θ_init‖
     explicit_norm: bool         # norm_radius was given (its radius then holds for 1-D tensors under any rule)
     radius_rule: str
-    hidden: dict[str, int]      # hidden Linear-like weights under linear="structured": output dim
-    inputs: dict[str, int]      # mode "nm_k_support": conv and Linear-like weights: their input dim
+    dims: dict[str, int]        # hidden Linear-like weights under linear="structured": their output dim;
+                                # mode "nm_k_support": every conv and Linear-like weight: its input dim
     norms: dict[str, float]     # E‖θ_init‖₂
 
     def region(self, model: nn.Module, name: str, p: torch.Tensor) -> Constraint:
         """The region of parameter `name`, its radius set by the radius rule (module docstring)."""
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name)
-        kind = self.hidden.get(name, "conv" if attr == "weight" and isinstance(module, _CONV) else None)
-        if self.mode == "nm_k_support":
-            kind = self.inputs.get(name)
+        kind = self.dims.get(name, "conv" if attr == "weight" and isinstance(module, _CONV) else None)
         one_d = p.dim() <= 1
         region_mode = "l2" if self.bias_and_norm == "l2" and one_d else self.mode
         scale = self.width * self.norms[name] if self.norm_radius is None or not one_d else self.norm_radius
         region = _region(region_mode, kind, p.shape, self.k, scale)
-        asked = one_d and self.explicit_norm
-        _set_radius(region, [p], "init" if asked else self.radius_rule, self.width, floor=not asked)
+        if not (one_d and self.explicit_norm):     # an asked norm_radius holds as given
+            _set_radius(region, [p], self.radius_rule, self.width)
         return region
-
-
-def is_norm_scale_layer(module: nn.Module) -> bool:
-    """LayerNorm, RMSNorm and GroupNorm layers, the libraries' own classes (by class name) included —
-    the norms of transformers, whose γ, β the radius tests and benchmarks watch (no region shrinks any
-    tensor at set-up unless norm_radius is asked). BatchNorm and InstanceNorm are not among them."""
-    return isinstance(module, _SCALE_NORMS) or type(module).__name__.endswith(("LayerNorm", "RMSNorm", "GroupNorm"))
 
 
 def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float | None, scale: float) -> Constraint:
@@ -230,20 +220,6 @@ def _region(mode: str, kind: str | int | None, shape: torch.Size, k: int | float
     return L2Ball(shape, radius=scale)
 
 
-def input_dims(model: nn.Module) -> dict[str, int]:
-    """{qualified weight name: the dim of its input units} of the conv (Conv1d/2d/3d: 1) and
-    Linear-like layers (nn.Linear: 1, (in, out) Conv1D: 0, `assign_linear.output_dim`) of `model`;
-    a weight tied to an earlier name is listed under that name's owner (no entry here)."""
-    own = {name for name, _ in model.named_parameters()}
-    dims = {}
-    for name, module in model.named_modules():
-        dim = 1 if isinstance(module, _CONV) else None if (out := output_dim(module)) is None else 1 - out
-        weight = f"{name}.weight" if name else "weight"
-        if dim is not None and weight in own:
-            dims[weight] = dim
-    return dims
-
-
 def _point(region: Constraint, params: list[torch.Tensor]) -> torch.Tensor:
     """The point of `region` the parameters make (packed for a region over several tensors; FSDP2
     DTensors all-gathered, once per region at set-up)."""
@@ -251,17 +227,14 @@ def _point(region: Constraint, params: list[torch.Tensor]) -> torch.Tensor:
     return region.pack(values) if getattr(region, "multi_tensor", False) else values[0]
 
 
-def _set_radius(region: Constraint, params: list[torch.Tensor], rule: str, width: float, floor: bool) -> None:
-    """Rule "checkpoint": τ = width · g, g the start's gauge in the region (τ kept where g = 0); with
-    `floor`, τ ≥ g. Rule "init" leaves the radius the region was built with."""
-    if rule == "init" and not floor:
-        return
+def _set_radius(region: Constraint, params: list[torch.Tensor], rule: str, width: float) -> None:
+    """Rule "checkpoint": τ = width · g, g the start's gauge in the region (τ kept where g = 0); rule
+    "init" keeps the radius the region was built with; either way τ ≥ g (the region holds its start)."""
     with torch.no_grad():
         gauge = float(region.norm(_point(region, params)))
     if rule == "checkpoint" and gauge > 0:
         region.radius = width * gauge
-    if floor:
-        region.radius = max(region.radius, gauge)
+    region.radius = max(region.radius, gauge)
 
 
 def _place(region: Constraint, params: list[torch.Tensor], name: str, rescaled: list[tuple[str, float]]) -> None:
@@ -351,9 +324,11 @@ def constrain(model: nn.Module, mode: str, k: int | float | None = None, width: 
     norms = expected_init_norms(model)
     if radius_rule == "auto":
         radius_rule = "checkpoint" if moved_norm_parameters(model) else "init"
-    hidden = hidden_linear_weights(model) if linear == "structured" and mode in STRUCTURED_MODES else {}
-    inputs = input_dims(model) if mode == "nm_k_support" else {}
-    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, hidden, inputs, norms)
+    if mode == "nm_k_support":              # N:M groups run along every conv and Linear-like weight's inputs
+        dims = {weight: 1 - out for weight, out in matrix_weights(model).items()}
+    else:
+        dims = hidden_linear_weights(model) if linear == "structured" and mode in STRUCTURED_MODES else {}
+    rules = _Rules(mode, k, float(width), bias_and_norm, norm_radius, explicit_norm, radius_rule, dims, norms)
     rescaled: list[tuple[str, float]] = []
     joint = _coupled_groups(model, rules, example_inputs, coupled_width, coupled_step, rescaled)
     coupled = {name for g in joint for name in g["name"].split("+")}
@@ -375,7 +350,7 @@ def _single_group(model: nn.Module, name: str, p: torch.Tensor, rules: _Rules, m
     if region is None:
         region = rules.region(model, name, p)
     else:
-        _set_radius(region, [p], rules.radius_rule, matrices.width, floor=True)
+        _set_radius(region, [p], rules.radius_rule, matrices.width)
     _place(region, [p], name, rescaled)
     step = {"lr": fixed[name], "rescale": None} if name in fixed else {}
     if name in matrices and matrices.step is not None:
@@ -440,7 +415,7 @@ def _coupled_groups(model: nn.Module, rules: _Rules, example_inputs, width: floa
     out = []
     for names, region in coupled_regions(model, example_inputs, rules.k, width, rules.norms):
         params = [state[n] for n in names]
-        _set_radius(region, params, rules.radius_rule, width, floor=True)
+        _set_radius(region, params, rules.radius_rule, width)
         _place(region, params, "+".join(names), rescaled)
         extra = {} if step == "optimizer" else {"lr": step, "rescale": None}
         out.append({"params": params, "constraint": region, "name": "+".join(names), **extra})

@@ -141,8 +141,7 @@ def _momentum(g: Tensor, buffers: list[Tensor | None], i: int, rho: float, delta
 
 
 def _adam(g: Tensor, states: list[dict] | None, i: int, beta: float, ok: Tensor | None) -> Tensor:
-    """The "adam" direction of entry i (`adam.adam_directions`)."""
-    g = g if ok is None else torch.where(ok, g, 0)
+    """The "adam" direction of entry i (`adam.adam_directions`, which keeps the state where not `ok`)."""
     return adam_directions([g], None if states is None else [states[i]], [beta], ok)[0]
 
 

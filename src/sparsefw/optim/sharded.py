@@ -203,9 +203,10 @@ class ShardedPlan:
         process's."""
         if states is None:
             raise ValueError("the 'adam' direction keeps its moments in the optimizer state: pass states")
-        views = []
+        views, gs = [], []
         for i in self.adam:
             state, g = states[i], local(grads[i])
+            gs.append(g)
             if "exp_avg" not in state:
                 param = self.entries[i].param
                 state["exp_avg"] = self._wrap(torch.zeros_like(g), param)
@@ -213,7 +214,6 @@ class ShardedPlan:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=g.device)
             views.append({"exp_avg": local(state["exp_avg"]), "exp_avg_sq": local(state["exp_avg_sq"]),
                           "step": state["step"]})
-        gs = [local(grads[i]) if ok is None else torch.where(ok, local(grads[i]), 0) for i in self.adam]
         out = adam_directions(gs, views, [self.entries[i].momentum for i in self.adam], ok)
         for i, view in zip(self.adam, views):
             states[i]["step"] = view["step"]
