@@ -73,9 +73,12 @@ class SpectralPolytope(ConstraintWithK):
         return min(self.shape[0], self.n // self.shape[0])
 
     def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-        mats = normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1))
-        v = partial_isometry(mats, self.k)
+        v = self._isometry(normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1)))
         return (v * -radii.reshape(-1, 1, 1).to(v.dtype)).reshape(stack.shape)
+
+    def _isometry(self, mats: torch.Tensor) -> torch.Tensor:
+        """The LMO's direction before −τ for a batch of normalised matrices: U_kV_kᵀ."""
+        return partial_isometry(mats, self.k)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")
@@ -108,11 +111,9 @@ class SpectralBall(SpectralPolytope):
     def _spec_extra(self) -> dict:
         return {} if self.ns_steps is None else {"ns_steps": self.ns_steps}
 
-    def _lmo_rows(self, stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
-        if self.ns_steps is None:
-            return super()._lmo_rows(stack, radii)
-        v = newton_schulz(normalise_rows(stack.reshape(stack.shape[0], self.shape[0], -1)), self.ns_steps)
-        return (v * -radii.reshape(-1, 1, 1).to(v.dtype)).reshape(stack.shape)
+    def _isometry(self, mats: torch.Tensor) -> torch.Tensor:
+        """UVᵀ (exact), or its Newton–Schulz approximation with `ns_steps`."""
+        return super()._isometry(mats) if self.ns_steps is None else newton_schulz(mats, self.ns_steps)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x, "x")
