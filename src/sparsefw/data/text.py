@@ -91,11 +91,16 @@ def fortunes_vocabulary(data_dir: str | Path | None = None) -> str:
 
 def encode(text: str, vocabulary: str) -> torch.Tensor:
     """int64 token ids of `text` (cleaned first; ValueError for a character outside `vocabulary`)."""
+    return _ids(clean_text(text), vocabulary)
+
+
+def _ids(clean: str, vocabulary: str) -> torch.Tensor:
+    """int64 token ids of the already cleaned (ASCII) text `clean`."""
     table = np.full(128, -1, dtype=np.int64)
     table[[ord(c) for c in vocabulary]] = np.arange(len(vocabulary))
-    ids = table[np.frombuffer(clean_text(text).encode("ascii"), dtype=np.uint8)]
+    ids = table[np.frombuffer(clean.encode("ascii"), dtype=np.uint8)]
     if (ids < 0).any():
-        missing = sorted({c for c in clean_text(text) if c not in vocabulary})
+        missing = sorted({c for c in clean if c not in vocabulary})
         raise ValueError(f"characters {missing!r} are not in the vocabulary")
     return torch.from_numpy(ids)
 
@@ -118,6 +123,6 @@ def load_fortunes(data_dir=None) -> tuple[TokenDataset, TokenDataset, DatasetInf
     """(train, test, info) of the fortunes corpus; info.image_size is the context length (64) and
     info.num_classes the vocabulary size."""
     train_text, test_text, vocabulary = fortunes_text(data_dir)
-    splits = [TokenDataset(*windows(encode(t, vocabulary)), vocabulary) for t in (train_text, test_text)]
+    splits = [TokenDataset(*windows(_ids(t, vocabulary)), vocabulary) for t in (train_text, test_text)]   # cleaned
     info = DatasetInfo("fortunes", len(vocabulary), 1, CONTEXT, "language_modeling")
     return splits[0], splits[1], info

@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import nn
 
+from ._checks import positive_int
 from .cnn import SmallCNN
 from .fcn import FCN
 from .imagenet import BottleneckResNet, MobileNetV2
@@ -53,12 +54,6 @@ def available_models() -> list[str]:
     return list(_MODELS) + (["tv:*"] if importlib.util.find_spec("torchvision") is not None else [])
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
-    return value
-
-
 def _torchvision_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     from ..data.errors import require_torchvision   # the one place that knows the install hint
     tv = require_torchvision()
@@ -94,7 +89,7 @@ def check_model_option(name: str, option: str, value: Any) -> tuple[int, ...] | 
     if option not in options:
         raise ValueError(f"model {name!r} takes no option {option!r} (its options: {', '.join(options) or 'none'})")
     if options[option] is int:
-        return _positive_int(option, value)
+        return positive_int(option, value)
     args = typing.get_args(options[option])
     n = None if args[-1] is Ellipsis else len(args)
     if (not isinstance(value, (list, tuple)) or not value or (n is not None and len(value) != n)
@@ -118,10 +113,10 @@ def build_model(name: str, num_classes: int, in_channels: int, image_size: int |
     "cnn", widths (three) of "fcn" and "unet", hidden (the layer sizes) of "mlp"; the ints dim, depth,
     heads, mlp of "vit" (and patch) and "gpt"; None keeps the default.
     """
-    num_classes = _positive_int("num_classes", num_classes)
-    in_channels = _positive_int("in_channels", in_channels)
+    num_classes = positive_int("num_classes", num_classes)
+    in_channels = positive_int("in_channels", in_channels)
     if image_size is not None:
-        _positive_int("image_size", image_size)
+        positive_int("image_size", image_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be None or an int, got seed={seed!r}")
     _check_name(name)

@@ -17,15 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import positive_int
+
 INIT_STD = 0.02
 
 
 def _check_sizes(dim: int, depth: int, heads: int, mlp: int, head_size: int | None = None) -> None:
-    sizes = (("dim", dim), ("depth", depth), ("heads", heads), ("mlp", mlp)) + \
-        ((("head_size", head_size),) if head_size is not None else ())
-    for name, value in sizes:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+    for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp", mlp)):
+        positive_int(name, value)
+    if head_size is not None:
+        positive_int("head_size", head_size)
     if head_size is None and dim % heads:
         raise ValueError(f"dim must be a multiple of heads, got dim={dim!r}, heads={heads!r} (or give head_size)")
 
@@ -92,8 +93,7 @@ class ViT(nn.Module):
                  depth: int = 2, heads: int = 4, mlp: int = 128):
         super().__init__()
         _check_sizes(dim, depth, heads, mlp)
-        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
-            raise ValueError(f"patch must be an int >= 1, got patch={patch!r}")
+        positive_int("patch", patch)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < patch or image_size % patch:
             raise ValueError(f"image_size must be a multiple of patch={patch}, got image_size={image_size!r}")
         self.patch_embeddings = nn.Conv2d(in_channels, dim, patch, stride=patch)
@@ -121,9 +121,8 @@ class GPT(nn.Module):
                  head_size: int | None = None):
         super().__init__()
         _check_sizes(dim, depth, heads, mlp, head_size)
-        for name, value in (("vocab", vocab), ("context", context)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}")
+        positive_int("vocab", vocab)
+        positive_int("context", context)
         self.wte, self.wpe = nn.Embedding(vocab, dim), nn.Embedding(context, dim)
         self.h = nn.ModuleList(Block(dim, heads, mlp, causal=True, head_size=head_size) for _ in range(depth))
         self.ln_f = nn.LayerNorm(dim)
