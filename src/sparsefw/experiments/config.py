@@ -34,6 +34,7 @@ from .schedules import SCHEDULES
 
 SGD_PENALTIES = (*PENALTIES, *PROX_OPERATORS)     # penalties added to the loss, then proximal steps
 COMPRESSION_KINDS = ("unstructured", "filters", "channels", "lowrank")   # SweepConfig has a list of levels per kind
+SFW_RULE_KEYS = ("radius_rule", "linear", "direction")   # OptimizerConfig keys handed to constrain only when set
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -132,8 +133,8 @@ class OptimizerConfig:
     linear: Optional[str] = _opt(None, _choice(*LINEAR_RULES), "regions of hidden Linear layers in the filter and "
                                  "low-rank modes: 'l2' or 'structured' (null: sparsefw.assign.DEFAULT_LINEAR)")
     direction: Optional[str] = _opt(None, _choice(*DIRECTIONS), "what every LMO is fed and the step length: "
-                                    "'momentum', 'adam' (Adam's direction and step length) or 'auto' (null: adam for "
-                                    "the spectral modes and LayerNorm nets without BatchNorm; sparsefw.assign_step)")
+                                    "'momentum', 'adam' (Adam's direction and step length) or 'auto' (null: adam in "
+                                    "the spectral modes only; sparsefw.assign_step)")
     # SGD
     weight_decay: float = _opt(0.0, _non_negative)
     nesterov: bool = _opt(False)
@@ -300,7 +301,7 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
             mode_k(opt.mode, opt.k)      # an 'N:M' pattern in mode nm_k_support only, N ≤ 4 as a count there
         except ValueError as e:
             raise ConfigError(f"config key 'optimizer.k': {e}") from None
-    for key in ("radius_rule", "linear", "direction"):
+    for key in SFW_RULE_KEYS:
         if getattr(opt, key) is not None and opt.name != "sfw":
             raise ConfigError(f"config key 'optimizer.{key}': a rule of SFW's regions, not for {opt.name!r}")
     for key in ("coupled_width", "coupled_step"):

@@ -10,7 +10,7 @@ from torch import nn
 from ..assign import constrain
 from ..optim import SFW
 from ..optim.baselines import PENALTIES, PROX_OPERATORS, ProxStep
-from .config import ConfigError, OptimizerConfig
+from .config import SFW_RULE_KEYS, ConfigError, OptimizerConfig
 
 
 def build_optimizer(cfg: OptimizerConfig, model: nn.Module, example_inputs=None) -> tuple[
@@ -25,7 +25,7 @@ def build_optimizer(cfg: OptimizerConfig, model: nn.Module, example_inputs=None)
                                norm_radius=cfg.norm_radius, example_inputs=example_inputs,
                                coupled_width=cfg.coupled_width, coupled_step=cfg.coupled_step,
                                fixed_step=cfg.fixed_step,
-                               **{key: getattr(cfg, key) for key in ("radius_rule", "linear", "direction") if getattr(cfg, key)})
+                               **{key: getattr(cfg, key) for key in SFW_RULE_KEYS if getattr(cfg, key)})
             return SFW(groups, lr=cfg.lr, momentum=cfg.momentum, rescale=cfg.rescale), None, None
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)

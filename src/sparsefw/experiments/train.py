@@ -109,7 +109,8 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     model = build_experiment_model(cfg.model, info, cfg.training.seed).to(device)
     example_inputs = train_ds[0][0].unsqueeze(0).to(device)    # one input, for channel analyses
     optimizer, penalty, after_step = build_optimizer(cfg.optimizer, model, example_inputs)
-    if cfg.training.fsdp and dist_info.enabled:
+    sharded = cfg.training.fsdp and dist_info.enabled
+    if sharded:
         model = _shard(cfg, model, optimizer, dist_info, device)
     train_loader, test_loader = _loaders(cfg, train_ds, test_ds, dist_info, generator, device)
     iters = len(train_loader)
@@ -122,7 +123,7 @@ def build_setup(cfg: ExperimentConfig) -> Setup:
     except ValueError as e:
         raise ConfigError(f"config key 'schedule': {e}") from None
     # under FSDP2 mixed precision is its policy (training.fsdp_*_dtype): no autocast, no GradScaler
-    use_amp = cfg.training.amp and device.type == "cuda" and not (cfg.training.fsdp and dist_info.enabled)
+    use_amp = cfg.training.amp and device.type == "cuda" and not sharded
     return Setup(cfg, device, dist_info, info, model, train_loader, test_loader, optimizer, penalty, after_step,
                  LambdaLR(optimizer, factor), torch.amp.GradScaler(device.type, enabled=use_amp), generator, use_amp)
 
