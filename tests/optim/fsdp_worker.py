@@ -96,7 +96,7 @@ def case_mode(mode, strategy, dtype, mesh, rank):
     train_pair(ref, fsdp, opt_ref, opt, batches(dtype), rank)
     gaps = max(abs(a - b) for a, b in zip(opt_ref.fw_gaps(), opt.fw_gaps()) if a == a)
     return {"error": error(ref, fsdp), "start": start, "radii": radii, "gaps": gaps,
-            "kernels": sorted({r.kernel for p in opt._plans.values() for r in p[0].regions}),
+            "kernels": kernels(opt),
             "bytes": traffic(opt)[0]}
 
 
@@ -144,6 +144,11 @@ def case_coupled(dtype, mesh, rank):
     return {"error": error(ref, model), "joint": sum(len(g["params"]) > 1 for g in g_ref)}
 
 
+def kernels(opt) -> list[str]:
+    """The LMO kernels of `opt`'s planned regions, sorted."""
+    return sorted({r.kernel for p in opt._plans.values() for r in p[0].regions})
+
+
 def direct(shape, region, grads, mesh, strategy, dtype, direction="momentum", masked=False):
     """SFW on one parameter, sharded and not, stepped with the given global gradients (`masked`:
     both mask a non-finite step on the device, as on CUDA, instead of reading a flag)."""
@@ -175,14 +180,14 @@ def case_tall_spectral(strategy, dtype, mesh):
     """Spectral k-support (40 × 6) and nuclear (33 × 5: uneven shards) balls on tall matrices, where
     "native" all-reduces the column Gram; the kernel used is reported."""
     g = torch.Generator().manual_seed(8)
-    errors, kernels = [], set()
+    errors, used = [], set()
     for shape, region in (((40, 6), SpectralKSupportBall((40, 6), k=2, radius=2.0)),
                           ((33, 5), NuclearBall((33, 5), radius=2.0))):
         grads = [torch.randn(shape, generator=g, dtype=dtype) for _ in range(3)]
         plain, sharded, opts = direct(shape, region, grads, mesh, strategy, dtype)
         errors.append(float((sharded.full_tensor() - plain).abs().max()))
-        kernels |= {r.kernel for p in opts[1]._plans.values() for r in p[0].regions}
-    return {"error": max(errors), "kernels": sorted(kernels)}
+        used |= set(kernels(opts[1]))
+    return {"error": max(errors), "kernels": sorted(used)}
 
 
 def case_empty_shard(strategy, dtype, mesh):
@@ -216,7 +221,7 @@ def case_adam(kind, strategy, dtype, mesh):
                            for k in ("exp_avg", "exp_avg_sq")),
             "steps": [float(opts[0].state[plain]["step"]), float(state["step"])],
             "skipped": [opts[0].nonfinite_steps, opts[1].nonfinite_steps],
-            "kernels": sorted({r.kernel for p in opts[1]._plans.values() for r in p[0].regions})}
+            "kernels": kernels(opts[1])}
 
 
 def transformer_pair(dtype, mesh):
@@ -242,7 +247,7 @@ def token_batches(steps=3):
             for _ in range(steps)]
 
 
-def train_tokens(pairs, data, rank):
+def train_tokens(pairs, data):
     """Cross-entropy steps of (model, optimizer, rows) pairs on the global token batches."""
     for x, y in data:
         for model, opt, rows in pairs:
@@ -257,11 +262,11 @@ def case_transformer(strategy, dtype, mesh, rank):
     ref, model, g_ref, g_model = transformer_pair(dtype, mesh)
     opt_ref, opt = sparsefw.SFW(g_ref), sparsefw.SFW(g_model, distributed_lmo=strategy)
     start = error(ref, model)
-    train_tokens([(ref, opt_ref, slice(None)), (model, opt, slice(2 * rank, 2 * rank + 2))], token_batches(), rank)
+    train_tokens([(ref, opt_ref, slice(None)), (model, opt, slice(2 * rank, 2 * rank + 2))], token_batches())
     directions = sorted({g.get("direction", "momentum") for g in g_ref})
     regions = sorted({type(g["constraint"]).__name__ for g in g_ref if g.get("constraint") is not None})
     return {"error": error(ref, model), "start": start, "directions": directions, "regions": regions,
-            "kernels": sorted({r.kernel for p in opt._plans.values() for r in p[0].regions})}
+            "kernels": kernels(opt)}
 
 
 def case_inf(dtype, mesh):
@@ -322,12 +327,7 @@ def case_grad_scaler(kind, mesh, rank):
     "amp" (torch.amp.GradScaler, scaler.step hands SFW grad_scale and found_inf: SFW unscales
     each shard), "amp_unscale" (scaler.unscale_ first), "sharded_unscale" (FSDP's ShardedGradScaler)."""
     ref, fsdp = models(torch.float32, mesh)
-    opts = []
-    for model in (ref, fsdp):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            opts.append(sparsefw.SFW(sparsefw.constrain(model, "k_support", width=0.5, fixed_step="optimizer"),
-                                     lr=0.1, momentum=0.9))
+    opts = [k_support_sfw(model) for model in (ref, fsdp)]
     make = ShardedGradScaler if kind.startswith("sharded") else torch.amp.GradScaler
     scalers = [torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2),
                make("cpu", init_scale=2.0 ** 10, growth_interval=2)]
@@ -356,11 +356,7 @@ def case_local_found_inf(mesh, rank):
     all-reduced), as one process with the flag set; the other steps unscale each shard."""
     g = torch.Generator().manual_seed(12)
     grads = [4 * torch.randn(15, 8, generator=g) for _ in range(3)]
-    region = KSupportBall((15, 8), k=20, radius=2.0)
-    torch.manual_seed(3)
-    w = region.shift_inside(torch.randn(15, 8)).clone()
-    plain, sharded = nn.Parameter(w.clone()), nn.Parameter(distribute_tensor(w.clone(), mesh, [Shard(0)]))
-    opts = [sparsefw.SFW([{"params": [p], "constraint": region}], lr=0.2, momentum=0.5) for p in (plain, sharded)]
+    plain, sharded, opts = direct((15, 8), KSupportBall((15, 8), k=20, radius=2.0), [], mesh, "auto", torch.float32)
     for step, grad in enumerate(grads):
         plain.grad, sharded.grad = grad.clone(), distribute_tensor(grad.clone(), mesh, [Shard(0)])
         for opt, flag in ((opts[0], step == 1), (opts[1], step == 1 and rank == 1)):
@@ -370,7 +366,7 @@ def case_local_found_inf(mesh, rank):
     return {"error": float((sharded.full_tensor() - plain).abs().max())}
 
 
-def make_checkpointed(model: nn.Module, direction: str):
+def k_support_sfw(model: nn.Module, direction: str = "momentum"):
     """`constrain(model, "k_support")` groups (every group given `direction`) and their SFW."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -390,7 +386,7 @@ def case_state_dict(mesh, rank, folder: str, direction: str = "momentum"):
     def make():
         torch.manual_seed(0)
         model = shard(Net().double(), mesh)
-        return model, make_checkpointed(model, direction)
+        return model, k_support_sfw(model, direction)
 
     def steps(model, opt, data, bad=None):
         for i, (x, y) in enumerate(data):

@@ -138,7 +138,7 @@ def test_checkpoint_resumes_bitwise_and_on_one_process(results, direction):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    from fsdp_worker import CHECKPOINT_AT, CHECKPOINT_STEPS, Net, batches, make_checkpointed
+    from fsdp_worker import CHECKPOINT_AT, CHECKPOINT_STEPS, Net, batches, k_support_sfw
     folder, found = results
     tag = "" if direction == "momentum" else f"_{direction}"
     found = found[f"state_dict{tag}"]
@@ -147,7 +147,7 @@ def test_checkpoint_resumes_bitwise_and_on_one_process(results, direction):
     assert found["state_keys"] == (["exp_avg", "exp_avg_sq", "step"] if direction == "adam" else ["momentum_buffer"])
     torch.manual_seed(0)
     model = Net().double()
-    opt = make_checkpointed(model, direction)
+    opt = k_support_sfw(model, direction)
     state = dict(zip(("model", "optim"), get_state_dict(model, opt)))
     dcp.load(state, checkpoint_id=str(folder / f"ckpt{tag}"))
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
