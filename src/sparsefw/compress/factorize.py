@@ -436,11 +436,12 @@ def _factor_pair(module: nn.Module, r: int, svd=None) -> ComposedLayer:
     second_w = u[:, :, :r].to(weight.dtype)                     # (g, m, r)
     kwargs = {"device": weight.device, "dtype": weight.dtype}
     has_bias = module.bias is not None
-    if isinstance(module, nn.Linear) or is_conv1d(module):
-        n, m = (weight.shape if is_conv1d(module) else weight.shape[::-1])
+    conv1d = is_conv1d(module)
+    if isinstance(module, nn.Linear) or conv1d:
+        n, m = (weight.shape if conv1d else weight.shape[::-1])
         first = nn.Linear(n, r, bias=False, **kwargs)
         second = nn.Linear(r, m, bias=has_bias, **kwargs)
-        kind = FactorizedConv1D if is_conv1d(module) else FactorizedLinear
+        kind = FactorizedConv1D if conv1d else FactorizedLinear
     else:
         g = module.groups
         first = nn.Conv2d(module.in_channels, g * r, module.kernel_size, module.stride,

@@ -192,8 +192,9 @@ def attention(a: DependencyAnalysis, node: fx.Node):
         for t in (q, k, v):
             a.fix_tracked(t, "scaled_dot_product_attention of q, k, v whose heads do not match")
         return None
-    a.heads.update(s.space for s in a.refresh(out).segments)
-    return Tracked(heads_dim, a.refresh(out).segments)
+    segments = a.refresh(out).segments
+    a.heads.update(s.space for s in segments)
+    return Tracked(heads_dim, segments)
 
 
 def softmax(a: DependencyAnalysis, node: fx.Node):
@@ -407,15 +408,11 @@ def split(a: DependencyAnalysis, node: fx.Node):
         return None
     ndim = len(_shape(node.args[0]))
     if _arg(node, 2, "dim", 0) % ndim == tracked.dim:
-        pieces = _cut(a, tracked, [_shape_of(v)[tracked.dim] for v in node.meta["val"]])
+        pieces = _cut(a, tracked, [v.shape[tracked.dim] for v in node.meta["val"]])
         if pieces is None:
             a.fix_tracked(tracked, "split along its channels (sizes are constants of the forward)")
         return pieces
     return [tracked] * len(node.meta["val"])
-
-
-def _shape_of(value) -> tuple:
-    return tuple(value.shape)
 
 
 def _cut(a: DependencyAnalysis, tracked: Tracked, sizes: list[int]) -> list[Tracked] | None:

@@ -304,12 +304,12 @@ class DependencyAnalysis:
         for space, member in self.members:
             by_root[self.find(space)].append(member)
         out = []
+        marked = {"heads": {self.find(s) for s in self.heads}, "split": {self.find(s) for s in self.cut}}
         for root, members in by_root.items():
             reason = self.reasons.get(root)
             if reason is None and not any(m.role == "out" for m in members):
                 reason = "no layer writes it"
-            kind = next((k for k, marked in (("heads", self.heads), ("split", self.cut))
-                         if any(self.find(m) == root for m in marked)), "channels")
+            kind = next((k for k, roots in marked.items() if root in roots), "channels")
             out.append(ChannelGroup(self.sizes[root], tuple(members), reason, kind))
         return out
 
