@@ -80,6 +80,7 @@ from .assign_linear import LINEAR_RULES, STRUCTURED_MODES, hidden_linear_weights
 from .assign_spectral import (DEFAULT_FINETUNE_STEP, DEFAULT_SPECTRAL_WIDTH, OTHER_STEP, SPECTRAL_MODES,
                               matrix_weights, spectral_regions)
 from .assign_step import DEFAULT_FIXED_STEP, check_step, fixed_step_parameters, resolve_direction
+from .constraints.base import check_positive
 from .graph.capture import CaptureError
 from .optim.sharded import full_value, is_sharded
 from .radii import expected_init_norms, moved_norm_parameters
@@ -377,8 +378,7 @@ def _spectral_setup(model: nn.Module, mode: str, k: Any, width: Any, step: Any, 
                              f"with mode={mode!r}")
         return _Matrices()
     width = DEFAULT_SPECTRAL_WIDTH if width is None else width
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
-        raise ValueError(f"spectral_width must be a positive finite number, got spectral_width={width!r}")
+    check_positive("spectral_width", width)
     matrices = _Matrices(spectral_regions(model, mode, k, float(width)))
     matrices.width = float(width)
     default = DEFAULT_FINETUNE_STEP if checkpoint else DEFAULT_FIXED_STEP
@@ -393,8 +393,7 @@ def _check_arguments(model: Any, mode: Any, width: Any, bias_and_norm: Any, radi
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if mode not in DEFAULT_K:
         raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a positive finite number, got width={width!r}")
+    check_positive("width", width)
     if bias_and_norm not in ("mode", "l2"):
         raise ValueError(f"bias_and_norm must be 'mode' or 'l2', got bias_and_norm={bias_and_norm!r}")
     if not isinstance(radius_rule, str) or radius_rule not in RADIUS_RULES:
@@ -454,8 +453,7 @@ def _coupled_options(mode: str, width: Any, step: Any) -> tuple[float | None, fl
                                  f"with mode={mode!r}")
         return None, None
     width = DEFAULT_COUPLED_WIDTH if width is None else width
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
-        raise ValueError(f"coupled_width must be a positive finite number, got coupled_width={width!r}")
+    check_positive("coupled_width", width)
     step = DEFAULT_COUPLED_STEP if step is None else step
     check_coupled_step(step)
     return float(width), step if step == "optimizer" else float(step)

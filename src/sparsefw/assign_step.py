@@ -36,11 +36,12 @@ from typing import Any
 from torch import nn
 
 from .graph.scale import scale_invariant_parameters
+from .optim.adam import DIRECTIONS as OPTIMIZER_DIRECTIONS
 
 #: η of the fixed Frank-Wolfe step (param-group lr with rescale None), as the coupled regions'
 DEFAULT_FIXED_STEP = 0.02
 #: values of `constrain(..., direction=...)` (module docstring)
-DIRECTIONS = ("auto", "momentum", "adam")
+DIRECTIONS = ("auto", *OPTIMIZER_DIRECTIONS)
 
 
 def check_step(step: Any, name: str) -> None:

@@ -28,7 +28,8 @@ from ._ops import working
 _REGISTRY: dict[str, type["Constraint"]] = {}
 
 
-def _check_positive(name: str, value: Any) -> float:
+def check_positive(name: str, value: Any) -> float:
+    """float(value) if it is a positive finite number (not a bool); ValueError naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {name}={value!r}")
     return float(value)
@@ -62,7 +63,7 @@ class Constraint(ABC):
             raise ValueError(f"shape must be a non-empty sequence of positive ints, got shape={tuple(shape)!r}")
         self.shape = shape
         self.n = math.prod(shape)
-        self.radius = _check_positive("radius", radius)
+        self.radius = check_positive("radius", radius)
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

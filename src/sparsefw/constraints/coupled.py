@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from ._ops import k_support_norm, normalise_rows, safe_scale, top_k_l2, top_k_mask_rows, working
-from .base import Constraint, _check_positive, resolve_k
+from .base import Constraint, check_positive, resolve_k
 
 
 class CoupledGroupKSupportBall(Constraint):
@@ -45,7 +45,7 @@ class CoupledGroupKSupportBall(Constraint):
         self.dims = [int(d) for d in dims]
         self.indices = [[[int(i) for i in row] for row in member] for member in indices]
         self.weights = [1.0] * len(shapes) if weights is None else [
-            _check_positive(f"weights[{m}]", w) for m, w in enumerate(weights)]
+            check_positive(f"weights[{m}]", w) for m, w in enumerate(weights)]
         if len(self.weights) != len(self.shapes):
             raise ValueError(f"weights must have one entry per member, got {len(self.weights)} for "
                              f"{len(self.shapes)} members")
